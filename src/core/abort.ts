@@ -1,0 +1,78 @@
+/**
+ * Small helpers that keep waits bounded and never leak a rejection.
+ */
+
+/** The reason a {@link WaitScope} aborts with when its deadline passes. */
+export const DEADLINE = Symbol('dlock.deadline');
+
+/** One wait: the caller's signals and a deadline folded into a single AbortSignal. */
+export class WaitScope {
+  private readonly controller = new AbortController();
+  private readonly timer: NodeJS.Timeout | undefined;
+  private readonly cleanups: Array<() => void> = [];
+  constructor(signals: readonly (AbortSignal | undefined)[], readonly deadline: number, now: number) {
+    for (const s of signals) {
+      if (!s) continue;
+      if (s.aborted) {
+        this.controller.abort(s.reason);
+        break;
+      }
+      const onAbort = (): void => this.controller.abort(s.reason);
+      s.addEventListener('abort', onAbort, { once: true });
+      this.cleanups.push(() => s.removeEventListener('abort', onAbort));
+    }
+    // A ref'd timer: waiting for a lock is a legitimate reason to keep the process alive.
+    if (!this.controller.signal.aborted) {
+      this.timer = setTimeout(() => this.controller.abort(DEADLINE), Math.max(0, deadline - now));
+    }
+  }
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+  /** True when the scope ended because its deadline passed (not the caller's abort). */
+  get timedOut(): boolean {
+    return this.controller.signal.aborted && this.controller.signal.reason === DEADLINE;
+  }
+  dispose(): void {
+    if (this.timer) clearTimeout(this.timer);
+    for (const c of this.cleanups) c();
+    this.cleanups.length = 0;
+  }
+}
+
+/**
+ * Race `work` against `signal`. If the signal wins, `onLate` receives the value `work` resolves
+ * to later (so a grant that arrives after we gave up can be released), and a late rejection is
+ * swallowed instead of becoming an unhandled rejection.
+ */
+export function raceAbort<T>(work: Promise<T>, signal: AbortSignal, onLate?: (value: T) => void): Promise<T> {
+  if (signal.aborted) {
+    work.then(onLate, () => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      settled = true;
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        if (settled) onLate?.(v);
+        else resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        if (!settled) reject(e);
+      },
+    );
+  });
+}
+
+/** Full-jitter exponential backoff: a random delay in [base, min(cap, base * 2^attempt)]. */
+export function backoffMs(attempt: number, baseMs = 10, capMs = 1000): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16));
+  return baseMs + Math.floor(Math.random() * Math.max(0, ceiling - baseMs));
+}

@@ -1,0 +1,314 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { AcquireRequest, Grant, LockDriver } from '../drivers/driver.js';
+import {
+  ClosedError,
+  InvalidArgumentError,
+  LockAbortedError,
+  LockLostError,
+  LockTimeoutError,
+  OutOfRangeError,
+  UnavailableError,
+  isDlockError,
+} from '../errors.js';
+import { driftFor, monotonicNow } from './clock.js';
+import { HeldLock, Lease, type LeaseHost } from './lease.js';
+import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
+import { RenewalScheduler, type Logger } from './renewal.js';
+import { validateBool, validateKey, validateMs, validateRatio, validateSignal } from './validate.js';
+
+/** Defaults of a {@link LockClient}; every one can be overridden per call. */
+export interface LockClientOptions {
+  /** Time to live of a lock on the engine, in ms. Default 30,000. */
+  ttlMs?: number;
+  /** How long `acquire()` waits for a busy lock, in ms. Default 30,000. */
+  waitMs?: number;
+  /** Renew held locks automatically (the watchdog). Default true. */
+  renew?: boolean;
+  /** Renew when this fraction of the TTL has passed. Default 1/3 (three tries per TTL). */
+  renewRatio?: number;
+  /** Stop renewing after this many ms of holding, so a stuck holder cannot keep a key forever. */
+  maxHoldMs?: number;
+  /** Make acquisitions reentrant by default (see {@link AcquireOptions.reentrant}). Default false. */
+  reentrant?: boolean;
+  /** Diagnostics; silent when omitted. */
+  logger?: Logger;
+}
+
+/** Per-call options of `acquire`, `tryAcquire` and `using`. */
+export interface AcquireOptions {
+  /** Time to live on the engine, in ms. */
+  ttlMs?: number;
+  /** How long to wait for a busy lock (acquire/using only). 0 means one attempt. */
+  waitMs?: number;
+  /** Abort the wait; the promise rejects with {@link LockAbortedError} and nothing is left held. */
+  signal?: AbortSignal;
+  /**
+   * Re-enter a lock this client already holds in the current async scope (inside `using()` or
+   * `lease.run()`): the hold count goes up and the token stays the same. The engine lock is freed
+   * when every reentrant hold has been released.
+   */
+  reentrant?: boolean;
+  /** Override the client's `renew`. */
+  renew?: boolean;
+  /** Override the client's `maxHoldMs`. */
+  maxHoldMs?: number;
+}
+
+/** Who holds a key, as returned by {@link LockClient.inspect}. */
+export interface LockInfo {
+  readonly key: string;
+  /** The raw owner id. */
+  readonly owner: string;
+  /** Decoded owner id (host, pid, client id, sequence); null for foreign ids. */
+  readonly holder: OwnerInfo | null;
+  /** The holder's fencing token. */
+  readonly token: bigint;
+  /** Remaining TTL on the engine in ms; -1 when it lives as long as a session. */
+  readonly remainingMs: number;
+}
+
+interface Resolved {
+  key: string;
+  ttlMs: number;
+  waitMs: number;
+  signal: AbortSignal | undefined;
+  reentrant: boolean;
+  renew: boolean;
+  maxHoldMs: number | undefined;
+}
+
+/**
+ * Locks over one driver. Create one per process (it batches renewals and shares connections) and
+ * `close()` it on shutdown.
+ *
+ * @example
+ * ```ts
+ * import { connect } from 'dlock';
+ * const locks = await connect('redis://127.0.0.1:6379');
+ * await locks.using('cart:42', async (lease) => {
+ *   // exclusive here; lease.token is the fencing token
+ * });
+ * await locks.close();
+ * ```
+ */
+export class LockClient {
+  private readonly ttlMs: number;
+  private readonly waitMs: number;
+  private readonly renew: boolean;
+  private readonly maxHoldMs: number | undefined;
+  private readonly reentrant: boolean;
+  private readonly owners = new OwnerIds();
+  private readonly scheduler: RenewalScheduler;
+  private readonly held = new Set<HeldLock>();
+  private readonly closing = new AbortController();
+  private closed: Promise<void> | undefined;
+  private readonly host: LeaseHost;
+
+  /**
+   * @param driver the backend; the client takes ownership and closes it in `close()`.
+   */
+  constructor(
+    readonly driver: LockDriver,
+    options: LockClientOptions = {},
+  ) {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object.');
+    this.ttlMs = validateMs('ttlMs', options.ttlMs, 1, 30_000);
+    this.waitMs = validateMs('waitMs', options.waitMs, 0, 30_000);
+    this.renew = validateBool('renew', options.renew, true);
+    this.reentrant = validateBool('reentrant', options.reentrant, false);
+    this.maxHoldMs = options.maxHoldMs === undefined ? undefined : validateMs('maxHoldMs', options.maxHoldMs, 1, 0);
+    const renewRatio = validateRatio('renewRatio', options.renewRatio, 1 / 3);
+    this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger);
+    const scope = new AsyncLocalStorage<ReadonlyMap<string, HeldLock>>();
+    this.host = {
+      scope,
+      extend: (held, ttlMs) => this.extendNow(held, ttlMs),
+      release: (held) => this.releaseNow(held),
+    };
+  }
+
+  /**
+   * Acquire `key`, waiting up to `waitMs` (event-driven: the engine wakes us on release).
+   * @throws {@link LockTimeoutError} when the wait runs out; {@link LockAbortedError} when `signal` aborts;
+   *   {@link UnavailableError} when the engine cannot be reached within the wait.
+   */
+  async acquire(key: string, options: AcquireOptions = {}): Promise<Lease> {
+    const o = this.resolve(key, options, true);
+    const lease = await this.obtain(o);
+    if (!lease) throw new LockTimeoutError(o.key, o.waitMs);
+    return lease;
+  }
+
+  /** Exactly one attempt. Resolves `null` when the lock is busy. */
+  tryAcquire(key: string, options: Omit<AcquireOptions, 'waitMs'> = {}): Promise<Lease | null> {
+    return this.obtain(this.resolve(key, { ...options, waitMs: 0 }, false));
+  }
+
+  /**
+   * Acquire, run `fn`, and always release, even when `fn` throws. Inside `fn`, a `reentrant`
+   * acquire of the same key re-enters. Pass `lease.signal` to the work you do so that it stops if
+   * the lock is lost.
+   */
+  using<T>(key: string, fn: (lease: Lease) => Promise<T> | T): Promise<T>;
+  using<T>(key: string, options: AcquireOptions, fn: (lease: Lease) => Promise<T> | T): Promise<T>;
+  async using<T>(
+    key: string,
+    optionsOrFn: AcquireOptions | ((lease: Lease) => Promise<T> | T),
+    maybeFn?: (lease: Lease) => Promise<T> | T,
+  ): Promise<T> {
+    const fn = typeof optionsOrFn === 'function' ? optionsOrFn : maybeFn;
+    const options = typeof optionsOrFn === 'function' ? {} : optionsOrFn;
+    if (typeof fn !== 'function') throw new InvalidArgumentError('using(key, [options], fn): fn must be a function.');
+    const lease = await this.acquire(key, options);
+    try {
+      return await lease.run(() => fn(lease));
+    } finally {
+      await lease[Symbol.asyncDispose]();
+    }
+  }
+
+  /** Who holds `key` right now, without acquiring it; `null` when free. */
+  async inspect(key: string): Promise<LockInfo | null> {
+    validateKey(key);
+    this.assertOpen('inspect');
+    const state = await this.callDriver(`Inspecting lock "${key}"`, () => this.driver.inspect(key));
+    if (!state) return null;
+    return { key, owner: state.owner, holder: parseOwner(state.owner), token: state.token, remainingMs: state.remainingMs };
+  }
+
+  /** Number of locks this client currently holds. */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  /**
+   * Abort pending waits, release every held lock (best effort: keys that cannot be released
+   * expire by their TTL), stop renewal and close the driver. Idempotent. Afterwards the process
+   * can exit: no timers or sockets are left.
+   */
+  close(): Promise<void> {
+    this.closed ??= this.doClose();
+    return this.closed;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closing.abort(new ClosedError('Waiting for a lock'));
+    this.scheduler.stop();
+    const releases = [...this.held].map(async (h) => {
+      h.lose('closed');
+      await this.driver.release(h.key, h.owner).catch(() => false);
+    });
+    this.held.clear();
+    await Promise.all(releases);
+    await this.driver.close();
+  }
+
+  private assertOpen(what: string): void {
+    if (this.closing.signal.aborted) throw new ClosedError(what);
+  }
+
+  private resolve(key: string, options: AcquireOptions, waiting: boolean): Resolved {
+    validateKey(key);
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object.');
+    const ttlMs = validateMs('ttlMs', options.ttlMs, 1, this.ttlMs);
+    const maxHoldMs = options.maxHoldMs === undefined ? this.maxHoldMs : validateMs('maxHoldMs', options.maxHoldMs, 1, 0);
+    const renew = validateBool('renew', options.renew, this.renew);
+    if (renew && ttlMs < 30) {
+      throw new OutOfRangeError('ttlMs', `ttlMs must be at least 30 ms when renewal is on (got ${ttlMs}); renewals need time to travel.`);
+    }
+    return {
+      key,
+      ttlMs,
+      waitMs: waiting ? validateMs('waitMs', options.waitMs, 0, this.waitMs) : 0,
+      signal: validateSignal(options.signal),
+      reentrant: validateBool('reentrant', options.reentrant, this.reentrant),
+      renew,
+      maxHoldMs,
+    };
+  }
+
+  private async obtain(o: Resolved): Promise<Lease | null> {
+    this.assertOpen(`Acquiring lock "${o.key}"`);
+    if (o.signal?.aborted) throw new LockAbortedError(o.key, o.signal.reason);
+    if (o.reentrant) {
+      const mine = this.host.scope.getStore()?.get(o.key);
+      if (mine?.check()) {
+        mine.holds += 1;
+        return new Lease(mine, this.host);
+      }
+    }
+    const req: AcquireRequest = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
+    const start = monotonicNow();
+    let grant: Grant | null;
+    try {
+      if (o.waitMs === 0) {
+        const r = await this.driver.tryAcquire(req);
+        grant = r.ok ? r.grant : null;
+      } else {
+        const signal = o.signal ? AbortSignal.any([o.signal, this.closing.signal]) : this.closing.signal;
+        grant = await this.driver.acquire(req, { signal, deadline: start + o.waitMs });
+      }
+    } catch (e) {
+      if (o.signal?.aborted) throw new LockAbortedError(o.key, o.signal.reason);
+      if (this.closing.signal.aborted) throw new ClosedError(`Acquiring lock "${o.key}"`);
+      if (isDlockError(e)) throw e;
+      throw new UnavailableError(`Acquiring lock "${o.key}"`, { cause: e });
+    }
+    if (!grant) return null;
+    return this.adopt(o, req, grant);
+  }
+
+  private adopt(o: Resolved, req: AcquireRequest, grant: Grant): Lease | null {
+    const session = grant.session !== undefined;
+    const validUntil = session ? Number.POSITIVE_INFINITY : grant.sentAt + o.ttlMs - driftFor(o.ttlMs);
+    const maxHoldUntil = o.maxHoldMs === undefined ? Number.POSITIVE_INFINITY : grant.sentAt + o.maxHoldMs;
+    const held = new HeldLock(o.key, req.owner, grant.token, o.ttlMs, grant.sentAt, validUntil, maxHoldUntil);
+    if (!held.check()) {
+      // The grant arrived after its own validity: never report it. Give the key back.
+      this.driver.release(req.key, req.owner).catch(() => undefined);
+      return null;
+    }
+    this.held.add(held);
+    if (session) {
+      grant.session?.addEventListener('abort', () => held.lose('session-lost', grant.session?.reason), { once: true });
+    } else {
+      this.scheduler.add(held, o.renew);
+    }
+    return new Lease(held, this.host);
+  }
+
+  private async extendNow(held: HeldLock, ttlMs: number): Promise<void> {
+    validateMs('ttlMs', ttlMs, 1, 0);
+    const sentAt = monotonicNow();
+    const [ok] = await this.callDriver(`Extending lock "${held.key}"`, () =>
+      this.driver.extend([{ key: held.key, owner: held.owner, ttlMs }]),
+    );
+    if (held.state !== 'held') throw held.lostError ?? new LockLostError(held.key, 'not-held');
+    if (!ok) {
+      held.lose('not-held');
+      this.scheduler.delete(held);
+      throw held.lostError ?? new LockLostError(held.key, 'not-held');
+    }
+    held.ttlMs = ttlMs;
+    this.scheduler.renewed(held, sentAt, ttlMs);
+  }
+
+  private async releaseNow(held: HeldLock): Promise<boolean> {
+    const wasHeld = held.check();
+    if (held.state === 'held') held.state = 'released';
+    this.scheduler.delete(held);
+    this.held.delete(held);
+    if (this.closing.signal.aborted) return wasHeld;
+    const ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner));
+    return ok;
+  }
+
+  private async callDriver<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (isDlockError(e)) throw e;
+      throw new UnavailableError(what, { cause: e });
+    }
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The driver contract: the only thing a backend has to implement.
+ *
+ * A driver turns one request into one atomic step on its engine (a Lua script, one SQL
+ * transaction, ...) and tells how a waiter is woken. It holds no retry loops and no renewal
+ * timers: the core (src/core) owns deadlines, abort, backoff, renewal and the Lease.
+ *
+ * Two kinds of engines fit this contract:
+ * - try-set engines (Redis, SQL, SQLite) implement `tryAcquire` + `watch`, and build `acquire`
+ *   from the core's {@link TrySetWaitQueue} (try once, wait for a change bounded by the holder's
+ *   remaining TTL, try again);
+ * - queue engines (ZooKeeper, etcd) implement `acquire` natively (enqueue, wait for the
+ *   predecessor) and `tryAcquire` as "enqueue, and withdraw unless first".
+ */
+
+/** One acquisition attempt. */
+export interface AcquireRequest {
+  /** The user's lock name (validated: a non-empty string). */
+  readonly key: string;
+  /** Unique per acquisition: `host:pid:random:seq`. */
+  readonly owner: string;
+  /** Time to live on the engine, in ms. */
+  readonly ttlMs: number;
+}
+
+/** How the core should bound a wait. */
+export interface WaitContext {
+  /** Aborted by the caller's signal, by the deadline, or by `close()`. */
+  readonly signal: AbortSignal;
+  /** Monotonic deadline (ms, {@link monotonicNow}) after which the driver must give up. */
+  readonly deadline: number;
+}
+
+/** What a successful acquisition returns. */
+export interface Grant {
+  /** Fencing token: strictly increasing per key across all holders. */
+  readonly token: bigint;
+  /**
+   * Monotonic time (ms) at which the successful request was sent: the TTL counts from no
+   * earlier than this, so `sentAt + ttlMs - drift` is a safe local deadline.
+   */
+  readonly sentAt: number;
+  /**
+   * For drivers whose liveness is a session (ZooKeeper session, etcd lease, SQL connection):
+   * aborted when the session that carries this grant ends. Omitted for per-key TTL drivers.
+   */
+  readonly session?: AbortSignal;
+}
+
+/** The answer of a single try. */
+export type TryResult =
+  | { readonly ok: true; readonly grant: Grant }
+  | {
+      readonly ok: false;
+      /** The holder's remaining TTL in ms as the engine sees it; -1 when unknown. */
+      readonly retryAfterMs: number;
+    };
+
+/** Change notifications for one key, opened before the waiter's decisive try. */
+export interface ChangeWatch {
+  /**
+   * Resolve `true` once a change (a release) has been seen since the watch opened or since the
+   * previous `next()` resolved, or `false` after `maxMs`. Rejects only with `signal.reason`.
+   */
+  next(maxMs: number, signal: AbortSignal): Promise<boolean>;
+  /** Stop listening. Idempotent. */
+  close(): void;
+}
+
+/** Who holds a key, as the engine sees it. */
+export interface LockState {
+  readonly owner: string;
+  readonly token: bigint;
+  /** Remaining TTL on the engine in ms; -1 when the lock lives as long as a session. */
+  readonly remainingMs: number;
+}
+
+/** Renewal request for one held key. */
+export interface ExtendItem {
+  readonly key: string;
+  readonly owner: string;
+  readonly ttlMs: number;
+}
+
+/** What a driver declares about itself. */
+export interface DriverInfo {
+  /** Short name: `memory`, `redis`, `sqlite`, ... */
+  readonly name: string;
+  /** `lease`: each key has a TTL the core renews. `session`: the driver keeps one session alive. */
+  readonly liveness: 'lease' | 'session';
+  /** Whether waiters are granted in arrival order across processes. */
+  readonly fair: boolean;
+  /** Whether separate processes (or hosts) can share locks through this driver. */
+  readonly scope: 'process' | 'host' | 'distributed';
+}
+
+/** The contract every backend implements. See the file header. */
+export interface LockDriver {
+  readonly info: DriverInfo;
+  /** Exactly one attempt; never waits for the holder. */
+  tryAcquire(req: AcquireRequest): Promise<TryResult>;
+  /**
+   * Wait until granted or `wait.deadline` (resolve `null`); reject with `wait.signal.reason`
+   * when the signal aborts. Must leave nothing behind on the engine when it does not grant.
+   */
+  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
+  /** Renew several keys in one batch; `true` where the owner still held the key. */
+  extend(items: readonly ExtendItem[]): Promise<boolean[]>;
+  /** Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. */
+  release(key: string, owner: string): Promise<boolean>;
+  /** Read who holds `key` without acquiring it. */
+  inspect(key: string): Promise<LockState | null>;
+  /** Free every resource the driver opened (connections it created, watchers, timers). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,150 @@
+/**
+ * In-memory reference driver: the executable specification of the driver contract.
+ *
+ * Guarantees: everything the contract promises, within ONE process (tokens strictly increase per
+ * key for the lifetime of the driver; TTLs by the monotonic clock; release wakes waiters at once).
+ * Does not: share locks between processes, or survive a restart. Use it for tests and for code
+ * that only needs to coordinate async tasks in one process.
+ */
+import { monotonicNow } from '../../core/clock.js';
+import { TrySetWaitQueue } from '../../core/try-set-wait.js';
+import type {
+  AcquireRequest,
+  ChangeWatch,
+  DriverInfo,
+  ExtendItem,
+  Grant,
+  LockDriver,
+  LockState,
+  TryResult,
+  WaitContext,
+} from '../driver.js';
+import { ClosedError } from '../../errors.js';
+
+interface Entry {
+  owner: string;
+  token: bigint;
+  expiresAt: number;
+}
+
+/** See the file header. */
+export class MemoryDriver implements LockDriver {
+  readonly info: DriverInfo = { name: 'memory', liveness: 'lease', fair: false, scope: 'process' };
+  private readonly locks = new Map<string, Entry>();
+  private readonly fences = new Map<string, bigint>();
+  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly waiter = new TrySetWaitQueue(this);
+  private closed = false;
+
+  tryAcquire(req: AcquireRequest): Promise<TryResult> {
+    if (this.closed) return Promise.reject(new ClosedError('memory driver'));
+    const now = monotonicNow();
+    const cur = this.live(req.key, now);
+    if (cur) return Promise.resolve({ ok: false, retryAfterMs: Math.ceil(cur.expiresAt - now) });
+    const token = (this.fences.get(req.key) ?? 0n) + 1n;
+    this.fences.set(req.key, token);
+    this.locks.set(req.key, { owner: req.owner, token, expiresAt: now + req.ttlMs });
+    return Promise.resolve({ ok: true, grant: { token, sentAt: now } });
+  }
+
+  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+    return this.waiter.acquire(req, wait);
+  }
+
+  extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+    if (this.closed) return Promise.reject(new ClosedError('memory driver'));
+    const now = monotonicNow();
+    return Promise.resolve(
+      items.map((it) => {
+        const cur = this.live(it.key, now);
+        if (!cur || cur.owner !== it.owner) return false;
+        cur.expiresAt = now + it.ttlMs;
+        return true;
+      }),
+    );
+  }
+
+  release(key: string, owner: string): Promise<boolean> {
+    const cur = this.live(key, monotonicNow());
+    if (!cur || cur.owner !== owner) return Promise.resolve(false);
+    this.locks.delete(key);
+    this.notify(key);
+    return Promise.resolve(true);
+  }
+
+  inspect(key: string): Promise<LockState | null> {
+    const now = monotonicNow();
+    const cur = this.live(key, now);
+    return Promise.resolve(cur ? { owner: cur.owner, token: cur.token, remainingMs: Math.ceil(cur.expiresAt - now) } : null);
+  }
+
+  watch(key: string): Promise<ChangeWatch> {
+    let changed = false;
+    let wake: (() => void) | undefined;
+    const listener = (): void => {
+      changed = true;
+      wake?.();
+    };
+    let set = this.listeners.get(key);
+    if (!set) this.listeners.set(key, (set = new Set()));
+    set.add(listener);
+    const watch: ChangeWatch = {
+      next: (maxMs, signal) =>
+        new Promise<boolean>((resolve, reject) => {
+          const finish = (v: boolean): void => {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', onAbort);
+            wake = undefined;
+            changed = false;
+            resolve(v);
+          };
+          const onAbort = (): void => {
+            clearTimeout(timer);
+            wake = undefined;
+            reject(signal.reason as Error);
+          };
+          if (signal.aborted) return reject(signal.reason as Error);
+          if (changed) return finish(true);
+          const timer = setTimeout(() => finish(false), maxMs);
+          wake = () => finish(true);
+          signal.addEventListener('abort', onAbort, { once: true });
+        }),
+      close: () => {
+        set.delete(listener);
+        if (set.size === 0 && this.listeners.get(key) === set) this.listeners.delete(key);
+      },
+    };
+    return Promise.resolve(watch);
+  }
+
+  /** Number of keys with open watches (lets tests check that aborted waits leave nothing). */
+  get watchedKeys(): number {
+    return this.listeners.size;
+  }
+
+  /** Test hook: forget a key behind the holder's back, as an operator's DEL would. */
+  forget(key: string): void {
+    this.locks.delete(key);
+    this.notify(key);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    this.locks.clear();
+    this.listeners.clear();
+    return Promise.resolve();
+  }
+
+  private live(key: string, now: number): Entry | undefined {
+    const cur = this.locks.get(key);
+    if (cur && cur.expiresAt <= now) {
+      this.locks.delete(key);
+      return undefined;
+    }
+    return cur;
+  }
+
+  private notify(key: string): void {
+    for (const l of this.listeners.get(key) ?? []) l();
+  }
+}

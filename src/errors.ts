@@ -1,0 +1,174 @@
+/**
+ * Every error dlock throws carries a stable `code` and a message that says what to do.
+ * Errors about caller input extend the built-in `TypeError` / `RangeError` so that generic
+ * handlers keep working; everything else extends {@link DlockError}.
+ */
+
+/** The codes of all errors dlock throws. */
+export type DlockErrorCode =
+  | 'DLOCK_INVALID_ARGUMENT'
+  | 'DLOCK_OUT_OF_RANGE'
+  | 'DLOCK_TIMEOUT'
+  | 'DLOCK_ABORTED'
+  | 'DLOCK_LOCK_LOST'
+  | 'DLOCK_NOT_HELD'
+  | 'DLOCK_UNAVAILABLE'
+  | 'DLOCK_CLOSED'
+  | 'DLOCK_UNSUPPORTED_URL'
+  | 'DLOCK_STALE_TOKEN'
+  | 'DLOCK_DRIVER_ERROR';
+
+/** Base class of the errors that are not about caller input. */
+export class DlockError extends Error {
+  readonly code: DlockErrorCode;
+  constructor(code: DlockErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A key or option of the wrong type (for example an empty key). */
+export class InvalidArgumentError extends TypeError {
+  readonly code = 'DLOCK_INVALID_ARGUMENT' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'InvalidArgumentError';
+  }
+}
+
+/** A numeric option out of its range (NaN, Infinity, negative, fractional, above 2^31-1...). */
+export class OutOfRangeError extends RangeError {
+  readonly code = 'DLOCK_OUT_OF_RANGE' as const;
+  /** The name of the offending option, e.g. `ttlMs`. */
+  readonly option: string;
+  constructor(option: string, message: string) {
+    super(message);
+    this.name = 'OutOfRangeError';
+    this.option = option;
+  }
+}
+
+/** `acquire()` waited `waitMs` and the lock never became free. */
+export class LockTimeoutError extends DlockError {
+  readonly key: string;
+  readonly waitMs: number;
+  constructor(key: string, waitMs: number, options?: { cause?: unknown }) {
+    super(
+      'DLOCK_TIMEOUT',
+      `Timed out after ${waitMs} ms waiting for lock "${key}". Raise waitMs, use tryAcquire() to not wait, ` +
+        'or run `dlock inspect` to see who holds it.',
+      options,
+    );
+    this.key = key;
+    this.waitMs = waitMs;
+  }
+}
+
+/** The caller's AbortSignal aborted a wait; `cause` is the signal's reason. */
+export class LockAbortedError extends DlockError {
+  readonly key: string;
+  constructor(key: string, reason: unknown) {
+    super('DLOCK_ABORTED', `Waiting for lock "${key}" was aborted by the caller's signal; nothing is held.`, {
+      cause: reason,
+    });
+    this.key = key;
+  }
+}
+
+/** Why a held lock was lost. */
+export type LockLostReason =
+  /** The local monotonic deadline passed without a successful renewal (network down, process paused). */
+  | 'expired'
+  /** The engine says the key is no longer ours (removed, expired there, or taken by another owner). */
+  | 'not-held'
+  /** Renewal stopped on purpose because `maxHoldMs` was reached. */
+  | 'max-hold'
+  /** The driver's session (ZooKeeper session, etcd lease, SQL connection) ended. */
+  | 'session-lost'
+  /** The client was closed while the lock was held. */
+  | 'closed';
+
+/**
+ * The lock is no longer held. This is the reason of `lease.signal` when it aborts, and what
+ * `lease.assertHeld()` / `lease.extend()` throw. Stop touching the protected resource.
+ */
+export class LockLostError extends DlockError {
+  readonly key: string;
+  readonly reason: LockLostReason;
+  constructor(key: string, reason: LockLostReason, options?: { cause?: unknown }) {
+    const what: Record<LockLostReason, string> = {
+      expired: 'its TTL ran out locally before a renewal succeeded (engine unreachable or the process was paused)',
+      'not-held': 'the engine no longer records this owner as the holder (the key expired, was deleted, or another owner took it)',
+      'max-hold': 'maxHoldMs was reached, so renewal stopped and the TTL ran out',
+      'session-lost': "the driver's session with the engine ended",
+      closed: 'the client was closed',
+    };
+    super(
+      'DLOCK_LOCK_LOST',
+      `Lock "${key}" was lost: ${what[reason]}. Stop writing to the protected resource and acquire again; use fencing tokens to reject late writes.`,
+      options,
+    );
+    this.key = key;
+    this.reason = reason;
+  }
+}
+
+/** `extend()` on a lease that was released or lost. */
+export class LockNotHeldError extends DlockError {
+  readonly key: string;
+  constructor(key: string, detail: string) {
+    super('DLOCK_NOT_HELD', `Lock "${key}" is not held by this lease (${detail}). Acquire it again.`);
+    this.key = key;
+  }
+}
+
+/** The engine could not be reached or answered with an error within the wait. */
+export class UnavailableError extends DlockError {
+  constructor(what: string, options?: { cause?: unknown }) {
+    super(
+      'DLOCK_UNAVAILABLE',
+      `${what}: the lock engine is unreachable or failing. Check that it is running and reachable; ` +
+        'the operation can be retried once it is back.',
+      options,
+    );
+  }
+}
+
+/** The client (or driver) was closed; create a new one. */
+export class ClosedError extends DlockError {
+  constructor(what: string) {
+    super('DLOCK_CLOSED', `${what}: the lock client was closed. Create a new client to continue.`);
+  }
+}
+
+/** `connect(url)` got a scheme no driver handles. */
+export class UnsupportedUrlError extends DlockError {
+  constructor(url: string, supported: readonly string[]) {
+    super(
+      'DLOCK_UNSUPPORTED_URL',
+      `Cannot connect to "${url}": use one of the schemes ${supported.map((s) => `${s}:`).join(', ')}.`,
+    );
+  }
+}
+
+/** A fenced write carried a token lower than one the resource has already accepted. */
+export class StaleTokenError extends DlockError {
+  readonly token: bigint;
+  readonly highest: bigint;
+  constructor(resource: string, token: bigint, highest: bigint) {
+    super(
+      'DLOCK_STALE_TOKEN',
+      `Write to "${resource}" rejected: fencing token ${token} is older than ${highest}, which the resource has already seen. ` +
+        'Your lock was lost meanwhile; re-acquire and re-read before writing.',
+    );
+    this.token = token;
+    this.highest = highest;
+  }
+}
+
+/** True for any error thrown by dlock (they all carry a `code` starting with `DLOCK_`). */
+export function isDlockError(e: unknown): e is { code: DlockErrorCode } & Error {
+  const code = e instanceof Error ? (e as unknown as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && code.startsWith('DLOCK_');
+}

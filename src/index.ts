@@ -1,0 +1,13 @@
+/**
+ * dlock: distributed locks and ids for Node.js on real engines.
+ * @packageDocumentation
+ */
+export * from './errors.js';
+export { LockClient, type LockClientOptions, type AcquireOptions, type LockInfo } from './core/client.js';
+export { Lease } from './core/lease.js';
+export type { Logger } from './core/renewal.js';
+export { parseOwner, type OwnerInfo } from './core/owner.js';
+export { TrySetWaitQueue, type TrySetOps } from './core/try-set-wait.js';
+export { monotonicNow } from './core/clock.js';
+export type * from './drivers/driver.js';
+export { MemoryDriver } from './drivers/memory/index.js';
