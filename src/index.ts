@@ -11,3 +11,4 @@ export { TrySetWaitQueue, type TrySetOps } from './core/try-set-wait.js';
 export { monotonicNow } from './core/clock.js';
 export type * from './drivers/driver.js';
 export { MemoryDriver } from './drivers/memory/index.js';
+export { connect, createDriver, SUPPORTED_SCHEMES } from './connect.js';
