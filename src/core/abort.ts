@@ -63,7 +63,7 @@ export function raceAbort<T>(work: Promise<T>, signal: AbortSignal, onLate?: (va
         if (settled) onLate?.(v);
         else resolve(v);
       },
-      (e: unknown) => {
+      (e: Error) => {
         signal.removeEventListener('abort', onAbort);
         if (!settled) reject(e);
       },
