@@ -7,6 +7,7 @@
  * that only needs to coordinate async tasks in one process.
  */
 import { monotonicNow } from '../../core/clock.js';
+import { LatchWatch } from '../../core/change-watch.js';
 import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import type {
   AcquireRequest,
@@ -32,7 +33,7 @@ export class MemoryDriver implements LockDriver {
   readonly info: DriverInfo = { name: 'memory', liveness: 'lease', fair: false, scope: 'process' };
   private readonly locks = new Map<string, Entry>();
   private readonly fences = new Map<string, bigint>();
-  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly listeners = new Map<string, Set<LatchWatch>>();
   private readonly waiter = new TrySetWaitQueue(this);
   private closed = false;
 
@@ -79,41 +80,14 @@ export class MemoryDriver implements LockDriver {
   }
 
   watch(key: string): Promise<ChangeWatch> {
-    let changed = false;
-    let wake: (() => void) | undefined;
-    const listener = (): void => {
-      changed = true;
-      wake?.();
-    };
     let set = this.listeners.get(key);
     if (!set) this.listeners.set(key, (set = new Set()));
-    set.add(listener);
-    const watch: ChangeWatch = {
-      next: (maxMs, signal) =>
-        new Promise<boolean>((resolve, reject) => {
-          const finish = (v: boolean): void => {
-            clearTimeout(timer);
-            signal.removeEventListener('abort', onAbort);
-            wake = undefined;
-            changed = false;
-            resolve(v);
-          };
-          const onAbort = (): void => {
-            clearTimeout(timer);
-            wake = undefined;
-            reject(signal.reason as Error);
-          };
-          if (signal.aborted) return reject(signal.reason as Error);
-          if (changed) return finish(true);
-          const timer = setTimeout(() => finish(false), maxMs);
-          wake = () => finish(true);
-          signal.addEventListener('abort', onAbort, { once: true });
-        }),
-      close: () => {
-        set.delete(listener);
-        if (set.size === 0 && this.listeners.get(key) === set) this.listeners.delete(key);
-      },
-    };
+    const watchers = set;
+    const watch = new LatchWatch((w) => {
+      watchers.delete(w);
+      if (watchers.size === 0 && this.listeners.get(key) === watchers) this.listeners.delete(key);
+    });
+    watchers.add(watch);
     return Promise.resolve(watch);
   }
 
@@ -145,6 +119,6 @@ export class MemoryDriver implements LockDriver {
   }
 
   private notify(key: string): void {
-    for (const l of this.listeners.get(key) ?? []) l();
+    for (const w of this.listeners.get(key) ?? []) w.changed();
   }
 }

@@ -1,0 +1,110 @@
+import { Redis } from 'ioredis';
+import { DemoError, type Store, type StoreFactory } from '../store.js';
+
+/** Safety net: a run that dies before its cleanup leaves nothing behind for long. */
+const KEY_TTL_MS = 60 * 60 * 1000;
+
+function parse(url: string): URL {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (e) {
+    throw new DemoError(`"${url}" is not a valid Redis URL: use redis://HOST:PORT.`, { cause: e });
+  }
+  if (u.hostname === '') throw new DemoError(`"${url}" names no host: use redis://HOST:PORT.`);
+  return u;
+}
+
+function redacted(url: string): string {
+  const u = parse(url);
+  if (u.password) u.password = '***';
+  return u.toString().replace(/\/$/, '');
+}
+
+/** Stock as a string key and orders as a list, next to the lock keys; every write is one MULTI. */
+class RedisStore implements Store {
+  readonly backend = 'redis';
+  private readonly stockKey: string;
+  private readonly ordersKey: string;
+  private closed = false;
+
+  constructor(
+    private readonly redis: Redis,
+    item: string,
+  ) {
+    // One hash tag, so both keys stay in one slot should this ever run on a cluster.
+    this.stockKey = `dlock:demo:{flash-sale:${item}}:stock`;
+    this.ordersKey = `dlock:demo:{flash-sale:${item}}:orders`;
+  }
+
+  async setup(stock: number): Promise<void> {
+    await exec(this.redis.multi().del(this.ordersKey).set(this.stockKey, stock, 'PX', KEY_TTL_MS));
+  }
+
+  async readStock(): Promise<number> {
+    const v = await this.redis.get(this.stockKey);
+    if (v === null) throw new DemoError(`No stock key ${this.stockKey}: was the store set up (or did it expire)?`);
+    return Number(v);
+  }
+
+  async recordSale(newStock: number, buyer: string): Promise<void> {
+    await exec(
+      this.redis
+        .multi()
+        .set(this.stockKey, newStock, 'PX', KEY_TTL_MS)
+        .rpush(this.ordersKey, buyer)
+        .pexpire(this.ordersKey, KEY_TTL_MS),
+    );
+  }
+
+  async results(): Promise<{ stock: number; orders: number }> {
+    const [stock, orders] = await Promise.all([this.readStock(), this.redis.llen(this.ordersKey)]);
+    return { stock, orders };
+  }
+
+  async cleanup(): Promise<void> {
+    await this.redis.del(this.stockKey, this.ordersKey);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+}
+
+async function exec(multi: ReturnType<Redis['multi']>): Promise<void> {
+  const replies = await multi.exec();
+  if (!replies) throw new DemoError('Redis aborted a MULTI transaction.');
+  for (const [err] of replies) if (err) throw err;
+}
+
+export const redisStore: StoreFactory = {
+  backend: 'redis',
+  describe: redacted,
+  async open(url, item) {
+    parse(url);
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      connectTimeout: 5000,
+      maxRetriesPerRequest: 3,
+      // Reconnect a few times during a run; give up quickly when the server is gone.
+      retryStrategy: (times) => (times > 5 ? null : Math.min(times * 100, 1000)),
+    });
+    // Without a listener, ioredis reports connection errors as unhandled 'error' events.
+    redis.on('error', () => undefined);
+    try {
+      await redis.connect();
+    } catch (e) {
+      redis.disconnect();
+      throw new DemoError(`Cannot reach Redis at ${redacted(url)}: ${(e as Error).message}. Is redis-server running there?`, {
+        cause: e,
+      });
+    }
+    return new RedisStore(redis, item);
+  },
+};

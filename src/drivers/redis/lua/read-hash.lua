@@ -1,0 +1,5 @@
+-- read-hash: read a protected hash (used by FencedRedisHash; a script so that both Redis
+-- clients answer in the same flat shape).
+-- KEYS[1]  the hash
+-- returns  {field, value, ...}
+return redis.call('HGETALL', KEYS[1])

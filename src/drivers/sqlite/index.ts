@@ -1,0 +1,277 @@
+/**
+ * SQLite driver: the embedded default backend (no server), through one database file per host.
+ *
+ * Guarantees:
+ * - exclusion between every process on ONE host that opens the same file: each operation is one
+ *   `BEGIN IMMEDIATE` transaction (WAL mode, busy timeout), so SQLite's file lock serialises them;
+ * - fencing: the token comes from a per-key counter in the file that only ever grows (the row is
+ *   never deleted, commits are fsynced), across holders, processes and restarts;
+ * - TTLs by the host's shared monotonic clock (CLOCK_MONOTONIC): wall-clock steps change nothing;
+ * - a release wakes waiters in every process through a watched notify file, without polling.
+ *
+ * Does not:
+ * - coordinate several hosts, or work on network filesystems (NFS, SMB...) where SQLite's file
+ *   locking is unreliable: use a server-backed driver there;
+ * - keep locks across a reboot: the monotonic clock restarts, so every lock of an earlier boot is
+ *   expired (fencing tokens do survive);
+ * - order waiters fairly.
+ *
+ * better-sqlite3 is synchronous: a transaction that finds the file locked blocks the event loop
+ * for at most `busyTimeoutMs`, then fails with SQLITE_BUSY and the core retries with backoff.
+ */
+import Database from 'better-sqlite3';
+import { monotonicNow } from '../../core/clock.js';
+import { TrySetWaitQueue } from '../../core/try-set-wait.js';
+import { validateMs } from '../../core/validate.js';
+import { ClosedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
+import type {
+  AcquireRequest,
+  ChangeWatch,
+  DriverInfo,
+  ExtendItem,
+  Grant,
+  LockDriver,
+  LockState,
+  TryResult,
+  WaitContext,
+} from '../driver.js';
+import { hostBootId, hostNow, type HostNow } from './host-clock.js';
+import { ReleaseNotifier } from './notify.js';
+
+/** Options of {@link SqliteDriver}. */
+export interface SqliteDriverOptions {
+  /** The database file, created if missing. Every process that shares locks opens the same file. */
+  path: string;
+  /**
+   * How long one operation waits for another process's transaction, in ms, before it fails with
+   * SQLITE_BUSY (and the core retries). It blocks this process's event loop meanwhile. Default 1000.
+   */
+  busyTimeoutMs?: number;
+  /** Prefix of the two tables (`<prefix>locks`, `<prefix>fences`): letters, digits, `_`. Default `dlock_`. */
+  tablePrefix?: string;
+}
+
+interface LockRow {
+  owner: string;
+  token: bigint;
+  expires_at: bigint;
+  boot: string;
+}
+
+interface Statements {
+  readonly select: Database.Statement<[string], LockRow>;
+  readonly nextToken: Database.Statement<[string, bigint], { token: bigint }>;
+  readonly upsert: Database.Statement<[string, string, bigint, bigint, string]>;
+  readonly extend: Database.Statement<[bigint, string, string, string, bigint]>;
+  readonly remove: Database.Statement<[string, string]>;
+}
+
+const DEFAULT_BUSY_TIMEOUT_MS = 1000;
+const DEFAULT_PREFIX = 'dlock_';
+
+/** See the file header. */
+export class SqliteDriver implements LockDriver {
+  readonly info: DriverInfo = { name: 'sqlite', liveness: 'lease', fair: false, scope: 'host' };
+  /** The database file. */
+  readonly path: string;
+  /** The file a release writes to so that waiters in other processes wake up. */
+  readonly notifyPath: string;
+  private readonly db: Database.Database;
+  private readonly stmts: Statements;
+  private readonly boot = hostBootId();
+  private readonly notifier: ReleaseNotifier;
+  private readonly waiter = new TrySetWaitQueue(this);
+  private closed = false;
+
+  private readonly acquireTx: (req: AcquireRequest, sentAt: number) => TryResult;
+  private readonly extendTx: (items: readonly ExtendItem[]) => boolean[];
+  private readonly releaseTx: (key: string, owner: string) => boolean;
+
+  constructor(options: SqliteDriverOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('SqliteDriver options must be an object such as { path: "/var/tmp/locks.db" }.');
+    }
+    const { path } = options;
+    if (typeof path !== 'string' || path.trim().length === 0) {
+      throw new InvalidArgumentError('SqliteDriver path must be a non-empty string naming the database file.');
+    }
+    if (path === ':memory:') {
+      throw new InvalidArgumentError(
+        'SqliteDriver needs a file that processes can share, not ":memory:"; use MemoryDriver for in-process locks.',
+      );
+    }
+    const busyTimeoutMs = validateMs('busyTimeoutMs', options.busyTimeoutMs, 0, DEFAULT_BUSY_TIMEOUT_MS);
+    const prefix = options.tablePrefix ?? DEFAULT_PREFIX;
+    if (typeof prefix !== 'string' || !/^[A-Za-z0-9_]{0,64}$/.test(prefix)) {
+      throw new InvalidArgumentError(
+        `tablePrefix must be at most 64 letters, digits or underscores, got ${JSON.stringify(prefix)}.`,
+      );
+    }
+    this.path = path;
+    this.notifyPath = `${path}-dlock-notify`;
+    this.db = openDatabase(path, busyTimeoutMs, prefix);
+    const locks = `"${prefix}locks"`;
+    const fences = `"${prefix}fences"`;
+    this.stmts = {
+      select: this.db.prepare(`SELECT owner, token, expires_at, boot FROM ${locks} WHERE key = ?`),
+      // max(): even if the fence row were lost, never hand out a token at or below a live row's.
+      nextToken: this.db.prepare(
+        `INSERT INTO ${fences} (key, token) VALUES (?, ?)
+         ON CONFLICT (key) DO UPDATE SET token = max(token + 1, excluded.token) RETURNING token`,
+      ),
+      upsert: this.db.prepare(
+        `INSERT INTO ${locks} (key, owner, token, expires_at, boot) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token,
+           expires_at = excluded.expires_at, boot = excluded.boot`,
+      ),
+      extend: this.db.prepare(
+        `UPDATE ${locks} SET expires_at = ? WHERE key = ? AND owner = ? AND boot = ? AND expires_at > ?`,
+      ),
+      remove: this.db.prepare(`DELETE FROM ${locks} WHERE key = ? AND owner = ?`),
+    };
+    this.notifier = new ReleaseNotifier(this.notifyPath);
+
+    const acquire = this.db.transaction((req: AcquireRequest, sentAt: number): TryResult => {
+      const now = hostNow();
+      const row = this.stmts.select.get(req.key);
+      if (row && this.isLive(row, now)) {
+        return { ok: false, retryAfterMs: Number(row.expires_at - now.floor) };
+      }
+      const floorToken = (row?.token ?? 0n) + 1n;
+      const token = this.stmts.nextToken.get(req.key, floorToken)?.token ?? floorToken;
+      this.stmts.upsert.run(req.key, req.owner, token, now.ceil + ms(req.ttlMs), this.boot);
+      return { ok: true, grant: { token, sentAt } };
+    });
+    this.acquireTx = (req, sentAt) => acquire.immediate(req, sentAt);
+
+    const extend = this.db.transaction((items: readonly ExtendItem[]): boolean[] => {
+      const now = hostNow();
+      return items.map(
+        (it) => this.stmts.extend.run(now.ceil + ms(it.ttlMs), it.key, it.owner, this.boot, now.floor).changes > 0,
+      );
+    });
+    this.extendTx = (items) => (items.length === 0 ? [] : extend.immediate(items));
+
+    const release = this.db.transaction((key: string, owner: string): boolean => {
+      const row = this.stmts.select.get(key);
+      if (!row || row.owner !== owner) return false;
+      // Our own row goes even when expired (tidy), but only a live one counts as released.
+      this.stmts.remove.run(key, owner);
+      return this.isLive(row, hostNow());
+    });
+    this.releaseTx = (key, owner) => release.immediate(key, owner);
+  }
+
+  tryAcquire(req: AcquireRequest): Promise<TryResult> {
+    // Taken before the transaction: the engine's TTL never starts earlier than this.
+    const sentAt = monotonicNow();
+    return this.run(() => this.acquireTx(req, sentAt));
+  }
+
+  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+    if (this.closed) return Promise.reject(this.closedError());
+    return this.waiter.acquire(req, wait);
+  }
+
+  extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+    return this.run(() => this.extendTx(items));
+  }
+
+  release(key: string, owner: string): Promise<boolean> {
+    return this.run(() => {
+      const released = this.releaseTx(key, owner);
+      if (released) this.notifier.publish();
+      return released;
+    });
+  }
+
+  inspect(key: string): Promise<LockState | null> {
+    return this.run(() => {
+      // One SELECT is one (read) transaction; in WAL mode it never waits for writers.
+      const row = this.stmts.select.get(key);
+      const now = hostNow();
+      if (!row || !this.isLive(row, now)) return null;
+      return { owner: row.owner, token: row.token, remainingMs: Number(row.expires_at - now.floor) };
+    });
+  }
+
+  /** Notifications of releases by any process sharing the file (the key is not told apart). */
+  watch(_key: string): Promise<ChangeWatch> {
+    return this.run(() => this.notifier.open());
+  }
+
+  /** Number of open change watches (lets tests check that finished waits leave nothing). */
+  get openWatches(): number {
+    return this.notifier.openWatches;
+  }
+
+  /** Close the database and the file watch. Idempotent; later calls reject with {@link ClosedError}. */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    this.notifier.close();
+    try {
+      this.db.close();
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+    return Promise.resolve();
+  }
+
+  /** Same boot (the monotonic clock is comparable) and not yet expired. */
+  private isLive(row: LockRow, now: HostNow): boolean {
+    return row.boot === this.boot && row.expires_at > now.floor;
+  }
+
+  /** Run one synchronous step as a promise: errors (SQLITE_BUSY...) become rejections. */
+  private run<T>(step: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(this.closedError());
+    try {
+      return Promise.resolve(step());
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+  }
+
+  private closedError(): ClosedError {
+    return new ClosedError(`SQLite lock driver for "${this.path}"`);
+  }
+}
+
+/** Whole milliseconds as a bigint (the core passes integers; round up anything else). */
+function ms(value: number): bigint {
+  return BigInt(Math.ceil(value));
+}
+
+/** Open the file, switch it to WAL and create the tables; every failure names the path. */
+function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(path, { timeout: busyTimeoutMs });
+    db.defaultSafeIntegers(true);
+    // Only switch when needed: changing the journal mode needs the file to ourselves.
+    if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
+    // FULL: a committed fence counter survives power loss, so no token is ever handed out twice.
+    db.pragma('synchronous = FULL');
+    db.exec(
+      `CREATE TABLE IF NOT EXISTS "${prefix}locks" (
+         key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL, boot TEXT NOT NULL);
+       CREATE TABLE IF NOT EXISTS "${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);`,
+    );
+    return db;
+  } catch (e) {
+    try {
+      db?.close();
+    } catch {
+      // already failing; the original error is the one to report
+    }
+    const reason = e instanceof Error ? e.message : String(e);
+    throw new UnavailableError(
+      `Cannot open the SQLite lock database "${path}" (${reason}). Make sure its directory exists and this ` +
+        `process can read and write the file and create "${path}-wal", "${path}-shm" and "${path}-dlock-notify" ` +
+        'beside it, or pass another path',
+      { cause: e },
+    );
+  }
+}
