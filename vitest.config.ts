@@ -9,6 +9,8 @@ export default defineConfig({
     pool: 'forks',
     // 2-core machines: real servers and forked workers compete for CPU.
     maxWorkers: 2,
-    reporters: ['default'],
+    // CI also writes a JSON report (DLOCK_TEST_JSON) to print one plain "N passed, N failed" line.
+    reporters: process.env.DLOCK_TEST_JSON ? ['default', 'json'] : ['default'],
+    outputFile: process.env.DLOCK_TEST_JSON ? { json: process.env.DLOCK_TEST_JSON } : undefined,
   },
 });
