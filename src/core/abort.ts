@@ -76,3 +76,26 @@ export function backoffMs(attempt: number, baseMs = 10, capMs = 1000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16));
   return baseMs + Math.floor(Math.random() * Math.max(0, ceiling - baseMs));
 }
+
+/**
+ * One signal that aborts when either input does, with listeners removed by `dispose()`.
+ * (Used instead of `AbortSignal.any`, whose dependants of a long-lived signal leaked on Node 20.)
+ */
+export function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  if (a.aborted || b.aborted) {
+    controller.abort(a.aborted ? a.reason : b.reason);
+    return { signal: controller.signal, dispose: () => undefined };
+  }
+  const onA = (): void => controller.abort(a.reason);
+  const onB = (): void => controller.abort(b.reason);
+  a.addEventListener('abort', onA, { once: true });
+  b.addEventListener('abort', onB, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      a.removeEventListener('abort', onA);
+      b.removeEventListener('abort', onB);
+    },
+  };
+}

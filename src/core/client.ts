@@ -10,6 +10,7 @@ import {
   UnavailableError,
   isDlockError,
 } from '../errors.js';
+import { linkSignals } from './abort.js';
 import { driftFor, monotonicNow } from './clock.js';
 import { HeldLock, Lease, type LeaseHost } from './lease.js';
 import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
@@ -245,8 +246,16 @@ export class LockClient {
         const r = await this.driver.tryAcquire(req);
         grant = r.ok ? r.grant : null;
       } else {
-        const signal = o.signal ? AbortSignal.any([o.signal, this.closing.signal]) : this.closing.signal;
-        grant = await this.driver.acquire(req, { signal, deadline: start + o.waitMs });
+        if (o.signal) {
+          const linked = linkSignals(o.signal, this.closing.signal);
+          try {
+            grant = await this.driver.acquire(req, { signal: linked.signal, deadline: start + o.waitMs });
+          } finally {
+            linked.dispose();
+          }
+        } else {
+          grant = await this.driver.acquire(req, { signal: this.closing.signal, deadline: start + o.waitMs });
+        }
       }
     } catch (e) {
       if (o.signal?.aborted) throw new LockAbortedError(o.key, o.signal.reason);
@@ -255,6 +264,10 @@ export class LockClient {
       throw new UnavailableError(`Acquiring lock "${o.key}"`, { cause: e });
     }
     if (!grant) return null;
+    if (this.closing.signal.aborted) {
+      this.driver.release(req.key, req.owner).catch(() => undefined);
+      throw new ClosedError(`Acquiring lock "${o.key}"`);
+    }
     return this.adopt(o, req, grant);
   }
 

@@ -41,8 +41,8 @@ export class TrySetWaitQueue {
   }
 
   async acquire(req: AcquireRequest, ctx: WaitContext): Promise<Grant | null> {
+    let first: TryResult | undefined;
     if (!this.gates.has(req.key) && !ctx.signal?.aborted) {
-      let first: TryResult | undefined;
       try {
         first = await this.ops.tryAcquire(req);
       } catch {
@@ -52,26 +52,29 @@ export class TrySetWaitQueue {
       if (first && monotonicNow() >= ctx.deadline) return null;
     }
     const scope = new WaitScope([ctx.signal], ctx.deadline, monotonicNow());
+    let queued: boolean;
     try {
-      await this.takeTurn(req.key, scope.signal);
+      queued = await this.takeTurn(req.key, scope.signal);
     } catch (e) {
       scope.dispose();
       if (scope.timedOut) return null;
       throw e;
     }
     try {
-      return await this.loop(req, scope);
+      // Straight from a failed fast path, skip the redundant try: subscribe, then try.
+      return await this.loop(req, scope, !queued && first !== undefined);
     } finally {
       this.leaveTurn(req.key);
       scope.dispose();
     }
   }
 
-  private async loop(req: AcquireRequest, scope: WaitScope): Promise<Grant | null> {
+  private async loop(req: AcquireRequest, scope: WaitScope, justTried: boolean): Promise<Grant | null> {
     const { signal } = scope;
     let watch: ChangeWatch | undefined;
     let lastError: unknown;
     let attempt = 0;
+    let skipTry = justTried && this.ops.watch !== undefined;
     const giveBack = (r: TryResult): void => {
       if (r.ok) this.ops.release(req.key, req.owner).catch(() => undefined);
     };
@@ -79,9 +82,12 @@ export class TrySetWaitQueue {
       for (;;) {
         let retryAfterMs = -1;
         try {
-          const r = await raceAbort(this.ops.tryAcquire(req), signal, giveBack);
-          if (r.ok) return r.grant;
-          retryAfterMs = r.retryAfterMs;
+          if (!skipTry) {
+            const r = await raceAbort(this.ops.tryAcquire(req), signal, giveBack);
+            if (r.ok) return r.grant;
+            retryAfterMs = r.retryAfterMs;
+          }
+          skipTry = false;
           lastError = undefined;
           if (!watch && this.ops.watch) {
             watch = await raceAbort(this.ops.watch(req.key), signal, (w) => w.close());
@@ -112,17 +118,18 @@ export class TrySetWaitQueue {
     return null;
   }
 
-  private takeTurn(key: string, signal: AbortSignal): Promise<void> {
+  /** Wait for this key's local turn; resolves whether we had to queue behind another waiter. */
+  private takeTurn(key: string, signal: AbortSignal): Promise<boolean> {
     const gate = this.gates.get(key);
     if (!gate) {
       this.gates.set(key, { queue: [] });
-      return Promise.resolve();
+      return Promise.resolve(false);
     }
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<boolean>((resolve, reject) => {
       const entry = {
         go: (): void => {
           signal.removeEventListener('abort', onAbort);
-          resolve();
+          resolve(true);
         },
       };
       const onAbort = (): void => {
