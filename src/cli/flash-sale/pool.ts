@@ -108,18 +108,18 @@ export class WorkerPool {
   /** Resolve once `cond()` holds; reject on the pool's failure, `signal`, or after `timeoutMs`. */
   until(cond: () => boolean, timeoutMs: number, what: string, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const finish = (err?: unknown): void => {
+      const finish = (err?: Error): void => {
         this.waiters.delete(check);
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         if (err === undefined) resolve();
-        else reject(err as Error);
+        else reject(err);
       };
       const check = (): void => {
-        if (this.failure.signal.aborted) finish(this.failure.signal.reason);
+        if (this.failure.signal.aborted) finish(this.failure.signal.reason as Error);
         else if (cond()) finish();
       };
-      const onAbort = (): void => finish(signal?.reason);
+      const onAbort = (): void => finish(signal?.reason as Error);
       const timer = setTimeout(() => finish(new DemoError(`Timed out after ${timeoutMs} ms ${what}.`)), timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.add(check);

@@ -4,6 +4,7 @@
 export interface WorkerConfig {
   readonly index: number;
   readonly url: string;
+  /** This run's stock and orders in the store: the item plus a run id. */
   readonly item: string;
   readonly lockKey: string;
   readonly lock: boolean;

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '../../connect.js';
+import { withTimeout } from '../output.js';
 import type { WorkerConfig } from './protocol.js';
 import { WorkerPool } from './pool.js';
 import type { ProgressView } from './progress.js';
@@ -60,14 +61,8 @@ export interface FlashSaleHooks {
 }
 
 const PREFLIGHT_TIMEOUT_MS = 15_000;
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DemoError(`${what}: no answer within ${ms} ms.`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
+/** The item on sale. */
+const ITEM = 'sku-1';
 
 function errorText(e: unknown): string {
   const err = e as Error;
@@ -86,8 +81,10 @@ export async function runFlashSale(opts: FlashSaleOptions, hooks: FlashSaleHooks
     throw new DemoError(`--buyers (${buyers}) must be at least --workers (${opts.workers}): every worker needs a buyer.`);
   }
   const status = hooks.status ?? (() => undefined);
-  const item = `sku-${randomBytes(4).toString('hex')}`;
-  const lockKey = `flash-sale:${item}`;
+  // One lock key per item on an engine (the fencing counter the driver keeps for it is reused by
+  // every run); the stock and orders are per run, so concurrent runs never mix their data.
+  const lockKey = `flash-sale:${ITEM}`;
+  const item = `${ITEM}:${randomBytes(4).toString('hex')}`;
 
   let tempDir: string | undefined;
   let store: Store | undefined;
@@ -206,8 +203,8 @@ export async function runFlashSale(opts: FlashSaleOptions, hooks: FlashSaleHooks
     await pool?.exited(3000);
     if (store) {
       // A temporary database goes away with its directory; elsewhere remove this run's data.
-      if (!tempDir) await store.cleanup().catch(() => undefined);
-      await store.close().catch(() => undefined);
+      if (!tempDir) await withTimeout(store.cleanup(), 5000, 'Cleaning up').catch(() => undefined);
+      await withTimeout(store.close(), 5000, 'Closing the store').catch(() => undefined);
     }
     if (tempDir) await rm(tempDir, { recursive: true, force: true }).catch(() => undefined);
   }

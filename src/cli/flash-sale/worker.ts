@@ -45,7 +45,11 @@ async function main(): Promise<void> {
 
   try {
     store = await (await storeFactoryFor(cfg.url)).open(cfg.url, cfg.item);
-    if (cfg.lock) client = await connect(cfg.url, { ttlMs: cfg.ttlMs, waitMs: cfg.waitMs });
+    if (cfg.lock) {
+      client = await connect(cfg.url, { ttlMs: cfg.ttlMs, waitMs: cfg.waitMs });
+      // Open the engine connection now, so that it does not count as the first buyer's lock wait.
+      await client.inspect(cfg.lockKey);
+    }
 
     const go = new Promise<bigint>((resolve) => {
       process.on('message', (m: unknown) => {

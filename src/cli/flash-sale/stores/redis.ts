@@ -88,21 +88,32 @@ export const redisStore: StoreFactory = {
   describe: redacted,
   async open(url, item) {
     parse(url);
+    let connected = false;
     const redis = new Redis(url, {
       lazyConnect: true,
       connectTimeout: 5000,
+      // ioredis waits this long (default 2 s, on a timer that keeps the process alive) for a
+      // socket to close after disconnect(): the CLI would hang that long after an error.
+      disconnectTimeout: 200,
       maxRetriesPerRequest: 3,
-      // Reconnect a few times during a run; give up quickly when the server is gone.
-      retryStrategy: (times) => (times > 5 ? null : Math.min(times * 100, 1000)),
+      // Fail at once when the server is not there; during a run, reconnect a few times and give
+      // up quickly when it is gone.
+      retryStrategy: (times) => (!connected || times > 5 ? null : Math.min(times * 100, 1000)),
     });
-    // Without a listener, ioredis reports connection errors as unhandled 'error' events.
-    redis.on('error', () => undefined);
+    // Without a listener, ioredis reports connection errors as unhandled 'error' events. The
+    // socket error (ECONNREFUSED...) says more than connect()'s "Connection is closed".
+    let socketError: Error | undefined;
+    redis.on('error', (e: Error) => {
+      socketError ??= e;
+    });
     try {
       await redis.connect();
+      connected = true;
     } catch (e) {
       redis.disconnect();
-      throw new DemoError(`Cannot reach Redis at ${redacted(url)}: ${(e as Error).message}. Is redis-server running there?`, {
-        cause: e,
+      const why = (socketError ?? (e as Error)).message.replace(/\.$/, '');
+      throw new DemoError(`Cannot reach Redis at ${redacted(url)}: ${why}. Is redis-server running there?`, {
+        cause: socketError ?? e,
       });
     }
     return new RedisStore(redis, item);

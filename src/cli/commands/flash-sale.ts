@@ -1,0 +1,77 @@
+import { Command, Option } from 'commander';
+import { createProgressView } from '../flash-sale/progress.js';
+import { summaryJson, summaryTable } from '../flash-sale/report.js';
+import { runFlashSale } from '../flash-sale/run.js';
+import { supportedSchemesText } from '../flash-sale/store.js';
+import { intArg } from '../options.js';
+import { CliError, type CliIo } from '../output.js';
+
+interface Flags {
+  url?: string;
+  workers: number;
+  stock: number;
+  buyers?: number;
+  lock: boolean;
+  json: boolean;
+  ttlMs: number;
+  waitMs: number;
+}
+
+const MAX_MS = 2 ** 31 - 1;
+
+export function flashSaleCommand(io: CliIo, setExitCode: (code: number) => void): Command {
+  return new Command('flash-sale')
+    .description(
+      'One item, many buyers at the same instant: forks worker processes that all try to buy it, ' +
+        'with a distributed lock (exact) or without (--no-lock: oversells).',
+    )
+    .addOption(
+      new Option('--url <url>', `lock engine: ${supportedSchemesText()} (default: a temporary SQLite file)`).env(
+        'DLOCK_URL',
+      ),
+    )
+    .addOption(new Option('--workers <n>', 'worker processes').argParser(intArg(1, 1024)).default(16))
+    .addOption(new Option('--stock <n>', 'items for sale').argParser(intArg(1, 1_000_000_000)).default(1))
+    .addOption(new Option('--buyers <n>', 'buyers in total, split across the workers (default: workers x 50)').argParser(intArg(1, 10_000_000)))
+    .option('--no-lock', 'run without the lock, to watch it oversell')
+    .addOption(new Option('--ttl-ms <ms>', 'lock TTL in ms').argParser(intArg(30, MAX_MS)).default(10_000))
+    .addOption(new Option('--wait-ms <ms>', 'how long a buyer waits for the lock, in ms').argParser(intArg(0, MAX_MS)).default(120_000))
+    .option('--json', 'print one JSON object (last line) instead of the table and progress', false)
+    .action(async (flags: Flags) => {
+      const ac = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => {
+        ac.abort(new CliError(`Interrupted by ${sig}: workers stopped and temporary data removed.`, 130));
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const mode = flags.json ? 'none' : io.stderr.isTTY ? 'tty' : 'lines';
+        const result = await runFlashSale(
+          {
+            url: flags.url,
+            workers: flags.workers,
+            stock: flags.stock,
+            buyers: flags.buyers,
+            lock: flags.lock,
+            ttlMs: flags.ttlMs,
+            waitMs: flags.waitMs,
+          },
+          {
+            status: flags.json ? undefined : (line) => io.stderr.write(`${line}\n`),
+            progress: createProgressView(mode, io.stderr),
+            signal: ac.signal,
+          },
+        );
+        io.stdout.write(`${flags.json ? summaryJson(result) : summaryTable(result)}\n`);
+        if (!result.correct) throw new CliError('The lock did not keep the sale exact (see above).');
+        setExitCode(0);
+      } catch (e) {
+        // An interrupt surfaces as whatever the run was waiting on; report the interrupt itself.
+        if (ac.signal.aborted) throw ac.signal.reason;
+        throw e;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}

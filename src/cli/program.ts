@@ -1,0 +1,55 @@
+import { Command, CommanderError } from 'commander';
+import { flashSaleCommand } from './commands/flash-sale.js';
+import { inspectCommand } from './commands/inspect.js';
+import { DemoError } from './flash-sale/store.js';
+import { CliError, describeError, packageVersion, type CliIo } from './output.js';
+
+/** The `dlock` command tree. Actions report their exit code through `setExitCode`. */
+export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
+  const program = new Command('dlock')
+    .description('Distributed locks on real engines: inspect locks and run demonstrations.')
+    .version(packageVersion(), '-V, --version')
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    })
+    .exitOverride()
+    .showHelpAfterError('(run with --help for usage)');
+
+  program
+    .command('demo')
+    .description('Demonstrations against a real engine.')
+    .addCommand(flashSaleCommand(io, setExitCode));
+  program.addCommand(inspectCommand(io, setExitCode));
+  // Subcommands added with addCommand() do not inherit the settings above.
+  for (const cmd of [...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
+    cmd.exitOverride().configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+    cmd.showHelpAfterError('(run with --help for usage)');
+  }
+  return program;
+}
+
+/** Run the CLI; resolves the process exit code. Never throws. */
+export async function run(argv: readonly string[], io: CliIo = process): Promise<number> {
+  let code = 0;
+  const program = buildProgram(io, (c) => {
+    code = c;
+  });
+  try {
+    await program.parseAsync([...argv]);
+    return code;
+  } catch (e) {
+    // Commander already printed its own usage errors (and --help/--version exit with code 0).
+    if (e instanceof CommanderError) return e.exitCode;
+    const exitCode = e instanceof CliError ? e.exitCode : 1;
+    const known = e instanceof CliError || e instanceof DemoError || isDlock(e);
+    io.stderr.write(`dlock: error: ${describeError(e)}\n`);
+    if (!known && !process.env.DLOCK_DEBUG) io.stderr.write('(set DLOCK_DEBUG=1 for a stack trace)\n');
+    return exitCode;
+  }
+}
+
+function isDlock(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('DLOCK_');
+}
