@@ -141,7 +141,7 @@ export class LockClient {
   }
 
   /** Exactly one attempt. Resolves `null` when the lock is busy. */
-  tryAcquire(key: string, options: Omit<AcquireOptions, 'waitMs'> = {}): Promise<Lease | null> {
+  async tryAcquire(key: string, options: Omit<AcquireOptions, 'waitMs'> = {}): Promise<Lease | null> {
     return this.obtain(this.resolve(key, { ...options, waitMs: 0 }, false));
   }
 

@@ -86,15 +86,12 @@ export class IoRedisAdapter implements RedisAdapter {
       unsubscribe: async (channel) => {
         await sub.unsubscribe(channel);
       },
-      close: async () => {
-        await sub.quit().catch(() => sub.disconnect());
-      },
+      close: () => quitIoRedis(sub),
     });
   }
 
   async close(): Promise<void> {
-    if (!this.owned) return;
-    await this.client.quit().catch(() => this.client.disconnect());
+    if (this.owned) await quitIoRedis(this.client);
   }
 }
 
@@ -134,6 +131,15 @@ export class NodeRedisAdapter implements RedisAdapter {
   async close(): Promise<void> {
     if (this.owned) await closeNodeRedis(this.client);
   }
+}
+
+/** QUIT, and resolve only once the socket is gone (ioredis resolves quit() on the server's OK). */
+function quitIoRedis(c: IoRedisLike): Promise<void> {
+  if (c.status === 'end') return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    c.on('end', () => resolve());
+    c.quit().catch(() => c.disconnect());
+  });
 }
 
 async function closeNodeRedis(c: NodeRedisLike): Promise<void> {

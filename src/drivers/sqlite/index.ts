@@ -2,10 +2,12 @@
  * SQLite driver: the embedded default backend (no server), through one database file per host.
  *
  * Guarantees:
- * - exclusion between every process on ONE host that opens the same file: each operation is one
- *   `BEGIN IMMEDIATE` transaction (WAL mode, busy timeout), so SQLite's file lock serialises them;
+ * - exclusion between every process on ONE host that opens the same file: each change (grant,
+ *   renewal batch, release) is one `BEGIN IMMEDIATE` transaction (WAL mode, busy timeout), so
+ *   SQLite's file lock serialises them; a try that finds the key held answers from a plain read;
  * - fencing: the token comes from a per-key counter in the file that only ever grows (the row is
- *   never deleted, commits are fsynced), across holders, processes and restarts;
+ *   never deleted; each grant is fsynced, so not even a power loss rolls it back), across holders,
+ *   processes and restarts;
  * - TTLs by the host's shared monotonic clock (CLOCK_MONOTONIC): wall-clock steps change nothing;
  * - a release wakes waiters in every process through a watched notify file, without polling.
  *
@@ -82,6 +84,7 @@ export class SqliteDriver implements LockDriver {
   private readonly notifier: ReleaseNotifier;
   private readonly waiter = new TrySetWaitQueue(this);
   private closed = false;
+  private syncMode: 'FULL' | 'NORMAL' | undefined;
 
   private readonly acquireTx: (req: AcquireRequest, sentAt: number) => TryResult;
   private readonly extendTx: (items: readonly ExtendItem[]) => boolean[];
@@ -114,7 +117,7 @@ export class SqliteDriver implements LockDriver {
     const fences = `"${prefix}fences"`;
     this.stmts = {
       select: this.db.prepare(`SELECT owner, token, expires_at, boot FROM ${locks} WHERE key = ?`),
-      // max(): even if the fence row were lost, never hand out a token at or below a live row's.
+      // max(): even if a fence row were lost, never hand out a token at or below the lock row's.
       nextToken: this.db.prepare(
         `INSERT INTO ${fences} (key, token) VALUES (?, ?)
          ON CONFLICT (key) DO UPDATE SET token = max(token + 1, excluded.token) RETURNING token`,
@@ -134,15 +137,22 @@ export class SqliteDriver implements LockDriver {
     const acquire = this.db.transaction((req: AcquireRequest, sentAt: number): TryResult => {
       const now = hostNow();
       const row = this.stmts.select.get(req.key);
-      if (row && this.isLive(row, now)) {
-        return { ok: false, retryAfterMs: Number(row.expires_at - now.floor) };
-      }
+      if (row && this.isLive(row, now)) return { ok: false, retryAfterMs: remainingMs(row, now) };
       const floorToken = (row?.token ?? 0n) + 1n;
       const token = this.stmts.nextToken.get(req.key, floorToken)?.token ?? floorToken;
       this.stmts.upsert.run(req.key, req.owner, token, now.ceil + ms(req.ttlMs), this.boot);
       return { ok: true, grant: { token, sentAt } };
     });
-    this.acquireTx = (req, sentAt) => acquire.immediate(req, sentAt);
+    this.acquireTx = (req, sentAt) => {
+      // A busy key needs no write lock: in WAL mode this read sees the last commit without waiting
+      // for (or delaying) any writer. Every release in the file wakes every waiter, so most tries
+      // end here. A key that looks free is decided again inside the write transaction.
+      const row = this.stmts.select.get(req.key);
+      const now = hostNow();
+      if (row && this.isLive(row, now)) return { ok: false, retryAfterMs: remainingMs(row, now) };
+      this.synchronous('FULL');
+      return acquire.immediate(req, sentAt);
+    };
 
     const extend = this.db.transaction((items: readonly ExtendItem[]): boolean[] => {
       const now = hostNow();
@@ -150,7 +160,11 @@ export class SqliteDriver implements LockDriver {
         (it) => this.stmts.extend.run(now.ceil + ms(it.ttlMs), it.key, it.owner, this.boot, now.floor).changes > 0,
       );
     });
-    this.extendTx = (items) => (items.length === 0 ? [] : extend.immediate(items));
+    this.extendTx = (items) => {
+      if (items.length === 0) return [];
+      this.synchronous('NORMAL');
+      return extend.immediate(items);
+    };
 
     const release = this.db.transaction((key: string, owner: string): boolean => {
       const row = this.stmts.select.get(key);
@@ -159,7 +173,10 @@ export class SqliteDriver implements LockDriver {
       this.stmts.remove.run(key, owner);
       return this.isLive(row, hostNow());
     });
-    this.releaseTx = (key, owner) => release.immediate(key, owner);
+    this.releaseTx = (key, owner) => {
+      this.synchronous('NORMAL');
+      return release.immediate(key, owner);
+    };
   }
 
   tryAcquire(req: AcquireRequest): Promise<TryResult> {
@@ -191,7 +208,7 @@ export class SqliteDriver implements LockDriver {
       const row = this.stmts.select.get(key);
       const now = hostNow();
       if (!row || !this.isLive(row, now)) return null;
-      return { owner: row.owner, token: row.token, remainingMs: Number(row.expires_at - now.floor) };
+      return { owner: row.owner, token: row.token, remainingMs: remainingMs(row, now) };
     });
   }
 
@@ -206,16 +223,23 @@ export class SqliteDriver implements LockDriver {
   }
 
   /** Close the database and the file watch. Idempotent; later calls reject with {@link ClosedError}. */
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    this.notifier.close();
-    try {
-      this.db.close();
-    } catch (e) {
-      return Promise.reject(e as Error);
-    }
-    return Promise.resolve();
+    this.db.close();
+    await this.notifier.close();
+  }
+
+  /**
+   * How hard a commit goes to disk. A grant mints a fencing token, so it is fsynced (FULL): a power
+   * loss must not roll the counter back and hand the token out twice. An extension or a release
+   * may skip the fsync (NORMAL, still safe against a process crash in WAL mode): losing one to a
+   * power loss changes nothing, since a reboot expires every lock anyway.
+   */
+  private synchronous(mode: 'FULL' | 'NORMAL'): void {
+    if (this.syncMode === mode) return;
+    this.db.pragma(`synchronous = ${mode}`);
+    this.syncMode = mode;
   }
 
   /** Same boot (the monotonic clock is comparable) and not yet expired. */
@@ -224,18 +248,20 @@ export class SqliteDriver implements LockDriver {
   }
 
   /** Run one synchronous step as a promise: errors (SQLITE_BUSY...) become rejections. */
-  private run<T>(step: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(this.closedError());
-    try {
-      return Promise.resolve(step());
-    } catch (e) {
-      return Promise.reject(e as Error);
-    }
+  // eslint-disable-next-line @typescript-eslint/require-await -- async turns throws into rejections
+  private async run<T>(step: () => T): Promise<T> {
+    if (this.closed) throw this.closedError();
+    return step();
   }
 
   private closedError(): ClosedError {
     return new ClosedError(`SQLite lock driver for "${this.path}"`);
   }
+}
+
+/** Remaining TTL, rounded down (never more than the TTL that was granted). */
+function remainingMs(row: LockRow, now: HostNow): number {
+  return Math.max(0, Number(row.expires_at - now.ceil));
 }
 
 /** Whole milliseconds as a bigint (the core passes integers; round up anything else). */
@@ -251,8 +277,6 @@ function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Data
     db.defaultSafeIntegers(true);
     // Only switch when needed: changing the journal mode needs the file to ourselves.
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
-    // FULL: a committed fence counter survives power loss, so no token is ever handed out twice.
-    db.pragma('synchronous = FULL');
     db.exec(
       `CREATE TABLE IF NOT EXISTS "${prefix}locks" (
          key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
@@ -268,9 +292,8 @@ function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Data
     }
     const reason = e instanceof Error ? e.message : String(e);
     throw new UnavailableError(
-      `Cannot open the SQLite lock database "${path}" (${reason}). Make sure its directory exists and this ` +
-        `process can read and write the file and create "${path}-wal", "${path}-shm" and "${path}-dlock-notify" ` +
-        'beside it, or pass another path',
+      `Cannot open the SQLite lock database "${path}" (${reason}). Create its directory, or pass a path to a ` +
+        `file this process can read and write (the driver also creates "-wal", "-shm" and "-dlock-notify" files beside it)`,
       { cause: e },
     );
   }

@@ -22,6 +22,7 @@ export class ReleaseNotifier {
   private watcher: FSWatcher | undefined;
   private readonly listeners = new Set<() => void>();
   private closed = false;
+  private watched = false;
 
   constructor(readonly file: string) {}
 
@@ -104,12 +105,17 @@ export class ReleaseNotifier {
     }
   }
 
-  /** Stop watching and wake every open watch (their next try then reports the closed driver). */
-  close(): void {
+  /**
+   * Stop watching and wake every open watch (their next try then reports the closed driver).
+   * Resolves once libuv has finished closing any file watch this notifier ever opened: a watch's
+   * handle is only released at the end of the event-loop turn in which `close()` was called.
+   */
+  async close(): Promise<void> {
     this.closed = true;
     this.stopWatcher();
     this.dispatch();
     this.listeners.clear();
+    if (this.watched) await new Promise<void>((resolve) => setTimeout(resolve, 0));
   }
 
   private dispatch(): void {
@@ -121,8 +127,9 @@ export class ReleaseNotifier {
     let w: FSWatcher;
     try {
       closeSync(openSync(this.file, constants.O_WRONLY | constants.O_CREAT));
-      // Not persistent: a watch alone never keeps the process alive (the wait's own timer does).
-      w = watchFile(this.file, { persistent: false });
+      // Persistent, like the wait's own timer: it exists only while someone waits, and a leaked
+      // watch shows in process.getActiveResourcesInfo().
+      w = watchFile(this.file);
     } catch {
       return;
     }
@@ -136,6 +143,7 @@ export class ReleaseNotifier {
       this.dispatch();
     });
     this.watcher = w;
+    this.watched = true;
   }
 
   private dropWatcher(w: FSWatcher): void {

@@ -1,0 +1,44 @@
+import type { AcquireRequest, ExtendItem, LockDriver, WaitContext } from '../../src/drivers/driver.js';
+import { MemoryDriver } from '../../src/drivers/memory/index.js';
+import { ClosedError } from '../../src/errors.js';
+import { defineConformanceSuite } from './suite.js';
+
+/**
+ * The memory "engine" is one MemoryDriver instance. Each `create()` returns a view of it with
+ * its own close(), so that several clients (and a re-opened one) share locks and fencing
+ * counters the way clients of one Redis server do, and closing one client does not wipe the
+ * engine for the others.
+ */
+const engine = new MemoryDriver();
+
+function view(): LockDriver {
+  let closed = false;
+  const open = (): void => {
+    if (closed) throw new ClosedError('memory driver view');
+  };
+  return {
+    info: engine.info,
+    tryAcquire: async (req: AcquireRequest) => (open(), engine.tryAcquire(req)),
+    acquire: async (req: AcquireRequest, wait: WaitContext) => (open(), engine.acquire(req, wait)),
+    extend: async (items: readonly ExtendItem[]) => (open(), engine.extend(items)),
+    release: async (key: string, owner: string) => (open(), engine.release(key, owner)),
+    inspect: async (key: string) => (open(), engine.inspect(key)),
+    close: () => {
+      closed = true;
+      return Promise.resolve();
+    },
+  };
+}
+
+defineConformanceSuite({
+  name: 'memory',
+  create: () => Promise.resolve(view()),
+  // Process-local: no url, so the cross-process tests are not defined. A standalone child can
+  // still use its own memory engine, which is enough for the close()/open-handles check.
+  standaloneUrl: () => 'memory:',
+  removeBehindBack: (key) => {
+    engine.forget(key);
+    return Promise.resolve();
+  },
+  waitResidue: () => Promise.resolve({ watchedKeys: engine.watchedKeys }),
+});

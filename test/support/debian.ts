@@ -1,0 +1,60 @@
+import { execFile } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** Full path of `bin` on PATH, or undefined. */
+export function which(bin: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir.length === 0) continue;
+    const candidate = join(dir, bin);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+let aptUpdated: Promise<unknown> | undefined;
+const installs = new Map<string, Promise<void>>();
+
+/**
+ * Make sure `bin` is on PATH. When it is missing and we are root, install the Debian package
+ * that provides it (`apt-get update` once per process, then `apt-get install -y`); otherwise
+ * throw an error naming the package. Tests never skip silently because an engine is missing.
+ */
+export async function ensureBinary(bin: string, debianPackage: string): Promise<string> {
+  const found = which(bin);
+  if (found) return found;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot || which('apt-get') === undefined) {
+    throw new Error(
+      `"${bin}" is not on PATH and cannot be installed automatically here. ` +
+        `Install the Debian package "${debianPackage}" (apt-get install -y ${debianPackage}) and run the tests again.`,
+    );
+  }
+  let install = installs.get(debianPackage);
+  if (!install) {
+    install = (async () => {
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      const opts = { env, maxBuffer: 64 * 1024 * 1024, timeout: 10 * 60_000 };
+      aptUpdated ??= run('apt-get', ['update'], opts);
+      await aptUpdated;
+      await run('apt-get', ['install', '-y', debianPackage], opts);
+    })();
+    installs.set(debianPackage, install);
+  }
+  try {
+    await install;
+  } catch (e) {
+    throw new Error(`Installing the Debian package "${debianPackage}" (for "${bin}") failed: ${String(e)}`, { cause: e });
+  }
+  const after = which(bin);
+  if (!after) throw new Error(`Installed "${debianPackage}" but "${bin}" is still not on PATH.`);
+  return after;
+}

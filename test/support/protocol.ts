@@ -1,0 +1,57 @@
+/**
+ * Messages between the test process and forked lock workers (JSON over the IPC channel).
+ * Times are `process.hrtime.bigint()` values as decimal strings: CLOCK_MONOTONIC is shared by
+ * all processes on one Linux host, so times from different workers are comparable.
+ */
+
+/** One event in a worker's log. */
+export interface LogEntry {
+  readonly pid: number;
+  /** What the worker did (`lock`). */
+  readonly op: string;
+  /** `request`: about to wait; `acquired`: granted; `released`: leaving the critical section. */
+  readonly phase: 'request' | 'acquired' | 'released';
+  /** `process.hrtime.bigint()` as a string. */
+  readonly t: string;
+  /** Fencing token as a string (acquired/released). */
+  readonly token?: string;
+  readonly cycle: number;
+  /** Set on `released`: whether the lease still considered itself held when leaving. */
+  readonly stillHeld?: boolean;
+  /** Set on `released`: what `lease.release()` answered. */
+  readonly releaseOk?: boolean;
+}
+
+/** What a worker does. */
+export type WorkerSpec =
+  | {
+      /** Acquire/hold/release `cycles` times, logging every step. */
+      readonly mode: 'loop';
+      readonly url: string;
+      readonly key: string;
+      readonly cycles: number;
+      readonly holdMs: number;
+      readonly ttlMs: number;
+      readonly waitMs: number;
+    }
+  | {
+      /** Acquire once (renewal on), report the token, then hold until killed. */
+      readonly mode: 'hold';
+      readonly url: string;
+      readonly key: string;
+      readonly ttlMs: number;
+    };
+
+/** Worker -> test process. */
+export type WorkerMessage =
+  | { readonly type: 'ready'; readonly pid: number }
+  | { readonly type: 'held'; readonly pid: number; readonly token: string; readonly owner: string; readonly t: string }
+  | { readonly type: 'done'; readonly pid: number; readonly log: readonly LogEntry[] }
+  | { readonly type: 'error'; readonly pid: number; readonly message: string };
+
+/** Test process -> worker. */
+export interface GoMessage {
+  readonly type: 'go';
+  /** Start at this `process.hrtime.bigint()` value. */
+  readonly at: string;
+}
