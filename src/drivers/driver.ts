@@ -112,4 +112,15 @@ export interface LockDriver {
   inspect(key: string): Promise<LockState | null>;
   /** Free every resource the driver opened (connections it created, watchers, timers). */
   close(): Promise<void>;
+  /**
+   * Optional: a durable per-key high-water mark kept beside the lock (never expires), used by
+   * worker-id leases so a new holder of a recycled slot never reuses its predecessor's time.
+   * Resolves 0n when never written.
+   */
+  readMark?(key: string): Promise<bigint>;
+  /**
+   * Optional: set the mark to max(current, `mark`), only while `owner` holds `key`, in one atomic
+   * step. Resolves false (and changes nothing) when `owner` does not hold it.
+   */
+  raiseMark?(key: string, owner: string, mark: bigint): Promise<boolean>;
 }

@@ -23,6 +23,8 @@ function view(): LockDriver {
     extend: async (items: readonly ExtendItem[]) => (open(), engine.extend(items)),
     release: async (key: string, owner: string) => (open(), engine.release(key, owner)),
     inspect: async (key: string) => (open(), engine.inspect(key)),
+    readMark: async (key: string) => (open(), engine.readMark(key)),
+    raiseMark: async (key: string, owner: string, mark: bigint) => (open(), engine.raiseMark(key, owner, mark)),
     close: () => {
       closed = true;
       return Promise.resolve();

@@ -318,6 +318,26 @@ export function defineConformanceSuite(factory: ConformanceFactory): void {
       for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1] ?? 0n);
     });
 
+    it('marks: raised only while held, never lowered, kept after release and across a driver re-open', async () => {
+      const key = uniqueKey('mark');
+      const d = await newDriver();
+      if (!d.readMark || !d.raiseMark) throw new Error(`${factory.name} must implement readMark/raiseMark (worker-id leases need them)`);
+      expect(await d.readMark(key)).toBe(0n);
+      expect(await d.raiseMark(key, 'nobody:1:aa:1', 5n)).toBe(false);
+      const grant = await d.tryAcquire({ key, owner: 'host:1:aa:1', ttlMs: 5000 });
+      expect(grant.ok).toBe(true);
+      expect(await d.raiseMark(key, 'someone-else:2:bb:1', 99n)).toBe(false);
+      expect(await d.readMark(key)).toBe(0n);
+      const big = 2n ** 62n + 12345n; // beyond 2^53: marks are exact bigints
+      expect(await d.raiseMark(key, 'host:1:aa:1', big)).toBe(true);
+      expect(await d.raiseMark(key, 'host:1:aa:1', 7n)).toBe(true);
+      expect(await d.readMark(key)).toBe(big);
+      expect(await d.release(key, 'host:1:aa:1')).toBe(true);
+      expect(await d.raiseMark(key, 'host:1:aa:1', big + 1n)).toBe(false);
+      const again = await newDriver();
+      expect(await again.readMark!(key)).toBe(big);
+    });
+
     // ---------------------------------------------------------------- renewal
 
     it('renewal keeps a lock alive across several TTLs', async () => {

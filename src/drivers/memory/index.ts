@@ -33,6 +33,7 @@ export class MemoryDriver implements LockDriver {
   readonly info: DriverInfo = { name: 'memory', liveness: 'lease', fair: false, scope: 'process' };
   private readonly locks = new Map<string, Entry>();
   private readonly fences = new Map<string, bigint>();
+  private readonly marks = new Map<string, bigint>();
   private readonly listeners = new Map<string, Set<LatchWatch>>();
   private readonly waiter = new TrySetWaitQueue(this);
   private closed = false;
@@ -89,6 +90,17 @@ export class MemoryDriver implements LockDriver {
     });
     watchers.add(watch);
     return Promise.resolve(watch);
+  }
+
+  readMark(key: string): Promise<bigint> {
+    return Promise.resolve(this.marks.get(key) ?? 0n);
+  }
+
+  raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
+    const cur = this.live(key, monotonicNow());
+    if (!cur || cur.owner !== owner) return Promise.resolve(false);
+    if (mark > (this.marks.get(key) ?? 0n)) this.marks.set(key, mark);
+    return Promise.resolve(true);
   }
 
   /** Number of keys with open watches (lets tests check that aborted waits leave nothing). */

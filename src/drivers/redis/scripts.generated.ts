@@ -30,11 +30,25 @@ export const inspect: LuaScript = {
   source: "-- inspect: read the holder of a lock without acquiring it.\n-- KEYS[1]  lock key\n-- returns  {value, pttl} with value \"<owner>|<token>\", or false when free\nlocal v = redis.call('GET', KEYS[1])\nif not v then return false end\nreturn {v, redis.call('PTTL', KEYS[1])}\n",
 };
 
+export const raiseMark: LuaScript = {
+  name: "raiseMark",
+  numberOfKeys: 2,
+  sha: "d8c94822b973a38dd77033543cd6a3b419b8d7ca",
+  source: "-- raise-mark: raise a durable high-water mark, only while ARGV[1] holds the lock.\n-- KEYS[1]  lock key\n-- KEYS[2]  mark key        dlock:{<key>}:mark  never expires\n-- ARGV[1]  owner id\n-- ARGV[2]  mark (decimal string, no leading zeros)\n-- returns  1 held (mark is now >= ARGV[2]), 0 not held by this owner (nothing written)\nlocal function less(a, b)\n  if #a ~= #b then return #a < #b end\n  return a < b\nend\nlocal v = redis.call('GET', KEYS[1])\nlocal mine = ARGV[1] .. '|'\nif not v or string.sub(v, 1, #mine) ~= mine then return 0 end\nlocal cur = redis.call('GET', KEYS[2])\nif not cur or less(cur, ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end\nreturn 1\n",
+};
+
 export const readHash: LuaScript = {
   name: "readHash",
   numberOfKeys: 1,
   sha: "050f26d28f8c182ba643c2b9bcf2f963bc31b193",
   source: "-- read-hash: read a protected hash (used by FencedRedisHash; a script so that both Redis\n-- clients answer in the same flat shape).\n-- KEYS[1]  the hash\n-- returns  {field, value, ...}\nreturn redis.call('HGETALL', KEYS[1])\n",
+};
+
+export const readMark: LuaScript = {
+  name: "readMark",
+  numberOfKeys: 1,
+  sha: "5933e772015fd6c2a4894e9baa1bac697157fb02",
+  source: "-- read-mark: read a durable high-water mark.\n-- KEYS[1]  mark key\n-- returns  the mark (decimal string), or false when never written\nreturn redis.call('GET', KEYS[1])\n",
 };
 
 export const release: LuaScript = {

@@ -66,6 +66,8 @@ interface Statements {
   readonly upsert: Database.Statement<[string, string, bigint, bigint, string]>;
   readonly extend: Database.Statement<[bigint, string, string, string, bigint]>;
   readonly remove: Database.Statement<[string, string]>;
+  readonly readMark: Database.Statement<[string], { mark: bigint }>;
+  readonly raiseMark: Database.Statement<[string, bigint]>;
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 1000;
@@ -89,6 +91,7 @@ export class SqliteDriver implements LockDriver {
   private readonly acquireTx: (req: AcquireRequest, sentAt: number) => TryResult;
   private readonly extendTx: (items: readonly ExtendItem[]) => boolean[];
   private readonly releaseTx: (key: string, owner: string) => boolean;
+  private readonly raiseMarkTx: (key: string, owner: string, mark: bigint) => boolean;
 
   constructor(options: SqliteDriverOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -131,6 +134,11 @@ export class SqliteDriver implements LockDriver {
         `UPDATE ${locks} SET expires_at = ? WHERE key = ? AND owner = ? AND boot = ? AND expires_at > ?`,
       ),
       remove: this.db.prepare(`DELETE FROM ${locks} WHERE key = ? AND owner = ?`),
+      readMark: this.db.prepare(`SELECT mark FROM "${prefix}marks" WHERE key = ?`),
+      raiseMark: this.db.prepare(
+        `INSERT INTO "${prefix}marks" (key, mark) VALUES (?, ?)
+         ON CONFLICT (key) DO UPDATE SET mark = max(mark, excluded.mark)`,
+      ),
     };
     this.notifier = new ReleaseNotifier(this.notifyPath);
 
@@ -173,6 +181,18 @@ export class SqliteDriver implements LockDriver {
       this.stmts.remove.run(key, owner);
       return this.isLive(row, hostNow());
     });
+    const raiseMark = this.db.transaction((key: string, owner: string, mark: bigint): boolean => {
+      const row = this.stmts.select.get(key);
+      if (!row || row.owner !== owner || !this.isLive(row, hostNow())) return false;
+      this.stmts.raiseMark.run(key, mark);
+      return true;
+    });
+    this.raiseMarkTx = (key, owner, mark) => {
+      // A mark promises a time the next holder must stay above: it goes to disk like a token.
+      this.synchronous('FULL');
+      return raiseMark.immediate(key, owner, mark);
+    };
+
     this.releaseTx = (key, owner) => {
       this.synchronous('NORMAL');
       return release.immediate(key, owner);
@@ -210,6 +230,14 @@ export class SqliteDriver implements LockDriver {
       if (!row || !this.isLive(row, now)) return null;
       return { owner: row.owner, token: row.token, remainingMs: remainingMs(row, now) };
     });
+  }
+
+  readMark(key: string): Promise<bigint> {
+    return this.run(() => this.stmts.readMark.get(key)?.mark ?? 0n);
+  }
+
+  raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
+    return this.run(() => this.raiseMarkTx(key, owner, mark));
   }
 
   /** Notifications of releases by any process sharing the file (the key is not told apart). */
@@ -281,7 +309,8 @@ function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Data
       `CREATE TABLE IF NOT EXISTS "${prefix}locks" (
          key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
          expires_at INTEGER NOT NULL, boot TEXT NOT NULL);
-       CREATE TABLE IF NOT EXISTS "${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);`,
+       CREATE TABLE IF NOT EXISTS "${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);
+       CREATE TABLE IF NOT EXISTS "${prefix}marks" (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);`,
     );
     return db;
   } catch (e) {
