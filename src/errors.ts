@@ -16,7 +16,14 @@ export type DlockErrorCode =
   | 'DLOCK_CLOSED'
   | 'DLOCK_UNSUPPORTED_URL'
   | 'DLOCK_STALE_TOKEN'
-  | 'DLOCK_DRIVER_ERROR';
+  | 'DLOCK_DRIVER_ERROR'
+  | 'DLOCK_UNSUPPORTED_DRIVER'
+  | 'DLOCK_IDS_EXHAUSTED'
+  | 'DLOCK_IDS_REGRESSED'
+  | 'DLOCK_CLOCK_BACKWARDS'
+  | 'DLOCK_WORKER_LEASE_LOST'
+  | 'DLOCK_WORKER_MARK_STALLED'
+  | 'DLOCK_NO_FREE_WORKER';
 
 /** Base class of the errors that are not about caller input. */
 export class DlockError extends Error {
@@ -164,6 +171,141 @@ export class StaleTokenError extends DlockError {
     );
     this.token = token;
     this.highest = highest;
+  }
+}
+
+/** The driver lacks an optional capability the caller needs (for example `allocateRange` for segment ids). */
+export class UnsupportedDriverError extends DlockError {
+  /** The driver's `info.name`. */
+  readonly driver: string;
+  /** The missing driver method. */
+  readonly capability: string;
+  constructor(driver: string, capability: string, what: string) {
+    super(
+      'DLOCK_UNSUPPORTED_DRIVER',
+      `The "${driver}" driver cannot serve ${what}: it does not implement ${capability}(). ` +
+        'Use a driver that does (memory, redis, sqlite).',
+    );
+    this.driver = driver;
+    this.capability = capability;
+  }
+}
+
+/** An id generator ran out of ids: a counter reached its largest value (int64, or the k digits of a daily id). */
+export class IdsExhaustedError extends DlockError {
+  /** The name of the generator (its counter). */
+  readonly generator: string;
+  constructor(generator: string, detail: string) {
+    super('DLOCK_IDS_EXHAUSTED', `No more ids for "${generator}": ${detail}.`);
+    this.generator = generator;
+  }
+}
+
+/**
+ * An engine handed out a range at or below ids this generator has already issued: its counter went
+ * backwards (typically Redis restarted or failed over without durable writes). The range is
+ * discarded, so no duplicate is issued by this generator; other generators on the same counter may
+ * already have issued duplicates. Make the engine's writes durable (Redis: `appendonly yes`,
+ * `appendfsync always`) and raise the counter above the highest id ever issued.
+ */
+export class IdsRegressedError extends DlockError {
+  readonly counter: string;
+  /** The highest id this generator had issued or held. */
+  readonly highest: bigint;
+  /** The end of the range the engine just answered. */
+  readonly received: bigint;
+  constructor(counter: string, highest: bigint, received: bigint) {
+    super(
+      'DLOCK_IDS_REGRESSED',
+      `The counter "${counter}" went backwards: the engine answered a range ending at ${received}, but ids up to ${highest} ` +
+        'were already handed out. Nothing was issued from it. Make the engine durable (Redis: appendonly yes, appendfsync always) ' +
+        'and set the counter above the highest id ever issued before generating again.',
+    );
+    this.counter = counter;
+    this.highest = highest;
+    this.received = received;
+  }
+}
+
+/**
+ * A snowflake generator would need a time unit further ahead of its clock than it may borrow, and
+ * waiting did not help (or its policy is `'throw'`). Nothing was issued; no id is ever repeated.
+ * `source` says what was ahead: `clock`, the generator's own last id (its monotonic clock went
+ * backwards, or ids were asked for faster than the layout allows for longer than `maxBorrowMs`);
+ * `mark`, the high-water mark of a recycled worker slot (the previous holder's clock was ahead of
+ * ours, or ours was stepped back).
+ */
+export class ClockBackwardsError extends DlockError {
+  /** How far the clock is behind the time the next id needs, in ms. */
+  readonly behindMs: number;
+  /** How long the generator waited before giving up, in ms. */
+  readonly waitedMs: number;
+  readonly source: 'clock' | 'mark';
+  constructor(source: 'clock' | 'mark', behindMs: number, waitedMs: number, detail: string) {
+    super('DLOCK_CLOCK_BACKWARDS', detail);
+    this.source = source;
+    this.behindMs = behindMs;
+    this.waitedMs = waitedMs;
+  }
+}
+
+/**
+ * The worker id of an id generator is no longer leased (the lease expired, was taken, or the
+ * generator was closed): the generator stopped issuing, so the slot's next holder cannot duplicate
+ * its ids. Start a new generator. `cause` is the lease's {@link LockLostError} when there is one.
+ */
+export class WorkerLeaseLostError extends DlockError {
+  readonly generator: string;
+  readonly workerId: number;
+  constructor(generator: string, workerId: number, why: string, options?: { cause?: unknown }) {
+    super(
+      'DLOCK_WORKER_LEASE_LOST',
+      `Id generator "${generator}" lost the lease on worker id ${workerId} (${why}); it issues no more ids, so that ` +
+        'the next holder of that worker id cannot duplicate them. Start a new generator (it claims a free worker id).',
+      options,
+    );
+    this.generator = generator;
+    this.workerId = workerId;
+  }
+}
+
+/**
+ * An id generator reached the time its worker slot's high-water mark covers, because the engine
+ * has not accepted a newer mark (slow or unreachable). Ids resume as soon as a mark write succeeds.
+ */
+export class WorkerMarkStalledError extends DlockError {
+  readonly generator: string;
+  readonly workerId: number;
+  /** The time the last accepted mark covers, in ms since 1970. */
+  readonly coveredUntilMs: number;
+  constructor(generator: string, workerId: number, coveredUntilMs: number, options?: { cause?: unknown }) {
+    super(
+      'DLOCK_WORKER_MARK_STALLED',
+      `Id generator "${generator}" (worker id ${workerId}) reached ${new Date(coveredUntilMs).toISOString()}, the time its ` +
+        "worker slot's high-water mark covers: the engine has not accepted a newer mark (slow or unreachable). " +
+        'Ids resume as soon as a mark write succeeds; check that the engine is reachable.',
+      options,
+    );
+    this.generator = generator;
+    this.workerId = workerId;
+    this.coveredUntilMs = coveredUntilMs;
+  }
+}
+
+/** Every worker id an id generator may use is leased by a live generator. */
+export class NoFreeWorkerError extends DlockError {
+  readonly generator: string;
+  /** How many worker ids were tried. */
+  readonly tried: number;
+  constructor(generator: string, tried: number, waitedMs: number) {
+    super(
+      'DLOCK_NO_FREE_WORKER',
+      `No free worker id for id generator "${generator}": ${tried === 1 ? 'the worker id is' : `all ${tried} worker ids are`} ` +
+        `leased by live generators (waited ${waitedMs} ms). Close unused generators, wait longer (waitMs), ` +
+        'or use a layout with more workerBits.',
+    );
+    this.generator = generator;
+    this.tried = tried;
   }
 }
 

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { flashSaleCommand } from './commands/flash-sale.js';
+import { idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
 import { DemoError } from './flash-sale/store.js';
 import { CliError, describeError, packageVersion, type CliIo } from './output.js';
@@ -7,7 +8,7 @@ import { CliError, describeError, packageVersion, type CliIo } from './output.js
 /** The `dlock` command tree. Actions report their exit code through `setExitCode`. */
 export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
   const program = new Command('dlock')
-    .description('Distributed locks on real engines: inspect locks and run demonstrations.')
+    .description('Distributed locks and ids on real engines: inspect locks, generate and decode ids, run demonstrations.')
     .version(packageVersion(), '-V, --version')
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
@@ -21,6 +22,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .description('Demonstrations against a real engine.')
     .addCommand(flashSaleCommand(io, setExitCode));
   program.addCommand(inspectCommand(io, setExitCode));
+  program.addCommand(idsCommand(io, setExitCode));
   // Subcommands added with addCommand() do not inherit the settings above.
   for (const cmd of [...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     cmd.exitOverride().configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });

@@ -123,4 +123,12 @@ export interface LockDriver {
    * step. Resolves false (and changes nothing) when `owner` does not hold it.
    */
   raiseMark?(key: string, owner: string, mark: bigint): Promise<boolean>;
+  /**
+   * Optional: advance the durable counter `name` by `count` (>= 1) in one atomic step and resolve
+   * its new value, the END of the range (inclusive): the caller owns `[end - count + 1, end]`.
+   * Counters start at 0, never expire and never go backwards (as far as the engine keeps its
+   * writes), so ranges never overlap. Used by segment ids (src/ids/segment.ts). Rejects with
+   * `IdsExhaustedError` (src/errors.ts) and changes nothing when the counter would pass 2^63 - 1.
+   */
+  allocateRange?(name: string, count: bigint): Promise<bigint>;
 }

@@ -14,7 +14,7 @@ const url = inject('redisUrl');
 const admin = new Redis(url, { lazyConnect: true });
 const names = new RedisDriver({ url });
 /** node-redis clients handed to drivers: the driver never closes a caller's client, so we do. */
-const clients: Array<ReturnType<typeof createClient>> = [];
+const clients: Array<{ isOpen: boolean; close(): Promise<unknown> }> = [];
 
 async function driverOn(serverUrl: string): Promise<RedisDriver> {
   const client = createClient({ url: serverUrl, socket: { reconnectStrategy: (n) => Math.min(n * 50, 500) } });

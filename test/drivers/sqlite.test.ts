@@ -448,7 +448,7 @@ describe('SqliteDriver', () => {
     const tables = raw.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
     raw.close();
-    expect(tables).toEqual(['app1_fences', 'app1_locks', 'app2_fences', 'app2_locks']);
+    expect(tables).toEqual(['app1_fences', 'app1_locks', 'app1_marks', 'app1_sequences', 'app2_fences', 'app2_locks', 'app2_marks', 'app2_sequences']);
   });
 
   describe('bad input', () => {

@@ -20,7 +20,10 @@ import type {
   TryResult,
   WaitContext,
 } from '../driver.js';
-import { ClosedError } from '../../errors.js';
+import { ClosedError, IdsExhaustedError } from '../../errors.js';
+
+/** Every engine's counters are signed 64-bit integers. */
+const INT64_MAX = 2n ** 63n - 1n;
 
 interface Entry {
   owner: string;
@@ -34,6 +37,7 @@ export class MemoryDriver implements LockDriver {
   private readonly locks = new Map<string, Entry>();
   private readonly fences = new Map<string, bigint>();
   private readonly marks = new Map<string, bigint>();
+  private readonly sequences = new Map<string, bigint>();
   private readonly listeners = new Map<string, Set<LatchWatch>>();
   private readonly waiter = new TrySetWaitQueue(this);
   private closed = false;
@@ -101,6 +105,14 @@ export class MemoryDriver implements LockDriver {
     if (!cur || cur.owner !== owner) return Promise.resolve(false);
     if (mark > (this.marks.get(key) ?? 0n)) this.marks.set(key, mark);
     return Promise.resolve(true);
+  }
+
+  allocateRange(name: string, count: bigint): Promise<bigint> {
+    if (this.closed) return Promise.reject(new ClosedError('memory driver'));
+    const end = (this.sequences.get(name) ?? 0n) + count;
+    if (end > INT64_MAX) return Promise.reject(new IdsExhaustedError(name, 'the counter would pass 2^63 - 1'));
+    this.sequences.set(name, end);
+    return Promise.resolve(end);
   }
 
   /** Number of keys with open watches (lets tests check that aborted waits leave nothing). */

@@ -15,7 +15,8 @@
  * Does not:
  * - survive a failover or a restart without persistence: replication is asynchronous, so a
  *   promoted replica may not have the lock, and a restarted node without AOF forgets it (and may
- *   reset the fence counter). Use fencing on the resource, or the Redlock driver.
+ *   reset the fence counter and the id counters of `allocateRange`, so segment ids could repeat).
+ *   Use fencing on the resource, or the Redlock driver; for ids, `appendonly yes` + `appendfsync always`.
  * - Fence counters stay in Redis (one small key per lock name ever used).
  */
 import { LatchWatch } from '../../core/change-watch.js';
@@ -23,7 +24,7 @@ import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import { validateMs } from '../../core/validate.js';
-import { ClosedError, InvalidArgumentError } from '../../errors.js';
+import { ClosedError, IdsExhaustedError, InvalidArgumentError } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
@@ -174,6 +175,17 @@ export class RedisDriver implements LockDriver {
   async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
     const k = this.keysFor(key);
     return Number(await this.run(scripts.raiseMark, [k.lock, k.mark], [owner, mark.toString()])) === 1;
+  }
+
+  /** The Redis key of the id counter `name` (segment ids): `<prefix>:{ids:<name>}:seq`. */
+  sequenceKey(name: string): string {
+    return `${this.prefix}:{ids:${name}}:seq`;
+  }
+
+  async allocateRange(name: string, count: bigint): Promise<bigint> {
+    const r = (await this.run(scripts.allocateRange, [this.sequenceKey(name)], [count.toString()])) as string | null;
+    if (r === null) throw new IdsExhaustedError(name, 'the Redis counter would pass 2^63 - 1');
+    return BigInt(r);
   }
 
   /** Open release notifications for `key` (one shared subscriber connection per driver). */

@@ -9,6 +9,20 @@ export const acquire: LuaScript = {
   source: "-- acquire: grant the lock if nobody holds it, with a fresh fencing token.\n-- KEYS[1]  lock key        dlock:{<key>}        value \"<owner>|<token>\", expires by PX\n-- KEYS[2]  fence counter   dlock:{<key>}:fence  never expires: tokens never go backwards\n-- ARGV[1]  owner id\n-- ARGV[2]  ttl in ms (counted by the server's clock)\n-- returns  {1, token}   granted (token as a decimal string: exact beyond 2^53)\n--          {0, pttl}    busy; pttl is the holder's remaining TTL in ms (-1: no expiry)\nlocal pttl = redis.call('PTTL', KEYS[1])\nif pttl == -2 then\n  redis.call('INCR', KEYS[2])\n  local token = redis.call('GET', KEYS[2])\n  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])\n  return {1, token}\nend\nreturn {0, pttl}\n",
 };
 
+export const allocateRange: LuaScript = {
+  name: "allocateRange",
+  numberOfKeys: 1,
+  sha: "fd60b85478e04ea39cfb971fc85f63eda124da92",
+  source: "-- allocate-range: advance a durable id counter by a step; the caller owns the range below the result.\n-- KEYS[1]  counter key     dlock:{ids:<name>}:seq  never expires\n-- ARGV[1]  count (decimal string, >= 1)\n-- returns  the counter's new value, the range end (decimal string: exact beyond 2^53; Lua numbers\n--          are doubles, so the value is read back with GET rather than taken from INCRBY's reply),\n--          or false when the counter would pass 2^63 - 1 (nothing is written then)\nlocal r = redis.pcall('INCRBY', KEYS[1], ARGV[1])\nif type(r) == 'table' and r.err then\n  if string.find(r.err, 'overflow', 1, true) then return false end\n  return r\nend\nreturn redis.call('GET', KEYS[1])\n",
+};
+
+export const dailyId: LuaScript = {
+  name: "dailyId",
+  numberOfKeys: 1,
+  sha: "5f9f497adeb608bf9017d8842e91cb6f1a4c7f72",
+  source: "-- daily-id: hand out ids of a \"date prefix + counter\" sequence, dated by the server's clock.\n-- KEYS[1]  state hash      dlock:{daily:<name>}  fields day (YYYYMMDD), n (last counter of that day);\n--                          expires ARGV[4] days after the end of its day\n-- ARGV[1]  count (>= 1): how many ids to hand out\n-- ARGV[2]  largest counter value of a day (10^digits - 1)\n-- ARGV[3]  offset of the business day from UTC, in seconds\n-- ARGV[4]  days to keep the state after its day ends\n-- returns  {1, day, n}  the ids are day * 10^digits + (n - count + 1 .. n)\n--          {0, day, n}  the day's counter would pass ARGV[2]: nothing was handed out\n-- The date is computed here, from TIME, so the key cannot carry it (keys must be declared for\n-- Cluster): one hash per sequence holds the current day and its counter instead.\nlocal t = redis.call('TIME')\nlocal offset = tonumber(ARGV[3])\nlocal days = math.floor((tonumber(t[1]) + offset) / 86400)\n-- Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil inverse).\nlocal z = days + 719468\nlocal era = math.floor(z / 146097)\nlocal doe = z - era * 146097\nlocal yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)\nlocal doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\nlocal mp = math.floor((5 * doy + 2) / 153)\nlocal d = doy - math.floor((153 * mp + 2) / 5) + 1\nlocal m = mp < 10 and mp + 3 or mp - 9\nlocal y = yoe + era * 400\nif m <= 2 then y = y + 1 end\nlocal today = y * 10000 + m * 100 + d\nlocal count = tonumber(ARGV[1])\nlocal state = redis.call('HMGET', KEYS[1], 'day', 'n')\nlocal day = tonumber(state[1])\nlocal n = tonumber(state[2]) or 0\n-- A new day restarts the counter. A clock stepped back into an earlier day keeps the later day\n-- and its counter: ids never go backwards.\nif not day or today > day then\n  day = today\n  n = 0\nend\nif n + count > tonumber(ARGV[2]) then return {0, day, n} end\nn = n + count\nredis.call('HSET', KEYS[1], 'day', day, 'n', n)\nredis.call('EXPIREAT', KEYS[1], (days + 1 + tonumber(ARGV[4])) * 86400 - offset)\nreturn {1, day, n}\n",
+};
+
 export const extend: LuaScript = {
   name: "extend",
   numberOfKeys: 1,

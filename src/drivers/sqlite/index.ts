@@ -25,7 +25,7 @@ import Database from 'better-sqlite3';
 import { monotonicNow } from '../../core/clock.js';
 import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import { validateMs } from '../../core/validate.js';
-import { ClosedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
+import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
@@ -49,7 +49,7 @@ export interface SqliteDriverOptions {
    * SQLITE_BUSY (and the core retries). It blocks this process's event loop meanwhile. Default 1000.
    */
   busyTimeoutMs?: number;
-  /** Prefix of the two tables (`<prefix>locks`, `<prefix>fences`): letters, digits, `_`. Default `dlock_`. */
+  /** Prefix of the tables (`<prefix>locks`, `<prefix>fences`, ...): letters, digits, `_`. Default `dlock_`. */
   tablePrefix?: string;
 }
 
@@ -92,6 +92,7 @@ export class SqliteDriver implements LockDriver {
   private readonly extendTx: (items: readonly ExtendItem[]) => boolean[];
   private readonly releaseTx: (key: string, owner: string) => boolean;
   private readonly raiseMarkTx: (key: string, owner: string, mark: bigint) => boolean;
+  private readonly allocateTx: (name: string, count: bigint) => bigint | undefined;
 
   constructor(options: SqliteDriverOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -197,6 +198,20 @@ export class SqliteDriver implements LockDriver {
       this.synchronous('NORMAL');
       return release.immediate(key, owner);
     };
+
+    // Id ranges (segment ids). The WHERE refuses to pass 2^63 - 1 (SQLite would silently turn the
+    // sum into a REAL): no row comes back then. Fsynced like a grant: a power loss must not roll
+    // the counter back and hand a range out twice.
+    const allocate = this.db.prepare<[string, bigint], { seq: bigint }>(
+      `INSERT INTO "${prefix}sequences" (name, seq) VALUES (?, ?)
+       ON CONFLICT (name) DO UPDATE SET seq = seq + excluded.seq WHERE seq <= 9223372036854775807 - excluded.seq
+       RETURNING seq`,
+    );
+    const allocateTx = this.db.transaction((name: string, count: bigint) => allocate.get(name, count)?.seq);
+    this.allocateTx = (name, count) => {
+      this.synchronous('FULL');
+      return allocateTx.immediate(name, count);
+    };
   }
 
   tryAcquire(req: AcquireRequest): Promise<TryResult> {
@@ -238,6 +253,14 @@ export class SqliteDriver implements LockDriver {
 
   raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
     return this.run(() => this.raiseMarkTx(key, owner, mark));
+  }
+
+  allocateRange(name: string, count: bigint): Promise<bigint> {
+    return this.run(() => {
+      const end = this.allocateTx(name, count);
+      if (end === undefined) throw new IdsExhaustedError(name, 'the SQLite counter would pass 2^63 - 1');
+      return end;
+    });
   }
 
   /** Notifications of releases by any process sharing the file (the key is not told apart). */
@@ -310,7 +333,8 @@ function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Data
          key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
          expires_at INTEGER NOT NULL, boot TEXT NOT NULL);
        CREATE TABLE IF NOT EXISTS "${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);
-       CREATE TABLE IF NOT EXISTS "${prefix}marks" (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);`,
+       CREATE TABLE IF NOT EXISTS "${prefix}marks" (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);
+       CREATE TABLE IF NOT EXISTS "${prefix}sequences" (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);`,
     );
     return db;
   } catch (e) {

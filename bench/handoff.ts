@@ -1,0 +1,115 @@
+/**
+ * handoff: one holder, one waiter (two instances of the library: separate connections). The
+ * waiter is already waiting; we time from the holder calling release() to the waiter's acquire
+ * resolving, with `process.hrtime.bigint()`.
+ *
+ * The holder releases at a random phase of the waiter's retry loop: it holds for
+ * 5 ms + uniform(0, max(10 ms, the library's retry period)) after the waiter started waiting,
+ * so a poller is caught anywhere in its sleep, as in real life.
+ *
+ * Also measured: Redis commands per handoff (everything the two instances send during the timed
+ * handoffs, divided by their number) and the cost of waiting (commands/s on the server while the
+ * holder keeps the lock for `idleMs` and one waiter waits).
+ */
+import type { LibSpec } from './libs.js';
+import { delay, msBetween, now, quantile, type ServerMonitor } from './support.js';
+
+export interface HandoffOptions {
+  handoffs: number;
+  warmup: number;
+  idleMs: number;
+}
+
+export interface HandoffResult {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  commandsPerHandoff: number;
+  idleCommandsPerSecond: number;
+}
+
+export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMonitor, opts: HandoffOptions, tag: string): Promise<HandoffResult> {
+  const holder = await spec.create(url);
+  const waiter = await spec.create(url);
+  try {
+    const key = `bench:handoff:${spec.id}:${tag}`;
+    const phaseMs = Math.max(10, spec.pollMs);
+    const run = async (n: number): Promise<number[]> => {
+      const latencies: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const held = await holder.acquire(key);
+        let gotAt: bigint | undefined;
+        const waiting = waiter.acquire(key).then((h) => {
+          gotAt = now();
+          return h;
+        });
+        await delay(5 + Math.random() * phaseMs);
+        if (gotAt !== undefined) throw new Error(`${spec.name}: the waiter got the lock while it was held`);
+        const releasedAt = now();
+        const releasing = held.release();
+        const got = await waiting;
+        await releasing;
+        latencies.push(msBetween(releasedAt, gotAt ?? now()));
+        await got.release();
+      }
+      return latencies;
+    };
+
+    await run(opts.warmup);
+    const c0 = await monitor.commands();
+    const latencies = await run(opts.handoffs);
+    const c1 = await monitor.commands();
+    latencies.sort((a, b) => a - b);
+
+    // The cost of waiting: the lock is held, one waiter waits, nothing changes.
+    const held = await holder.acquire(key);
+    const waiting = waiter.acquire(key);
+    await delay(250); // let the waiter settle (first try, subscription)
+    const i0 = await monitor.commands();
+    const t0 = now();
+    await delay(opts.idleMs);
+    const i1 = await monitor.commands();
+    const idleSeconds = msBetween(t0, now()) / 1000;
+    await held.release();
+    await (await waiting).release();
+
+    return {
+      p50: quantile(latencies, 0.5),
+      p90: quantile(latencies, 0.9),
+      p99: quantile(latencies, 0.99),
+      max: latencies[latencies.length - 1] ?? Number.NaN,
+      commandsPerHandoff: (c1 - c0) / opts.handoffs,
+      idleCommandsPerSecond: (i1 - i0) / idleSeconds,
+    };
+  } finally {
+    await Promise.all([holder.close(), waiter.close()]);
+  }
+}
+
+/** PING round trips on a fresh connection: back to back, and after a 5–15 ms idle pause (the handoff's situation). */
+export async function roundTrips(url: string): Promise<{ busyP50: number; afterIdleP50: number }> {
+  const { Redis } = await import('ioredis');
+  const c = new Redis(url);
+  try {
+    await c.ping();
+    const busy: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const t = now();
+      await c.ping();
+      busy.push(msBetween(t, now()));
+    }
+    const idle: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      await delay(5 + Math.random() * 10);
+      const t = now();
+      await c.ping();
+      idle.push(msBetween(t, now()));
+    }
+    busy.sort((a, b) => a - b);
+    idle.sort((a, b) => a - b);
+    return { busyP50: quantile(busy, 0.5), afterIdleP50: quantile(idle, 0.5) };
+  } finally {
+    await c.quit();
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * The libraries compared, behind one small surface: `acquire(key)` waits with the library's own
+ * waiting strategy and resolves a handle whose `release()` gives the lock back.
+ *
+ * Every library gets its own connection(s) per instance, a 10 s TTL, and otherwise its defaults
+ * (the waiting knobs that would make it give up are raised: waiting must not fail in a benchmark).
+ */
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import Redlock4 from 'redlock';
+import Redlock5Untyped from 'redlock5';
+import { Mutex } from 'redis-semaphore';
+import type Redlock5Typed from '../node_modules/redlock5/dist/index.js';
+import { delay } from './support.js';
+
+const Redlock5 = Redlock5Untyped as typeof Redlock5Typed;
+
+export const TTL_MS = 10_000;
+
+export type Scenario = 'handoff' | 'uncontended' | 'contended';
+
+export interface Held {
+  release(): Promise<unknown>;
+}
+
+export interface Locker {
+  /** Wait (the library's own way) until `key` is held. */
+  acquire(key: string): Promise<Held>;
+  close(): Promise<void>;
+}
+
+export interface LibSpec {
+  /** Short name for `--only` and JSON. */
+  readonly id: string;
+  /** Row label. */
+  readonly name: string;
+  /** Period of the library's retry loop in ms (0: event-driven); sets the random release phase in `handoff`. */
+  readonly pollMs: number;
+  readonly scenarios: readonly Scenario[];
+  /** Only run when named in `--only` (experiments, not part of the standard comparison). */
+  readonly extra?: boolean;
+  create(url: string): Promise<Locker>;
+}
+
+/** Where dlock is loaded from: the built package (default) or the TypeScript sources via tsx. */
+export type DlockSource = 'dist' | 'src';
+
+type DlockCore = typeof import('../src/index.js');
+type DlockRedis = typeof import('../src/drivers/redis/index.js');
+
+let dlockSource: DlockSource = 'dist';
+let dlockModules: Promise<[DlockCore, DlockRedis]> | undefined;
+
+export function useDlockFrom(source: DlockSource): void {
+  dlockSource = source;
+  dlockModules = undefined;
+}
+
+/** The file dlock's main entry is loaded from (printed with the results). */
+export function dlockEntry(): string {
+  return fileURLToPath(new URL(dlockSource === 'dist' ? '../dist/esm/index.js' : '../src/index.ts', import.meta.url));
+}
+
+function loadDlock(): Promise<[DlockCore, DlockRedis]> {
+  // Typed from src; loaded from dist unless --src, so type-checking never needs a build.
+  dlockModules ??=
+    dlockSource === 'dist'
+      ? Promise.all([
+          import(new URL('../dist/esm/index.js', import.meta.url).href) as Promise<DlockCore>,
+          import(new URL('../dist/esm/drivers/redis/index.js', import.meta.url).href) as Promise<DlockRedis>,
+        ])
+      : Promise.all([import('../src/index.js'), import('../src/drivers/redis/index.js')]);
+  return dlockModules;
+}
+
+async function connect(url: string, options: { enableAutoPipelining?: boolean } = {}): Promise<Redis> {
+  const redis = new Redis(url, { lazyConnect: true, ...options });
+  redis.on('error', () => undefined);
+  await redis.connect();
+  return redis;
+}
+
+async function quit(redis: Redis): Promise<void> {
+  await redis.quit().catch(() => redis.disconnect());
+}
+
+const UNLOCK_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
+interface WithUnlock {
+  benchUnlock(key: string, token: string): Promise<number>;
+}
+
+/**
+ * The baseline: what people write by hand. `SET key token NX PX ttl`; release by a Lua
+ * compare-and-delete (EVALSHA through ioredis `defineCommand`); wait by polling every 10 ms.
+ */
+async function handRolled(url: string, autoPipelining: boolean): Promise<Locker> {
+  const redis = await connect(url, { enableAutoPipelining: autoPipelining });
+  redis.defineCommand('benchUnlock', { numberOfKeys: 1, lua: UNLOCK_LUA });
+  const unlock = redis as unknown as WithUnlock;
+  const prefix = randomBytes(8).toString('hex');
+  let seq = 0;
+  return {
+    async acquire(key) {
+      const token = `${prefix}:${++seq}`;
+      for (;;) {
+        if ((await redis.set(key, token, 'PX', TTL_MS, 'NX')) === 'OK') {
+          return { release: () => unlock.benchUnlock(key, token) };
+        }
+        await delay(10);
+      }
+    },
+    close: () => quit(redis),
+  };
+}
+
+async function dlock(url: string, ownClient?: { enableAutoPipelining: boolean }): Promise<Locker> {
+  const [{ LockClient }, { RedisDriver }] = await loadDlock();
+  // As users run it: `{ url }` (the driver opens its own ioredis connection), renewal on.
+  // `ownClient`: the experiment of passing `{ client }`, an ioredis connection made here.
+  const redis = ownClient ? await connect(url, ownClient) : undefined;
+  const client = new LockClient(new RedisDriver(redis ? { client: redis } : { url }), { ttlMs: TTL_MS });
+  return {
+    acquire: (key) => client.acquire(key),
+    close: async () => {
+      await client.close();
+      if (redis) await quit(redis);
+    },
+  };
+}
+
+async function redlock4(url: string): Promise<Locker> {
+  const redis = await connect(url);
+  // Defaults: retryDelay 200 ms, retryJitter 100 ms; retryCount -1 = retry forever.
+  const redlock = new Redlock4([redis], { retryCount: -1 });
+  redlock.on('clientError', () => undefined);
+  return {
+    acquire: (key) => redlock.lock(key, TTL_MS).then((lock) => ({ release: () => lock.unlock() })),
+    close: () => quit(redis),
+  };
+}
+
+async function redlock5(url: string): Promise<Locker> {
+  const redis = await connect(url);
+  const redlock = new Redlock5([redis], { retryCount: -1 });
+  return {
+    acquire: (key) => redlock.acquire([key], TTL_MS).then((lock) => ({ release: () => lock.release() })),
+    close: () => quit(redis),
+  };
+}
+
+async function semaphore(url: string, retryInterval: number | undefined): Promise<Locker> {
+  const redis = await connect(url);
+  const options = { lockTimeout: TTL_MS, acquireTimeout: 120_000, ...(retryInterval === undefined ? {} : { retryInterval }) };
+  return {
+    async acquire(key) {
+      // One Mutex per acquisition, as its README does (each gets a fresh random identifier).
+      const mutex = new Mutex(redis, key, options);
+      await mutex.acquire();
+      return { release: () => mutex.release() };
+    },
+    close: () => quit(redis),
+  };
+}
+
+const RELEASE_PUBLISH_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); redis.call('PUBLISH', ARGV[2], '1'); return 1 end return 0`;
+
+interface WithUnlockPublish {
+  benchUnlockPublish(key: string, token: string, channel: string): Promise<number>;
+}
+
+/**
+ * Not a library: the least a pub/sub waiter can do (dlock's design with nothing around it), as
+ * the floor of `handoff` on this machine in this run. SET NX PX; on failure, subscribe, try again,
+ * then sleep until a release message (or the TTL) and retry. Release = compare-and-delete + PUBLISH.
+ */
+async function pubsubFloor(url: string): Promise<Locker> {
+  const redis = await connect(url);
+  const sub = await connect(url);
+  redis.defineCommand('benchUnlockPublish', { numberOfKeys: 1, lua: RELEASE_PUBLISH_LUA });
+  const unlock = redis as unknown as WithUnlockPublish;
+  const wakers = new Map<string, Set<() => void>>();
+  const subscribed = new Set<string>();
+  sub.on('message', (channel: string) => {
+    for (const wake of wakers.get(channel) ?? []) wake();
+  });
+  const prefix = randomBytes(8).toString('hex');
+  let seq = 0;
+  return {
+    async acquire(key) {
+      const token = `${prefix}:${++seq}`;
+      const channel = `${key}:released`;
+      const held = { release: () => unlock.benchUnlockPublish(key, token, channel) };
+      if ((await redis.set(key, token, 'PX', TTL_MS, 'NX')) === 'OK') return held;
+      let pending = false;
+      let wake: (() => void) | undefined;
+      const waker = (): void => {
+        if (wake) wake();
+        else pending = true;
+      };
+      let set = wakers.get(channel);
+      if (!set) wakers.set(channel, (set = new Set()));
+      set.add(waker);
+      try {
+        if (!subscribed.has(channel)) {
+          await sub.subscribe(channel);
+          subscribed.add(channel);
+        }
+        for (;;) {
+          if ((await redis.set(key, token, 'PX', TTL_MS, 'NX')) === 'OK') return held;
+          if (pending) {
+            pending = false;
+            continue;
+          }
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => wake?.(), TTL_MS);
+            wake = () => {
+              clearTimeout(timer);
+              wake = undefined;
+              resolve();
+            };
+          });
+        }
+      } finally {
+        set.delete(waker);
+      }
+    },
+    close: async () => {
+      await Promise.all([quit(redis), quit(sub)]);
+    },
+  };
+}
+
+const ALL: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
+
+export const BASELINE_ID = 'hand-rolled';
+
+export const LIBS: readonly LibSpec[] = [
+  { id: BASELINE_ID, name: 'hand-rolled ioredis', pollMs: 10, scenarios: ALL, create: (u) => handRolled(u, false) },
+  { id: 'dlock', name: 'dlock', pollMs: 0, scenarios: ALL, create: (u) => dlock(u) },
+  { id: 'redlock4', name: 'redlock@4.2.0', pollMs: 300, scenarios: ALL, create: redlock4 },
+  { id: 'redlock5', name: 'redlock@5.0.0-beta.2', pollMs: 300, scenarios: ALL, create: redlock5 },
+  { id: 'semaphore', name: 'redis-semaphore', pollMs: 10, scenarios: ALL, create: (u) => semaphore(u, undefined) },
+  {
+    id: 'semaphore-1ms',
+    name: 'redis-semaphore 1 ms',
+    pollMs: 1,
+    scenarios: ['handoff', 'contended'],
+    create: (u) => semaphore(u, 1),
+  },
+  {
+    // Not a library: the floor of the pub/sub design on this machine, in the same run.
+    id: 'pubsub-floor',
+    name: 'floor: raw pub/sub + SET NX',
+    pollMs: 0,
+    scenarios: ['handoff'],
+    create: pubsubFloor,
+  },
+  {
+    // Not a peer: shows how much of a throughput gain is auto-pipelining alone.
+    id: 'hand-rolled-ap',
+    name: 'hand-rolled + autoPipelining',
+    pollMs: 10,
+    scenarios: ['uncontended'],
+    create: (u) => handRolled(u, true),
+  },
+  {
+    id: 'dlock-client',
+    name: 'dlock { client } (no autoPipelining)',
+    pollMs: 0,
+    scenarios: ALL,
+    extra: true,
+    create: (u) => dlock(u, { enableAutoPipelining: false }),
+  },
+  {
+    id: 'dlock-client-ap',
+    name: 'dlock { client } (autoPipelining)',
+    pollMs: 0,
+    scenarios: ALL,
+    extra: true,
+    create: (u) => dlock(u, { enableAutoPipelining: true }),
+  },
+];
+
+export function libById(id: string): LibSpec {
+  const lib = LIBS.find((l) => l.id === id);
+  if (!lib) throw new Error(`Unknown library "${id}"; known: ${LIBS.map((l) => l.id).join(', ')}`);
+  return lib;
+}

@@ -1,0 +1,337 @@
+/**
+ * dlock benchmarks against its Redis peers, measured in the same run on the same private
+ * redis-server, back to back, with the library order rotated between repetitions. Every claim is
+ * a ratio within one repetition (these machines are shared and noisy).
+ *
+ *   npm run bench -- handoff|uncontended|contended|ids|all [--json] [--reps N] [--seconds S]
+ *                    [--handoffs N] [--idle-ms MS] [--count N] [--only id,id] [--src]
+ *
+ * See /work/shared/design/performance.md for the method and the peers' figures.
+ */
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { WorkerPool, type ContendedResult } from './contended.js';
+import { handoffOnce, roundTrips, type HandoffResult } from './handoff.js';
+import { ID_LIBS, runIds } from './ids.js';
+import { BASELINE_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenario } from './libs.js';
+import { ServerMonitor, fmt, fmtSpread, rotate, spread, startServer, table, type Spread } from './support.js';
+import { uncontendedRep, type UncontendedResult } from './uncontended.js';
+
+const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|ids|all> [options]
+  --json            one JSON object per row instead of the table
+  --reps N          repetitions (default 3); median [min–max] over them
+  --seconds S       duration of each throughput run (default 3)
+  --handoffs N      timed handoffs per library per repetition (default 200)
+  --idle-ms MS      how long the lock is held while measuring an idle waiter (default 3000)
+  --loops N         async loops of 'uncontended' (default 64)
+  --processes N     processes of 'contended' (default 8)
+  --count N         ids per library per rep in 'ids' (default 1000000)
+  --only a,b        only these libraries; ratios need the baseline '${BASELINE_ID}' (ids: ${LIBS.map((l) => l.id).join(', ')};
+                    in 'ids': ${ID_LIBS.join(', ')})
+  --src             load dlock from src/ via tsx instead of the built dist/`;
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    json: { type: 'boolean', default: false },
+    reps: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '3' },
+    handoffs: { type: 'string', default: '200' },
+    'idle-ms': { type: 'string', default: '3000' },
+    loops: { type: 'string', default: '64' },
+    processes: { type: 'string', default: '8' },
+    count: { type: 'string', default: '1000000' },
+    only: { type: 'string' },
+    src: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+function positive(name: string, v: string | undefined): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+const SCENARIOS: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
+const which = positionals[0] ?? 'all';
+if (values.help || positionals.length > 1 || !(which === 'all' || which === 'ids' || (SCENARIOS as readonly string[]).includes(which))) {
+  console.error(USAGE);
+  process.exit(values.help ? 0 : 2);
+}
+const scenarios: readonly Scenario[] = which === 'all' ? SCENARIOS : which === 'ids' ? [] : [which as Scenario];
+const idsScenario = which === 'all' || which === 'ids';
+const count = Math.round(positive('count', values.count));
+const reps = Math.round(positive('reps', values.reps));
+const seconds = positive('seconds', values.seconds);
+const handoffs = Math.round(positive('handoffs', values.handoffs));
+const idleMs = positive('idle-ms', values['idle-ms']);
+const loops = Math.round(positive('loops', values.loops));
+const processes = Math.round(positive('processes', values.processes));
+const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean);
+if (only) {
+  for (const id of only) if (!LIBS.some((l) => l.id === id) && !ID_LIBS.includes(id)) throw new Error(`--only: unknown library "${id}"`);
+}
+const dlockSource = values.src ? 'src' : 'dist';
+useDlockFrom(dlockSource);
+const json = values.json;
+
+const log = (s: string): void => {
+  process.stderr.write(`${s}\n`);
+};
+
+interface Row {
+  scenario: Scenario;
+  library: string;
+  id: string;
+  baseline: boolean;
+  figures: Record<string, Spread>;
+}
+
+function libsFor(s: Scenario): LibSpec[] {
+  return LIBS.filter((l) => l.scenarios.includes(s) && (only ? only.includes(l.id) : !l.extra));
+}
+
+/** Run `once` for every library of `s`, `reps` times, rotating the order; results[id][rep]. */
+async function measure<R>(s: Scenario, once: (spec: LibSpec, rep: number) => Promise<R>, show: (r: R) => string): Promise<Map<string, R[]>> {
+  const libs = libsFor(s);
+  const results = new Map<string, R[]>(libs.map((l) => [l.id, []]));
+  for (let rep = 0; rep < reps; rep++) {
+    for (const spec of rotate(libs, rep)) {
+      const t = Date.now();
+      const r = await once(spec, rep);
+      results.get(spec.id)?.push(r);
+      log(`  [${s} ${rep + 1}/${reps}] ${spec.name.padEnd(30)} ${show(r)}  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+    }
+  }
+  return results;
+}
+
+/** Per-repetition figures of every library, and `ratioName` = figure / baseline's figure in the same repetition. */
+function rows<R>(s: Scenario, results: Map<string, R[]>, figures: Record<string, (r: R) => number>, ratio: { name: string; of: string }): Row[] {
+  const base = results.get(BASELINE_ID) ?? [];
+  const out: Row[] = [];
+  for (const spec of libsFor(s)) {
+    const rs = results.get(spec.id) ?? [];
+    const f: Record<string, Spread> = {};
+    for (const [name, get] of Object.entries(figures)) f[name] = spread(rs.map(get));
+    const get = figures[ratio.of];
+    if (get) {
+      f[ratio.name] = spread(rs.map((r, i) => (base[i] === undefined ? Number.NaN : get(r) / get(base[i] as R))));
+    }
+    out.push({ scenario: s, library: spec.name, id: spec.id, baseline: spec.id === BASELINE_ID, figures: f });
+  }
+  return out;
+}
+
+function print(title: string, rs: Row[], columns: Array<[header: string, figure: string, suffix?: string]>, notes: string[]): void {
+  if (json) {
+    for (const r of rs) console.log(JSON.stringify({ ...r, params: params() }));
+    return;
+  }
+  console.log(`\n## ${title}`);
+  console.log(
+    table(
+      ['library', ...columns.map(([h]) => h)],
+      rs.map((r) => [r.library + (r.baseline ? ' (baseline)' : ''), ...columns.map(([, f, sfx]) => (r.figures[f] ? fmtSpread(r.figures[f], sfx ?? '') : '-'))]),
+    ),
+  );
+  for (const n of notes) console.log(n);
+}
+
+function params(): Record<string, unknown> {
+  return { reps, seconds, handoffs, idleMs, loops, processes, count, dlock: dlockSource };
+}
+
+function verdict(ok: boolean): string {
+  return ok ? 'MET' : 'MISSED';
+}
+
+async function main(): Promise<void> {
+  const server = await startServer();
+  const monitor = new ServerMonitor(server.url, server.pid);
+  let pool: WorkerPool | undefined;
+  const stopAll = async (): Promise<void> => {
+    await pool?.stop().catch(() => undefined);
+    await monitor.close();
+    await server.stop();
+  };
+  const onSignal = (): void => {
+    void stopAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const info = await (async () => {
+      const { Redis } = await import('ioredis');
+      const c = new Redis(server.url);
+      const v = /redis_version:(\S+)/.exec(await c.info('server'))?.[1] ?? '?';
+      await c.quit();
+      return v;
+    })();
+    const header = `node ${process.version}, redis-server ${info} on 127.0.0.1:${server.port} (pid ${server.pid}, no persistence), ${availableParallelism()} cpus; dlock from ${dlockEntry()}; ${reps} reps, order rotated; median [min–max] of the reps`;
+    if (json) log(header);
+    else console.log(header);
+
+    for (const s of scenarios) {
+      if (s === 'handoff') {
+        const rtt: Array<{ busyP50: number; afterIdleP50: number }> = [];
+        const results = await measure<HandoffResult>(
+          s,
+          async (spec, rep) => {
+            if (rtt.length === rep) rtt.push(await roundTrips(server.url));
+            return handoffOnce(spec, server.url, monitor, { handoffs, warmup: 10, idleMs }, `r${rep}`);
+          },
+          (r) => `p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  idle ${fmt(r.idleCommandsPerSecond)} cmd/s`,
+        );
+        const rs = rows(
+          s,
+          results,
+          {
+            p50: (r) => r.p50,
+            p90: (r) => r.p90,
+            p99: (r) => r.p99,
+            max: (r) => r.max,
+            commandsPerHandoff: (r) => r.commandsPerHandoff,
+            idleWaiterCommandsPerSecond: (r) => r.idleCommandsPerSecond,
+          },
+          { name: 'p50VsBaseline', of: 'p50' },
+        );
+        const d = rs.find((r) => r.id === 'dlock');
+        const notes = [
+          `${handoffs} timed handoffs per library per rep (+10 warm-up); release at 5 ms + uniform(0, max(10, retry period)) after the waiter started.`,
+          'commands/handoff: all commands the server ran during the timed handoffs / handoffs (holder acquire + release, waiter tries, waiter release; Lua-internal calls count).',
+          `idle waiter: server commands/s while the lock is held ${idleMs / 1000} s and one waiter waits.`,
+          `machine: PING round trip p50 ${fmtSpread(spread(rtt.map((r) => r.busyP50)), ' ms')} back to back, ` +
+            `${fmtSpread(spread(rtt.map((r) => r.afterIdleP50)), ' ms')} after a 5–15 ms idle pause (a handoff starts after such a pause).`,
+        ];
+        if (d?.figures.p50 && d.figures.idleWaiterCommandsPerSecond) {
+          notes.push(
+            `target: dlock p50 <= 0.5 ms: ${fmt(d.figures.p50.median)} ms, ${verdict(d.figures.p50.median <= 0.5)}; ` +
+              `idle waiter 0 commands/s: ${fmt(d.figures.idleWaiterCommandsPerSecond.median)}, ${verdict(d.figures.idleWaiterCommandsPerSecond.max === 0)}`,
+          );
+        }
+        print(
+          'handoff: release -> the waiter holds it (ms)',
+          rs,
+          [
+            ['p50 ms', 'p50'],
+            ['p90 ms', 'p90'],
+            ['p99 ms', 'p99'],
+            ['p50 ÷ hand-rolled', 'p50VsBaseline', '×'],
+            ['commands/handoff', 'commandsPerHandoff'],
+            ['idle waiter commands/s', 'idleWaiterCommandsPerSecond'],
+          ],
+          notes,
+        );
+      } else if (s === 'uncontended') {
+        const libs = libsFor(s);
+        const results = new Map<string, UncontendedResult[]>(libs.map((l) => [l.id, []]));
+        for (let rep = 0; rep < reps; rep++) {
+          const t = Date.now();
+          const r = await uncontendedRep(libs, server.url, monitor, { loops, seconds, sliceSeconds: 0.5, warmupSeconds: 0.5 }, rep);
+          for (const spec of libs) {
+            const x = r.get(spec.id);
+            if (!x) continue;
+            results.get(spec.id)?.push(x);
+            log(`  [${s} ${rep + 1}/${reps}] ${spec.name.padEnd(30)} ${fmt(x.cyclesPerSecond)} cycles/s  client CPU ${fmt(x.clientCpuPct)}%`);
+          }
+          log(`  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+        }
+        const rs = rows(
+          s,
+          results,
+          {
+            cyclesPerSecond: (r) => r.cyclesPerSecond,
+            commandsPerCycle: (r) => r.commandsPerCycle,
+            clientCpuPct: (r) => r.clientCpuPct,
+            serverCpuPct: (r) => r.serverCpuPct,
+            // CPU per cycle (µs): steadier than cycles/s on a shared machine.
+            clientCpuUsPerCycle: (r) => (r.clientCpuPct * 1e4) / r.cyclesPerSecond,
+            serverCpuUsPerCycle: (r) => (r.serverCpuPct * 1e4) / r.cyclesPerSecond,
+          },
+          { name: 'vsBaseline', of: 'cyclesPerSecond' },
+        );
+        const d = rs.find((r) => r.id === 'dlock');
+        const notes = [
+          `${loops} async loops, one process, one instance per library, distinct keys; ${seconds} s per library per rep, run as 0.5 s slices round-robin across the libraries (order rotated every round), after a 0.5 s warm-up each.`,
+          'commands/cycle counts Lua-internal calls (Redis 7 counts them): hand-rolled = SET + EVALSHA(GET, DEL) = 4.',
+        ];
+        if (d?.figures.vsBaseline) {
+          notes.push(`target: dlock >= 1.5× hand-rolled: ${fmtSpread(d.figures.vsBaseline, '×')}, ${verdict(d.figures.vsBaseline.median >= 1.5)}`);
+        }
+        print(
+          'uncontended: acquire + release cycles/s',
+          rs,
+          [
+            ['cycles/s', 'cyclesPerSecond'],
+            ['× hand-rolled', 'vsBaseline', '×'],
+            ['commands/cycle', 'commandsPerCycle'],
+            ['client CPU %', 'clientCpuPct'],
+            ['server CPU %', 'serverCpuPct'],
+            ['client CPU µs/cycle', 'clientCpuUsPerCycle'],
+            ['server CPU µs/cycle', 'serverCpuUsPerCycle'],
+          ],
+          notes,
+        );
+      } else {
+        log(`  starting ${processes} worker processes`);
+        pool = WorkerPool.start(processes);
+        const p = pool;
+        const results = await measure<ContendedResult>(
+          s,
+          (spec, rep) => p.run(spec, server.url, monitor, { processes, seconds, warmupSeconds: 0.5, dlock: dlockSource }, `r${rep}`),
+          (r) => `${fmt(r.cyclesPerSecond)} cycles/s  max wait ${fmt(r.maxWaitMs)} ms  re-taken ${fmt(r.retakenPct)}%`,
+        );
+        await pool.stop();
+        pool = undefined;
+        const rs = rows(
+          s,
+          results,
+          {
+            cyclesPerSecond: (r) => r.cyclesPerSecond,
+            p99WaitMs: (r) => r.p99WaitMs,
+            maxWaitMs: (r) => r.maxWaitMs,
+            retakenPct: (r) => r.retakenPct,
+            lostUpdates: (r) => r.lostUpdates,
+            giveUps: (r) => r.giveUps,
+            commandsPerCycle: (r) => r.commandsPerCycle,
+            serverCpuPct: (r) => r.serverCpuPct,
+          },
+          { name: 'vsBaseline', of: 'cyclesPerSecond' },
+        );
+        print(
+          `contended: ${processes} processes, one key, lock -> GET -> +1 -> SET -> unlock`,
+          rs,
+          [
+            ['cycles/s', 'cyclesPerSecond'],
+            ['× hand-rolled', 'vsBaseline', '×'],
+            ['p99 wait ms', 'p99WaitMs'],
+            ['max wait ms', 'maxWaitMs'],
+            ['re-taken by releaser %', 'retakenPct'],
+            ['lost updates', 'lostUpdates'],
+            ['commands/cycle', 'commandsPerCycle'],
+            ['server CPU %', 'serverCpuPct'],
+          ],
+          [
+            `${seconds} s per library per rep after a 0.5 s untimed round of the same contention; cycles/s counts cycles finished inside the window.`,
+            're-taken: share of releases after which the same process took the lock next (from the counter order); lost updates: counter values seen twice (must be 0).',
+          ],
+        );
+      }
+    }
+    if (idsScenario) {
+      await runIds({ count, reps, json, redisUrl: server.url, dlock: dlockSource, only, params: params(), log });
+    }
+  } finally {
+    await stopAll();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

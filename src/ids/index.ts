@@ -1,0 +1,18 @@
+/**
+ * Distributed ids. Snowflake mode (this file's first block): `IdGenerator` (worker ids leased
+ * through a dlock engine), `Snowflake` (worker ids you assign), `IdLayout`, the clocks and the
+ * keyed `IdPermutation` for public ids.
+ */
+export { IdLayout, DEFAULT_EPOCH_MS, MAX_ID, parseId, type LayoutOptions, type IdParts, type DecodedId } from './layout.js';
+export { LogicalClock, ManualClock, type IdClock, type ClockSources, type LogicalClockOptions } from './clock.js';
+export {
+  Snowflake,
+  MAX_SNOWFLAKE_BATCH,
+  type SnowflakeOptions,
+  type SnowflakeTuning,
+  type ClockBehindPolicy,
+  type IdWarning,
+} from './snowflake.js';
+export { IdGenerator, type IdGeneratorOptions } from './generator.js';
+export { workerKey } from './worker-lease.js';
+export { IdPermutation, MIN_PERMUTATION_KEY_BYTES } from './permutation.js';
