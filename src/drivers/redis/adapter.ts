@@ -56,6 +56,12 @@ export function isIoRedis(c: unknown): c is IoRedisLike {
   return typeof c === 'object' && c !== null && typeof (c as IoRedisLike).evalsha === 'function';
 }
 
+/** ioredis `Cluster` (isCluster) or a node-redis cluster client (has `masters`). */
+export function isClusterClient(c: unknown): boolean {
+  if (typeof c !== 'object' || c === null) return false;
+  return (c as { isCluster?: unknown }).isCluster === true || Array.isArray((c as { masters?: unknown }).masters);
+}
+
 function isNoScript(e: unknown): boolean {
   return e instanceof Error && e.message.includes('NOSCRIPT');
 }
@@ -68,10 +74,10 @@ export class IoRedisAdapter implements RedisAdapter {
 
   async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     try {
-      return await this.client.evalsha(script.sha, script.numberOfKeys, ...keys, ...args);
+      return await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
     } catch (e) {
       if (!isNoScript(e)) throw e;
-      return this.client.eval(script.source, script.numberOfKeys, ...keys, ...args);
+      return this.client.eval(script.source, keys.length, ...keys, ...args);
     }
   }
 

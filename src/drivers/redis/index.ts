@@ -7,7 +7,7 @@
  * - Safe release and extend: compare-and-delete / compare-and-expire on the owner id.
  * - Fencing tokens from a per-key counter INCRed inside the acquire script; the counter never
  *   expires, so tokens strictly increase across holders and client restarts.
- * - Event-driven waiting: release PUBLISHes on the lock's channel; waiters share one subscriber
+ * - Event-driven waiting: release PUBLISHes on the lock's channel when someone waits; waiters share one subscriber
  *   connection per driver and sleep until a message or the holder's remaining TTL (Redisson's
  *   scheme), so a lost message costs at most one TTL and nothing polls at a fixed interval.
  * - A lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`) so they stay in one
@@ -39,6 +39,7 @@ import type {
 import {
   IoRedisAdapter,
   NodeRedisAdapter,
+  isClusterClient,
   isIoRedis,
   isNodeRedis,
   type IoRedisLike,
@@ -46,6 +47,7 @@ import {
   type RedisAdapter,
   type Subscriber,
 } from './adapter.js';
+import { OpBatcher, type OpCode } from './batch.js';
 import type { LuaScript } from './script.js';
 import * as scripts from './scripts.generated.js';
 
@@ -63,6 +65,11 @@ export interface RedisDriverOptions {
   url?: string;
   /** Prefix of every key and channel. Default `dlock`. */
   prefix?: string;
+  /**
+   * Whether `client` is a Redis Cluster client (detected for ioredis `Cluster` and node-redis
+   * cluster clients). Batched operations are then grouped per lock so each batch stays in one slot.
+   */
+  cluster?: boolean;
   /** How long a channel subscription is kept after its last waiter left. Default 1000 ms. */
   subscriptionLingerMs?: number;
   logger?: Logger;
@@ -96,6 +103,9 @@ export class RedisDriver implements LockDriver {
   private readonly lingerMs: number;
   private readonly logger: Logger | undefined;
   private readonly waiter = new TrySetWaitQueue(this);
+  private readonly batcher = new OpBatcher(scripts.ops, (script, keys, args) => this.run(script, keys, args));
+  /** Batches are grouped per lock key on a cluster (one slot each), else one group. */
+  private readonly cluster: boolean;
   private readonly channels = new Map<string, Channel>();
   private sub: Promise<Subscriber> | undefined;
   private closed = false;
@@ -114,6 +124,7 @@ export class RedisDriver implements LockDriver {
     }
     this.lingerMs = validateMs('subscriptionLingerMs', options.subscriptionLingerMs, 0, 1000);
     this.logger = options.logger;
+    this.cluster = options.cluster ?? isClusterClient(client);
     if (client !== undefined) {
       if (isNodeRedis(client)) this.adapter = new NodeRedisAdapter(client, false);
       else if (isIoRedis(client)) this.adapter = new IoRedisAdapter(client, false);
@@ -137,9 +148,9 @@ export class RedisDriver implements LockDriver {
   async tryAcquire(req: AcquireRequest): Promise<TryResult> {
     const k = this.keysFor(req.key);
     const sentAt = monotonicNow();
-    const r = (await this.run(scripts.acquire, [k.lock, k.fence], [req.owner, req.ttlMs])) as [number, string | number];
-    if (Number(r[0]) === 1) return { ok: true, grant: { token: BigInt(r[1]), sentAt } };
-    return { ok: false, retryAfterMs: Number(r[1]) };
+    const r = await this.op(req.key, 'a', k.lock, req.owner, String(req.ttlMs));
+    if (r.charCodeAt(0) === 49 /* '1' */) return { ok: true, grant: { token: BigInt(r.slice(1)), sentAt } };
+    return { ok: false, retryAfterMs: Number(r.slice(1)) };
   }
 
   acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
@@ -147,24 +158,22 @@ export class RedisDriver implements LockDriver {
   }
 
   extend(items: readonly ExtendItem[]): Promise<boolean[]> {
-    // One script per key (keys of a batch may live in different cluster slots); the calls are
-    // written back to back, so the batch costs one round trip.
+    // Joins the tick's batch (one script per cluster slot group).
     return Promise.all(
-      items.map(async (it) => Number(await this.run(scripts.extend, [this.keysFor(it.key).lock], [it.owner, it.ttlMs])) === 1),
+      items.map(async (it) => (await this.op(it.key, 'e', this.keysFor(it.key).lock, it.owner, String(it.ttlMs))) === '1'),
     );
   }
 
   async release(key: string, owner: string): Promise<boolean> {
-    const k = this.keysFor(key);
-    return Number(await this.run(scripts.release, [k.lock], [owner, k.channel])) === 1;
+    return (await this.op(key, 'r', this.keysFor(key).lock, owner, '')) === '1';
   }
 
   async inspect(key: string): Promise<LockState | null> {
     const r = (await this.run(scripts.inspect, [this.keysFor(key).lock], [])) as [string, number] | null;
     if (!r) return null;
-    const value = String(r[0]);
-    const bar = value.lastIndexOf('|');
-    return { owner: value.slice(0, bar), token: BigInt(value.slice(bar + 1)), remainingMs: Number(r[1]) };
+    // "<owner>|<token>", with "|w" appended once someone waits (see ops.lua).
+    const [owner = '', token = '0'] = String(r[0]).split('|');
+    return { owner, token: BigInt(token), remainingMs: Number(r[1]) };
   }
 
   async readMark(key: string): Promise<bigint> {
@@ -262,6 +271,12 @@ export class RedisDriver implements LockDriver {
       if (this.sub === sub) this.sub = undefined;
     });
     return sub;
+  }
+
+  /** A hot-path lock operation: joins this tick's batch (see batch.ts). */
+  private op(key: string, code: OpCode, lock: string, owner: string, arg: string): Promise<string> {
+    if (this.closed) return Promise.reject(new ClosedError('redis driver'));
+    return this.batcher.submit(this.cluster ? key : '', code, lock, owner, arg);
   }
 
   private run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {

@@ -2,13 +2,6 @@
 
 import type { LuaScript } from './script.js';
 
-export const acquire: LuaScript = {
-  name: "acquire",
-  numberOfKeys: 2,
-  sha: "35ba511ac9bb9a13eb80867567391a833fb89625",
-  source: "-- acquire: grant the lock if nobody holds it, with a fresh fencing token.\n-- KEYS[1]  lock key        dlock:{<key>}        value \"<owner>|<token>\", expires by PX\n-- KEYS[2]  fence counter   dlock:{<key>}:fence  never expires: tokens never go backwards\n-- ARGV[1]  owner id\n-- ARGV[2]  ttl in ms (counted by the server's clock)\n-- returns  {1, token}   granted (token as a decimal string: exact beyond 2^53)\n--          {0, pttl}    busy; pttl is the holder's remaining TTL in ms (-1: no expiry)\nlocal pttl = redis.call('PTTL', KEYS[1])\nif pttl == -2 then\n  redis.call('INCR', KEYS[2])\n  local token = redis.call('GET', KEYS[2])\n  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])\n  return {1, token}\nend\nreturn {0, pttl}\n",
-};
-
 export const allocateRange: LuaScript = {
   name: "allocateRange",
   numberOfKeys: 1,
@@ -23,13 +16,6 @@ export const dailyId: LuaScript = {
   source: "-- daily-id: hand out ids of a \"date prefix + counter\" sequence, dated by the server's clock.\n-- KEYS[1]  state hash      dlock:{daily:<name>}  fields day (YYYYMMDD), n (last counter of that day);\n--                          expires ARGV[4] days after the end of its day\n-- ARGV[1]  count (>= 1): how many ids to hand out\n-- ARGV[2]  largest counter value of a day (10^digits - 1)\n-- ARGV[3]  offset of the business day from UTC, in seconds\n-- ARGV[4]  days to keep the state after its day ends\n-- returns  {1, day, n}  the ids are day * 10^digits + (n - count + 1 .. n)\n--          {0, day, n}  the day's counter would pass ARGV[2]: nothing was handed out\n-- The date is computed here, from TIME, so the key cannot carry it (keys must be declared for\n-- Cluster): one hash per sequence holds the current day and its counter instead.\nlocal t = redis.call('TIME')\nlocal offset = tonumber(ARGV[3])\nlocal days = math.floor((tonumber(t[1]) + offset) / 86400)\n-- Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil inverse).\nlocal z = days + 719468\nlocal era = math.floor(z / 146097)\nlocal doe = z - era * 146097\nlocal yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)\nlocal doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\nlocal mp = math.floor((5 * doy + 2) / 153)\nlocal d = doy - math.floor((153 * mp + 2) / 5) + 1\nlocal m = mp < 10 and mp + 3 or mp - 9\nlocal y = yoe + era * 400\nif m <= 2 then y = y + 1 end\nlocal today = y * 10000 + m * 100 + d\nlocal count = tonumber(ARGV[1])\nlocal state = redis.call('HMGET', KEYS[1], 'day', 'n')\nlocal day = tonumber(state[1])\nlocal n = tonumber(state[2]) or 0\n-- A new day restarts the counter. A clock stepped back into an earlier day keeps the later day\n-- and its counter: ids never go backwards.\nif not day or today > day then\n  day = today\n  n = 0\nend\nif n + count > tonumber(ARGV[2]) then return {0, day, n} end\nn = n + count\nredis.call('HSET', KEYS[1], 'day', day, 'n', n)\nredis.call('EXPIREAT', KEYS[1], (days + 1 + tonumber(ARGV[4])) * 86400 - offset)\nreturn {1, day, n}\n",
 };
 
-export const extend: LuaScript = {
-  name: "extend",
-  numberOfKeys: 1,
-  sha: "1c769594999bb9c0ed2009d522a25bad60faee96",
-  source: "-- extend: push the TTL of a lock out, only while ARGV[1] still owns it.\n-- KEYS[1]  lock key\n-- ARGV[1]  owner id\n-- ARGV[2]  new ttl in ms (server clock)\n-- returns  1 extended, 0 not held by this owner (expired, deleted, or someone else's)\nlocal v = redis.call('GET', KEYS[1])\nlocal mine = ARGV[1] .. '|'\nif v and string.sub(v, 1, #mine) == mine then\n  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n  return 1\nend\nreturn 0\n",
-};
-
 export const fencedWrite: LuaScript = {
   name: "fencedWrite",
   numberOfKeys: 1,
@@ -42,6 +28,13 @@ export const inspect: LuaScript = {
   numberOfKeys: 1,
   sha: "1f1a4e8fb80550d3f7d5ce5fb3183338f480742d",
   source: "-- inspect: read the holder of a lock without acquiring it.\n-- KEYS[1]  lock key\n-- returns  {value, pttl} with value \"<owner>|<token>\", or false when free\nlocal v = redis.call('GET', KEYS[1])\nif not v then return false end\nreturn {v, redis.call('PTTL', KEYS[1])}\n",
+};
+
+export const ops: LuaScript = {
+  name: "ops",
+  numberOfKeys: 1,
+  sha: "effc4b20499d9ccebac233c9b634e5944e0edf51",
+  source: "-- ops: a batch of lock operations run as one atomic script, so the acquires, renewals and\n-- releases a client issues in one tick share one command and one round trip (a batch of one is\n-- the plain case). The ops travel packed in ONE argument: the client cost per argument dominates\n-- a lock operation (ioredis spends about a microsecond on each), so one packed string per batch\n-- makes that cost a fraction of a microsecond per operation.\n-- The lock key holds \"<owner>|<token>\" with a PX expiry counted by the server's clock; its fence\n-- counter \"<lock>:fence\" never expires, so tokens strictly increase across holders and restarts\n-- (a busy attempt may burn a number: tokens have gaps, never repeats). A busy attempt appends\n-- \"|w\" to the holder's value, and a release PUBLISHes on \"<lock>:released\" only when it finds\n-- that mark: waiters are woken, and a lock nobody waits for is released without a message.\n-- KEYS[1]  the lock key of the batch's first op: routes the batch to its Redis Cluster slot. On a\n--          cluster every op of one batch is on that same lock (see batch.ts); on a single node a\n--          batch may name any keys.\n-- ARGV[1]  the ops, concatenated; each is one op letter then 3 fields \"<byte length>:<bytes>\":\n--            a <lock> <owner> <ttl ms>    acquire if nobody holds the lock\n--            e <lock> <owner> <ttl ms>    extend, only while owner holds it\n--            r <lock> <owner> <unused>    release, only if owner holds it, then publish\n-- returns  one line per op, \"\\n\"-terminated, in order:\n--            acquire  \"1<token>\" granted | \"0<pttl>\" busy (pttl -1: the key has no expiry)\n--            extend   \"1\" extended | \"0\" not held by this owner\n--            release  \"1\" released | \"0\" not held by this owner (another owner's lock is never touched)\nlocal s, p = ARGV[1], 1\nlocal function field()\n  local colon = string.find(s, ':', p, true)\n  local n = tonumber(string.sub(s, p, colon - 1))\n  p = colon + n + 1\n  return string.sub(s, colon + 1, colon + n)\nend\nlocal function owns(value, owner)\n  return value and string.sub(value, 1, #owner + 1) == owner .. '|'\nend\nlocal out = {}\nwhile p <= #s do\n  local op = string.sub(s, p, p)\n  p = p + 1\n  local lock, owner, arg = field(), field(), field()\n  if op == 'a' then\n    local fence = lock .. ':fence'\n    local t = redis.call('INCR', fence)\n    -- Lua numbers are doubles: exact below 2^53; beyond, read the counter back as a string.\n    if t < 9007199254740992 then t = string.format('%d', t) else t = redis.call('GET', fence) end\n    if redis.call('SET', lock, owner .. '|' .. t, 'NX', 'PX', arg) then\n      out[#out + 1] = '1' .. t\n    else\n      local held = redis.call('GET', lock)\n      if held and string.sub(held, -2) ~= '|w' then redis.call('APPEND', lock, '|w') end\n      out[#out + 1] = '0' .. redis.call('PTTL', lock)\n    end\n  elseif op == 'e' then\n    if owns(redis.call('GET', lock), owner) then\n      redis.call('PEXPIRE', lock, arg)\n      out[#out + 1] = '1'\n    else\n      out[#out + 1] = '0'\n    end\n  elseif op == 'r' then\n    local held = redis.call('GET', lock)\n    if owns(held, owner) then\n      redis.call('DEL', lock)\n      if string.sub(held, -2) == '|w' then redis.call('PUBLISH', lock .. ':released', '1') end\n      out[#out + 1] = '1'\n    else\n      out[#out + 1] = '0'\n    end\n  else\n    return redis.error_reply('dlock ops: unknown op ' .. tostring(op))\n  end\nend\nout[#out + 1] = ''\nreturn table.concat(out, '\\n')\n",
 };
 
 export const raiseMark: LuaScript = {
@@ -63,11 +56,4 @@ export const readMark: LuaScript = {
   numberOfKeys: 1,
   sha: "5933e772015fd6c2a4894e9baa1bac697157fb02",
   source: "-- read-mark: read a durable high-water mark.\n-- KEYS[1]  mark key\n-- returns  the mark (decimal string), or false when never written\nreturn redis.call('GET', KEYS[1])\n",
-};
-
-export const release: LuaScript = {
-  name: "release",
-  numberOfKeys: 1,
-  sha: "0ca2441177714264b344f7ded7eb2a620decce85",
-  source: "-- release: delete the lock only if ARGV[1] owns it, then wake the waiters.\n-- KEYS[1]  lock key\n-- ARGV[1]  owner id\n-- ARGV[2]  release channel (pub/sub; waiters subscribe before their decisive try)\n-- returns  1 released, 0 not held by this owner (never touches another owner's lock)\nlocal v = redis.call('GET', KEYS[1])\nlocal mine = ARGV[1] .. '|'\nif v and string.sub(v, 1, #mine) == mine then\n  redis.call('DEL', KEYS[1])\n  redis.call('PUBLISH', ARGV[2], '1')\n  return 1\nend\nreturn 0\n",
 };
