@@ -12,3 +12,4 @@ export { monotonicNow } from './core/clock.js';
 export type * from './drivers/driver.js';
 export { MemoryDriver } from './drivers/memory/index.js';
 export { connect, createDriver, SUPPORTED_SCHEMES } from './connect.js';
+export * from './ids/index.js';

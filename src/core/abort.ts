@@ -99,3 +99,20 @@ export function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSign
     },
   };
 }
+
+/** Wait for `work` to settle, at most `ms`; never rejects. */
+export function settleWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    work.then(
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+    );
+  });
+}

@@ -1,4 +1,4 @@
-import type { ChangeWatch } from '../drivers/driver.js';
+import type { ChangeWatch, HandedOver } from '../drivers/driver.js';
 
 /**
  * The one ChangeWatch implementation drivers share: a latch that remembers a change seen
@@ -7,8 +7,8 @@ import type { ChangeWatch } from '../drivers/driver.js';
  * notification source (pub/sub message, file watch, in-process event).
  */
 export class LatchWatch implements ChangeWatch {
-  private pending = false;
-  private wake: ((v: boolean) => void) | undefined;
+  private pending: boolean | HandedOver = false;
+  private wake: ((v: boolean | HandedOver) => void) | undefined;
   private closed = false;
 
   constructor(private readonly onClose: (w: LatchWatch) => void) {}
@@ -16,16 +16,23 @@ export class LatchWatch implements ChangeWatch {
   /** A change happened: wake the current `next()`, or remember it for the next one. */
   changed(): void {
     if (this.wake) this.wake(true);
-    else this.pending = true;
+    else if (this.pending === false) this.pending = true;
   }
 
-  next(maxMs: number, signal: AbortSignal): Promise<boolean> {
+  /** The engine handed the lock to this waiter: deliver it now or at the next `next()`. */
+  granted(token: bigint): void {
+    if (this.wake) this.wake({ token });
+    else this.pending = { token };
+  }
+
+  next(maxMs: number, signal: AbortSignal): Promise<boolean | HandedOver> {
     if (signal.aborted) return Promise.reject(signal.reason as Error);
-    if (this.pending) {
+    if (this.pending !== false) {
+      const v = this.pending;
       this.pending = false;
-      return Promise.resolve(true);
+      return Promise.resolve(v);
     }
-    return new Promise<boolean>((resolve, reject) => {
+    return new Promise<boolean | HandedOver>((resolve, reject) => {
       const done = (): void => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);

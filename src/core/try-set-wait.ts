@@ -1,14 +1,16 @@
 import type { AcquireRequest, ChangeWatch, Grant, TryResult, WaitContext } from '../drivers/driver.js';
 import { UnavailableError } from '../errors.js';
-import { backoffMs, raceAbort, WaitScope } from './abort.js';
-import { monotonicNow, sleep } from './clock.js';
+import { backoffMs, raceAbort, settleWithin, WaitScope } from './abort.js';
+import { driftFor, monotonicNow, sleep } from './clock.js';
 
 /** What a try-set driver provides so that the core can wait for it. */
 export interface TrySetOps {
-  /** One atomic attempt. */
-  tryAcquire(req: AcquireRequest): Promise<TryResult>;
+  /** One atomic attempt; `queue`: from a waiter whose watch is open (see LockDriver.tryAcquire). */
+  tryAcquire(req: AcquireRequest, queue?: boolean): Promise<TryResult>;
   /** Open change notifications for a key (pub/sub, file watch...). Absent: jittered backoff. */
-  watch?(key: string): Promise<ChangeWatch>;
+  watch?(key: string, owner: string): Promise<ChangeWatch>;
+  /** Leave the engine's queue (drivers that queue waiters). */
+  cancel?(key: string, owner: string): Promise<void>;
   /** Used to give back a grant that arrived after the wait was abandoned. */
   release(key: string, owner: string): Promise<boolean>;
 }
@@ -33,7 +35,25 @@ interface Gate {
  */
 export class TrySetWaitQueue {
   private readonly gates = new Map<string, Gate>();
+  /** Waits in progress and the queue exits they still owe the engine. */
+  private readonly busy = new Set<Promise<unknown>>();
   constructor(private readonly ops: TrySetOps) {}
+
+  /**
+   * Resolve once every wait in progress has ended and has left the engine's queue (or after
+   * `maxMs`). A driver calls this in `close()` before closing its connection.
+   */
+  async drain(maxMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, maxMs);
+    });
+    while (this.busy.size > 0) {
+      const more = await Promise.race([Promise.allSettled([...this.busy]).then(() => true), limit.then(() => false)]);
+      if (!more) break;
+    }
+    clearTimeout(timer);
+  }
 
   /** Number of keys with local waiters (for tests and inspection). */
   get waitingKeys(): number {
@@ -60,10 +80,13 @@ export class TrySetWaitQueue {
       if (scope.timedOut) return null;
       throw e;
     }
+    const waiting = this.loop(req, scope, !queued && first !== undefined);
+    this.busy.add(waiting);
     try {
       // Straight from a failed fast path, skip the redundant try: subscribe, then try.
-      return await this.loop(req, scope, !queued && first !== undefined);
+      return await waiting;
     } finally {
+      this.busy.delete(waiting);
       this.leaveTurn(req.key);
       scope.dispose();
     }
@@ -75,6 +98,10 @@ export class TrySetWaitQueue {
     let lastError: unknown;
     let attempt = 0;
     let skipTry = justTried && this.ops.watch !== undefined;
+    /** Send time of the last queued try that found the lock busy: a handoff happened after it. */
+    let lastBusyAt = Number.NEGATIVE_INFINITY;
+    let queued = false;
+    let granted = false;
     const giveBack = (r: TryResult): void => {
       if (r.ok) this.ops.release(req.key, req.owner).catch(() => undefined);
     };
@@ -83,14 +110,21 @@ export class TrySetWaitQueue {
         let retryAfterMs = -1;
         try {
           if (!skipTry) {
-            const r = await raceAbort(this.ops.tryAcquire(req), signal, giveBack);
-            if (r.ok) return r.grant;
+            const sentAt = monotonicNow();
+            const queue = watch !== undefined;
+            queued ||= queue;
+            const r = await raceAbort(this.ops.tryAcquire(req, queue), signal, giveBack);
+            if (r.ok) {
+              granted = true;
+              return r.grant;
+            }
             retryAfterMs = r.retryAfterMs;
+            if (queue) lastBusyAt = sentAt;
           }
           skipTry = false;
           lastError = undefined;
           if (!watch && this.ops.watch) {
-            watch = await raceAbort(this.ops.watch(req.key), signal, (w) => w.close());
+            watch = await raceAbort(this.ops.watch(req.key, req.owner), signal, (w) => w.close());
             continue; // the decisive try, now that no release can slip by unseen
           }
         } catch (e) {
@@ -104,13 +138,23 @@ export class TrySetWaitQueue {
           await sleep(Math.min(remaining, retryAfterMs >= 0 ? Math.min(delay, retryAfterMs + 1) : delay), signal);
         } else {
           attempt = 0;
-          await watch.next(Math.min(remaining, retryAfterMs >= 0 ? retryAfterMs + 1 : remaining), signal);
+          const woke = await watch.next(Math.min(remaining, retryAfterMs >= 0 ? retryAfterMs + 1 : remaining), signal);
+          // Handed over by the engine after our last busy try: its TTL started after that try was
+          // sent. Take it at once unless that bound leaves too little validity; then the next try
+          // confirms it (the engine answers "yours" and extends it).
+          if (typeof woke === 'object' && lastBusyAt + req.ttlMs - driftFor(req.ttlMs) - monotonicNow() > req.ttlMs / 2) {
+            granted = true;
+            return { token: woke.token, sentAt: lastBusyAt };
+          }
         }
       }
     } catch (e) {
       if (!scope.timedOut) throw e;
     } finally {
       watch?.close();
+      // Leave the engine's queue; a handoff that raced with our exit is passed on.
+      // Bounded: an unreachable engine must not hold up the caller's timeout or abort.
+      if (queued && !granted && this.ops.cancel) await settleWithin(this.ops.cancel(req.key, req.owner), 1000);
     }
     if (lastError !== undefined) {
       throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: lastError });

@@ -56,13 +56,19 @@ export type TryResult =
       readonly retryAfterMs: number;
     };
 
+/** A lock handed to a waiter by the engine itself (direct handoff), delivered through its watch. */
+export interface HandedOver {
+  readonly token: bigint;
+}
+
 /** Change notifications for one key, opened before the waiter's decisive try. */
 export interface ChangeWatch {
   /**
    * Resolve `true` once a change (a release) has been seen since the watch opened or since the
-   * previous `next()` resolved, or `false` after `maxMs`. Rejects only with `signal.reason`.
+   * previous `next()` resolved, `false` after `maxMs`, or a {@link HandedOver} when the engine
+   * granted the lock to this waiter directly. Rejects only with `signal.reason`.
    */
-  next(maxMs: number, signal: AbortSignal): Promise<boolean>;
+  next(maxMs: number, signal: AbortSignal): Promise<boolean | HandedOver>;
   /** Stop listening. Idempotent. */
   close(): void;
 }
@@ -97,8 +103,12 @@ export interface DriverInfo {
 /** The contract every backend implements. See the file header. */
 export interface LockDriver {
   readonly info: DriverInfo;
-  /** Exactly one attempt; never waits for the holder. */
-  tryAcquire(req: AcquireRequest): Promise<TryResult>;
+  /**
+   * Exactly one attempt; never waits for the holder. With `queue`, the caller is a waiter whose
+   * watch is open: a driver with a server-side queue may enqueue it when busy (and must then
+   * accept `cancel`), so that a release can hand the lock over directly.
+   */
+  tryAcquire(req: AcquireRequest, queue?: boolean): Promise<TryResult>;
   /**
    * Wait until granted or `wait.deadline` (resolve `null`); reject with `wait.signal.reason`
    * when the signal aborts. Must leave nothing behind on the engine when it does not grant.
@@ -108,6 +118,11 @@ export interface LockDriver {
   extend(items: readonly ExtendItem[]): Promise<boolean[]>;
   /** Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. */
   release(key: string, owner: string): Promise<boolean>;
+  /**
+   * Optional, with a server-side queue: the waiter `owner` gives up. Leave the queue; if the lock
+   * was handed to it meanwhile, release it (to the next waiter).
+   */
+  cancel?(key: string, owner: string): Promise<void>;
   /** Read who holds `key` without acquiring it. */
   inspect(key: string): Promise<LockState | null>;
   /** Free every resource the driver opened (connections it created, watchers, timers). */

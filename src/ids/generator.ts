@@ -5,7 +5,9 @@
  * reads the slot's high-water mark and issues only above it (the floor), raises the mark ahead of
  * its own time on an unref'd timer and never issues beyond the last mark the engine accepted (the
  * ceiling), and stops issuing once the lease is lost. `next()` stays synchronous: the lease and the
- * marks are kept in the background, and the hot path only compares numbers.
+ * marks are kept in the background, and the hot path only compares numbers. The background needs
+ * the event loop, though: one synchronous loop of `next()` calls (or one `nextBatch`) running
+ * longer than markAheadMs reaches the ceiling; yield between large batches.
  *
  * Guarantees (besides Snowflake's per-generator ones): no two generators with the same `name` on
  * the same engine issue the same id, across processes, hosts (for a distributed engine), crashes,
@@ -18,7 +20,7 @@
  * Timing, by default (ttlMs 10 s): the mark runs `markAheadMs` = min(2 s, TTL/2) ahead of the
  * generator's time and is raised every markAheadMs/4. Borrowing is capped at markAheadMs/2, so a
  * healthy engine never lets the generator reach its ceiling; a stalled one stops it within
- * ~markAheadMs/2 ({@link WorkerMarkStalledError}, ids resume after the next accepted write). A
+ * markAheadMs ({@link WorkerMarkStalledError}; ids resume after the next accepted write). A
  * successor after a crash waits the TTL for the slot and then finds the mark already behind its
  * clock; after a clean `close()` the mark may still be up to markAheadMs ahead, which is why the
  * claim prefers other slots, and why `close()` does not write a "final" mark: the mark on the
@@ -44,7 +46,10 @@ import { WorkerLease, pause } from './worker-lease.js';
 
 /** Options of {@link IdGenerator.start}. Give exactly one of `client` and `url`. */
 export interface IdGeneratorOptions extends SnowflakeTuning {
-  /** Lease worker ids through this client (its driver needs readMark/raiseMark). Not closed by the generator. */
+  /**
+   * Lease worker ids through this client (its driver needs readMark/raiseMark). Not closed by the
+   * generator. A `maxHoldMs` set on the client ends the worker lease (and the generator) after that.
+   */
   client?: LockClient;
   /** Or connect to this engine (`sqlite:PATH`, `redis://...`); the generator closes that client. */
   url?: string;
@@ -123,7 +128,9 @@ export class IdGenerator extends Snowflake {
 
     const ownedClient = options.url !== undefined ? await connect(options.url) : undefined;
     const client = options.client ?? ownedClient;
-    if (!client) throw new InvalidArgumentError('client must be a LockClient.');
+    if (typeof client?.tryAcquire !== 'function' || typeof client.driver !== 'object') {
+      throw new InvalidArgumentError('client must be a LockClient.');
+    }
     let wl: WorkerLease | undefined;
     try {
       wl = await WorkerLease.claim({
@@ -154,10 +161,16 @@ export class IdGenerator extends Snowflake {
         await pause(wait, options.signal);
       }
       const gen = new IdGenerator(options, layout, clock, maxBorrowMs, wl, ownedClient, markAheadMs);
-      await gen.writeMark();
-      if (gen.haltedWith) throw gen.haltedWith;
-      if (gen.ceilingUnit <= gen.lastUnit) {
-        throw new WorkerMarkStalledError(name, wl.slot, layout.msOf(gen.ceilingUnit), { cause: gen.lastMarkError });
+      // The first mark ahead must land before any id: retry a busy or failing engine for a while.
+      const markStarted = monotonicNow();
+      for (let attempt = 0; ; attempt++) {
+        await gen.writeMark();
+        if (gen.haltedWith) throw gen.haltedWith;
+        if (gen.ceilingUnit > gen.lastUnit) break;
+        if (monotonicNow() - markStarted > ttlMs / 2 || !wl.lease.isHeld()) {
+          throw new WorkerMarkStalledError(name, wl.slot, layout.msOf(gen.ceilingUnit), { cause: gen.lastMarkError });
+        }
+        await pause(Math.min(25 * 2 ** attempt, 500), options.signal);
       }
       gen.schedule();
       return gen;

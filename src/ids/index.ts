@@ -16,3 +16,10 @@ export {
 export { IdGenerator, type IdGeneratorOptions } from './generator.js';
 export { workerKey } from './worker-lease.js';
 export { IdPermutation, MIN_PERMUTATION_KEY_BYTES } from './permutation.js';
+
+/**
+ * Segment mode (Leaf-style ranges from an engine counter, prefetched in the background) and the
+ * Redis date-prefix + INCR ids (read their durability caveat).
+ */
+export { SegmentIds, MAX_SEGMENT_BATCH, type SegmentIdsOptions, type SegmentIdsStats } from './segment.js';
+export { RedisDailyIds, type RedisDailyIdsOptions, type DailyIdParts } from './daily.js';

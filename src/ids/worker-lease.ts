@@ -127,7 +127,14 @@ export class WorkerLease {
         continue;
       }
       if (!lease) continue;
-      const wl = await WorkerLease.adopt(o, slot, key, lease);
+      let wl: WorkerLease;
+      try {
+        wl = await WorkerLease.adopt(o, slot, key, lease);
+      } catch (e) {
+        if (!(e instanceof UnavailableError)) throw e;
+        failed.push(e);
+        continue;
+      }
       const waitMs = o.waitForMark(wl.markMs);
       if (waitMs <= 0) return wl;
       later.push({ slot, waitMs });

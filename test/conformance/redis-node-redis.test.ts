@@ -39,8 +39,8 @@ defineConformanceSuite({
     if (removed !== 1) throw new Error(`DEL ${names.keysFor(key).lock} removed ${removed} keys: the lock was not there`);
   },
   waitResidue: async (key) => {
-    const [, subscribers] = (await admin.pubsub('NUMSUB', names.keysFor(key).channel)) as [string, number];
-    return { [`NUMSUB ${names.keysFor(key).channel}`]: Number(subscribers) };
+    const k = names.keysFor(key);
+    return { [`LLEN ${k.queue}`]: await admin.llen(k.queue), [`HLEN ${k.queueInfo}`]: await admin.hlen(k.queueInfo) };
   },
   isolated: async () => {
     let server: RedisServer = await startRedis();

@@ -582,9 +582,9 @@ export function defineConformanceSuite(factory: ConformanceFactory): void {
           // (its wait loop calls the instance's tryAcquire, which we wrap).
           let attempts = 0;
           const original = waiterDriver.tryAcquire.bind(waiterDriver);
-          waiterDriver.tryAcquire = (req) => {
+          waiterDriver.tryAcquire = (...args) => {
             attempts++;
-            return original(req);
+            return original(...args);
           };
           const operations = engine.operations?.bind(engine) ?? (() => Promise.resolve(attempts));
           const key = uniqueKey('no-poll');

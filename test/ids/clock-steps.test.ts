@@ -15,7 +15,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdWorkerSpec } from './id-protocol.js';
-import { delay, duplicates, fakeTime, forkIdWorker, killIdWorkers, orderViolations, prepareIdWorker, readIds, tempDir, type FakeTime, type IdWorker } from './harness.js';
+import { disposeIdWorker, delay, duplicates, fakeTime, forkIdWorker, killIdWorkers, orderViolations, prepareIdWorker, readIds, tempDir, type FakeTime, type IdWorker } from './harness.js';
 
 /** One phase of a run: libfaketime's offset (seconds) and how long it lasts. */
 interface Phase {
@@ -79,7 +79,10 @@ beforeAll(async () => {
   tmp = tempDir('dlock-ids-steps-');
   await prepareIdWorker();
 });
-afterAll(() => tmp.cleanup());
+afterAll(() => {
+  tmp.cleanup();
+  disposeIdWorker();
+});
 
 const offsetAt = (p: Phase, since: number): string => (typeof p.offset === 'string' ? p.offset : p.offset(since));
 

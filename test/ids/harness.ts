@@ -64,9 +64,13 @@ export async function prepareIdWorker(): Promise<void> {
   bundled = { file, dir };
 }
 
-process.on('exit', () => {
+/** Remove the worker bundle; call from afterAll (vitest may end its fork without an 'exit' event). */
+export function disposeIdWorker(): void {
   if (bundled) rmSync(bundled.dir, { recursive: true, force: true });
-});
+  bundled = undefined;
+}
+
+process.on('exit', disposeIdWorker);
 
 /** Fork an id worker; `env` is added to this process's environment (e.g. LD_PRELOAD). */
 export function forkIdWorker(spec: IdWorkerSpec, env: Record<string, string> = {}): IdWorker {

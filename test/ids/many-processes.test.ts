@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { IdLayout } from '../../src/ids/layout.js';
-import { duplicates, forkIdWorker, killIdWorkers, orderViolations, prepareIdWorker, readIds, tempDir, type IdWorker } from './harness.js';
+import { disposeIdWorker, duplicates, forkIdWorker, killIdWorkers, orderViolations, prepareIdWorker, readIds, tempDir, type IdWorker } from './harness.js';
 
 const PROCESSES = 16;
 /** How long all 16 generate together once the last one has claimed its worker id. */
@@ -20,7 +20,10 @@ beforeAll(async () => {
   tmp = tempDir('dlock-ids-many-');
   await prepareIdWorker();
 });
-afterAll(() => tmp.cleanup());
+afterAll(() => {
+  tmp.cleanup();
+  disposeIdWorker();
+});
 
 async function runMany(url: string, name: string): Promise<void> {
   const outs = Array.from({ length: PROCESSES }, (_, i) => join(tmp.dir, `${name}-${i}.bin`));

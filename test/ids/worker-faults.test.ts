@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdLayout } from '../../src/ids/layout.js';
 import type { IdWorkerSpec } from './id-protocol.js';
-import { delay, duplicates, fakeTime, forkIdWorker, killIdWorkers, minMax, orderViolations, prepareIdWorker, readIds, tempDir, type FakeTime, type IdWorker } from './harness.js';
+import { disposeIdWorker, delay, duplicates, fakeTime, forkIdWorker, killIdWorkers, minMax, orderViolations, prepareIdWorker, readIds, tempDir, type FakeTime, type IdWorker } from './harness.js';
 
 let tmp: { dir: string; cleanup: () => void };
 let ft: FakeTime;
@@ -27,7 +27,10 @@ beforeAll(async () => {
   ft = await fakeTime(tmp.dir);
   ft.set('-2');
 }, 120_000);
-afterAll(() => tmp.cleanup());
+afterAll(() => {
+  tmp.cleanup();
+  disposeIdWorker();
+});
 
 type Mode = 'leased' | 'control';
 

@@ -16,7 +16,7 @@ export interface Subscriber {
 export interface RedisAdapter {
   run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown>;
   /** A duplicate connection for SUBSCRIBE; `onMessage` receives every channel message. */
-  subscriber(onMessage: (channel: string) => void, onError: (e: unknown) => void): Promise<Subscriber>;
+  subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber>;
   /** Close the connection if this adapter created it; leave a caller's client alone. */
   close(): Promise<void>;
 }
@@ -81,10 +81,10 @@ export class IoRedisAdapter implements RedisAdapter {
     }
   }
 
-  subscriber(onMessage: (channel: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
+  subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
     sub.on('error', onError);
-    sub.on('message', (channel: never) => onMessage(channel));
+    sub.on('message', (channel: never, message: never) => onMessage(channel, message));
     return Promise.resolve({
       subscribe: async (channel) => {
         await sub.subscribe(channel);
@@ -117,13 +117,13 @@ export class NodeRedisAdapter implements RedisAdapter {
     }
   }
 
-  async subscriber(onMessage: (channel: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
+  async subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
     sub.on('error', onError);
     await sub.connect();
     return {
       subscribe: async (channel) => {
-        await sub.subscribe(channel, (_m, ch) => onMessage(ch));
+        await sub.subscribe(channel, (message, ch) => onMessage(ch, message));
       },
       unsubscribe: async (channel) => {
         await sub.unsubscribe(channel);

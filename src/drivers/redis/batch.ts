@@ -14,8 +14,8 @@
  */
 import type { LuaScript } from './script.js';
 
-/** One operation of ops.lua: acquire, extend, release. */
-export type OpCode = 'a' | 'e' | 'r';
+/** One operation of ops.lua: acquire, acquire-or-queue, extend, release, cancel. */
+export type OpCode = 'a' | 'q' | 'e' | 'r' | 'c';
 
 interface Pending {
   /** Routes the batch (KEYS[1]). */
@@ -59,8 +59,10 @@ export class OpBatcher {
     });
   }
 
-  private readonly flush = (): void => {
+  /** Send what is queued now (also before any other command, so that order on the wire is kept). */
+  readonly flush = (): void => {
     this.scheduled = false;
+    if (this.groups.size === 0) return;
     const groups = this.groups;
     this.groups = new Map();
     for (const p of groups.values()) this.send(p);

@@ -7,9 +7,14 @@
  * - Safe release and extend: compare-and-delete / compare-and-expire on the owner id.
  * - Fencing tokens from a per-key counter INCRed inside the acquire script; the counter never
  *   expires, so tokens strictly increase across holders and client restarts.
- * - Event-driven waiting: release PUBLISHes on the lock's channel when someone waits; waiters share one subscriber
- *   connection per driver and sleep until a message or the holder's remaining TTL (Redisson's
- *   scheme), so a lost message costs at most one TTL and nothing polls at a fixed interval.
+ * - Event-driven waiting with direct handoff: a waiter queues itself on the server (a list per
+ *   lock, in arrival order) and a release hands the lock to the first live waiter with a fresh
+ *   token in the same script, then PUBLISHes the grant on that waiter's client channel (one
+ *   subscriber connection per client). The waiter holds the lock one hop after the release; no
+ *   other waiter wakes (no herd); waiters that get the lock this way are served in FIFO order. A
+ *   waiter also re-tries on its own within the holder's remaining TTL, so a lost message costs at
+ *   most one TTL, and nothing polls at a fixed interval. Arrivals may still take a lock that
+ *   expired (rather than being released) before the queue's head re-tries: FIFO on release only.
  * - A lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`) so they stay in one
  *   Redis Cluster slot.
  * Does not:
@@ -18,12 +23,14 @@
  *   reset the fence counter and the id counters of `allocateRange`, so segment ids could repeat).
  *   Use fencing on the resource, or the Redlock driver; for ids, `appendonly yes` + `appendfsync always`.
  * - Fence counters stay in Redis (one small key per lock name ever used).
+ * - A waiter that dies while queued can still be handed the lock until its queue entry lapses
+ *   (the holder's remaining TTL + 2 s after its last try); the lock then idles until its TTL.
  */
 import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
+import { parseOwner } from '../../core/owner.js';
 import type { Logger } from '../../core/renewal.js';
 import { TrySetWaitQueue } from '../../core/try-set-wait.js';
-import { validateMs } from '../../core/validate.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError } from '../../errors.js';
 import type {
   AcquireRequest,
@@ -70,8 +77,6 @@ export interface RedisDriverOptions {
    * cluster clients). Batched operations are then grouped per lock so each batch stays in one slot.
    */
   cluster?: boolean;
-  /** How long a channel subscription is kept after its last waiter left. Default 1000 ms. */
-  subscriptionLingerMs?: number;
   logger?: Logger;
 }
 
@@ -83,15 +88,10 @@ export interface RedisLockKeys {
   readonly fence: string;
   /** Durable high-water mark (worker-id leases); never expires. */
   readonly mark: string;
-  /** Pub/sub channel a release publishes on. */
-  readonly channel: string;
-}
-
-interface Channel {
-  refs: number;
-  readonly watchers: Set<LatchWatch>;
-  readonly ready: Promise<void>;
-  linger: NodeJS.Timeout | undefined;
+  /** Waiting owners in arrival order (a list). */
+  readonly queue: string;
+  /** Each waiting owner's "<expiry ms> <ttl ms>" (a hash). */
+  readonly queueInfo: string;
 }
 
 /** See the file header for what it guarantees. */
@@ -100,13 +100,15 @@ export class RedisDriver implements LockDriver {
   private adapter: RedisAdapter | undefined;
   private readonly adapterReady: Promise<RedisAdapter>;
   private readonly prefix: string;
-  private readonly lingerMs: number;
   private readonly logger: Logger | undefined;
   private readonly waiter = new TrySetWaitQueue(this);
   private readonly batcher = new OpBatcher(scripts.ops, (script, keys, args) => this.run(script, keys, args));
   /** Batches are grouped per lock key on a cluster (one slot each), else one group. */
   private readonly cluster: boolean;
-  private readonly channels = new Map<string, Channel>();
+  /** Client channels subscribed (normally one: this driver's client). */
+  private readonly clientChannels = new Map<string, Promise<void>>();
+  /** Open waits by owner id: a handoff names the owner it granted. */
+  private readonly waiting = new Map<string, LatchWatch>();
   private sub: Promise<Subscriber> | undefined;
   private closed = false;
 
@@ -122,7 +124,6 @@ export class RedisDriver implements LockDriver {
     if (typeof this.prefix !== 'string' || this.prefix.length === 0) {
       throw new InvalidArgumentError('prefix must be a non-empty string.');
     }
-    this.lingerMs = validateMs('subscriptionLingerMs', options.subscriptionLingerMs, 0, 1000);
     this.logger = options.logger;
     this.cluster = options.cluster ?? isClusterClient(client);
     if (client !== undefined) {
@@ -142,13 +143,13 @@ export class RedisDriver implements LockDriver {
   /** The Redis names of the lock `key` (all in one cluster slot). */
   keysFor(key: string): RedisLockKeys {
     const base = `${this.prefix}:{${key}}`;
-    return { lock: base, fence: `${base}:fence`, mark: `${base}:mark`, channel: `${base}:released` };
+    return { lock: base, fence: `${base}:fence`, mark: `${base}:mark`, queue: `${base}:q`, queueInfo: `${base}:qw` };
   }
 
-  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+  async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     const k = this.keysFor(req.key);
     const sentAt = monotonicNow();
-    const r = await this.op(req.key, 'a', k.lock, req.owner, String(req.ttlMs));
+    const r = await this.op(req.key, queue ? 'q' : 'a', k.lock, req.owner, String(req.ttlMs));
     if (r.charCodeAt(0) === 49 /* '1' */) return { ok: true, grant: { token: BigInt(r.slice(1)), sentAt } };
     return { ok: false, retryAfterMs: Number(r.slice(1)) };
   }
@@ -197,44 +198,47 @@ export class RedisDriver implements LockDriver {
     return BigInt(r);
   }
 
-  /** Open release notifications for `key` (one shared subscriber connection per driver). */
-  async watch(key: string): Promise<ChangeWatch> {
+  /**
+   * Open a waiter's notifications: handoffs arrive on its client's channel
+   * (`<prefix>:c:<clientId>`, one subscription per client, kept until close).
+   */
+  async watch(_key: string, owner: string): Promise<ChangeWatch> {
     if (this.closed) throw new ClosedError('redis driver');
-    const name = this.keysFor(key).channel;
-    let ch = this.channels.get(name);
-    if (!ch) {
-      const ready = this.subscriber().then((s) => s.subscribe(name));
-      ch = { refs: 0, watchers: new Set(), ready, linger: undefined };
-      this.channels.set(name, ch);
-      ready.catch(() => {
-        if (this.channels.get(name) === ch) this.channels.delete(name);
+    const name = this.clientChannel(owner);
+    let ready = this.clientChannels.get(name);
+    if (!ready) {
+      const subscribing = this.subscriber().then((sub) => sub.subscribe(name));
+      this.clientChannels.set(name, subscribing);
+      subscribing.catch(() => {
+        if (this.clientChannels.get(name) === subscribing) this.clientChannels.delete(name);
       });
+      ready = subscribing;
     }
-    const entry = ch;
-    entry.refs += 1;
-    if (entry.linger) clearTimeout(entry.linger);
-    entry.linger = undefined;
-    const watch = new LatchWatch((w) => this.unwatch(name, entry, w));
-    entry.watchers.add(watch);
-    try {
-      await entry.ready;
-    } catch (e) {
-      watch.close();
-      throw e;
-    }
+    await ready;
+    const watch: LatchWatch = new LatchWatch(() => {
+      if (this.waiting.get(owner) === watch) this.waiting.delete(owner);
+    });
+    this.waiting.set(owner, watch);
     return watch;
   }
 
-  /** Number of channels currently subscribed (including lingering ones). */
-  get subscribedChannels(): number {
-    return this.channels.size;
+  /** The waiter `owner` gives up: leave the queue, passing on a handoff that raced with it. */
+  async cancel(key: string, owner: string): Promise<void> {
+    await this.op(key, 'c', this.keysFor(key).lock, owner, '');
+  }
+
+  /** Number of waits with an open watch (lets tests check that finished waits leave nothing). */
+  get openWatches(): number {
+    return this.waiting.size;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Waits aborted by the client's close leave the server's queue before the connection goes.
+    await this.waiter.drain(2000);
     this.closed = true;
-    for (const ch of this.channels.values()) if (ch.linger) clearTimeout(ch.linger);
-    this.channels.clear();
+    this.clientChannels.clear();
+    this.waiting.clear();
     const sub = this.sub;
     this.sub = undefined;
     await Promise.all([
@@ -243,25 +247,18 @@ export class RedisDriver implements LockDriver {
     ]);
   }
 
-  private unwatch(name: string, ch: Channel, w: LatchWatch): void {
-    ch.watchers.delete(w);
-    ch.refs -= 1;
-    if (ch.refs > 0 || this.closed) return;
-    const drop = (): void => {
-      if (this.channels.get(name) !== ch || ch.refs > 0) return;
-      this.channels.delete(name);
-      this.sub?.then((s) => s.unsubscribe(name)).catch(() => undefined);
-    };
-    if (this.lingerMs === 0) return drop();
-    ch.linger = setTimeout(drop, this.lingerMs);
-    ch.linger.unref();
+  private clientChannel(owner: string): string {
+    // ops.lua derives the same name from the owner id.
+    return `${this.prefix}:c:${parseOwner(owner)?.clientId ?? owner}`;
   }
 
   private subscriber(): Promise<Subscriber> {
     this.sub ??= this.adapterReady.then((a) =>
       a.subscriber(
-        (channel) => {
-          for (const w of this.channels.get(channel)?.watchers ?? []) w.changed();
+        (_channel, message) => {
+          // "<owner>|<token>": the lock was handed to that waiter.
+          const bar = message.lastIndexOf('|');
+          this.waiting.get(message.slice(0, bar))?.granted(BigInt(message.slice(bar + 1)));
         },
         (error) => this.logger?.warn?.('dlock redis: subscriber connection error', { error }),
       ),
@@ -281,6 +278,8 @@ export class RedisDriver implements LockDriver {
 
   private run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     if (this.closed) return Promise.reject(new ClosedError('redis driver'));
+    // Queued lock operations go first: a release followed by an inspect must be seen in that order.
+    if (script !== scripts.ops) this.batcher.flush();
     if (this.adapter) return this.adapter.run(script, keys, args);
     return this.adapterReady.then((a) => a.run(script, keys, args));
   }
