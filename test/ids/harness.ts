@@ -100,6 +100,13 @@ export function forkIdWorker(spec: IdWorkerSpec, env: Record<string, string> = {
     else inbox.push(m);
     poke();
   });
+  // 'close' comes after the IPC channel has delivered every message ('exit' may come before the
+  // last one): only then is "exited before X" true.
+  let closed = false;
+  child.once('close', () => {
+    closed = true;
+    poke();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
       live.delete(child);
@@ -125,7 +132,7 @@ export function forkIdWorker(spec: IdWorkerSpec, env: Record<string, string> = {
           } else if (failure) {
             done();
             reject(new Error(`${failure.message}\n--- worker output ---\n${out}`));
-          } else if (child.exitCode !== null || child.signalCode !== null) {
+          } else if (closed) {
             done();
             reject(new Error(`id worker ${child.pid} exited (code ${child.exitCode}, signal ${child.signalCode}) before "${type}"\n${out}`));
           }

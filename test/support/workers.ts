@@ -69,6 +69,13 @@ export function forkWorker(spec: WorkerSpec): WorkerHandle {
     else inbox.push(m);
     poke();
   });
+  // 'close' comes after the IPC channel has delivered every message ('exit' may come before the
+  // last one): only then is "exited before X" true.
+  let closed = false;
+  child.once('close', () => {
+    closed = true;
+    poke();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
       live.delete(child);
@@ -99,7 +106,7 @@ export function forkWorker(spec: WorkerSpec): WorkerHandle {
           } else if (failure) {
             done();
             reject(new Error(`${failure.message}\n--- worker output ---\n${out}`));
-          } else if (child.exitCode !== null || child.signalCode !== null) {
+          } else if (closed) {
             done();
             reject(
               new Error(
