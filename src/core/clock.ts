@@ -13,7 +13,10 @@ export function driftFor(ttlMs: number): number {
   return Math.floor(ttlMs * 0.01) + 2;
 }
 
-/** Resolve after `ms`, or reject with `signal.reason` once `signal` aborts. The timer is unref'd. */
+/**
+ * Resolve after `ms`, or reject with `signal.reason` once `signal` aborts. The timer is ref'd:
+ * whoever awaits a sleep wants the process to stay alive for it.
+ */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     if (signal?.aborted) {
@@ -27,8 +30,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
-    }, Math.max(0, ms));
-    timer.unref();
+    }, Math.max(0, Math.ceil(ms)));
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

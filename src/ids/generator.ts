@@ -27,7 +27,7 @@
  * engine already covers every id issued (ids never pass the ceiling), and marks can only be raised.
  */
 import type { LockClient } from '../core/client.js';
-import { monotonicNow } from '../core/clock.js';
+import { monotonicNow, sleep } from '../core/clock.js';
 import { validateMs } from '../core/validate.js';
 import { connect } from '../connect.js';
 import {
@@ -42,7 +42,7 @@ import {
 import { LogicalClock, type IdClock } from './clock.js';
 import { IdLayout } from './layout.js';
 import { Snowflake, type SnowflakeTuning } from './snowflake.js';
-import { WorkerLease, pause } from './worker-lease.js';
+import { WorkerLease } from './worker-lease.js';
 
 /** Options of {@link IdGenerator.start}. Give exactly one of `client` and `url`. */
 export interface IdGeneratorOptions extends SnowflakeTuning {
@@ -158,7 +158,7 @@ export class IdGenerator extends Snowflake {
               `maxStartWaitMs (${maxStartWaitMs} ms). Check the hosts' clocks (NTP), raise maxStartWaitMs, or let the generator pick another worker id.`,
           );
         }
-        await pause(wait, options.signal);
+        await sleep(wait, options.signal);
       }
       const gen = new IdGenerator(options, layout, clock, maxBorrowMs, wl, ownedClient, markAheadMs);
       // The first mark ahead must land before any id: retry a busy or failing engine for a while.
@@ -170,7 +170,7 @@ export class IdGenerator extends Snowflake {
         if (monotonicNow() - markStarted > ttlMs / 2 || !wl.lease.isHeld()) {
           throw new WorkerMarkStalledError(name, wl.slot, layout.msOf(gen.ceilingUnit), { cause: gen.lastMarkError });
         }
-        await pause(Math.min(25 * 2 ** attempt, 500), options.signal);
+        await sleep(Math.min(25 * 2 ** attempt, 500), options.signal);
       }
       gen.schedule();
       return gen;

@@ -28,7 +28,7 @@
  * well as its persistence settings (`appendonly yes`, `appendfsync always` for crash safety).
  */
 import type { LockClient } from '../core/client.js';
-import { monotonicNow } from '../core/clock.js';
+import { monotonicNow, sleep } from '../core/clock.js';
 import type { Lease } from '../core/lease.js';
 import { LockTimeoutError, NoFreeWorkerError, UnavailableError, UnsupportedDriverError } from '../errors.js';
 
@@ -90,7 +90,7 @@ export class WorkerLease {
         if (failed.length > 0) throw failed[failed.length - 1];
         throw new NoFreeWorkerError(o.name, order.length, Math.round(monotonicNow() - started));
       }
-      await pause(Math.min(left, 50 * 2 ** Math.min(attempt, 4) * (0.5 + Math.random())), o.signal);
+      await sleep(Math.min(left, 50 * 2 ** Math.min(attempt, 4) * (0.5 + Math.random())), o.signal);
     }
   }
 
@@ -190,23 +190,4 @@ function scanOrder(slots: number): number[] {
   const out = new Array<number>(n);
   for (let i = 0; i < n; i++) out[i] = (start + i) % slots;
   return out;
-}
-
-/** A ref'd, abortable sleep: the caller is awaiting it, so it must keep the process alive. */
-export function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason as Error);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, Math.max(0, Math.ceil(ms)));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

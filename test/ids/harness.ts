@@ -7,7 +7,7 @@
  * at once on 2 cores, a plain bundle starts in ~0.1 s. The engines' clients stay external and resolve
  * through a node_modules link next to the bundle.
  */
-import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { execFile, fork } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -15,33 +15,12 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import { ensureBinary } from '../support/debian.js';
-import { repoRoot } from '../support/workers.js';
+import { killWorkers, repoRoot, supervise, type Supervised } from '../support/workers.js';
 import type { IdTestMessage, IdWorkerMessage, IdWorkerSpec } from './id-protocol.js';
 
 const workerFile = join(dirname(fileURLToPath(import.meta.url)), 'id-worker.ts');
-type Of<T extends IdWorkerMessage['type']> = Extract<IdWorkerMessage, { type: T }>;
-
-export interface IdWorker {
-  readonly pid: number;
-  readonly child: ChildProcess;
-  next<T extends IdWorkerMessage['type']>(type: T, timeoutMs: number): Promise<Of<T>>;
-  send(msg: IdTestMessage): void;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  output(): string;
-}
-
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of live) if (c.pid !== undefined) kill(c.pid, 'SIGKILL');
-});
-
-function kill(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // gone
-  }
-}
+/** A forked id worker. */
+export type IdWorker = Supervised<IdWorkerMessage, IdTestMessage>;
 
 let bundled: { file: string; dir: string } | undefined;
 
@@ -81,86 +60,12 @@ export function forkIdWorker(spec: IdWorkerSpec, env: Record<string, string> = {
     serialization: 'json',
     env: { ...process.env, ...env },
   });
-  if (child.pid === undefined) throw new Error('fork failed: no pid');
-  live.add(child);
-  let out = '';
-  const keep = (d: Buffer): void => {
-    out = (out + d.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const inbox: IdWorkerMessage[] = [];
-  const waiters = new Set<() => void>();
-  let failure: Error | undefined;
-  const poke = (): void => {
-    for (const w of [...waiters]) w();
-  };
-  child.on('message', (m: IdWorkerMessage) => {
-    if (m.type === 'error') failure ??= new Error(`id worker ${child.pid} failed: ${m.message}`);
-    else inbox.push(m);
-    poke();
-  });
-  // 'close' comes after the IPC channel has delivered every message ('exit' may come before the
-  // last one): only then is "exited before X" true.
-  let closed = false;
-  child.once('close', () => {
-    closed = true;
-    poke();
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
-      live.delete(child);
-      resolve({ code, signal });
-      poke();
-    });
-  });
-  return {
-    pid: child.pid,
-    child,
-    exited,
-    output: () => out,
-    send: (msg) => {
-      if (child.connected) child.send(msg);
-    },
-    next: <T extends IdWorkerMessage['type']>(type: T, timeoutMs: number) =>
-      new Promise<Of<T>>((resolve, reject) => {
-        const check = (): void => {
-          const i = inbox.findIndex((m) => m.type === type);
-          if (i >= 0) {
-            done();
-            resolve(inbox.splice(i, 1)[0] as Of<T>);
-          } else if (failure) {
-            done();
-            reject(new Error(`${failure.message}\n--- worker output ---\n${out}`));
-          } else if (closed) {
-            done();
-            reject(new Error(`id worker ${child.pid} exited (code ${child.exitCode}, signal ${child.signalCode}) before "${type}"\n${out}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`id worker ${child.pid}: no "${type}" within ${timeoutMs} ms\n--- worker output ---\n${out}`));
-        }, timeoutMs);
-        const done = (): void => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      }),
-  };
+  return supervise<IdWorkerMessage, IdTestMessage>(child, 'id worker');
 }
 
 /** SIGKILL workers (SIGCONT first, in case they are stopped) and wait for them to exit. */
-export async function killIdWorkers(workers: readonly IdWorker[]): Promise<void> {
-  await Promise.all(
-    workers.map(async (w) => {
-      if (w.child.exitCode !== null || w.child.signalCode !== null) return;
-      kill(w.pid, 'SIGCONT');
-      kill(w.pid, 'SIGKILL');
-      await w.exited;
-    }),
-  );
+export function killIdWorkers(workers: readonly IdWorker[]): Promise<void> {
+  return killWorkers(workers);
 }
 
 /** The ids a worker wrote. */

@@ -10,20 +10,21 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = join(here, '..', '..');
 const workerFile = join(here, 'lock-worker.ts');
 
-type Of<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
-
-/** A forked worker process. */
-export interface WorkerHandle {
+/** A forked process speaking JSON messages `{ type, ... }` over IPC. */
+export interface Supervised<In extends { type: string }, Out> {
   readonly pid: number;
   readonly child: ChildProcess;
   /** The next message of `type` (buffered); rejects on a worker error, an early exit, or timeout. */
-  next<T extends WorkerMessage['type']>(type: T, timeoutMs: number): Promise<Of<T>>;
-  send(msg: GoMessage): void;
+  next<T extends In['type']>(type: T, timeoutMs: number): Promise<Extract<In, { type: T }>>;
+  send(msg: Out): void;
   /** Resolves when the process has exited. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Last lines the worker wrote to stderr/stdout (for failure messages). */
   output(): string;
 }
+
+/** A forked lock worker. */
+export type WorkerHandle = Supervised<WorkerMessage, GoMessage>;
 
 /** Every worker forked by this process that has not exited yet. */
 const live = new Set<ChildProcess>();
@@ -40,16 +41,13 @@ function safeKill(pid: number, signal: NodeJS.Signals): void {
 }
 
 /**
- * Fork a lock worker running TypeScript through tsx. It talks JSON over IPC: see protocol.ts.
+ * Watch a forked child (stdio piped, IPC): buffer its messages, keep the tail of its output, turn
+ * an `{ type: 'error', message }` message or an early exit into a rejection of `next()`, and kill
+ * it when this process exits.
  */
-export function forkWorker(spec: WorkerSpec): WorkerHandle {
-  const child = fork(workerFile, [JSON.stringify(spec)], {
-    cwd: repoRoot,
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    serialization: 'json',
-  });
-  if (child.pid === undefined) throw new Error('fork failed: no pid');
+export function supervise<In extends { type: string; message?: string }, Out>(child: ChildProcess, label: string): Supervised<In, Out> {
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('fork failed: no pid');
   live.add(child);
   let out = '';
   const keep = (d: Buffer): void => {
@@ -57,16 +55,19 @@ export function forkWorker(spec: WorkerSpec): WorkerHandle {
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
-
-  const inbox: WorkerMessage[] = [];
+  const inbox: In[] = [];
   const waiters = new Set<() => void>();
   let failure: Error | undefined;
   const poke = (): void => {
     for (const w of [...waiters]) w();
   };
-  child.on('message', (m: WorkerMessage) => {
-    if (m.type === 'error') failure ??= new Error(`worker ${child.pid} failed: ${m.message}`);
+  child.on('message', (m: In) => {
+    if (m.type === 'error') failure ??= new Error(`${label} ${pid} failed: ${m.message ?? ''}`);
     else inbox.push(m);
+    poke();
+  });
+  child.once('error', (e) => {
+    failure ??= e;
     poke();
   });
   // 'close' comes after the IPC channel has delivered every message ('exit' may come before the
@@ -83,41 +84,34 @@ export function forkWorker(spec: WorkerSpec): WorkerHandle {
       poke();
     });
   });
-  child.once('error', (e) => {
-    failure ??= e;
-    poke();
-  });
-
-  const handle: WorkerHandle = {
-    pid: child.pid,
+  return {
+    pid,
     child,
     exited,
     output: () => out,
     send: (msg) => {
-      child.send(msg);
+      if (child.connected) child.send(msg as object);
     },
-    next: <T extends WorkerMessage['type']>(type: T, timeoutMs: number) =>
-      new Promise<Of<T>>((resolve, reject) => {
+    next: <T extends In['type']>(type: T, timeoutMs: number) =>
+      new Promise<Extract<In, { type: T }>>((resolve, reject) => {
         const check = (): void => {
           const i = inbox.findIndex((m) => m.type === type);
           if (i >= 0) {
             done();
-            resolve(inbox.splice(i, 1)[0] as Of<T>);
+            resolve(inbox.splice(i, 1)[0] as Extract<In, { type: T }>);
           } else if (failure) {
             done();
             reject(new Error(`${failure.message}\n--- worker output ---\n${out}`));
           } else if (closed) {
             done();
             reject(
-              new Error(
-                `worker ${child.pid} exited (code ${child.exitCode}, signal ${child.signalCode}) before sending "${type}"\n--- worker output ---\n${out}`,
-              ),
+              new Error(`${label} ${pid} exited (code ${child.exitCode}, signal ${child.signalCode}) before sending "${type}"\n--- worker output ---\n${out}`),
             );
           }
         };
         const timer = setTimeout(() => {
           done();
-          reject(new Error(`worker ${child.pid}: no "${type}" within ${timeoutMs} ms\n--- worker output ---\n${out}`));
+          reject(new Error(`${label} ${pid}: no "${type}" within ${timeoutMs} ms\n--- worker output ---\n${out}`));
         }, timeoutMs);
         const done = (): void => {
           clearTimeout(timer);
@@ -127,7 +121,19 @@ export function forkWorker(spec: WorkerSpec): WorkerHandle {
         check();
       }),
   };
-  return handle;
+}
+
+/**
+ * Fork a lock worker running TypeScript through tsx. It talks JSON over IPC: see protocol.ts.
+ */
+export function forkWorker(spec: WorkerSpec): WorkerHandle {
+  const child = fork(workerFile, [JSON.stringify(spec)], {
+    cwd: repoRoot,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    serialization: 'json',
+  });
+  return supervise<WorkerMessage, GoMessage>(child, 'worker');
 }
 
 /**
@@ -160,13 +166,14 @@ export async function runLockLoops(
   }
 }
 
-/** SIGKILL the given workers (or every live one) and wait for them to exit. */
-export async function killWorkers(workers?: readonly WorkerHandle[]): Promise<void> {
+/** SIGKILL the given workers (or every live one; SIGCONT first, in case they are stopped) and wait for them to exit. */
+export async function killWorkers(workers?: readonly { readonly child: ChildProcess }[]): Promise<void> {
   const targets = workers ? workers.map((w) => w.child) : [...live];
   await Promise.all(
     targets.map(async (c) => {
       if (c.exitCode !== null || c.signalCode !== null || c.pid === undefined) return;
       const gone = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+      safeKill(c.pid, 'SIGCONT');
       safeKill(c.pid, 'SIGKILL');
       await gone;
     }),
