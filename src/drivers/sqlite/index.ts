@@ -322,6 +322,23 @@ function ms(value: number): bigint {
 
 /** Open the file, switch it to WAL and create the tables; every failure names the path. */
 function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
+  // Many processes starting at once race to create the file, switch it to WAL and create the
+  // tables; switching the journal mode does not wait on the busy handler. Opening is not a lock
+  // operation (the core's wait loop is not involved), so a busy file is retried here, briefly.
+  const deadline = monotonicNow() + Math.max(5000, busyTimeoutMs * 5);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return setUpDatabase(path, busyTimeoutMs, prefix);
+    } catch (e) {
+      const busy = e instanceof UnavailableError && (e.cause as { code?: string } | undefined)?.code?.startsWith('SQLITE_BUSY');
+      if (!busy || monotonicNow() >= deadline) throw e;
+      // A synchronous constructor can only block: sleep 5-40 ms without spinning.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 5 * Math.min(attempt + 1, 7));
+    }
+  }
+}
+
+function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
   let db: Database.Database | undefined;
   try {
     db = new Database(path, { timeout: busyTimeoutMs });
