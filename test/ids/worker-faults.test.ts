@@ -40,24 +40,32 @@ function specFor(mode: Mode, name: string, out: string, extra: Partial<IdWorkerS
     : { kind: 'snowflake', workerId: 3, out, chunk: 100, intervalMs: 1, ...extra };
 }
 
+/** Fork a worker and start it generating. */
+async function startWorker(spec: IdWorkerSpec, env?: Record<string, string>): Promise<IdWorker> {
+  const w = forkIdWorker(spec, env);
+  try {
+    await w.next('ready', 30_000);
+    w.send({ type: 'go' });
+    await w.next('started', 30_000);
+    return w;
+  } catch (e) {
+    await killIdWorkers([w]);
+    throw e;
+  }
+}
+
 async function killThenRestart(mode: Mode): Promise<{ a: BigInt64Array; b: BigInt64Array }> {
   n += 1;
   const name = `restart-${n}`;
   const outA = join(tmp.dir, `restart-a-${n}.bin`);
   const outB = join(tmp.dir, `restart-b-${n}.bin`);
-  const a = forkIdWorker(specFor(mode, name, outA));
+  const a = await startWorker(specFor(mode, name, outA));
   let b: IdWorker | undefined;
   try {
-    await a.next('ready', 30_000);
-    a.send({ type: 'go' });
-    await a.next('started', 30_000);
     await delay(1500);
     await killIdWorkers([a]);
     // Restarted at once, on a clock 2 s behind; the leased one waits for the slot and its mark.
-    b = forkIdWorker(specFor(mode, name, outB), ft.env(false));
-    await b.next('ready', 30_000);
-    b.send({ type: 'go' });
-    await b.next('started', 30_000);
+    b = await startWorker(specFor(mode, name, outB), ft.env(false));
     await delay(700);
     b.send({ type: 'stop' });
     const done = await b.next('done', 30_000);
@@ -73,19 +81,13 @@ async function pausePastLease(mode: Mode): Promise<{ a: BigInt64Array; b: BigInt
   const name = `pause-${n}`;
   const outA = join(tmp.dir, `pause-a-${n}.bin`);
   const outB = join(tmp.dir, `pause-b-${n}.bin`);
-  const a = forkIdWorker(specFor(mode, name, outA));
+  const a = await startWorker(specFor(mode, name, outA));
   let b: IdWorker | undefined;
   try {
-    await a.next('ready', 30_000);
-    a.send({ type: 'go' });
-    await a.next('started', 30_000);
     await delay(500);
     process.kill(a.pid, 'SIGSTOP');
     // The leased B waits for A's lease to expire (TTL 1 s); the control B just starts.
-    b = forkIdWorker(specFor(mode, name, outB));
-    await b.next('ready', 30_000);
-    b.send({ type: 'go' });
-    await b.next('started', 30_000);
+    b = await startWorker(specFor(mode, name, outB));
     await delay(300);
     // A wall-clock instant between A's pause and its resume: ids of A stamped at or after it were
     // issued after the resume (the file size would not tell: a chunk issued before the pause may

@@ -118,16 +118,11 @@ while p <= #s do
     else
       out[#out + 1] = '0'
     end
-  elseif op == 'r' then
-    if owns(redis.call('GET', lock), owner) then
-      handoff(lock)
-      out[#out + 1] = '1'
-    else
-      out[#out + 1] = '0'
+  elseif op == 'r' or op == 'c' then
+    if op == 'c' then
+      redis.call('LREM', lock .. ':q', 0, owner)
+      redis.call('HDEL', lock .. ':qw', owner)
     end
-  elseif op == 'c' then
-    redis.call('LREM', lock .. ':q', 0, owner)
-    redis.call('HDEL', lock .. ':qw', owner)
     if owns(redis.call('GET', lock), owner) then
       handoff(lock)
       out[#out + 1] = '1'
