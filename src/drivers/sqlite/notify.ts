@@ -10,6 +10,7 @@
  * which bounds every wait. When the file cannot be watched at all (inotify limit reached, the path
  * is not a regular file...), open watches fall back to a jittered backoff so waits still end.
  */
+import { LatchWatch } from '../../core/change-watch.js';
 import { closeSync, constants, openSync, watch as watchFile, writeSync, type FSWatcher } from 'node:fs';
 import { backoffMs } from '../../core/abort.js';
 import { MAX_TIMER_MS } from '../../core/validate.js';
@@ -41,50 +42,22 @@ export class ReleaseNotifier {
    * it (the waiter's decisive try comes next) cannot go unseen.
    */
   open(): ChangeWatch {
-    let changed = false;
     let attempt = 0;
-    let wake: (() => void) | undefined;
-    const listener = (): void => {
-      changed = true;
-      wake?.();
-    };
+    const latch = new LatchWatch(() => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) this.stopWatcher();
+    });
+    const listener = (): void => latch.changed();
     this.listeners.add(listener);
     this.ensureWatcher();
     return {
-      next: (maxMs, signal) =>
-        new Promise<boolean>((resolve, reject) => {
-          if (signal.aborted) {
-            reject(signal.reason as Error);
-            return;
-          }
-          if (changed) {
-            changed = false;
-            resolve(true);
-            return;
-          }
-          if (this.listeners.has(listener)) this.ensureWatcher();
-          // Without a file watch only our own releases are seen: retry after a backoff instead.
-          const delay = this.watcher ? maxMs : Math.min(maxMs, backoffMs(attempt++));
-          const finish = (value: boolean): void => {
-            clearTimeout(timer);
-            signal.removeEventListener('abort', onAbort);
-            wake = undefined;
-            changed = false;
-            resolve(value);
-          };
-          const onAbort = (): void => {
-            clearTimeout(timer);
-            wake = undefined;
-            reject(signal.reason as Error);
-          };
-          const timer = setTimeout(() => finish(false), Math.min(Math.max(0, delay), MAX_TIMER_MS));
-          wake = () => finish(true);
-          signal.addEventListener('abort', onAbort, { once: true });
-        }),
-      close: () => {
-        this.listeners.delete(listener);
-        if (this.listeners.size === 0) this.stopWatcher();
+      next: (maxMs, signal) => {
+        if (this.listeners.has(listener)) this.ensureWatcher();
+        // Without a file watch only our own releases are seen: retry after a backoff instead.
+        const delay = this.watcher ? maxMs : Math.min(maxMs, backoffMs(attempt++));
+        return latch.next(Math.min(Math.max(0, delay), MAX_TIMER_MS), signal);
       },
+      close: () => latch.close(),
     };
   }
 
