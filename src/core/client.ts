@@ -272,21 +272,34 @@ export class LockClient {
   }
 
   private adopt(o: Resolved, req: AcquireRequest, grant: Grant): Lease | null {
-    const session = grant.session !== undefined;
-    const validUntil = session ? Number.POSITIVE_INFINITY : grant.sentAt + o.ttlMs - driftFor(o.ttlMs);
+    const validUntil = grant.sentAt + o.ttlMs - driftFor(o.ttlMs);
     const maxHoldUntil = o.maxHoldMs === undefined ? Number.POSITIVE_INFINITY : grant.sentAt + o.maxHoldMs;
     const held = new HeldLock(o.key, req.owner, grant.token, o.ttlMs, grant.sentAt, validUntil, maxHoldUntil);
-    if (!held.check()) {
+    held.liveUntil = grant.validUntil;
+    if (!held.check() || grant.session?.aborted) {
       // The grant arrived after its own validity: never report it. Give the key back.
       this.driver.release(req.key, req.owner).catch(() => undefined);
       return null;
     }
     this.held.add(held);
-    if (session) {
-      grant.session?.addEventListener('abort', () => held.lose('session-lost', grant.session?.reason), { once: true });
-    } else {
-      this.scheduler.add(held, o.renew);
+    if (grant.session) {
+      const s = grant.session;
+      const onLost = (): void => {
+        const r: unknown = s.reason;
+        if (r instanceof LockLostError) held.lose(r.reason, r.cause ?? r);
+        else held.lose('session-lost', r);
+      };
+      s.addEventListener('abort', onLost, { once: true });
+      // A session keeps the engine's lock as long as it lives: when the hold is lost locally
+      // (deadline, max-hold), give the lock back so that it does not outlive its lease.
+      held.onLost = (reason) => {
+        s.removeEventListener('abort', onLost);
+        if (reason !== 'session-lost' && reason !== 'not-held') this.driver.release(req.key, req.owner).catch(() => undefined);
+      };
     }
+    // Session drivers renew too: their extend() confirms that the session still holds the key,
+    // which bounds the lease's local validity by ttlMs like any other driver.
+    this.scheduler.add(held, o.renew);
     return new Lease(held, this.host);
   }
 

@@ -28,6 +28,13 @@ export class HeldLock {
   maxHoldReached = false;
   lostError: LockLostError | undefined;
   releasePromise: Promise<boolean> | undefined;
+  /**
+   * For session drivers: the session's own local deadline (see `Grant.validUntil`), checked on
+   * top of {@link validUntil}.
+   */
+  liveUntil: (() => number) | undefined;
+  /** Called once when the hold becomes lost (session drivers give the engine's lock back). */
+  onLost: ((reason: LockLostReason) => void) | undefined;
   private controller: AbortController | undefined;
 
   constructor(
@@ -53,11 +60,16 @@ export class HeldLock {
   /** Held, and the local monotonic deadline has not passed. Marks the lock lost when it has. */
   check(now = monotonicNow()): boolean {
     if (this.state !== 'held') return false;
-    if (now >= this.validUntil) {
+    if (now >= this.deadline()) {
       this.lose(this.maxHoldReached ? 'max-hold' : 'expired');
       return false;
     }
     return true;
+  }
+
+  /** The local monotonic deadline: the TTL's, or the session's when that comes first. */
+  deadline(): number {
+    return this.liveUntil ? Math.min(this.validUntil, this.liveUntil()) : this.validUntil;
   }
 
   /** Mark lost and abort the signal (once). Never throws. */
@@ -66,6 +78,11 @@ export class HeldLock {
     this.state = 'lost';
     this.lostError = new LockLostError(this.key, reason, cause === undefined ? undefined : { cause });
     this.controller?.abort(this.lostError);
+    try {
+      this.onLost?.(reason);
+    } catch {
+      // a hook never breaks the caller
+    }
   }
 }
 
@@ -131,7 +148,7 @@ export class Lease implements AsyncDisposable {
 
   /** Milliseconds of local validity left (0 when not held). */
   remainingMs(): number {
-    return this.isHeld() ? Math.max(0, Math.floor(this.held.validUntil - monotonicNow())) : 0;
+    return this.isHeld() ? Math.max(0, Math.floor(this.held.deadline() - monotonicNow())) : 0;
   }
 
   /** Throw {@link LockLostError} (or {@link LockNotHeldError} after release) unless held; no I/O. */

@@ -45,6 +45,16 @@ export interface Grant {
    * aborted when the session that carries this grant ends. Omitted for per-key TTL drivers.
    */
   readonly session?: AbortSignal;
+  /**
+   * With `session`: the session's local deadline (monotonic ms), read on every validity check:
+   * the last moment the engine confirmed the session (a heartbeat or reply received, counted from
+   * when it was sent) plus the session timeout, minus drift. The driver keeps it current while
+   * connected and stops advancing it while disconnected, so `lease.isHeld()` turns false no later
+   * than the engine could give the lock to someone else. The driver aborts `session` when the
+   * session is lost: with a `LockLostError` whose reason the lease adopts (e.g. `'expired'` when
+   * the deadline passed while disconnected), or with any other reason (then `'session-lost'`).
+   */
+  readonly validUntil?: () => number;
 }
 
 /** The answer of a single try. */
@@ -92,7 +102,12 @@ export interface ExtendItem {
 export interface DriverInfo {
   /** Short name: `memory`, `redis`, `sqlite`, ... */
   readonly name: string;
-  /** `lease`: each key has a TTL the core renews. `session`: the driver keeps one session alive. */
+  /**
+   * `lease`: each key has a TTL on the engine that the core renews. `session`: the engine keeps
+   * the lock while the driver's session lives (ZooKeeper session, etcd lease, SQL connection);
+   * grants carry `session` and `validUntil`, and the core gives the lock back when a lease is lost
+   * locally (deadline, `maxHoldMs`), since the engine would not free it by itself.
+   */
   readonly liveness: 'lease' | 'session';
   /** Whether waiters are granted in arrival order across processes. */
   readonly fair: boolean;
@@ -114,7 +129,13 @@ export interface LockDriver {
    * when the signal aborts. Must leave nothing behind on the engine when it does not grant.
    */
   acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
-  /** Renew several keys in one batch; `true` where the owner still held the key. */
+  /**
+   * Renew several keys in one batch; `true` where the owner still held the key. Session drivers
+   * (liveness `session`: the engine frees the lock when the session ends, whatever `ttlMs` says)
+   * confirm here that their session still holds each key (one round trip for the batch); the core
+   * renews them like any lease, which bounds a lease's local validity by its `ttlMs` as well as
+   * by the session's deadline (`Grant.validUntil`).
+   */
   extend(items: readonly ExtendItem[]): Promise<boolean[]>;
   /** Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. */
   release(key: string, owner: string): Promise<boolean>;

@@ -568,6 +568,34 @@ export function defineConformanceSuite(factory: ConformanceFactory): void {
       note(factory.name, 'handoff', { releaseToGrantMs: Math.round(total - 100) });
     });
 
+    it('fair drivers grant waiters in arrival order (FIFO), each one after the previous release', async () => {
+      const probe = await newDriver();
+      if (!probe.info.fair) {
+        // Stated, not skipped silently: non-fair drivers promise no order; exclusion still holds.
+        note(factory.name, 'fifo', { fair: false });
+        expect(probe.info.fair).toBe(false);
+        return;
+      }
+      const key = uniqueKey('fifo');
+      const holderClient = await newClient();
+      const holder = await holderClient.acquire(key, { ttlMs: 10_000 });
+      const order: number[] = [];
+      const waits: Promise<void>[] = [];
+      for (let i = 0; i < 6; i++) {
+        const c = await newClient();
+        waits.push(
+          c.using(key, { ttlMs: 10_000, waitMs: 30_000 }, async () => {
+            order.push(i);
+            await sleep(20);
+          }),
+        );
+        await sleep(150); // arrival order is unambiguous
+      }
+      expect(await holder.release()).toBe(true);
+      await within(Promise.all(waits), 30_000, 'the queued waiters');
+      expect(order).toEqual([0, 1, 2, 3, 4, 5]);
+    });
+
     if (factory.isolated) {
       const isolated = factory.isolated.bind(factory);
       it('a waiter does not poll the engine while the holder keeps the lock', async () => {

@@ -23,13 +23,24 @@ export function which(bin: string): string | undefined {
 let aptUpdated: Promise<unknown> | undefined;
 const installs = new Map<string, Promise<void>>();
 
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Make sure `bin` is on PATH. When it is missing and we are root, install the Debian package
+ * Make sure `bin` is on PATH (or at one of the absolute paths `alsoAt`, for packages that
+ * install outside PATH, like /usr/lib/postgresql/15/bin/postgres); resolve its full path. When it is missing and we are root, install the Debian package
  * that provides it (`apt-get update` once per process, then `apt-get install -y`); otherwise
  * throw an error naming the package. Tests never skip silently because an engine is missing.
  */
-export async function ensureBinary(bin: string, debianPackage: string): Promise<string> {
-  const found = which(bin);
+export async function ensureBinary(bin: string, debianPackage: string, alsoAt: readonly string[] = []): Promise<string> {
+  const find = (): string | undefined => which(bin) ?? alsoAt.find(isExecutable);
+  const found = find();
   if (found) return found;
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (!isRoot || which('apt-get') === undefined) {
@@ -54,7 +65,7 @@ export async function ensureBinary(bin: string, debianPackage: string): Promise<
   } catch (e) {
     throw new Error(`Installing the Debian package "${debianPackage}" (for "${bin}") failed: ${String(e)}`, { cause: e });
   }
-  const after = which(bin);
+  const after = find();
   if (!after) throw new Error(`Installed "${debianPackage}" but "${bin}" is still not on PATH.`);
   return after;
 }
