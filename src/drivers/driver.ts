@@ -168,3 +168,22 @@ export interface LockDriver {
    */
   allocateRange?(name: string, count: bigint): Promise<bigint>;
 }
+
+/**
+ * The health of a session driver's session (ZooKeeper session, etcd lease, SQL connection):
+ * - `connected`: the engine confirms the session; grants it carries are valid;
+ * - `suspended`: the connection is down but the session may still live on the engine: validity is
+ *   in doubt, leases count down to their local deadline (`lease.remainingMs()`) and are lost at
+ *   it, unless the connection comes back first;
+ * - `lost`: the session ended (expired, killed, or closed); every lease it carried was aborted.
+ *   A driver opens a new session on its next acquisition.
+ */
+export type SessionState = 'connected' | 'suspended' | 'lost';
+
+/** What session drivers add to {@link LockDriver}, so that operators and apps can watch it. */
+export interface SessionDriver extends LockDriver {
+  /** The current session's state (`lost` before the first session opens, and after close). */
+  readonly sessionState: SessionState;
+  /** Call `listener` on every change of {@link sessionState}; returns an unsubscribe function. */
+  onSessionState(listener: (state: SessionState) => void): () => void;
+}
