@@ -1,0 +1,229 @@
+/**
+ * engines: dlock on every engine it supports, same run, same method:
+ *
+ * - round trip: p50 of `inspect()` (one engine round trip on every driver) after a 5–15 ms idle
+ *   pause, the situation a handoff starts from;
+ * - handoff: one holder, one waiter (two clients, separate connections); time from the holder's
+ *   `release()` to the waiter's `acquire()` resolving; also expressed in round trips of that
+ *   engine (handoff p50 / round-trip p50): the target is <= 2 on ZooKeeper, etcd and SQL;
+ * - contended: `processes` forked processes loop acquire -> read a shared counter file -> write
+ *   it + 1 -> release on one key for `seconds`; cycles/s, the longest wait, the share of releases
+ *   after which the releaser took the lock again, and lost updates (must be 0).
+ *
+ * Every engine is a private server started for the run (the test harness's starters, on random
+ * loopback ports in temp dirs) and stopped after it.
+ */
+import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { EngineDone, EngineToWorker } from './engines-worker.js';
+import { delay, fmt, fmtSpread, msBetween, now, quantile, spread, table, type Spread } from './support.js';
+
+type Dlock = typeof import('../src/index.js');
+
+/** A private engine for the run. */
+interface Engine {
+  url: string;
+  stop(): Promise<void>;
+}
+
+interface EngineSpec {
+  id: string;
+  name: string;
+  start(): Promise<Engine>;
+}
+
+function sqlite(): Promise<Engine> {
+  const dir = mkdtempSync(join(tmpdir(), 'dlock-bench-sqlite-'));
+  return Promise.resolve({ url: `sqlite:${join(dir, 'locks.db')}`, stop: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) });
+}
+
+/** Every engine dlock drives; starters come from the test harness (test/support). */
+export const ENGINES: readonly EngineSpec[] = [
+  { id: 'sqlite', name: 'SQLite (embedded)', start: sqlite },
+  {
+    id: 'redis',
+    name: 'Redis',
+    start: async () => {
+      const { startRedis } = await import('../test/support/redis.js');
+      const s = await startRedis();
+      return { url: s.url, stop: () => s.stop() };
+    },
+  },
+];
+
+export interface EnginesOptions {
+  only: readonly string[] | undefined;
+  reps: number;
+  handoffs: number;
+  seconds: number;
+  processes: number;
+  dlock: 'dist' | 'src';
+  json: boolean;
+  log: (s: string) => void;
+}
+
+interface Result {
+  rttP50: number;
+  handoffP50: number;
+  handoffP90: number;
+  roundTrips: number;
+  cyclesPerSecond: number;
+  maxWaitMs: number;
+  retakenPct: number;
+  lostUpdates: number;
+}
+
+function loadDlock(source: 'dist' | 'src'): Promise<Dlock> {
+  return source === 'dist' ? (import(new URL('../dist/esm/index.js', import.meta.url).href) as Promise<Dlock>) : import('../src/index.js');
+}
+
+async function measureLatency(dlock: Dlock, url: string, handoffs: number, tag: string): Promise<Pick<Result, 'rttP50' | 'handoffP50' | 'handoffP90' | 'roundTrips'>> {
+  const a = await dlock.connect(url, { ttlMs: 10_000 });
+  const b = await dlock.connect(url, { ttlMs: 10_000 });
+  try {
+    const key = `bench:engines:handoff:${tag}`;
+    // Warm up both clients (connections, sessions, statements).
+    for (let i = 0; i < 10; i++) await (await a.acquire(key)).release();
+    for (let i = 0; i < 10; i++) await (await b.acquire(key)).release();
+    const rtt: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      await delay(5 + Math.random() * 10);
+      const t = now();
+      await a.inspect(key);
+      rtt.push(msBetween(t, now()));
+    }
+    const lat: number[] = [];
+    for (let i = 0; i < handoffs + 10; i++) {
+      const held = await a.acquire(key);
+      let gotAt: bigint | undefined;
+      const waiting = b.acquire(key, { waitMs: 30_000 }).then((l) => {
+        gotAt = now();
+        return l;
+      });
+      await delay(5 + Math.random() * 10);
+      if (gotAt !== undefined) throw new Error('the waiter got the lock while it was held');
+      const t = now();
+      const releasing = held.release();
+      const got = await waiting;
+      await releasing;
+      if (i >= 10) lat.push(msBetween(t, gotAt ?? now()));
+      await got.release();
+    }
+    rtt.sort((x, y) => x - y);
+    lat.sort((x, y) => x - y);
+    const rttP50 = quantile(rtt, 0.5);
+    const handoffP50 = quantile(lat, 0.5);
+    return { rttP50, handoffP50, handoffP90: quantile(lat, 0.9), roundTrips: handoffP50 / rttP50 };
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+}
+
+async function measureContended(url: string, o: EnginesOptions, tag: string): Promise<Pick<Result, 'cyclesPerSecond' | 'maxWaitMs' | 'retakenPct' | 'lostUpdates'>> {
+  const dir = mkdtempSync(join(tmpdir(), 'dlock-bench-counter-'));
+  const counter = join(dir, 'counter');
+  writeFileSync(counter, '0');
+  const file = fileURLToPath(new URL('./engines-worker.ts', import.meta.url));
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--prof'));
+  const workers = Array.from({ length: o.processes }, () => fork(file, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  try {
+    const ready = workers.map((w) => new Promise<void>((resolve, reject) => {
+      w.once('message', (m: { type: string; error?: string }) => (m.type === 'ready' ? resolve() : reject(new Error(m.error))));
+      w.once('exit', (code) => reject(new Error(`bench worker exited with ${code}`)));
+    }));
+    const job: EngineToWorker = { type: 'prepare', url, key: `bench:engines:contended:${tag}`, counter, dlock: o.dlock };
+    const done = workers.map((w) => new Promise<EngineDone>((resolve, reject) => {
+      w.on('message', (m: EngineDone | { type: string; error?: string }) => {
+        if (m.type === 'done') resolve(m as EngineDone);
+        else if (m.type === 'failed') reject(new Error((m as { error?: string }).error));
+      });
+    }));
+    for (const w of workers) w.send(job);
+    await Promise.all(ready);
+    const startAt = now() + 300_000_000n;
+    const stopAt = startAt + BigInt(Math.round(o.seconds * 1e9));
+    for (const w of workers) w.send({ type: 'go', startAt: String(startAt), stopAt: String(stopAt) } satisfies EngineToWorker);
+    const results = await Promise.all(done);
+    const all: Array<{ v: number; w: number }> = [];
+    results.forEach((r, w) => {
+      for (const v of r.values) all.push({ v, w });
+    });
+    all.sort((x, y) => x.v - y.v);
+    let lost = 0;
+    let retaken = 0;
+    for (let i = 1; i < all.length; i++) {
+      if (all[i]?.v === all[i - 1]?.v) lost++;
+      else if (all[i]?.w === all[i - 1]?.w) retaken++;
+    }
+    const waits = results.flatMap((r) => r.waits);
+    const inWindow = results.reduce((n, r) => n + r.inWindow, 0);
+    return {
+      cyclesPerSecond: inWindow / o.seconds,
+      maxWaitMs: waits.reduce((m, x) => Math.max(m, x), 0),
+      retakenPct: all.length > 1 ? (100 * retaken) / (all.length - 1) : 0,
+      lostUpdates: lost,
+    };
+  } finally {
+    for (const w of workers) if (w.connected) w.kill('SIGTERM');
+    await Promise.all(workers.map((w) => (w.exitCode !== null || w.signalCode !== null ? Promise.resolve() : new Promise((r) => w.once('exit', r)))));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Run the scenario and print one table (or JSON rows). */
+export async function runEngines(o: EnginesOptions): Promise<void> {
+  const specs = o.only ? ENGINES.filter((e) => o.only?.includes(e.id)) : ENGINES;
+  if (o.only) for (const id of o.only) if (!ENGINES.some((e) => e.id === id)) throw new Error(`--only: unknown engine "${id}" (engines: ${ENGINES.map((e) => e.id).join(', ')})`);
+  const dlock = await loadDlock(o.dlock);
+  const rows: Array<{ spec: EngineSpec; figures: Record<keyof Result, Spread> }> = [];
+  for (const spec of specs) {
+    const engine = await spec.start();
+    const per: Result[] = [];
+    try {
+      for (let rep = 0; rep < o.reps; rep++) {
+        const t = Date.now();
+        const lat = await measureLatency(dlock, engine.url, o.handoffs, `${spec.id}:${rep}`);
+        const con = await measureContended(engine.url, o, `${spec.id}:${rep}`);
+        per.push({ ...lat, ...con });
+        o.log(
+          `  [engines ${rep + 1}/${o.reps}] ${spec.name.padEnd(24)} rtt ${fmt(lat.rttP50)} ms  handoff p50 ${fmt(lat.handoffP50)} ms = ${fmt(lat.roundTrips, 2)} rt  ` +
+            `contended ${fmt(con.cyclesPerSecond)}/s max wait ${fmt(con.maxWaitMs)} ms lost ${con.lostUpdates}  (${((Date.now() - t) / 1000).toFixed(1)} s)`,
+        );
+      }
+    } finally {
+      await engine.stop();
+    }
+    const figures = {} as Record<keyof Result, Spread>;
+    for (const k of Object.keys(per[0] ?? {}) as Array<keyof Result>) figures[k] = spread(per.map((r) => r[k]));
+    rows.push({ spec, figures });
+  }
+  if (o.json) {
+    for (const r of rows) console.log(JSON.stringify({ scenario: 'engines', library: `dlock on ${r.spec.name}`, id: r.spec.id, figures: r.figures, params: { reps: o.reps, handoffs: o.handoffs, seconds: o.seconds, processes: o.processes, dlock: o.dlock } }));
+    return;
+  }
+  console.log('\n## engines: dlock on each engine (same run)');
+  console.log(
+    table(
+      ['engine', 'round trip after idle p50 ms', 'handoff p50 ms', 'handoff p90 ms', 'handoff in round trips', `contended cycles/s (${o.processes} procs)`, 'max wait ms', 'releaser re-took %', 'lost updates'],
+      rows.map((r) => [
+        r.spec.name,
+        fmtSpread(r.figures.rttP50),
+        fmtSpread(r.figures.handoffP50),
+        fmtSpread(r.figures.handoffP90),
+        fmtSpread(r.figures.roundTrips, '', 2),
+        fmtSpread(r.figures.cyclesPerSecond),
+        fmtSpread(r.figures.maxWaitMs),
+        fmtSpread(r.figures.retakenPct),
+        fmtSpread(r.figures.lostUpdates),
+      ]),
+    ),
+  );
+  console.log(`round trip: inspect() after a 5–15 ms idle pause; handoff: release -> the waiter holds it (${o.handoffs} per rep); in round trips = handoff p50 / round trip p50 (target <= 2 on ZooKeeper, etcd and SQL).`);
+  console.log(`contended: ${o.processes} processes, one key, acquire -> read counter file -> write +1 -> release, ${o.seconds} s per rep; lost updates must be 0.`);
+  const missed = rows.filter((r) => ['zookeeper', 'etcd', 'postgres', 'postgres-table', 'mysql', 'mysql-table'].includes(r.spec.id) && r.figures.roundTrips.median > 2);
+  for (const r of rows) if (r.figures.lostUpdates.max > 0) console.log(`EXCLUSION BROKEN on ${r.spec.name}: ${r.figures.lostUpdates.max} lost updates`);
+  console.log(`target: handoff <= 2 round trips on consensus/SQL engines: ${missed.length === 0 ? 'MET' : `MISSED on ${missed.map((r) => r.spec.name).join(', ')}`}`);
+}
