@@ -10,7 +10,7 @@ import {
   UnavailableError,
   isDlockError,
 } from '../errors.js';
-import { linkSignals } from './abort.js';
+import { linkSignals, settleWithin } from './abort.js';
 import { driftFor, monotonicNow } from './clock.js';
 import { HeldLock, Lease, type LeaseHost } from './lease.js';
 import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
@@ -238,37 +238,49 @@ export class LockClient {
         return new Lease(mine, this.host);
       }
     }
-    const req: AcquireRequest = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
     const start = monotonicNow();
-    let grant: Grant | null;
+    for (;;) {
+      const req: AcquireRequest = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
+      const remaining = o.waitMs === 0 ? 0 : start + o.waitMs - monotonicNow();
+      if (o.waitMs !== 0 && remaining <= 0) return null;
+      const grant = await this.attempt(o, req, start);
+      if (!grant) return null;
+      if (this.closing.signal.aborted) {
+        this.driver.release(req.key, req.owner).catch(() => undefined);
+        throw new ClosedError(`Acquiring lock "${o.key}"`);
+      }
+      const lease = this.adopt(o, req, grant);
+      if (lease) return lease;
+      // The grant arrived after its own validity (a stalled process or a slow engine): it was
+      // never reported. Give the key back before trying again (bounded), so that the next
+      // attempt, or an inspect() after a refused tryAcquire, does not find our own stale hold.
+      await settleWithin(this.driver.release(req.key, req.owner), 1000);
+      if (o.waitMs === 0) return null;
+    }
+  }
+
+  /** One engine acquisition: a single try (`waitMs` 0) or a wait until the deadline. */
+  private async attempt(o: Resolved, req: AcquireRequest, start: number): Promise<Grant | null> {
     try {
       if (o.waitMs === 0) {
         const r = await this.driver.tryAcquire(req);
-        grant = r.ok ? r.grant : null;
-      } else {
-        if (o.signal) {
-          const linked = linkSignals(o.signal, this.closing.signal);
-          try {
-            grant = await this.driver.acquire(req, { signal: linked.signal, deadline: start + o.waitMs });
-          } finally {
-            linked.dispose();
-          }
-        } else {
-          grant = await this.driver.acquire(req, { signal: this.closing.signal, deadline: start + o.waitMs });
+        return r.ok ? r.grant : null;
+      }
+      if (o.signal) {
+        const linked = linkSignals(o.signal, this.closing.signal);
+        try {
+          return await this.driver.acquire(req, { signal: linked.signal, deadline: start + o.waitMs });
+        } finally {
+          linked.dispose();
         }
       }
+      return await this.driver.acquire(req, { signal: this.closing.signal, deadline: start + o.waitMs });
     } catch (e) {
       if (o.signal?.aborted) throw new LockAbortedError(o.key, o.signal.reason);
       if (this.closing.signal.aborted) throw new ClosedError(`Acquiring lock "${o.key}"`);
       if (isDlockError(e)) throw e;
       throw new UnavailableError(`Acquiring lock "${o.key}"`, { cause: e });
     }
-    if (!grant) return null;
-    if (this.closing.signal.aborted) {
-      this.driver.release(req.key, req.owner).catch(() => undefined);
-      throw new ClosedError(`Acquiring lock "${o.key}"`);
-    }
-    return this.adopt(o, req, grant);
   }
 
   private adopt(o: Resolved, req: AcquireRequest, grant: Grant): Lease | null {
@@ -276,11 +288,8 @@ export class LockClient {
     const maxHoldUntil = o.maxHoldMs === undefined ? Number.POSITIVE_INFINITY : grant.sentAt + o.maxHoldMs;
     const held = new HeldLock(o.key, req.owner, grant.token, o.ttlMs, grant.sentAt, validUntil, maxHoldUntil);
     held.liveUntil = grant.validUntil;
-    if (!held.check() || grant.session?.aborted) {
-      // The grant arrived after its own validity: never report it. Give the key back.
-      this.driver.release(req.key, req.owner).catch(() => undefined);
-      return null;
-    }
+    // A grant that arrived after its own validity is never reported (the caller gives it back).
+    if (!held.check() || grant.session?.aborted) return null;
     this.held.add(held);
     if (grant.session) {
       const s = grant.session;
@@ -292,6 +301,7 @@ export class LockClient {
       s.addEventListener('abort', onLost, { once: true });
       // A session keeps the engine's lock as long as it lives: when the hold is lost locally
       // (deadline, max-hold), give the lock back so that it does not outlive its lease.
+      held.detach = () => s.removeEventListener('abort', onLost);
       held.onLost = (reason) => {
         s.removeEventListener('abort', onLost);
         if (reason !== 'session-lost' && reason !== 'not-held') this.driver.release(req.key, req.owner).catch(() => undefined);
@@ -322,6 +332,7 @@ export class LockClient {
   private async releaseNow(held: HeldLock): Promise<boolean> {
     const wasHeld = held.check();
     if (held.state === 'held') held.state = 'released';
+    held.detach?.();
     this.scheduler.delete(held);
     this.held.delete(held);
     if (this.closing.signal.aborted) return wasHeld;

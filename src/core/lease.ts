@@ -33,6 +33,8 @@ export class HeldLock {
    * top of {@link validUntil}.
    */
   liveUntil: (() => number) | undefined;
+  /** Drops what ties this hold to its session (called on release). */
+  detach: (() => void) | undefined;
   /** Called once when the hold becomes lost (session drivers give the engine's lock back). */
   onLost: ((reason: LockLostReason) => void) | undefined;
   private controller: AbortController | undefined;
