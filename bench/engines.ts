@@ -52,6 +52,60 @@ export const ENGINES: readonly EngineSpec[] = [
       return { url: s.url, stop: () => s.stop() };
     },
   },
+  {
+    id: 'redis-cluster',
+    name: 'Redis Cluster (3 masters)',
+    start: async () => {
+      const { startRedisCluster } = await import('../test/support/redis-cluster.js');
+      const s = await startRedisCluster();
+      return { url: s.url, stop: () => s.stop() };
+    },
+  },
+  {
+    id: 'redlock',
+    name: 'Redlock (3 nodes)',
+    start: async () => {
+      const { startRedlock } = await import('../test/support/redlock.js');
+      const s = await startRedlock({ nodes: 3 });
+      return { url: s.url, stop: () => s.stop() };
+    },
+  },
+  {
+    id: 'zookeeper',
+    name: 'ZooKeeper',
+    start: async () => {
+      const { startZooKeeper } = await import('../test/support/zookeeper.js');
+      const s = await startZooKeeper();
+      return { url: s.url, stop: () => s.stop() };
+    },
+  },
+  {
+    id: 'etcd',
+    name: 'etcd',
+    start: async () => {
+      const { startEtcd } = await import('../test/support/etcd.js');
+      const s = await startEtcd();
+      return { url: s.url, stop: () => s.stop() };
+    },
+  },
+  ...(['session', 'table'] as const).map((mode) => ({
+    id: mode === 'session' ? 'postgres' : 'postgres-table',
+    name: `PostgreSQL (${mode})`,
+    start: async (): Promise<Engine> => {
+      const { startPostgres } = await import('../test/support/postgres.js');
+      const s = await startPostgres();
+      return { url: `${s.url}?mode=${mode}`, stop: () => s.stop() };
+    },
+  })),
+  ...(['session', 'table'] as const).map((mode) => ({
+    id: mode === 'session' ? 'mysql' : 'mysql-table',
+    name: `MariaDB (${mode})`,
+    start: async (): Promise<Engine> => {
+      const { startMysql } = await import('../test/support/mysql.js');
+      const s = await startMysql();
+      return { url: `${s.url}?mode=${mode}`, stop: () => s.stop() };
+    },
+  })),
 ];
 
 export interface EnginesOptions {

@@ -3,7 +3,7 @@
  * redis-server, back to back, with the library order rotated between repetitions. Every claim is
  * a ratio within one repetition (these machines are shared and noisy).
  *
- *   npm run bench -- handoff|uncontended|contended|ids|engines|all [--json] [--reps N] [--seconds S]
+ *   npm run bench -- handoff|uncontended|contended|ids|redlock|engines|all [--json] [--reps N] [--seconds S]
  *                    [--handoffs N] [--idle-ms MS] [--count N] [--only id,id] [--src]
  *
  * See /work/shared/design/performance.md for the method and the peers' figures.
@@ -17,7 +17,8 @@ import { BASELINE_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenari
 import { ServerMonitor, fmt, fmtSpread, rotate, spread, startServer, table, type Spread } from './support.js';
 import { uncontendedRep, type UncontendedResult } from './uncontended.js';
 
-const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|ids|engines|all> [options]
+const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|ids|redlock|engines|all> [options]
+  redlock           dlock's redlock:// against node-redlock 4 and 5 on the same 3 redis-servers
   engines           dlock on every engine (SQLite, Redis, ZooKeeper, etcd, PostgreSQL, MySQL, ...):
                     handoff in round trips of that engine, contended throughput; --only picks engines
   --json            one JSON object per row instead of the table
@@ -57,11 +58,11 @@ function positive(name: string, v: string | undefined): number {
 
 const SCENARIOS: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
 const which = positionals[0] ?? 'all';
-if (values.help || positionals.length > 1 || !(which === 'all' || which === 'ids' || which === 'engines' || (SCENARIOS as readonly string[]).includes(which))) {
+if (values.help || positionals.length > 1 || !(which === 'all' || which === 'ids' || which === 'engines' || which === 'redlock' || (SCENARIOS as readonly string[]).includes(which))) {
   console.error(USAGE);
   process.exit(values.help ? 0 : 2);
 }
-const scenarios: readonly Scenario[] = which === 'all' ? SCENARIOS : which === 'ids' || which === 'engines' ? [] : [which as Scenario];
+const scenarios: readonly Scenario[] = which === 'all' ? SCENARIOS : which === 'ids' || which === 'engines' || which === 'redlock' ? [] : [which as Scenario];
 const idsScenario = which === 'all' || which === 'ids';
 const count = Math.round(positive('count', values.count));
 const reps = Math.round(positive('reps', values.reps));
@@ -71,7 +72,7 @@ const idleMs = positive('idle-ms', values['idle-ms']);
 const loops = Math.round(positive('loops', values.loops));
 const processes = Math.round(positive('processes', values.processes));
 const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean);
-if (only && which !== 'engines') {
+if (only && which !== 'engines' && which !== 'redlock') {
   for (const id of only) if (!LIBS.some((l) => l.id === id) && !ID_LIBS.includes(id)) throw new Error(`--only: unknown library "${id}"`);
 }
 const dlockSource = values.src ? 'src' : 'dist';
@@ -332,8 +333,12 @@ async function main(): Promise<void> {
 
 const enginesScenario = which === 'all' || which === 'engines';
 
-(which === 'engines' ? Promise.resolve() : main())
+(which === 'engines' || which === 'redlock' ? Promise.resolve() : main())
   .then(async () => {
+    if (which === 'all' || which === 'redlock') {
+      const { runRedlockBench, printRedlockBench } = await import('./redlock.js');
+      printRedlockBench(await runRedlockBench({ reps, seconds, loops, handoffs, idleMs, source: dlockSource, log }), json);
+    }
     if (enginesScenario) {
       const { runEngines } = await import('./engines.js');
       await runEngines({ only: which === 'engines' ? only : undefined, reps, handoffs, seconds, processes, dlock: dlockSource, json, log });

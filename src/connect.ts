@@ -3,13 +3,29 @@ import type { LockDriver } from './drivers/driver.js';
 import { InvalidArgumentError, UnsupportedUrlError } from './errors.js';
 
 /** The URL schemes {@link connect} understands. */
-export const SUPPORTED_SCHEMES = ['sqlite', 'redis', 'rediss', 'memory'] as const;
+export const SUPPORTED_SCHEMES = ['sqlite', 'redis', 'rediss', 'memory', 'redlock', 'redis+cluster', 'redis+sentinel', 'etcd', 'postgres', 'postgresql', 'mysql', 'mariadb', 'zookeeper'] as const;
 
 /**
  * Create the driver a URL names. The scheme picks the engine:
  * - `sqlite:PATH` (or `sqlite:///abs/path`): the embedded default, one database file per host;
  * - `redis://[user:pass@]host:port[/db]` and `rediss://...`: a single Redis node (uses `ioredis`);
+ * - `redis+cluster://[user:pass@]host:port[,host:port...]`: a Redis Cluster (seed nodes), and
+ *   `redis+sentinel://host:port[,host:port...]/<master name>[/db]`: the master Sentinel names;
+ *   these and `redis://` take `?replicaAcks=N&replicaAckTimeoutMs=T` (WAIT after grants/renewals);
  * - `memory:`: in-process only (tests).
+ * - `postgres://user:pass@host:5432/db[?mode=session|table&tablePrefix=dlock_&maxConnections=10]`
+ *   (or `postgresql://`): PostgreSQL advisory locks on dedicated connections (`session`, default) or
+ *   lease rows for transaction poolers (`table`); uses `pg`.
+ * - `etcd://host:port[,host:port...][?leaseTtlS=10&prefix=dlock/&timeoutMs=5000]`: an etcd v3
+ *   cluster (fair FIFO locks on one lease per client; uses `etcd3`).
+ * - `zookeeper://host:port[,host:port...][/root][?sessionTimeoutMs=10000&spinDelayMs=500]`: a
+ *   ZooKeeper ensemble (fair FIFO locks on ephemeral sequential znodes under `/root`, default
+ *   `/dlock`; liveness is the session; uses `node-zookeeper-client`).
+ * - `redlock://[user:pass@]H1:P1,H2:P2,H3:P3[/db][?nodeTimeoutMs=&retryJitterMs=&prefix=&tls=true]`:
+ *   a lock held by a majority of independent Redis nodes (Redlock; uses `ioredis`).
+ * - `mysql://user:pass@host:3306/db[?mode=session|table&tablePrefix=dlock_&connections=2&maxWaits=16&connectTimeoutMs=5000]`
+ *   (or `mariadb://`): MySQL/MariaDB user locks (GET_LOCK) on dedicated connections (`session`,
+ *   default) or lease rows (`table`); uses `mysql2`.
  */
 export async function createDriver(url: string): Promise<LockDriver> {
   if (typeof url !== 'string' || url.length === 0) throw new InvalidArgumentError('url must be a non-empty string.');
@@ -20,9 +36,33 @@ export async function createDriver(url: string): Promise<LockDriver> {
       return new SqliteDriver({ path: sqlitePath(url) });
     }
     case 'redis':
-    case 'rediss': {
+    case 'rediss':
+    case 'redis+cluster':
+    case 'redis+sentinel': {
       const { RedisDriver } = await import('./drivers/redis/index.js');
       return new RedisDriver({ url });
+    }
+    case 'redlock': {
+      const { RedlockDriver } = await import('./drivers/redlock/index.js');
+      return new RedlockDriver({ url });
+    }
+    case 'etcd': {
+      const { EtcdDriver } = await import('./drivers/etcd/index.js');
+      return new EtcdDriver({ url });
+    }
+    case 'postgres':
+    case 'postgresql': {
+      const { postgresDriverFromUrl } = await import('./drivers/postgres/index.js');
+      return postgresDriverFromUrl(url);
+    }
+    case 'mysql':
+    case 'mariadb': {
+      const { createMysqlDriver } = await import('./drivers/mysql/index.js');
+      return createMysqlDriver({ url });
+    }
+    case 'zookeeper': {
+      const { ZooKeeperDriver } = await import('./drivers/zookeeper/index.js');
+      return new ZooKeeperDriver({ url });
     }
     case 'memory': {
       const { MemoryDriver } = await import('./drivers/memory/index.js');

@@ -142,6 +142,48 @@ export class UnavailableError extends DlockError {
   }
 }
 
+/** What one node of a quorum answered (see {@link QuorumError}). */
+export interface NodeAnswer {
+  /** The node, as `host:port`. */
+  readonly node: string;
+  /**
+   * `granted`: it gave (or confirmed) the lock to us; `held`: another owner holds it there;
+   * `not-held`: we do not hold it there (extend, release); `done`: it did what was asked;
+   * `unreachable`: no connection, or no answer in time; `error`: it answered with an error
+   * (a script error, a READONLY replica, a wrong password...).
+   */
+  readonly answer: 'granted' | 'held' | 'not-held' | 'done' | 'unreachable' | 'error';
+  /** With `held`: the other owner's id. With `unreachable` / `error`: what went wrong. */
+  readonly detail?: string;
+}
+
+/**
+ * A quorum driver (Redlock) could not get a majority of its nodes to agree, and the reason is not
+ * simply that another owner holds the lock: too many nodes are unreachable or failing, or the
+ * answers came back too late to leave any validity. `answers` lists what each node said. It is an
+ * {@link UnavailableError} (code `DLOCK_UNAVAILABLE`), so handlers of unavailability catch it too.
+ */
+export class QuorumError extends UnavailableError {
+  /** What was attempted: `acquire`, `extend`, `release`, `inspect`, ... */
+  readonly operation: string;
+  /** Nodes that must agree: floor(N/2) + 1. */
+  readonly quorum: number;
+  /** One entry per node, in the configured order. */
+  readonly answers: readonly NodeAnswer[];
+  constructor(operation: string, key: string, quorum: number, answers: readonly NodeAnswer[], why?: string) {
+    const list = answers.map((a) => `${a.node} ${a.answer}${a.detail ? ` (${a.detail})` : ''}`).join(', ');
+    const agreed = answers.filter((a) => a.answer === 'granted' || a.answer === 'done').length;
+    super(
+      `Redlock ${operation} of "${key}" needs ${quorum} of ${answers.length} nodes and got ${agreed}` +
+        `${why ? `: ${why}` : ''}. Nodes answered: ${list}`,
+    );
+    this.name = 'QuorumError';
+    this.operation = operation;
+    this.quorum = quorum;
+    this.answers = answers;
+  }
+}
+
 /** The client (or driver) was closed; create a new one. */
 export class ClosedError extends DlockError {
   constructor(what: string) {

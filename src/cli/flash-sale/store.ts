@@ -41,6 +41,15 @@ export const DEMO_SCHEMES: readonly { scheme: string; form: string }[] = [
   { scheme: 'sqlite', form: 'sqlite:PATH' },
   { scheme: 'redis', form: 'redis://HOST:PORT' },
   { scheme: 'rediss', form: 'rediss://HOST:PORT' },
+  { scheme: 'postgres', form: 'postgres://USER@HOST:PORT/DB[?mode=session|table]' },
+  { scheme: 'postgresql', form: 'postgresql://USER@HOST:PORT/DB' },
+  { scheme: 'redlock', form: 'redlock://HOST:PORT,HOST:PORT,HOST:PORT' },
+  { scheme: 'redis+cluster', form: 'redis+cluster://HOST:PORT,HOST:PORT,...' },
+  { scheme: 'redis+sentinel', form: 'redis+sentinel://HOST:PORT,.../MASTER' },
+  { scheme: 'zookeeper', form: 'zookeeper://HOST:PORT[,HOST:PORT...]' },
+  { scheme: 'etcd', form: 'etcd://HOST:PORT[,HOST:PORT...]' },
+  { scheme: 'mysql', form: 'mysql://USER@HOST:PORT/DB[?mode=session|table]' },
+  { scheme: 'mariadb', form: 'mariadb://USER@HOST:PORT/DB' },
 ];
 
 /** Lazy, so that a run only loads the client library of its own engine. */
@@ -48,6 +57,15 @@ const STORE_LOADERS: Readonly<Record<string, () => Promise<StoreFactory>>> = {
   sqlite: async () => (await import('./stores/sqlite.js')).sqliteStore,
   redis: async () => (await import('./stores/redis.js')).redisStore,
   rediss: async () => (await import('./stores/redis.js')).redisStore,
+  postgres: async () => (await import('./stores/postgres.js')).postgresStore,
+  postgresql: async () => (await import('./stores/postgres.js')).postgresStore,
+  redlock: async () => (await import('./stores/redlock.js')).redlockStore,
+  'redis+cluster': async () => (await import('./stores/redis.js')).redisStore,
+  'redis+sentinel': async () => (await import('./stores/redis.js')).redisStore,
+  zookeeper: async () => (await import('./stores/zookeeper.js')).zookeeperStore,
+  etcd: async () => (await import('./stores/etcd.js')).etcdStore,
+  mysql: async () => (await import('./stores/mysql.js')).mysqlStore,
+  mariadb: async () => (await import('./stores/mysql.js')).mysqlStore,
 };
 
 /** A user-facing problem (bad URL, unreachable engine...): printed without a stack trace. */

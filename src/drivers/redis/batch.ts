@@ -11,17 +11,47 @@
  * every continuation woken by the previous reply has had its chance to join: no timer and no
  * added latency. Each group is one Redis Cluster slot (the driver groups by lock on a cluster);
  * on a single node everything is one group.
+ *
+ * With replica acknowledgements on (the driver's `replicaAcks`), a batch that may grant or renew
+ * is followed by `WAIT` on the same connection; its grants and renewals reject with
+ * {@link ReplicaAckError} when too few replicas acknowledged.
  */
 import type { LuaScript } from './script.js';
 
 /** One operation of ops.lua: acquire, acquire-or-queue, extend, release, cancel. */
 export type OpCode = 'a' | 'q' | 'e' | 'r' | 'c';
 
+/** What one ops.lua call answered. */
+export interface OpsReply {
+  readonly reply: unknown;
+  /**
+   * Set when replica acknowledgements were asked for and did not come (see the driver's
+   * `replicaAcks`): why. The batch's grants and renewals then reject with {@link ReplicaAckError}.
+   */
+  readonly unacked?: string;
+}
+
+/**
+ * A grant or renewal that the master made but that not enough replicas acknowledged (WAIT).
+ * `answer` is the op's own answer ("1<token>" for a grant), so the driver can give the grant back.
+ */
+export class ReplicaAckError extends Error {
+  constructor(
+    message: string,
+    readonly answer: string,
+  ) {
+    super(message);
+    this.name = 'ReplicaAckError';
+  }
+}
+
 interface Pending {
   /** Routes the batch (KEYS[1]). */
   readonly firstLock: string;
   readonly parts: string[];
-  readonly settle: Array<{ resolve: (v: string) => void; reject: (e: unknown) => void }>;
+  readonly settle: Array<{ op: OpCode; resolve: (v: string) => void; reject: (e: unknown) => void }>;
+  /** Holds a grant or a renewal, whose write replicas may have to acknowledge. */
+  writes: boolean;
 }
 
 /** At most this many ops per script call: bounds how long one call holds the server. */
@@ -39,6 +69,11 @@ export class OpBatcher {
   constructor(
     private readonly script: LuaScript,
     private readonly run: (script: LuaScript, keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>,
+    /**
+     * Optional: runs each batch instead of `run` (KEYS and the packed ops; `writes`: the batch may
+     * grant or renew), and may report that its writes went unacknowledged by replicas.
+     */
+    private readonly runAcked?: (keys: readonly string[], packed: string, writes: boolean) => Promise<OpsReply>,
   ) {}
 
   /** Queue one op; resolves the op's own answer line ("1...", "0..."). */
@@ -47,11 +82,12 @@ export class OpBatcher {
       let p = this.groups.get(group);
       if (!p || p.settle.length >= MAX_OPS) {
         if (p) this.send(p);
-        p = { firstLock: lock, parts: [], settle: [] };
+        p = { firstLock: lock, parts: [], settle: [], writes: false };
         this.groups.set(group, p);
       }
       p.parts.push(op + field(lock) + field(owner) + field(arg));
-      p.settle.push({ resolve, reject });
+      p.settle.push({ op, resolve, reject });
+      if (op === 'a' || op === 'q' || op === 'e') p.writes = true;
       if (!this.scheduled) {
         this.scheduled = true;
         process.nextTick(this.flush);
@@ -69,19 +105,29 @@ export class OpBatcher {
   };
 
   private send(p: Pending): void {
-    this.run(this.script, [p.firstLock], [p.parts.join('')]).then(
-      (reply) => {
-        const lines = String(reply).split('\n');
-        if (lines.length !== p.settle.length + 1) {
-          const e = new Error(`dlock: ops.lua answered ${lines.length - 1} lines for ${p.settle.length} ops`);
-          for (const s of p.settle) s.reject(e);
-          return;
-        }
-        for (let i = 0; i < p.settle.length; i++) p.settle[i]?.resolve(lines[i] ?? '');
-      },
-      (error: unknown) => {
-        for (const s of p.settle) s.reject(error);
-      },
-    );
+    const keys = [p.firstLock];
+    const packed = p.parts.join('');
+    const fail = (error: unknown): void => {
+      for (const s of p.settle) s.reject(error);
+    };
+    if (this.runAcked) this.runAcked(keys, packed, p.writes).then(({ reply, unacked }) => this.answer(p, reply, unacked), fail);
+    else this.run(this.script, keys, [packed]).then((reply) => this.answer(p, reply, undefined), fail);
+  }
+
+  private answer(p: Pending, reply: unknown, unacked: string | undefined): void {
+    const lines = String(reply).split('\n');
+    if (lines.length !== p.settle.length + 1) {
+      const e = new Error(`dlock: ops.lua answered ${lines.length - 1} lines for ${p.settle.length} ops`);
+      for (const s of p.settle) s.reject(e);
+      return;
+    }
+    for (let i = 0; i < p.settle.length; i++) {
+      const s = p.settle[i];
+      if (!s) continue;
+      const line = lines[i] ?? '';
+      // Only a grant or a done renewal ("1...") needed the replicas; everything else stands.
+      if (unacked !== undefined && s.op !== 'r' && s.op !== 'c' && line.charCodeAt(0) === 49) s.reject(new ReplicaAckError(unacked, line));
+      else s.resolve(line);
+    }
   }
 }

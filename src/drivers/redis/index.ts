@@ -1,5 +1,6 @@
 /**
- * Redis driver: one Redis node (or a Redis Cluster), through `ioredis` or `redis` (node-redis).
+ * Redis driver: one Redis node, a Redis Cluster, or a master followed through Sentinel, through
+ * `ioredis` or `redis` (node-redis).
  *
  * Guarantees:
  * - Each operation is one Lua script (src/drivers/redis/lua), atomic on the server, using only
@@ -15,13 +16,23 @@
  *   waiter also re-tries on its own within the holder's remaining TTL, so a lost message costs at
  *   most one TTL, and nothing polls at a fixed interval. Arrivals may still take a lock that
  *   expired (rather than being released) before the queue's head re-tries: FIFO on release only.
- * - A lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`) so they stay in one
- *   Redis Cluster slot.
+ * - Redis Cluster: a lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`, ...) so
+ *   every script touches one slot; the operations of one tick are batched per lock (one slot per
+ *   batch); handoff messages use classic PUBLISH, which the cluster bus carries to every node, so
+ *   the subscriber connection may sit on any node (sharded SPUBLISH would need the channel in the
+ *   lock's slot: a subscription per lock and node instead of one per client).
+ * - Optional `replicaAcks`: each grant and renewal is followed by `WAIT` on the same connection;
+ *   a grant too few replicas acknowledged is released and reported as `UnavailableError`, a
+ *   renewal likewise fails (the lease then keeps the deadline of its last acknowledged renewal).
  * Does not:
- * - survive a failover or a restart without persistence: replication is asynchronous, so a
- *   promoted replica may not have the lock, and a restarted node without AOF forgets it (and may
- *   reset the fence counter and the id counters of `allocateRange`, so segment ids could repeat).
- *   Use fencing on the resource, or the Redlock driver; for ids, `appendonly yes` + `appendfsync always`.
+ * - survive a failover or a restart without persistence, unless `replicaAcks` is on: replication
+ *   is asynchronous, so a promoted replica may not have the lock (a second holder can then get it
+ *   while the first still believes it holds it, until its next renewal aborts its signal with
+ *   'not-held'), and a restarted node without AOF forgets it (and may reset the fence counter
+ *   and the id counters of `allocateRange`, so segment ids could repeat). Even with WAIT, Redis
+ *   replication is not consensus: a failover can still pick a replica that missed the write when
+ *   acks came from another one. Use fencing on the resource, or the Redlock driver; for ids,
+ *   `appendonly yes` + `appendfsync always`.
  * - Fence counters stay in Redis (one small key per lock name ever used).
  * - A waiter that dies while queued can still be handed the lock until its queue entry lapses
  *   (the holder's remaining TTL + 2 s after its last try); the lock then idles until its TTL.
@@ -31,7 +42,7 @@ import { monotonicNow } from '../../core/clock.js';
 import { parseOwner } from '../../core/owner.js';
 import type { Logger } from '../../core/renewal.js';
 import { TrySetWaitQueue } from '../../core/try-set-wait.js';
-import { ClosedError, IdsExhaustedError, InvalidArgumentError } from '../../errors.js';
+import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
@@ -54,12 +65,15 @@ import {
   type RedisAdapter,
   type Subscriber,
 } from './adapter.js';
-import { OpBatcher, type OpCode } from './batch.js';
+import { OpBatcher, ReplicaAckError, type OpCode, type OpsReply } from './batch.js';
 import type { LuaScript } from './script.js';
 import * as scripts from './scripts.generated.js';
+import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedRedisUrl, type ReplicaAcks } from './url.js';
 
 export { FencedRedisHash } from './fenced.js';
+export { ReplicaAckError } from './batch.js';
 export type { IoRedisLike, NodeRedisLike } from './adapter.js';
+export { parseRedisUrl, type ParsedRedisUrl, type ReplicaAcks } from './url.js';
 
 /** Options of {@link RedisDriver}. Give exactly one of `client` or `url`. */
 export interface RedisDriverOptions {
@@ -68,7 +82,15 @@ export interface RedisDriverOptions {
    * closes a client you pass (it closes only the subscriber connection it duplicates from it).
    */
   client?: IoRedisLike | NodeRedisLike;
-  /** `redis://[user:pass@]host:port[/db]` or `rediss://...`: the driver opens its own ioredis connection. */
+  /**
+   * The driver opens its own ioredis connection:
+   * - `redis://[user:pass@]host:port[/db]` or `rediss://...`: one node;
+   * - `redis+cluster://[user:pass@]host:port[,host:port...]`: a Redis Cluster (seed nodes);
+   * - `redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/db]`: the master the
+   *   Sentinels name, followed across failovers.
+   * Query options: `replicaAcks=N`, `replicaAckTimeoutMs=T`, `replicaAcksOnRefused=fail|degrade`
+   * (see {@link replicaAcks}).
+   */
   url?: string;
   /** Prefix of every key and channel. Default `dlock`. */
   prefix?: string;
@@ -77,6 +99,24 @@ export interface RedisDriverOptions {
    * cluster clients). Batched operations are then grouped per lock so each batch stays in one slot.
    */
   cluster?: boolean;
+  /**
+   * Off by default. Follow every grant and renewal with `WAIT replicas timeoutMs` (pipelined on
+   * the same connection), so that a lock survives a failover to a replica that acknowledged it.
+   * - A grant that fewer than `replicas` acknowledged in time is released at once and the
+   *   acquisition fails with `UnavailableError` (cause: {@link ReplicaAckError}); `acquire()`
+   *   retries within its `waitMs`. Handoffs are confirmed by the waiter (one more round trip).
+   * - A renewal likewise fails: the core retries it, and the lease keeps the deadline of its last
+   *   acknowledged renewal (so it is lost as 'expired' if acknowledgements stay away).
+   * - While WAIT waits, the connection is blocked (up to `timeoutMs` when replicas lag or are
+   *   down): keep `timeoutMs` small.
+   * - Where the server refuses WAIT: see {@link ReplicaAcks.onRefused}.
+   *
+   * @example
+   * ```ts
+   * const driver = new RedisDriver({ client: new Redis({ sentinels, name: 'mymaster' }), replicaAcks: { replicas: 1, timeoutMs: 100 } });
+   * ```
+   */
+  replicaAcks?: ReplicaAcks;
   logger?: Logger;
 }
 
@@ -94,7 +134,21 @@ export interface RedisLockKeys {
   readonly queueInfo: string;
 }
 
-/** See the file header for what it guarantees. */
+/**
+ * See the file header for what it guarantees.
+ *
+ * @example
+ * ```ts
+ * // One node, a Cluster, or a master followed through Sentinel, by URL...
+ * const locks = new LockClient(new RedisDriver({ url: 'redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000' }));
+ * // ...or over your own client (never closed by the driver):
+ * const cluster = new Cluster([{ host: '10.0.0.1', port: 7000 }]); // ioredis; or node-redis createCluster()
+ * const onCluster = new LockClient(new RedisDriver({ client: cluster }));
+ * const failoverSafe = new LockClient(
+ *   new RedisDriver({ client: new Redis({ sentinels, name: 'mymaster' }), replicaAcks: { replicas: 1, timeoutMs: 100 } }),
+ * );
+ * ```
+ */
 export class RedisDriver implements LockDriver {
   readonly info: DriverInfo = { name: 'redis', liveness: 'lease', fair: false, scope: 'distributed' };
   private adapter: RedisAdapter | undefined;
@@ -102,7 +156,7 @@ export class RedisDriver implements LockDriver {
   private readonly prefix: string;
   private readonly logger: Logger | undefined;
   private readonly waiter = new TrySetWaitQueue(this);
-  private readonly batcher = new OpBatcher(scripts.ops, (script, keys, args) => this.run(script, keys, args));
+  private readonly batcher: OpBatcher;
   /** Batches are grouped per lock key on a cluster (one slot each), else one group. */
   private readonly cluster: boolean;
   /** Client channels subscribed (normally one: this driver's client). */
@@ -111,6 +165,10 @@ export class RedisDriver implements LockDriver {
   private readonly waiting = new Map<string, LatchWatch>();
   private sub: Promise<Subscriber> | undefined;
   private closed = false;
+  /** Replica acknowledgements asked for (undefined: off). */
+  private readonly acks: Required<ReplicaAcks> | undefined;
+  /** Why the server refused WAIT, once it did. */
+  private acksRefused: string | undefined;
 
   constructor(options: RedisDriverOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -125,31 +183,56 @@ export class RedisDriver implements LockDriver {
       throw new InvalidArgumentError('prefix must be a non-empty string.');
     }
     this.logger = options.logger;
-    this.cluster = options.cluster ?? isClusterClient(client);
+    let parsed: ParsedRedisUrl | undefined;
+    if (url !== undefined) {
+      if (typeof url !== 'string') throw new InvalidArgumentError('url must be a string such as redis://host:port.');
+      parsed = parseRedisUrl(url);
+    }
+    this.cluster = options.cluster ?? (parsed ? parsed.kind === 'cluster' : isClusterClient(client));
+    this.acks = validateReplicaAcks(options.replicaAcks ?? parsed?.replicaAcks);
+    this.batcher = new OpBatcher(
+      scripts.ops,
+      (script, keys, args) => this.run(script, keys, args),
+      this.acks ? (keys, packed, writes) => this.runAcked(keys, packed, writes) : undefined,
+    );
     if (client !== undefined) {
       if (isNodeRedis(client)) this.adapter = new NodeRedisAdapter(client, false);
       else if (isIoRedis(client)) this.adapter = new IoRedisAdapter(client, false);
       else throw new InvalidArgumentError('client must be an ioredis Redis/Cluster or a node-redis client.');
       this.adapterReady = Promise.resolve(this.adapter);
-    } else {
-      if (typeof url !== 'string' || !/^rediss?:\/\//i.test(url)) {
-        throw new InvalidArgumentError(`url must look like redis://host:port, got ${JSON.stringify(url)}.`);
-      }
-      this.adapterReady = this.open(url);
+    } else if (parsed) {
+      this.adapterReady = this.open(parsed, url ?? '');
       this.adapterReady.catch(() => undefined);
+    } else {
+      throw new InvalidArgumentError('RedisDriver needs exactly one of `client` or `url`.');
     }
   }
 
-  /** The Redis names of the lock `key` (all in one cluster slot). */
+  /**
+   * The Redis names of the lock `key`, all in one cluster slot: `<prefix>:{<key>}` and suffixes.
+   * A key starting with `}` would make an empty hash tag (each name would then hash whole, to
+   * different slots), so it gets a leading backslash: `}a` becomes `<prefix>:{\}a}`; so do keys
+   * that start with backslashes and then `}`, so that no two keys share a name.
+   */
   keysFor(key: string): RedisLockKeys {
-    const base = `${this.prefix}:{${key}}`;
+    const tagged = /^\\*\}/.test(key) ? `\\${key}` : key;
+    const base = `${this.prefix}:{${tagged}}`;
     return { lock: base, fence: `${base}:fence`, mark: `${base}:mark`, queue: `${base}:q`, queueInfo: `${base}:qw` };
   }
 
   async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     const k = this.keysFor(req.key);
     const sentAt = monotonicNow();
-    const r = await this.op(req.key, queue ? 'q' : 'a', k.lock, req.owner, String(req.ttlMs));
+    let r: string;
+    try {
+      r = await this.op(req.key, queue ? 'q' : 'a', k.lock, req.owner, String(req.ttlMs));
+    } catch (e) {
+      if (!(e instanceof ReplicaAckError)) throw e;
+      // Granted by the master, not acknowledged by its replicas: a failover could lose it, so it
+      // is not reported as held. Give it back (the next waiter may be handed it), then fail.
+      await this.op(req.key, 'r', k.lock, req.owner, '').catch(() => undefined);
+      throw new UnavailableError(`Lock "${req.key}" was granted by the Redis master but ${e.message}; it was released`, { cause: e });
+    }
     if (r.charCodeAt(0) === 49 /* '1' */) return { ok: true, grant: { token: BigInt(r.slice(1)), sentAt } };
     return { ok: false, retryAfterMs: Number(r.slice(1)) };
   }
@@ -158,11 +241,18 @@ export class RedisDriver implements LockDriver {
     return this.waiter.acquire(req, wait);
   }
 
-  extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+  async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     // Joins the tick's batch (one script per cluster slot group).
-    return Promise.all(
-      items.map(async (it) => (await this.op(it.key, 'e', this.keysFor(it.key).lock, it.owner, String(it.ttlMs))) === '1'),
-    );
+    try {
+      return await Promise.all(
+        items.map(async (it) => (await this.op(it.key, 'e', this.keysFor(it.key).lock, it.owner, String(it.ttlMs))) === '1'),
+      );
+    } catch (e) {
+      if (!(e instanceof ReplicaAckError)) throw e;
+      // The master extended it, but a failover could fall back to the previous expiry: the lease
+      // keeps the deadline of its last acknowledged renewal, and the core retries.
+      throw new UnavailableError(`Renewing ${items.length} lock(s) on Redis: ${e.message}`, { cause: e });
+    }
   }
 
   async release(key: string, owner: string): Promise<boolean> {
@@ -227,6 +317,15 @@ export class RedisDriver implements LockDriver {
     await this.op(key, 'c', this.keysFor(key).lock, owner, '');
   }
 
+  /**
+   * Replica acknowledgements: `off`, `on`, or `refused` once the server refused WAIT (with
+   * `onRefused: 'degrade'` the driver then goes on without them; see {@link RedisDriverOptions.replicaAcks}).
+   */
+  get replicaAcks(): { state: 'off' | 'on' | 'refused'; reason?: string } {
+    if (!this.acks) return { state: 'off' };
+    return this.acksRefused === undefined ? { state: 'on' } : { state: 'refused', reason: this.acksRefused };
+  }
+
   /** Number of waits with an open watch (lets tests check that finished waits leave nothing). */
   get openWatches(): number {
     return this.waiting.size;
@@ -258,7 +357,11 @@ export class RedisDriver implements LockDriver {
         (_channel, message) => {
           // "<owner>|<token>": the lock was handed to that waiter.
           const bar = message.lastIndexOf('|');
-          this.waiting.get(message.slice(0, bar))?.granted(BigInt(message.slice(bar + 1)));
+          const watch = this.waiting.get(message.slice(0, bar));
+          // With replica acks the waiter confirms the handoff with a try (its write, then WAIT on
+          // its own connection, covers the handoff): a plain wake-up instead of a grant.
+          if (this.acks && this.acksRefused === undefined) watch?.changed();
+          else watch?.granted(BigInt(message.slice(bar + 1)));
         },
         (error) => this.logger?.warn?.('dlock redis: subscriber connection error', { error }),
       ),
@@ -284,16 +387,41 @@ export class RedisDriver implements LockDriver {
     return this.adapterReady.then((a) => a.run(script, keys, args));
   }
 
-  private async open(url: string): Promise<RedisAdapter> {
-    const { Redis } = await import('ioredis');
-    const client = new Redis(url, {
+  /** Run one ops batch followed by WAIT (see {@link RedisDriverOptions.replicaAcks}). */
+  private async runAcked(keys: readonly string[], packed: string, writes: boolean): Promise<OpsReply> {
+    const acks = this.acks;
+    if (!acks || !writes || this.acksRefused !== undefined) return { reply: await this.run(scripts.ops, keys, [packed]) };
+    if (this.closed) throw new ClosedError('redis driver');
+    const adapter = this.adapter ?? (await this.adapterReady);
+    const { reply, wait } = await adapter.runAndWait(scripts.ops, keys, [packed], acks.replicas, acks.timeoutMs);
+    if ('acked' in wait) {
+      if (wait.acked >= acks.replicas) return { reply };
+      return { reply, unacked: `only ${wait.acked} of ${acks.replicas} replica(s) acknowledged it within ${acks.timeoutMs} ms (WAIT)` };
+    }
+    if ('failed' in wait) {
+      const why = wait.failed instanceof Error ? wait.failed.message : String(wait.failed);
+      return { reply, unacked: `WAIT for ${acks.replicas} replica(s) failed (${why})` };
+    }
+    const why = wait.refused.message;
+    if (acks.onRefused === 'fail') return { reply, unacked: `the server refuses WAIT (${why}), and replicaAcks.onRefused is 'fail'` };
+    this.acksRefused = why;
+    this.logger?.warn?.(
+      `dlock redis: the server refuses WAIT (${why}); going on WITHOUT replica acknowledgements, so a failover may lose ` +
+        "locks. Set replicaAcks.onRefused to 'fail' to refuse grants instead.",
+      { error: wait.refused },
+    );
+    return { reply };
+  }
+
+  private async open(parsed: ParsedRedisUrl, url: string): Promise<RedisAdapter> {
+    const { client } = await ioredisFor(parsed, {
       // No enableAutoPipelining: measured with `npm run bench` (ioredis 6), it made handoff p50
       // ~1.4x slower (a setImmediate and a Pipeline per command) and uncontended throughput ~1.5x
       // lower (the 64 loops fall into lockstep batches). Concurrent commands are still pipelined.
       maxRetriesPerRequest: 2,
       connectTimeout: 5000,
     });
-    client.on('error', (error: unknown) => this.logger?.warn?.('dlock redis: connection error', { error }));
+    client.on('error', (error: unknown) => this.logger?.warn?.(`dlock redis: connection error (${redactUrl(url)})`, { error }));
     this.adapter = new IoRedisAdapter(client, true);
     return this.adapter;
   }

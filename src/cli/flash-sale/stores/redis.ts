@@ -1,22 +1,28 @@
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { ioredisFor, parseRedisUrl, redactUrl, type ParsedRedisUrl } from '../../../drivers/redis/url.js';
 import { DemoError, type Store, type StoreFactory } from '../store.js';
 
 /** Safety net: a run that dies before its cleanup leaves nothing behind for long. */
 const KEY_TTL_MS = 60 * 60 * 1000;
 
-function parse(url: string): URL {
-  let u: URL;
+/** One node, a Cluster (`redis+cluster://`) or a Sentinel-managed master (`redis+sentinel://`). */
+type Client = Redis | Cluster;
+
+function parse(url: string): ParsedRedisUrl {
+  let parsed: ParsedRedisUrl;
   try {
-    u = new URL(url);
+    parsed = parseRedisUrl(url);
   } catch (e) {
-    throw new DemoError(`"${url}" is not a valid Redis URL: use redis://HOST:PORT.`, { cause: e });
+    throw new DemoError(`"${redactUrl(url)}" is not a valid Redis URL: ${(e as Error).message}`, { cause: e });
   }
-  if (u.hostname === '') throw new DemoError(`"${url}" names no host: use redis://HOST:PORT.`);
-  return u;
+  if (parsed.kind === 'single' && new URL(parsed.url).hostname === '') throw new DemoError(`"${url}" names no host: use redis://HOST:PORT.`);
+  return parsed;
 }
 
 function redacted(url: string): string {
-  const u = parse(url);
+  const parsed = parse(url);
+  if (parsed.kind !== 'single') return redactUrl(url);
+  const u = new URL(parsed.url);
   if (u.password) u.password = '***';
   return u.toString().replace(/\/$/, '');
 }
@@ -29,10 +35,10 @@ class RedisStore implements Store {
   private closed = false;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: Client,
     item: string,
   ) {
-    // One hash tag, so both keys stay in one slot should this ever run on a cluster.
+    // One hash tag: both keys in one slot, so each MULTI also works on a Redis Cluster.
     this.stockKey = `dlock:demo:{flash-sale:${item}}:stock`;
     this.ordersKey = `dlock:demo:{flash-sale:${item}}:orders`;
   }
@@ -77,7 +83,7 @@ class RedisStore implements Store {
   }
 }
 
-async function exec(multi: ReturnType<Redis['multi']>): Promise<void> {
+async function exec(multi: ReturnType<Client['multi']>): Promise<void> {
   const replies = await multi.exec();
   if (!replies) throw new DemoError('Redis aborted a MULTI transaction.');
   for (const [err] of replies) if (err) throw err;
@@ -87,9 +93,9 @@ export const redisStore: StoreFactory = {
   backend: 'redis',
   describe: redacted,
   async open(url, item) {
-    parse(url);
+    const parsed = parse(url);
     let connected = false;
-    const redis = new Redis(url, {
+    const { client } = await ioredisFor(parsed, {
       lazyConnect: true,
       connectTimeout: 5000,
       // ioredis waits this long (default 2 s, on a timer that keeps the process alive) for a
@@ -100,6 +106,7 @@ export const redisStore: StoreFactory = {
       // up quickly when it is gone.
       retryStrategy: (times) => (!connected || times > 5 ? null : Math.min(times * 100, 1000)),
     });
+    const redis = client as unknown as Client;
     // Without a listener, ioredis reports connection errors as unhandled 'error' events. The
     // socket error (ECONNREFUSED...) says more than connect()'s "Connection is closed".
     let socketError: Error | undefined;

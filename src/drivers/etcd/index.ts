@@ -1,0 +1,838 @@
+/**
+ * etcd driver: fair (FIFO) locks on an etcd v3 cluster, through `etcd3` (gRPC), the way etcd's own
+ * `clientv3/concurrency` Mutex works.
+ *
+ * Guarantees:
+ * - Liveness by one etcd lease per driver (its session), kept alive by the driver: every key it
+ *   creates is attached to that lease, so the locks of a process that dies are freed by etcd when
+ *   the lease's TTL runs out (`leaseTtlS`). When the lease is lost (etcd says it is gone, or its
+ *   local deadline passes while keep-alives go unanswered), every grant it carried is told at once
+ *   (`Grant.session` aborts) and the next acquisition opens a new lease.
+ * - Queue: each acquisition creates its own key `<prefix>lock/<key>/<owner>` (the owner id is
+ *   unique per acquisition, so several owners of one driver queue independently) in one
+ *   transaction (create revision compare = 0) that also reads the first-created key: the lowest
+ *   create revision under the lock's prefix holds the lock (an uncontended acquire is one round
+ *   trip). A waiter watches only the key created just before its own, for deletion (no herd: a
+ *   release wakes exactly one waiter), then re-checks in one read: handoff = the release's commit
+ *   + one read. Grants follow arrival order across processes and hosts (`info.fair`).
+ *   `tryAcquire` is one transaction that creates the key only when nobody holds or waits
+ *   (a compare over the whole prefix), so it never barges and leaves nothing to withdraw.
+ * - Fencing: the token is the holder key's create revision, which only grows (it is etcd's global
+ *   revision). {@link EtcdDriver.fenceCompare} gives a compare to put in your own etcd transaction
+ *   so that a write lands only while the lease still holds the lock.
+ * - A grant after a wait is reported only after a read that finds the waiter's own key (attached to
+ *   its live lease) still there (etcd issue #11456: a lock granted after its lease had expired).
+ * - Linearizable: every read and write goes through the Raft leader; a minority partition grants
+ *   nothing.
+ *
+ * Does not:
+ * - free a dead process's locks before its lease TTL (`leaseTtlS`, default 10 s; etcd raises TTLs
+ *   below its minimum, ceil(1.5 x election timeout), e.g. 2 s with default server settings);
+ * - keep the queue position of a waiter whose lease was lost: it enqueues again, at the end;
+ * - let etcd bound a lock by `ttlMs`: a holder's key lives as long as its lease. The core gives a
+ *   lock back when its lease runs out locally (`ttlMs` without a renewal, `maxHoldMs`), and a
+ *   renewal (`extend`) confirms in one read that each key still exists with this driver's lease;
+ * - poll: a waiter sends nothing while its predecessor holds (keep-alives are per driver, not
+ *   per waiter); a failed watch stream makes waiters re-check once and watch again.
+ */
+import { Etcd3, type IKeyValue, type IRequestOp, type ITxnResponse, CompareResult, CompareTarget, SortOrder, SortTarget, EtcdLeaseInvalidError, type ICompare } from 'etcd3';
+import { backoffMs, raceAbort, settleWithin, WaitScope } from '../../core/abort.js';
+import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
+import type { Logger } from '../../core/renewal.js';
+import { ClosedError, IdsExhaustedError, InvalidArgumentError, OutOfRangeError, UnavailableError } from '../../errors.js';
+import type {
+  AcquireRequest,
+  DriverInfo,
+  ExtendItem,
+  Grant,
+  LockState,
+  SessionDriver,
+  SessionState,
+  TryResult,
+  WaitContext,
+} from '../driver.js';
+import { LeaseSession } from './session.js';
+import { DeletionWatches } from './watch.js';
+
+/** Options of {@link EtcdDriver}. Give exactly one of `client`, `hosts` or `url`. */
+export interface EtcdDriverOptions {
+  /** An `etcd3` client. The driver never closes a client you pass. */
+  client?: Etcd3;
+  /** Endpoints such as `http://127.0.0.1:2379` (one or several members of one cluster). */
+  hosts?: string | readonly string[];
+  /**
+   * `etcd://host:port[,host:port...][?leaseTtlS=10&prefix=dlock/&timeoutMs=5000]`; query options
+   * override the ones given here.
+   */
+  url?: string;
+  /**
+   * TTL of the driver's etcd lease, in whole seconds (>= 1): how long the locks of a process that
+   * died (or lost its connection) outlive it. Default 10. etcd raises it to its minimum,
+   * ceil(1.5 x election timeout) (2 s with default server settings).
+   */
+  leaseTtlS?: number;
+  /** Prefix of every key the driver writes. Default `dlock/`. */
+  prefix?: string;
+  /** Deadline of each request (not of waits or streams), in ms. Default 5000. */
+  timeoutMs?: number;
+  /** Diagnostics; silent when omitted. */
+  logger?: Logger;
+}
+
+/** Anything that names a held lock: a core `Lease`, or `{ key, owner, token }`. */
+export interface HeldLockRef {
+  readonly key: string;
+  readonly owner: string;
+  readonly token: bigint;
+}
+
+const DEFAULT_LEASE_TTL_S = 10;
+const DEFAULT_PREFIX = 'dlock/';
+const DEFAULT_TIMEOUT_MS = 5000;
+/** etcd's default `--max-txn-ops`: renewal batches are split into transactions of this size. */
+const MAX_TXN_OPS = 128;
+const MAX_INT64 = 2n ** 63n - 1n;
+/** Optimistic retries of a read-modify-write (marks, counters) before giving up. */
+const CAS_ATTEMPTS = 32;
+
+/** What a key's value records (JSON), for `inspect` and operators reading etcd. */
+interface Contender {
+  owner: string;
+  ttlMs: number;
+}
+
+/** Where a fresh contender stands after its enqueue transaction. */
+interface Enqueued {
+  /** Create revision of our key: our place in the queue and, once granted, the token. */
+  readonly rev: bigint;
+  readonly first: boolean;
+  /** The key created just before ours, when the transaction saw it. */
+  readonly predecessor: Buffer | undefined;
+}
+
+/**
+ * See the file header for what it guarantees.
+ *
+ * @example
+ * ```ts
+ * import { LockClient } from 'dlock';
+ * import { EtcdDriver } from 'dlock/etcd';
+ * const locks = new LockClient(new EtcdDriver({ url: 'etcd://10.0.0.1:2379,10.0.0.2:2379?leaseTtlS=5' }));
+ * await locks.using('invoices:2024-06', async (lease) => {
+ *   // exclusive; lease.token is the holder key's create revision
+ * });
+ * await locks.close();
+ * ```
+ */
+export class EtcdDriver implements SessionDriver {
+  readonly info: DriverInfo = { name: 'etcd', liveness: 'session', fair: true, scope: 'distributed' };
+  /** The etcd3 client (yours when you passed `client`). */
+  readonly client: Etcd3;
+  /** The key prefix. */
+  readonly prefix: string;
+  /** The lease TTL asked of etcd, in seconds. */
+  readonly leaseTtlS: number;
+  private readonly ownsClient: boolean;
+  private readonly timeoutMs: number;
+  private readonly logger: Logger | undefined;
+  private readonly closing = new AbortController();
+  private closePromise: Promise<void> | undefined;
+  /** Set once close() began: no new work. */
+  private closed = false;
+  /** Set once close() is done with the client. */
+  private closedFully = false;
+  private opening: Promise<LeaseSession> | undefined;
+  private live: LeaseSession | undefined;
+  private readonly listeners = new Set<(state: SessionState) => void>();
+  /** Waits in progress (close() lets them withdraw their keys first). */
+  private readonly busy = new Set<Promise<unknown>>();
+  /** Deletion watches of waiters (one stream). */
+  private readonly watches: DeletionWatches;
+  /** Last value and mod revision seen per counter, so that an allocation is usually one request. */
+  private readonly counters = new Map<string, { value: bigint; mod: string }>();
+
+  constructor(options: EtcdDriverOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('EtcdDriver needs options: { url }, { hosts } or { client }.');
+    }
+    const given = [options.client, options.hosts, options.url].filter((v) => v !== undefined).length;
+    if (given !== 1) {
+      throw new InvalidArgumentError('EtcdDriver needs exactly one of { url }, { hosts } or { client }.');
+    }
+    const fromUrl = options.url === undefined ? undefined : parseEtcdUrl(options.url);
+    this.leaseTtlS = wholeNumber('leaseTtlS', fromUrl?.leaseTtlS ?? options.leaseTtlS, 1, 2 ** 31 - 1, DEFAULT_LEASE_TTL_S);
+    this.timeoutMs = wholeNumber('timeoutMs', fromUrl?.timeoutMs ?? options.timeoutMs, 1, 2 ** 31 - 1, DEFAULT_TIMEOUT_MS);
+    const prefix = fromUrl?.prefix ?? options.prefix ?? DEFAULT_PREFIX;
+    if (typeof prefix !== 'string') throw new InvalidArgumentError('prefix must be a string.');
+    this.prefix = prefix;
+    this.logger = options.logger;
+    if (options.client !== undefined) {
+      if (typeof (options.client as Partial<Etcd3>).kv?.txn !== 'function') throw new InvalidArgumentError('client must be an etcd3 Etcd3 instance.');
+      this.client = options.client;
+      this.ownsClient = false;
+    } else {
+      const hosts = fromUrl?.hosts ?? (typeof options.hosts === 'string' ? [options.hosts] : [...(options.hosts ?? [])]);
+      if (hosts.length === 0 || hosts.some((h) => typeof h !== 'string' || h.length === 0)) {
+        throw new InvalidArgumentError('hosts must name at least one endpoint, such as http://127.0.0.1:2379.');
+      }
+      this.client = new Etcd3({ hosts: [...hosts] });
+      this.ownsClient = true;
+    }
+    this.watches = new DeletionWatches(this.client);
+  }
+
+  // ------------------------------------------------------------------ session
+
+  /** The state of the current lease (`lost` before the first acquisition and after close). */
+  get sessionState(): SessionState {
+    return this.live?.state ?? 'lost';
+  }
+
+  /** Hear every change of {@link sessionState}; returns an unsubscribe function. */
+  onSessionState(listener: (state: SessionState) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The current lease id in hex (as `etcdctl lease list` shows it), or undefined. */
+  get leaseId(): string | undefined {
+    return this.live?.hexId;
+  }
+
+  /** Number of watches opened for waits and not yet cancelled (0 when nobody waits). */
+  get openWatches(): number {
+    return this.watches.size;
+  }
+
+  private notify(state: SessionState): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l(state);
+      } catch {
+        // a listener never breaks the driver
+      }
+    }
+  }
+
+  /** The live session, or a new one (one grant shared by concurrent callers). */
+  private session(): Promise<LeaseSession> {
+    if (this.closed) return Promise.reject(new ClosedError('Using the etcd driver'));
+    const live = this.live;
+    if (live && live.state !== 'lost') return Promise.resolve(live);
+    this.opening ??= LeaseSession.open(this.client, this.leaseTtlS, this.timeoutMs, (s, state) => {
+      if (this.live !== s) return; // not (or no longer) the current session
+      if (state === 'lost') {
+        this.live = undefined;
+        this.logger?.warn?.('dlock: etcd lease lost', { lease: s.hexId, reason: s.signal.reason });
+      }
+      this.notify(state);
+    }).then(
+      (s) => {
+        this.opening = undefined;
+        if (this.closed) {
+          // Granted after close() began: give it back at once.
+          void s.end('closed');
+          throw new ClosedError('Using the etcd driver');
+        }
+        if (s.state === 'lost') throw new UnavailableError('Opening an etcd lease', { cause: s.signal.reason });
+        this.live = s;
+        this.notify('connected');
+        return s;
+      },
+      (e: unknown) => {
+        this.opening = undefined;
+        throw e;
+      },
+    );
+    return this.opening;
+  }
+
+  /**
+   * A grant rides on the session: its validity is the session's (a write attached to a lease does
+   * not refresh the lease, so only keep-alive answers move that deadline).
+   */
+  private grantOf(session: LeaseSession, req: AcquireRequest, token: bigint, sentAt: number): Grant {
+    return { token, sentAt, session: session.grantSignal(req.key, req.owner), validUntil: () => session.validUntil() };
+  }
+
+  /**
+   * Whether grants may still ride on `session`. Its deadline can pass before its timer runs (a
+   * starved event loop): end it now, as the timer would, so that the caller enqueues on a new
+   * lease instead of reporting a grant the core would refuse.
+   */
+  private usable(session: LeaseSession): boolean {
+    if (session.state !== 'lost' && monotonicNow() < session.validUntil()) return true;
+    void session.end('expired');
+    return false;
+  }
+
+  /**
+   * The core refuses a grant that arrives after its own validity (`sentAt + ttlMs - drift`, only
+   * possible with tiny TTLs or a starved process) and gives the key back in the background. On a
+   * session engine that key would live on meanwhile: delete it before answering instead.
+   */
+  private async arrivedExpired(req: AcquireRequest, sentAt: number): Promise<boolean> {
+    if (monotonicNow() < sentAt + req.ttlMs - driftFor(req.ttlMs)) return false;
+    await settleWithin(this.client.kv.deleteRange({ key: Buffer.from(this.holderKey(req.key, req.owner)) }, this.callOptions()), 1000);
+    return true;
+  }
+
+  /** A failed write with our lease id: etcd no longer knows the lease. End it (a new one is granted next). */
+  private leaseGone(session: LeaseSession, e: unknown): boolean {
+    if (!(e instanceof EtcdLeaseInvalidError)) return false;
+    void session.end('lost', e);
+    return true;
+  }
+
+  // ------------------------------------------------------------------ keys
+
+  /** The prefix under which the contenders for `key` queue. */
+  lockPrefix(key: string): string {
+    return `${this.prefix}lock/${encodeURIComponent(key)}/`;
+  }
+
+  /** The etcd key of `owner`'s acquisition of `key`; its create revision is the fencing token. */
+  holderKey(key: string, owner: string): string {
+    return `${this.lockPrefix(key)}${encodeURIComponent(owner)}`;
+  }
+
+  /** Where the durable high-water mark of `key` lives. */
+  markKey(key: string): string {
+    return `${this.prefix}mark/${encodeURIComponent(key)}`;
+  }
+
+  /** Where the id counter `name` of {@link allocateRange} lives. */
+  counterKey(name: string): string {
+    return `${this.prefix}seq/${encodeURIComponent(name)}`;
+  }
+
+  /**
+   * A compare for your own etcd transaction that holds only while `lease` still holds its lock
+   * (its key exists with the create revision = the fencing token). Keys you write in the same
+   * transaction are then written only by the current holder: a holder that lost its lock
+   * (paused past its lease, partitioned) can no longer write.
+   *
+   * @example
+   * ```ts
+   * const driver = new EtcdDriver({ url: 'etcd://127.0.0.1:2379' });
+   * const locks = new LockClient(driver);
+   * const lease = await locks.acquire('orders');
+   * const r = await driver.client.kv.txn({
+   *   compare: [driver.fenceCompare(lease)],
+   *   success: [{ request_put: { key: Buffer.from('orders/total'), value: Buffer.from('42') } }],
+   * });
+   * if (!r.succeeded) throw new Error('lost the lock: nothing written');
+   * // or with etcd3's builder:
+   * // await driver.client.if(driver.holderKey(lease.key, lease.owner), 'Create', '==', lease.token.toString())
+   * //   .then(driver.client.put('orders/total').value('42')).commit();
+   * ```
+   */
+  fenceCompare(lease: HeldLockRef): ICompare {
+    return {
+      key: Buffer.from(this.holderKey(lease.key, lease.owner)),
+      target: CompareTarget.Create,
+      result: CompareResult.Equal,
+      create_revision: lease.token.toString(),
+    };
+  }
+
+  // ------------------------------------------------------------------ lock operations
+
+  /** One transaction: take the lock if nobody holds or waits for it; never queues. */
+  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+    for (let attempt = 0; ; attempt++) {
+      const session = await this.session();
+      const sentAt = monotonicNow();
+      const prefix = Buffer.from(this.lockPrefix(req.key));
+      try {
+        const r = await this.txn({
+          // Nobody under the prefix: neither a holder nor a waiter (arrivals never barge past the queue).
+          compare: [{ key: prefix, range_end: prefixEnd(prefix), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+          success: [this.putContender(req, session)],
+          failure: [],
+        });
+        if (!r.succeeded) return { ok: false, retryAfterMs: -1 };
+        // Ending the session revokes the lease, which deletes the key we just created.
+        if (!this.usable(session)) {
+          await settleWithin(session.end('expired'), 1000);
+          if (attempt === 0) continue;
+        }
+        if (await this.arrivedExpired(req, sentAt)) return { ok: false, retryAfterMs: -1 };
+        return { ok: true, grant: this.grantOf(session, req, BigInt(r.header.revision), sentAt) };
+      } catch (e) {
+        if (attempt === 0 && this.leaseGone(session, e)) continue;
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Enqueue, then wait for the predecessor's key to go (a watch), bounded by `wait`. On abort or
+   * timeout the own key is deleted: nothing is left behind. Engine errors are retried with
+   * jittered backoff until the deadline, then reported as {@link UnavailableError}.
+   */
+  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+    if (this.closed) throw new ClosedError(`Acquiring lock "${req.key}"`);
+    const scope = new WaitScope([wait.signal, this.closing.signal], wait.deadline, monotonicNow());
+    const run = this.waitFor(req, scope);
+    this.busy.add(run);
+    try {
+      return await run;
+    } finally {
+      this.busy.delete(run);
+      scope.dispose();
+    }
+  }
+
+  private async waitFor(req: AcquireRequest, scope: WaitScope): Promise<Grant | null> {
+    const { signal } = scope;
+    const myKey = Buffer.from(this.holderKey(req.key, req.owner));
+    /** The last write that may have created our key: withdrawing waits for it to settle. */
+    let wrote: Promise<unknown> | undefined;
+    let granted = false;
+    let lastError: unknown;
+    let attempt = 0;
+    try {
+      for (;;) {
+        let session: LeaseSession | undefined;
+        try {
+          session = await raceAbort(this.session(), signal);
+          const sentAt = monotonicNow();
+          const enqueue = this.enqueue(req, myKey, session);
+          wrote = enqueue;
+          const q = await raceAbort(enqueue, signal);
+          lastError = undefined;
+          attempt = 0;
+          const grant = q.first ? this.grantOf(session, req, q.rev, sentAt) : await this.waitTurn(req, myKey, session, q, signal);
+          // A grant on a lease past its local deadline would be refused: enqueue again on a new lease.
+          if (grant && this.usable(session) && !(await this.arrivedExpired(req, grant.sentAt))) {
+            granted = true;
+            return grant;
+          }
+          // Our key is gone (lease lost, or removed behind our back): enqueue again, at the end.
+        } catch (e) {
+          if (signal.aborted) throw e;
+          lastError = e;
+          if (session) this.leaseGone(session, e);
+          const remaining = scope.deadline - monotonicNow();
+          if (remaining <= 0) break;
+          await sleep(Math.min(remaining, backoffMs(attempt++)), signal);
+        }
+      }
+    } catch (e) {
+      if (!scope.timedOut) throw e;
+    } finally {
+      if (!granted && wrote) {
+        // Leave nothing behind. Delete only once the write that may have created the key settled
+        // (the server may apply two requests of one connection in either order). Bounded: an
+        // unreachable engine must not hold up the caller's timeout or abort; the delete still
+        // goes out, and the lease frees the key at the latest.
+        const withdraw = wrote.then(noop, noop).then(() => this.client.kv.deleteRange({ key: myKey }, this.callOptions()));
+        await settleWithin(withdraw, 1000);
+      }
+    }
+    if (lastError !== undefined) {
+      throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: lastError });
+    }
+    return null;
+  }
+
+  /**
+   * Create our key (if absent) attached to the lease, and in the same transaction read the first
+   * key (the holder) and the two newest (us, and the one just before us).
+   */
+  private async enqueue(req: AcquireRequest, myKey: Buffer, session: LeaseSession): Promise<Enqueued> {
+    const prefix = Buffer.from(this.lockPrefix(req.key));
+    const end = prefixEnd(prefix);
+    const first: IRequestOp = { request_range: { key: prefix, range_end: end, sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, limit: 1 } };
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.txn({
+        compare: [{ key: myKey, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+        success: [
+          this.putContender(req, session),
+          first,
+          { request_range: { key: prefix, range_end: end, sort_target: SortTarget.Create, sort_order: SortOrder.Descend, limit: 2, keys_only: true } },
+        ],
+        // Already there: a retried request that had been applied, or a key of an earlier lease.
+        failure: [{ request_range: { key: myKey } }, first],
+      });
+      const seen = BigInt(r.header.revision);
+      if (r.succeeded) {
+        const holder = kvsOf(r, 1)[0];
+        return { rev: seen, first: holder !== undefined && BigInt(holder.create_revision) === seen, predecessor: kvsOf(r, 2)[1]?.key };
+      }
+      const mine = kvsOf(r, 0)[0];
+      if (mine && mine.lease === session.id) {
+        const rev = BigInt(mine.create_revision);
+        const holder = kvsOf(r, 1)[0];
+        return { rev, first: holder !== undefined && BigInt(holder.create_revision) === rev, predecessor: undefined };
+      }
+      // Our key from a lease that was lost: it no longer counts as ours. Remove it and enqueue anew.
+      if (mine && attempt < 3) {
+        await this.txn({
+          compare: [{ key: myKey, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: mine.create_revision }],
+          success: [{ request_delete_range: { key: myKey } }],
+          failure: [],
+        });
+        continue;
+      }
+      throw new UnavailableError(`Enqueueing for lock "${req.key}" kept finding a stale key ${myKey.toString()}`);
+    }
+  }
+
+  /**
+   * Wait for our turn: watch the predecessor (the key created just before ours) for deletion,
+   * confirm it is still there once the watch is in place, sleep until it goes, then re-check in
+   * one read: the newest key created before ours (watch that one next) and our own key. Our key
+   * still there with our lease: the grant is valid (etcd #11456). Gone: resolve null so that the
+   * caller enqueues again.
+   */
+  private async waitTurn(req: AcquireRequest, myKey: Buffer, session: LeaseSession, q: Enqueued, signal: AbortSignal): Promise<Grant | null> {
+    let predecessor = q.predecessor;
+    let recheck = predecessor === undefined;
+    for (;;) {
+      if (recheck) {
+        const c = await this.checkTurn(req, myKey, q.rev, signal);
+        if (c.mine !== session.id || session.state === 'lost') return null;
+        if (!c.predecessor) return this.grantOf(session, req, q.rev, c.sentAt);
+        predecessor = c.predecessor;
+      }
+      if (!predecessor) {
+        recheck = true;
+        continue;
+      }
+      const watched = predecessor;
+      let woke: (how: 'changed' | 'session-lost') => void = () => undefined;
+      const woken = new Promise<'changed' | 'session-lost'>((resolve) => (woke = resolve));
+      const onSession = (): void => woke('session-lost');
+      session.signal.addEventListener('abort', onSession, { once: true });
+      const watch = this.watches.watch(watched, () => woke('changed'));
+      try {
+        await raceAbort(watch.ready, signal);
+        // The watch is in place: a deletion from now on wakes us. Was it deleted before?
+        const c = await this.checkTurn(req, myKey, q.rev, signal);
+        if (c.mine !== session.id || session.state === 'lost') return null;
+        if (!c.predecessor) return this.grantOf(session, req, q.rev, c.sentAt);
+        if (!c.predecessor.equals(watched)) {
+          predecessor = c.predecessor;
+          recheck = false;
+          continue;
+        }
+        if ((await raceAbort(woken, signal)) === 'session-lost') return null;
+        recheck = true;
+      } finally {
+        session.signal.removeEventListener('abort', onSession);
+        watch.cancel();
+      }
+    }
+  }
+
+  /** One read: the newest key created before `rev` under the lock's prefix, and our own key's lease. */
+  private async checkTurn(
+    req: AcquireRequest,
+    myKey: Buffer,
+    rev: bigint,
+    signal: AbortSignal,
+  ): Promise<{ predecessor: Buffer | undefined; mine: string | undefined; sentAt: number }> {
+    const prefix = Buffer.from(this.lockPrefix(req.key));
+    const sentAt = monotonicNow();
+    const r = await raceAbort(
+      this.txn({
+        compare: [],
+        success: [
+          {
+            request_range: {
+              key: prefix,
+              range_end: prefixEnd(prefix),
+              max_create_revision: (rev - 1n).toString(),
+              sort_target: SortTarget.Create,
+              sort_order: SortOrder.Descend,
+              limit: 1,
+              keys_only: true,
+            },
+          },
+          { request_range: { key: myKey, keys_only: true } },
+        ],
+        failure: [],
+      }),
+      signal,
+    );
+    return { predecessor: kvsOf(r, 0)[0]?.key, mine: kvsOf(r, 1)[0]?.lease, sentAt };
+  }
+
+  /**
+   * Confirm, in one transaction per batch, that each key still exists with this driver's live
+   * lease. `false` where the key is gone or belongs to another (or an earlier) lease.
+   */
+  async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+    if (items.length === 0) return [];
+    const session = this.live;
+    if (!session || session.state === 'lost') return items.map(() => false);
+    const chunks: ExtendItem[][] = [];
+    for (let i = 0; i < items.length; i += MAX_TXN_OPS) chunks.push(items.slice(i, i + MAX_TXN_OPS));
+    const answers = await Promise.all(
+      chunks.map(async (chunk) => {
+        const r = await this.txn({
+          compare: [],
+          success: chunk.map((it) => ({ request_range: { key: Buffer.from(this.holderKey(it.key, it.owner)), keys_only: true } })),
+          failure: [],
+        });
+        return chunk.map((_, i) => kvsOf(r, i)[0]?.lease === session.id);
+      }),
+    );
+    return answers.flat().map((ok) => ok && session.state !== 'lost');
+  }
+
+  /** Delete `owner`'s key of `key` (held or queued). `true` when it was there. */
+  async release(key: string, owner: string): Promise<boolean> {
+    if (this.closedFully) throw new ClosedError(`Releasing lock "${key}"`);
+    this.live?.forget(owner);
+    const r = await this.client.kv.deleteRange({ key: Buffer.from(this.holderKey(key, owner)) }, this.callOptions());
+    return r.deleted !== '0';
+  }
+
+  /**
+   * The holder: the first-created key under the lock's prefix. `remainingMs` is -1 (as on every
+   * session driver): the key lives as long as its holder's etcd lease (`leaseTtlS`), which etcd
+   * reports in whole seconds only.
+   */
+  async inspect(key: string): Promise<LockState | null> {
+    const prefix = Buffer.from(this.lockPrefix(key));
+    const r = await this.client.kv.range(
+      { key: prefix, range_end: prefixEnd(prefix), sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, limit: 1 },
+      this.callOptions(),
+    );
+    const kv = r.kvs[0];
+    if (!kv) return null;
+    const c = parseContender(kv, prefix.length);
+    return { owner: c.owner, token: BigInt(kv.create_revision), remainingMs: -1 };
+  }
+
+  // ------------------------------------------------------------------ marks and counters
+
+  /** The durable high-water mark of `key` (0n when never written). */
+  async readMark(key: string): Promise<bigint> {
+    const r = await this.client.kv.range({ key: Buffer.from(this.markKey(key)) }, this.callOptions());
+    const kv = r.kvs[0];
+    return kv ? BigInt(kv.value.toString()) : 0n;
+  }
+
+  /**
+   * Set the mark of `key` to max(current, `mark`) only while `owner` holds `key`: one read, then
+   * one transaction whose compares say "owner's key is still the first under the lock's prefix and
+   * the mark did not change since the read" (retried when only the mark changed).
+   */
+  async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
+    if (typeof mark !== 'bigint' || mark < 0n || mark > MAX_INT64) throw new OutOfRangeError('mark', `mark must be a bigint in [0, 2^63 - 1], got ${String(mark)}.`);
+    const mine = Buffer.from(this.holderKey(key, owner));
+    const markKey = Buffer.from(this.markKey(key));
+    const prefix = Buffer.from(this.lockPrefix(key));
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const read = await this.txn({ compare: [], success: [{ request_range: { key: mine, keys_only: true } }, { request_range: { key: markKey } }], failure: [] });
+      const held = kvsOf(read, 0)[0];
+      if (!held) return false;
+      const current = kvsOf(read, 1)[0];
+      const value = current ? BigInt(current.value.toString()) : 0n;
+      const r = await this.txn({
+        compare: [
+          { key: mine, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: held.create_revision },
+          // Every key under the prefix was created at or after ours: ours is the first, the holder.
+          {
+            key: prefix,
+            range_end: prefixEnd(prefix),
+            target: CompareTarget.Create,
+            result: CompareResult.Greater,
+            create_revision: (BigInt(held.create_revision) - 1n).toString(),
+          },
+          { key: markKey, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: current?.mod_revision ?? '0' },
+        ],
+        success: mark > value ? [{ request_put: { key: markKey, value: Buffer.from(mark.toString()) } }] : [],
+        failure: [],
+      });
+      if (r.succeeded) return true;
+      // Either we no longer hold the lock (the next read says so) or the mark moved: read again.
+    }
+    throw new UnavailableError(`Raising the mark of "${key}" kept conflicting with other writers`);
+  }
+
+  /**
+   * Advance the counter `name` by `count` and resolve the new end of the range: one transaction
+   * comparing the counter's mod revision with the last one seen (a read first when unknown,
+   * another attempt when someone else moved it).
+   */
+  async allocateRange(name: string, count: bigint): Promise<bigint> {
+    if (typeof count !== 'bigint' || count < 1n) throw new OutOfRangeError('count', `count must be a bigint >= 1, got ${String(count)}.`);
+    const key = Buffer.from(this.counterKey(name));
+    let known = this.counters.get(name);
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      if (!known) {
+        const r = await this.client.kv.range({ key }, this.callOptions());
+        const kv = r.kvs[0];
+        known = kv ? { value: BigInt(kv.value.toString()), mod: kv.mod_revision } : { value: 0n, mod: '0' };
+      }
+      const next = known.value + count;
+      if (next > MAX_INT64) throw new IdsExhaustedError(name, 'the etcd counter would pass 2^63 - 1');
+      const r = await this.txn({
+        compare: [{ key, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: known.mod }],
+        success: [{ request_put: { key, value: Buffer.from(next.toString()) } }],
+        failure: [{ request_range: { key } }],
+      });
+      if (r.succeeded) {
+        this.counters.set(name, { value: next, mod: r.header.revision });
+        return next;
+      }
+      const kv = kvsOf(r, 0)[0];
+      known = kv ? { value: BigInt(kv.value.toString()), mod: kv.mod_revision } : { value: 0n, mod: '0' };
+    }
+    this.counters.delete(name);
+    throw new UnavailableError(`Allocating ids from "${name}" kept conflicting with other writers`);
+  }
+
+  // ------------------------------------------------------------------ close
+
+  /**
+   * Abort waits (they withdraw their keys), cancel watches, revoke the lease (etcd deletes every
+   * key it carried) and close the client if the driver created it. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closePromise ??= this.doClose();
+    return this.closePromise;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closed = true;
+    this.closing.abort(new ClosedError('Waiting for a lock'));
+    await settleWithin(Promise.allSettled([...this.busy]), 2000);
+    const session = this.live ?? (await settleOrUndefined(this.opening, 1000));
+    this.live = undefined;
+    this.watches.close();
+    if (session) await settleWithin(session.end('closed'), 2000);
+    this.closedFully = true;
+    if (this.ownsClient) {
+      this.client.close();
+      // gRPC finishes closing its channels in the next turns of the event loop: let it, so that
+      // nothing of ours is pending once close() resolves.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    this.notify('lost');
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private callOptions(): { deadline: number } {
+    // gRPC deadlines are wall-clock dates; this only bounds how long a request may hang.
+    return { deadline: Date.now() + this.timeoutMs };
+  }
+
+  private txn(req: { compare: ICompare[]; success: IRequestOp[]; failure: IRequestOp[] }): Promise<ITxnResponse> {
+    if (this.closedFully) return Promise.reject(new ClosedError('Using the etcd driver'));
+    return this.client.kv.txn(req, this.callOptions());
+  }
+
+  private putContender(req: AcquireRequest, session: LeaseSession): IRequestOp {
+    const value: Contender = { owner: req.owner, ttlMs: req.ttlMs };
+    return { request_put: { key: Buffer.from(this.holderKey(req.key, req.owner)), value: Buffer.from(JSON.stringify(value)), lease: session.id } };
+  }
+}
+
+// -------------------------------------------------------------------- module helpers
+
+function noop(): void {
+  // nothing
+}
+
+function settleOrUndefined<T>(p: Promise<T> | undefined, ms: number): Promise<T | undefined> {
+  if (!p) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      },
+    );
+  });
+}
+
+/** The kvs of the `i`-th range answer of a transaction. */
+function kvsOf(r: ITxnResponse, i: number): IKeyValue[] {
+  return r.responses[i]?.response_range?.kvs ?? [];
+}
+
+/** The end of the key range holding every key that starts with `prefix`. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if ((end[i] ?? 0) < 0xff) {
+      end[i] = (end[i] ?? 0) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+function parseContender(kv: IKeyValue, prefixLength: number): Contender {
+  try {
+    const v = JSON.parse(kv.value.toString()) as Partial<Contender>;
+    if (typeof v.owner === 'string' && typeof v.ttlMs === 'number') return { owner: v.owner, ttlMs: v.ttlMs };
+  } catch {
+    // not written by dlock: fall back to the key name
+  }
+  return { owner: decodeURIComponent(kv.key.subarray(prefixLength).toString()), ttlMs: -1 };
+}
+
+function wholeNumber(option: string, value: unknown, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new OutOfRangeError(option, `${option} must be a whole number in [${min}, ${max}], got ${JSON.stringify(value)}.`);
+  }
+  return value;
+}
+
+/** What an `etcd://` URL says. */
+export interface EtcdUrl {
+  /** `http://host:port` endpoints. */
+  readonly hosts: string[];
+  readonly leaseTtlS?: number;
+  readonly prefix?: string;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Parse `etcd://host:port[,host:port...][/][?leaseTtlS=10&prefix=dlock/&timeoutMs=5000]`.
+ * Hosts default to port 2379. Unknown query options are refused (a typo must not be ignored).
+ */
+export function parseEtcdUrl(url: string): EtcdUrl {
+  const m = /^etcd:\/\/([^/?#]*)\/?(?:\?([^#]*))?$/i.exec(url);
+  if (!m) throw new InvalidArgumentError(`"${url}" is not an etcd URL: use etcd://HOST:PORT[,HOST:PORT...][?leaseTtlS=10].`);
+  const hosts = (m[1] ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter((h) => h.length > 0)
+    .map((h) => (/:\d+$/.test(h) || /^\[.*\]:\d+$/.test(h) ? h : `${h}:2379`))
+    .map((h) => `http://${h}`);
+  if (hosts.length === 0) throw new InvalidArgumentError(`"${url}" names no etcd host: use etcd://HOST:PORT.`);
+  const out: { hosts: string[]; leaseTtlS?: number; prefix?: string; timeoutMs?: number } = { hosts };
+  for (const [name, raw] of new URLSearchParams(m[2] ?? '')) {
+    switch (name) {
+      case 'leaseTtlS':
+      case 'timeoutMs': {
+        const n = Number(raw);
+        if (raw.trim() === '' || !Number.isInteger(n)) throw new OutOfRangeError(name, `${name} must be a whole number, got "${raw}" in ${url}.`);
+        out[name] = n;
+        break;
+      }
+      case 'prefix':
+        out.prefix = raw;
+        break;
+      default:
+        throw new InvalidArgumentError(`Unknown option "${name}" in ${url}: use leaseTtlS, prefix or timeoutMs.`);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,122 @@
+/**
+ * Deletion watches for waiters, multiplexed on one etcd watch stream per driver.
+ *
+ * Hand-written on etcd3's raw `watchClient.watch()` stream instead of etcd3's `WatchManager`,
+ * because that manager (etcd3 1.1.2) arms ref'd reconnect timers whenever its stream ends,
+ * including after the last watcher was cancelled and after `close()` (so a process is kept alive
+ * for a moment after the driver closed), and it throws from a stream handler on a response it
+ * cannot match. Waiters need much less: "wake me once this key is deleted". Here a failed stream
+ * wakes every waiter instead of reconnecting on a timer; each waiter re-checks in one read and
+ * watches again, which opens a new stream.
+ */
+import { FilterType, type Etcd3, type IWatchResponse } from 'etcd3';
+
+type WatchStream = Awaited<ReturnType<Etcd3['watchClient']['watch']>>;
+
+/** See the file header. */
+export class DeletionWatches {
+  private stream: Promise<WatchStream> | undefined;
+  /** Open watches by the watch id we gave them. */
+  private readonly waits = new Map<string, (how: 'created' | 'woken') => void>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(private readonly client: Etcd3) {}
+
+  /** Number of open watches. */
+  get size(): number {
+    return this.waits.size;
+  }
+
+  /**
+   * Watch `key` for its deletion from now on. `ready` resolves once etcd confirmed the watch (or
+   * it failed): a deletion after that is certain to call `wake`. `wake` is called once, on the
+   * deletion, or when the watch can no longer tell (stream failed, watch cancelled by the server),
+   * so that the waiter re-checks. `cancel()` is idempotent.
+   *
+   * "From now", not from the revision the waiter read: etcd serves a watch that starts at a past
+   * revision from its slow catch-up path (a ~100 ms loop), and under contention the revision moves
+   * on between the read and the watch. Waiters confirm `ready`, then re-read instead.
+   */
+  watch(key: Buffer, wake: () => void): { ready: Promise<void>; cancel: () => void } {
+    const id = String(this.nextId++);
+    let done = false;
+    let created: () => void = () => undefined;
+    const ready = new Promise<void>((resolve) => (created = resolve));
+    const fire = (how: 'created' | 'woken'): void => {
+      created();
+      if (how === 'created' || done) return;
+      done = true;
+      this.waits.delete(id);
+      wake();
+    };
+    this.waits.set(id, fire);
+    const stream = this.open();
+    stream.then(
+      (s) => {
+        // Server-chosen ids would need one create/answer handshake at a time; our own ids do not.
+        if (!done) s.write({ create_request: { key, filters: [FilterType.Noput], watch_id: id } });
+      },
+      () => fire('woken'),
+    );
+    const cancel = (): void => {
+      created();
+      if (done) return;
+      done = true;
+      this.waits.delete(id);
+      stream.then(
+        (s) => {
+          if (this.stream === stream && !this.closed) s.write({ cancel_request: { watch_id: id } });
+        },
+        () => undefined,
+      );
+    };
+    return { ready, cancel };
+  }
+
+  /** End the stream (open watches are woken). Idempotent. */
+  close(): void {
+    this.closed = true;
+    this.fail();
+  }
+
+  private open(): Promise<WatchStream> {
+    if (this.closed) return Promise.reject(new Error('watches closed'));
+    if (this.stream) return this.stream;
+    const stream = this.client.watchClient.watch();
+    this.stream = stream;
+    stream.then(
+      (s) => {
+        if (this.stream !== stream) {
+          s.cancel();
+          return;
+        }
+        s.on('data', (res: IWatchResponse) => this.onResponse(res));
+        s.on('error', () => this.fail(stream));
+        s.on('end', () => this.fail(stream));
+      },
+      () => this.fail(stream),
+    );
+    return stream;
+  }
+
+  private onResponse(res: IWatchResponse): void {
+    const fire = this.waits.get(String(res.watch_id));
+    if (!fire) return;
+    // A deletion (the only events we asked for), or the server cancelled the watch.
+    if (res.events.length > 0 || res.canceled) fire('woken');
+    else if (res.created) fire('created');
+  }
+
+  /** The stream (or the current one) failed: wake every waiter so that each re-checks. */
+  private fail(which?: Promise<WatchStream>): void {
+    const stream = this.stream;
+    if (which !== undefined && which !== stream) return;
+    this.stream = undefined;
+    stream?.then(
+      (s) => s.cancel(),
+      () => undefined,
+    );
+    for (const fire of [...this.waits.values()]) fire('woken');
+  }
+}

@@ -1,0 +1,320 @@
+/**
+ * What both MySQL modes share: the schema, the driver's private connections, local turn-taking
+ * for waits, and the statements that do not depend on the mode (inspect, marks, id ranges).
+ */
+import { monotonicNow } from '../../core/clock.js';
+import { ClosedError, IdsExhaustedError, UnavailableError } from '../../errors.js';
+import type { LockState } from '../driver.js';
+import { Conn, openConn, type MysqlError } from './connection.js';
+import { keyNames, resolveOptions, slotOf, type KeyNames, type MysqlDriverOptions, type ResolvedOptions } from './options.js';
+
+/** The error number MySQL/MariaDB answer when BIGINT arithmetic overflows (ER_DATA_OUT_OF_RANGE). */
+const ER_DATA_OUT_OF_RANGE = 1690;
+/** How long an interrupt (KILL QUERY) may take before the connection is dropped instead. */
+const KILL_TIMEOUT_MS = 2000;
+
+/**
+ * SQL for "the row's holder still holds the key" (`?` = the key's session lock name): a lease row
+ * (no session) until its expiry by the server's clock, a session row while that connection
+ * still holds the session lock.
+ */
+export const LIVE = `(owner IS NOT NULL AND IF(session_id IS NULL, expires_at > UTC_TIMESTAMP(6), IS_USED_LOCK(?) <=> session_id))`;
+
+/**
+ * Local FIFO turns per key (only the first local waiter of a key waits on the server, so 10,000
+ * local waiters cost one server wait) and a cap on server waits at once (each blocks a connection).
+ */
+export class WaitTurns {
+  private readonly keys = new Map<string, Array<() => void>>();
+  private slotsFree: number;
+  private readonly slotQueue: Array<() => void> = [];
+
+  constructor(maxWaits: number) {
+    this.slotsFree = maxWaits;
+  }
+
+  /** Whether `key` has local waiters (an arrival must not barge ahead of them). */
+  has(key: string): boolean {
+    return this.keys.has(key);
+  }
+
+  /** Wait for this key's turn and a free wait slot; rejects with `signal.reason` on abort. */
+  async enter(key: string, signal: AbortSignal): Promise<void> {
+    const queue = this.keys.get(key);
+    if (!queue) this.keys.set(key, []);
+    else await this.park(queue, signal, () => this.leaveKey(key));
+    if (this.slotsFree > 0) {
+      this.slotsFree--;
+      return;
+    }
+    try {
+      await this.park(this.slotQueue, signal, () => this.freeSlot());
+    } catch (e) {
+      this.leaveKey(key);
+      throw e;
+    }
+  }
+
+  /** Give up the turn and the slot taken by {@link enter}. */
+  leave(key: string): void {
+    this.freeSlot();
+    this.leaveKey(key);
+  }
+
+  private park(queue: Array<() => void>, signal: AbortSignal, passOn: () => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const go = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        // Our turn came after an abort: hand it on at once.
+        if (signal.aborted) {
+          passOn();
+          reject(signal.reason as Error);
+        } else resolve();
+      };
+      const onAbort = (): void => {
+        const i = queue.indexOf(go);
+        if (i >= 0) queue.splice(i, 1);
+        reject(signal.reason as Error);
+      };
+      if (signal.aborted) {
+        reject(signal.reason as Error);
+        return;
+      }
+      queue.push(go);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private freeSlot(): void {
+    const next = this.slotQueue.shift();
+    if (next) next();
+    else this.slotsFree++;
+  }
+
+  private leaveKey(key: string): void {
+    const queue = this.keys.get(key);
+    if (!queue) return;
+    const next = queue.shift();
+    if (next) next();
+    else this.keys.delete(key);
+  }
+}
+
+/** The shared half of both MySQL drivers. */
+export abstract class MysqlEngine {
+  protected readonly o: ResolvedOptions;
+  /** `<prefix>locks`, quoted. */
+  protected readonly locks: string;
+  protected readonly sequences: string;
+  /** Connections for non-blocking statements, chosen by key. */
+  private readonly homes: Array<Promise<Conn> | undefined>;
+  /** Connections that hold nothing and wait for nothing, kept for the next wait. */
+  private readonly spares: Conn[] = [];
+  /** Every connection this driver opened and has not closed. */
+  protected readonly open = new Set<Conn>();
+  private schema: Promise<void> | undefined;
+  protected closed = false;
+  protected readonly turns: WaitTurns;
+
+  protected constructor(options: MysqlDriverOptions) {
+    this.o = resolveOptions(options);
+    this.locks = `\`${this.o.prefix}locks\``;
+    this.sequences = `\`${this.o.prefix}sequences\``;
+    this.homes = Array.from({ length: this.o.connections }, () => undefined);
+    this.turns = new WaitTurns(this.o.maxWaits);
+  }
+
+  /** The MySQL names of `key` (row id, session lock name, wake-up signal name). */
+  namesOf(key: string): KeyNames {
+    return keyNames(this.o.database, this.o.prefix, key);
+  }
+
+  /** Who holds `key`, by the same rule for both modes. */
+  async inspect(key: string): Promise<LockState | null> {
+    const n = this.namesOf(key);
+    const rows = await this.onHome<Array<{ owner: Buffer; token: string; remaining_us: string | null; session: number }>>(
+      n.id,
+      `SELECT owner, token, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
+              session_id IS NOT NULL AS session
+         FROM ${this.locks} WHERE id = ? AND ${LIVE}`,
+      [n.id, n.lock],
+    );
+    const row = rows[0];
+    if (!row) return null;
+    const remainingMs = Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
+    return { owner: row.owner.toString('utf8'), token: BigInt(row.token), remainingMs };
+  }
+
+  async readMark(key: string): Promise<bigint> {
+    const n = this.namesOf(key);
+    const rows = await this.onHome<Array<{ mark: string }>>(n.id, `SELECT mark FROM ${this.locks} WHERE id = ?`, [n.id]);
+    return rows[0] ? BigInt(rows[0].mark) : 0n;
+  }
+
+  async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
+    const n = this.namesOf(key);
+    const r = await this.onHome<{ affectedRows: number }>(
+      n.id,
+      `UPDATE ${this.locks} SET mark = GREATEST(mark, CAST(? AS SIGNED)) WHERE id = ? AND owner = ? AND ${LIVE}`,
+      [mark.toString(), n.id, owner, n.lock],
+    );
+    return r.affectedRows > 0;
+  }
+
+  /** One statement: LAST_INSERT_ID(expr) carries the counter's new value back in the OK packet. */
+  async allocateRange(name: string, count: bigint): Promise<bigint> {
+    const id = keyNames(this.o.database, this.o.prefix, `ids\u0000${name}`).id;
+    try {
+      const r = await this.onHome<{ insertId: number | string }>(
+        id,
+        `INSERT INTO ${this.sequences} (id, name, seq) VALUES (?, ?, LAST_INSERT_ID(CAST(? AS SIGNED)))
+           ON DUPLICATE KEY UPDATE seq = LAST_INSERT_ID(seq + CAST(? AS SIGNED))`,
+        [id, name, count.toString(), count.toString()],
+      );
+      return BigInt(r.insertId);
+    } catch (e) {
+      if ((e as MysqlError).errno === ER_DATA_OUT_OF_RANGE) {
+        throw new IdsExhaustedError(name, 'the MySQL counter would pass 2^63 - 1');
+      }
+      throw e;
+    }
+  }
+
+  /** Run a non-blocking statement on the key's home connection (opened on first use). */
+  protected async onHome<T>(id: Buffer, sql: string, params: readonly unknown[]): Promise<T> {
+    const conn = await this.home(slotOf(id, this.homes.length));
+    return conn.query<T>(sql, params);
+  }
+
+  /** The home connection of `slot`, (re)opened when needed, with the schema in place. */
+  protected async home(slot: number): Promise<Conn> {
+    if (this.closed) throw this.closedError();
+    let p = this.homes[slot];
+    if (p) {
+      const c = await p.catch(() => undefined);
+      if (c?.alive) return c;
+      if (this.homes[slot] === p) this.homes[slot] = undefined;
+    }
+    p = this.homes[slot];
+    if (!p) {
+      p = this.connect();
+      this.homes[slot] = p;
+      p.catch(() => {
+        if (this.homes[slot] === p) this.homes[slot] = undefined;
+      });
+    }
+    return p;
+  }
+
+  /** A connection for a blocking wait: a spare one, or a new one. */
+  protected async takeSpare(): Promise<Conn> {
+    for (;;) {
+      const c = this.spares.pop();
+      if (!c) break;
+      if (c.alive) return c;
+    }
+    return this.connect();
+  }
+
+  /** A connection that holds and waits for nothing again: keep a few, close the rest. */
+  protected giveBack(conn: Conn): void {
+    if (!conn.alive) return;
+    if (this.closed || this.spares.length >= 2) {
+      this.open.delete(conn);
+      void conn.close();
+      return;
+    }
+    this.spares.push(conn);
+  }
+
+  /** Interrupt the statement running on `conn` (a blocked GET_LOCK returns NULL). */
+  protected async interrupt(conn: Conn): Promise<void> {
+    if (!conn.alive) return;
+    // KILL QUERY: own connections (same user) need no privilege. Integer, not a parameter.
+    const kill = this.home(0).then((home) => home.query(`KILL QUERY ${Math.trunc(conn.threadId)}`));
+    let timer: NodeJS.Timeout | undefined;
+    const landed = await Promise.race([
+      kill.then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), KILL_TIMEOUT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    // Cannot reach the server: drop the socket (the server ends the wait when it notices).
+    if (!landed) conn.destroy();
+  }
+
+  /** Open a connection and make sure the tables exist (once per driver). */
+  protected async connect(): Promise<Conn> {
+    if (this.closed) throw this.closedError();
+    let conn: Conn;
+    try {
+      conn = await openConn(this.o.connection, this.o.logger);
+    } catch (e) {
+      throw new UnavailableError(`Connecting to MySQL at ${this.o.display}`, { cause: e });
+    }
+    if (this.closed) {
+      void conn.close();
+      throw this.closedError();
+    }
+    this.open.add(conn);
+    conn.onClose(() => this.open.delete(conn));
+    this.onOpen(conn);
+    this.schema ??= this.createSchema(conn);
+    try {
+      await this.schema;
+    } catch (e) {
+      this.schema = undefined;
+      this.open.delete(conn);
+      void conn.close();
+      throw e;
+    }
+    return conn;
+  }
+
+  /** Hook: a connection opened. */
+  protected onOpen(_conn: Conn): void {
+    // nothing by default
+  }
+
+  private async createSchema(conn: Conn): Promise<void> {
+    // Rows are never deleted: a key's row keeps its fencing counter (`token`) and mark for good.
+    await conn.query(
+      `CREATE TABLE IF NOT EXISTS ${this.locks} (
+         id         BINARY(32)      NOT NULL PRIMARY KEY COMMENT 'SHA-256 of the key',
+         name       TEXT            NOT NULL COMMENT 'the key',
+         owner      VARBINARY(255)  NULL     COMMENT 'holder (or last session holder), NULL when free',
+         token      BIGINT          NOT NULL COMMENT 'fencing counter: the last token handed out',
+         expires_at DATETIME(6)     NULL     COMMENT 'server UTC time the lease ends',
+         session_id BIGINT UNSIGNED NULL     COMMENT 'session mode: CONNECTION_ID() holding the lock',
+         mark       BIGINT          NOT NULL DEFAULT 0 COMMENT 'high-water mark (worker-id leases)'
+       ) ENGINE = InnoDB;
+       CREATE TABLE IF NOT EXISTS ${this.sequences} (
+         id   BINARY(32) NOT NULL PRIMARY KEY COMMENT 'SHA-256 of the counter name',
+         name TEXT       NOT NULL,
+         seq  BIGINT     NOT NULL COMMENT 'the last id handed out'
+       ) ENGINE = InnoDB`,
+    );
+  }
+
+  /** Close every connection (bounded). */
+  protected async closeConnections(): Promise<void> {
+    this.closed = true;
+    this.spares.length = 0;
+    for (let i = 0; i < this.homes.length; i++) this.homes[i] = undefined;
+    await Promise.all([...this.open].map((c) => c.close()));
+    this.open.clear();
+  }
+
+  protected closedError(): ClosedError {
+    return new ClosedError(`MySQL lock driver for ${this.o.display}`);
+  }
+
+  /** Monotonic now (one place, for tests that read the code). */
+  protected now(): number {
+    return monotonicNow();
+  }
+}

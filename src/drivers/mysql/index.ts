@@ -1,0 +1,69 @@
+/**
+ * MySQL / MariaDB drivers (through `mysql2`), in two modes that share one table per database.
+ *
+ * Session mode ({@link MysqlSessionDriver}, `?mode=session`, the default of `connect()`):
+ * - the lock is a user lock, `GET_LOCK(name, timeout)`, held by a connection the driver owns and
+ *   never lends to other queries; the wait happens in the server (no polling); a blocked GET_LOCK
+ *   occupies its connection, so each concurrent server wait gets a connection of its own (a small
+ *   private set, `maxWaits`), and a connection that won a lock keeps it until released;
+ * - the server frees every lock of a connection the moment it sees it end: crash, kill -9, an
+ *   admin's `KILL <id>`, a server restart. The driver then aborts `Grant.session` of every lease
+ *   that connection held (`sessionState` turns `lost`);
+ * - a holder that goes silent (paused process, cut-off network) keeps its connection open, so
+ *   the driver sets `wait_timeout` on the connection to the largest TTL it holds (whole seconds,
+ *   rounded up): the server drops it, and frees its locks, that long after its last statement;
+ * - waiters are served in arrival order (the server's lock queue is FIFO; `info.fair`);
+ * - lock names: `dl:` + base32 of SHA-256(database, table prefix, key), 55 characters (MySQL
+ *   allows 64 and compares names case-insensitively; base32 has one case). Lock names are
+ *   server-wide: the database is part of the hash so that two databases do not share locks;
+ * - fencing: a counter in the key's row, bumped in the same round trip as the grant.
+ *
+ * Lease-table mode ({@link MysqlTableDriver}, `?mode=table`):
+ * - a row per key: owner, fencing token, expiry by the server's clock (`UTC_TIMESTAMP(6)`),
+ *   renewed by the core; each operation is one atomic statement, so no connection must stay up;
+ * - waiters block in the server on a per-key "signal" user lock the holder keeps while it holds
+ *   the row (see ./table.ts); only while that signal is missing (holder's connection died...)
+ *   do they re-try, with exponential back-off bounded by the holder's TTL.
+ *
+ * Both modes: tokens strictly increase per key (the row is never deleted; `BIGINT`); a key held in
+ * one mode is busy for the other (each mode checks the other's live holder). Marks
+ * (`readMark`/`raiseMark`) and id ranges (`allocateRange`) are plain SQL on the same tables.
+ *
+ * Does not:
+ * - survive a failover to an asynchronous replica (GET_LOCK state is not replicated at all; rows
+ *   may lag): point every client at the primary;
+ * - work through a proxy that multiplexes connections (ProxySQL in multiplexing mode): user
+ *   locks belong to a server connection;
+ * - order waiters fairly in table mode.
+ * Needs: CREATE/SELECT/INSERT/UPDATE on the database (tables `<prefix>locks` and
+ * `<prefix>sequences` are created on first use); `KILL QUERY` on its own connections (no privilege
+ * needed for the same user). Tested on MariaDB 10.11; MySQL 5.7+/8.0 provide the same functions
+ * (several user locks per connection since MySQL 5.7.5 / MariaDB 10.0.2).
+ */
+import { InvalidArgumentError } from '../../errors.js';
+import type { LockDriver } from '../driver.js';
+import { resolveOptions, type MysqlDriverOptions, type MysqlMode } from './options.js';
+import { MysqlSessionDriver } from './session.js';
+import { MysqlTableDriver } from './table.js';
+
+export { FencedMysqlTable, type FencedRowOptions, type MysqlQueryable } from './fenced.js';
+export { keyNames, type KeyNames, type MysqlDriverOptions, type MysqlMode } from './options.js';
+export { MysqlSessionDriver } from './session.js';
+export { MysqlTableDriver } from './table.js';
+
+/**
+ * The driver for `options.mode`, else the URL's `?mode=`, else session mode.
+ *
+ * @example
+ * ```ts
+ * import { LockClient } from 'dlock';
+ * import { createMysqlDriver } from 'dlock/mysql';
+ * const locks = new LockClient(createMysqlDriver({ url: 'mysql://app:secret@db:3306/app?mode=table' }));
+ * ```
+ */
+export function createMysqlDriver(options: MysqlDriverOptions & { mode?: MysqlMode }): LockDriver {
+  const mode = options.mode ?? resolveOptions(options).mode ?? 'session';
+  if (mode === 'session') return new MysqlSessionDriver(options);
+  if (mode === 'table') return new MysqlTableDriver(options);
+  throw new InvalidArgumentError(`mode must be "session" or "table", got ${JSON.stringify(mode)}.`);
+}

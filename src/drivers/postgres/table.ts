@@ -1,0 +1,231 @@
+/**
+ * PostgreSQL lease-table mode: a row per held key (owner, fencing token, expiry by the server's
+ * clock), for users behind transaction poolers (PgBouncer `pool_mode=transaction`, RDS Proxy...)
+ * where session-level advisory locks do not work. Each operation is one autocommit statement
+ * (no prepared statement names, no session state), so any pooled connection may run it.
+ *
+ * Waiting: the core's {@link TrySetWaitQueue}; a release NOTIFYs `<prefix>release` with the key,
+ * and each driver keeps one dedicated LISTEN connection (`listen` option: a direct connection when
+ * the pool cannot carry LISTEN). A lost notification costs at most the holder's remaining TTL.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { LatchWatch } from '../../core/change-watch.js';
+import { monotonicNow } from '../../core/clock.js';
+import type { Logger } from '../../core/renewal.js';
+import { TrySetWaitQueue } from '../../core/try-set-wait.js';
+import { ClosedError } from '../../errors.js';
+import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, Grant, LockDriver, LockState, TryResult, WaitContext } from '../driver.js';
+import { clientConfig, int8, openClient, timed, type ConnectionSettings } from './connection.js';
+import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
+
+/** NOTIFY payloads are limited to 8000 bytes: long keys are sent as a digest. */
+export function notifyPayload(key: string): string {
+  return Buffer.byteLength(key) <= 200 ? key : `sha256:${createHash('sha256').update(key).digest('hex')}`;
+}
+
+export interface TableModeOptions {
+  readonly connection: ConnectionSettings;
+  /** Where the LISTEN connection goes; default `connection`. */
+  readonly listen: ConnectionSettings | undefined;
+  readonly names: Names;
+  readonly poolSize: number;
+  readonly createTables: boolean;
+  readonly opTimeoutMs: number;
+  readonly logger: Logger | undefined;
+}
+
+/** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
+export class PostgresTableDriver implements LockDriver {
+  readonly info: DriverInfo = { name: 'postgres', liveness: 'lease', fair: false, scope: 'distributed' };
+  private readonly pool: pg.Pool;
+  private readonly n: Names;
+  private readonly waiter = new TrySetWaitQueue(this);
+  private readonly watches = new Map<string, Set<LatchWatch>>();
+  private listener: Promise<pg.Client> | undefined;
+  private schema: Promise<void> | undefined;
+  private closed = false;
+  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'held', string>;
+
+  constructor(private readonly o: TableModeOptions) {
+    this.n = o.names;
+    this.pool = new pg.Pool({ ...clientConfig(o.connection), max: o.poolSize, idleTimeoutMillis: 10_000, allowExitOnIdle: true });
+    // An idle pooled connection that dies is replaced on the next query; never an unhandled event.
+    this.pool.on('error', (error) => o.logger?.warn?.('dlock postgres: idle connection failed', { error }));
+    const { locks, tokensRegclass } = this.n;
+    this.sql = {
+      // Grant when free or expired (one upsert; the row is locked while we decide), else report
+      // the holder's remaining TTL from the statement's snapshot (null: unknown).
+      acquire: `
+        WITH granted AS (
+          INSERT INTO ${locks} AS l (key, owner, token, expires_at)
+          VALUES ($1, $2, nextval(${tokensRegclass}), clock_timestamp() + $3::int * interval '1 millisecond')
+          ON CONFLICT (key) DO UPDATE
+            SET owner = excluded.owner, token = nextval(${tokensRegclass}), expires_at = excluded.expires_at
+            WHERE l.expires_at <= clock_timestamp()
+          RETURNING token
+        )
+        SELECT (SELECT token FROM granted) AS token,
+               (SELECT floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)
+                  FROM ${locks} WHERE key = $1) AS remaining_ms`,
+      extend: `
+        UPDATE ${locks} AS l SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
+        FROM unnest($1::text[], $2::text[], $3::int[]) AS i(key, owner, ttl)
+        WHERE l.key = i.key AND l.owner = i.owner AND l.expires_at > clock_timestamp()
+        RETURNING l.key, l.owner`,
+      // Delete our row (even expired: tidy), answer whether it was still live, and wake waiters.
+      release: `
+        WITH gone AS (
+          DELETE FROM ${locks} WHERE key = $1 AND owner = $2
+          RETURNING expires_at > clock_timestamp() AS live
+        )
+        SELECT live, pg_notify($3, $4) FROM gone`,
+      inspect: `
+        SELECT owner, token, floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000) AS remaining_ms
+        FROM ${locks} WHERE key = $1 AND expires_at > clock_timestamp()`,
+      held: `SELECT 1 FROM ${locks} WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp() FOR SHARE`,
+    };
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+    let sentAt = 0;
+    const [row] = await this.run(this.sql.acquire, [req.key, req.owner, Math.ceil(req.ttlMs)], () => (sentAt = monotonicNow()));
+    if (row?.token !== null && row?.token !== undefined) return { ok: true, grant: { token: int8(row.token), sentAt } };
+    const remaining = row?.remaining_ms;
+    return { ok: false, retryAfterMs: remaining === null || remaining === undefined ? -1 : Math.max(0, Number(remaining)) };
+  }
+
+  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+    if (this.closed) return Promise.reject(new ClosedError('PostgreSQL lock driver'));
+    return this.waiter.acquire(req, wait);
+  }
+
+  async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+    if (items.length === 0) return [];
+    const rows = await this.run(this.sql.extend, [
+      items.map((i) => i.key),
+      items.map((i) => i.owner),
+      items.map((i) => Math.ceil(i.ttlMs)),
+    ]);
+    const renewed = new Set(rows.map((r) => `${String(r.owner)}\u0000${String(r.key)}`));
+    return items.map((i) => renewed.has(`${i.owner}\u0000${i.key}`));
+  }
+
+  async release(key: string, owner: string): Promise<boolean> {
+    const [row] = await this.run(this.sql.release, [key, owner, this.n.channelName, notifyPayload(key)]);
+    return row?.live === true;
+  }
+
+  async inspect(key: string): Promise<LockState | null> {
+    const [row] = await this.run(this.sql.inspect, [key]);
+    if (!row) return null;
+    return { owner: String(row.owner), token: int8(row.token), remainingMs: Math.max(0, Number(row.remaining_ms)) };
+  }
+
+  readMark(key: string): Promise<bigint> {
+    return readMark(this.runner, this.n, key);
+  }
+
+  raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
+    return raiseMark(this.runner, this.n, this.sql.held, key, owner, mark);
+  }
+
+  allocateRange(name: string, count: bigint): Promise<bigint> {
+    return allocateRange(this.runner, this.n, name, count);
+  }
+
+  /**
+   * Wake-ups for `key`: the LISTEN is in place before this resolves, so a release committed after
+   * it (the waiter's decisive try comes next) cannot go unseen.
+   */
+  async watch(key: string): Promise<ChangeWatch> {
+    if (this.closed) throw new ClosedError('PostgreSQL lock driver');
+    await this.listening();
+    const payload = notifyPayload(key);
+    let set = this.watches.get(payload);
+    if (!set) this.watches.set(payload, (set = new Set()));
+    const s = set;
+    const latch = new LatchWatch((w) => {
+      s.delete(w);
+      if (s.size === 0 && this.watches.get(payload) === s) this.watches.delete(payload);
+    });
+    s.add(latch);
+    return latch;
+  }
+
+  /** Number of open change watches (lets tests check that finished waits leave nothing). */
+  get openWatches(): number {
+    let n = 0;
+    for (const s of this.watches.values()) n += s.size;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.waiter.drain(2000);
+    this.closed = true;
+    this.wakeAll();
+    const listener = this.listener;
+    this.listener = undefined;
+    await Promise.all([listener?.then((c) => c.end()).catch(() => undefined), this.pool.end().catch(() => undefined)]);
+  }
+
+  private readonly runner: Run = (text, values) => this.run(text, values);
+
+  /** One statement on a pooled connection; `onSend` runs once the connection is ready, just before it goes out. */
+  private async run(text: string, values?: readonly unknown[], onSend?: () => void): Promise<Array<Record<string, unknown>>> {
+    if (this.closed) throw new ClosedError('PostgreSQL lock driver');
+    if (this.o.createTables) {
+      this.schema ??= this.pool.query(schemaSql(this.n)).then(() => undefined);
+      const schema = this.schema;
+      try {
+        await schema;
+      } catch (e) {
+        if (this.schema === schema) this.schema = undefined;
+        throw e;
+      }
+    }
+    if (!onSend) return (await this.pool.query(timed(text, values, this.o.opTimeoutMs))).rows as Array<Record<string, unknown>>;
+    // Checked out first, so that connecting does not count against the TTL the grant reports.
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      onSend();
+      return (await client.query(timed(text, values, this.o.opTimeoutMs))).rows as Array<Record<string, unknown>>;
+    } catch (e) {
+      broken = e instanceof Error ? e : new Error(String(e));
+      throw e;
+    } finally {
+      // A connection whose statement failed (timeout, network) is discarded, not reused.
+      client.release(broken);
+    }
+  }
+
+  private listening(): Promise<pg.Client> {
+    if (this.listener) return this.listener;
+    const opening = (async () => {
+      const client = await openClient(clientConfig(this.o.listen ?? this.o.connection), (error) => {
+        this.o.logger?.warn?.('dlock postgres: LISTEN connection lost; waiters fall back to the holder TTL', { error });
+        if (this.listener === opening) this.listener = undefined;
+        client.end().catch(() => undefined);
+        // Wake everyone: their next try decides, and their next watch reopens the listener.
+        this.wakeAll();
+      });
+      client.on('notification', (m) => {
+        if (m.channel !== this.n.channelName || m.payload === undefined) return;
+        for (const w of this.watches.get(m.payload) ?? []) w.changed();
+      });
+      await client.query(`LISTEN ${this.n.channel}`);
+      return client;
+    })();
+    this.listener = opening;
+    opening.catch(() => {
+      if (this.listener === opening) this.listener = undefined;
+    });
+    return opening;
+  }
+
+  private wakeAll(): void {
+    for (const s of this.watches.values()) for (const w of s) w.changed();
+  }
+}

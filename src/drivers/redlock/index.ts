@@ -1,0 +1,714 @@
+/**
+ * Redlock driver: one lock over N independent Redis nodes (no replication between them), granted
+ * when a majority of them grant it.
+ *
+ * Guarantees:
+ * - Quorum floor(N/2)+1. Every request goes to all nodes at once; a round settles as soon as a
+ *   majority for, or enough against that a majority is out of reach, is known (a dead or slow
+ *   minority costs nothing). Each node runs one Lua script per batch (redis/lua/redlock-ops.lua),
+ *   using only its own clock for expiry.
+ * - Validity = TTL - elapsed - drift (1% + 2 ms), measured on the monotonic clock from the moment
+ *   the request was sent: a grant whose validity is already gone is never reported; it is
+ *   released on every node, like the partial grants of a lost round (sent at once to every node
+ *   that did not refuse, including those that have not answered yet).
+ * - Extension (the core's renewal) and release need a majority too. Release and extend are
+ *   compare-and-act on the owner id on each node: another owner's lock is never touched.
+ * - Errors say what each node answered ({@link QuorumError} `answers`: granted, held by another
+ *   owner, unreachable, script error). A lock held by someone else is contention, not an error:
+ *   `tryAcquire` answers busy when a majority of nodes answered without error.
+ * - Waiting is event-driven: a waiter subscribes to `<lock>:released` on every node, then tries;
+ *   a node whose lock a waiter found busy publishes there on release. The wait is bounded by the
+ *   holder's remaining TTL as a majority of nodes reports it (a lost message costs at most that).
+ *   After a round lost to a split vote (several contenders, none with a majority), a waiter
+ *   retries after a random delay of up to `retryJitterMs`, so the contenders do not collide again.
+ * - Fencing tokens: each node keeps a per-key counter (never expires). A grant INCRs it on each
+ *   granting node; the token T is the maximum over the granting majority. When those nodes did
+ *   not all answer T, T is written back (counter = max(counter, T)) to every node, and the grant is
+ *   reported only once a majority holds the lock with T. Any later majority shares a node with
+ *   this one, whose counter is >= T, so every later token is > T: tokens strictly increase per key
+ *   as long as nodes keep their writes.
+ * Does not (limits, stated plainly):
+ * - tolerate unbounded clock drift: each node expires keys by its own clock; a node whose clock
+ *   runs fast by more than the drift allowance can free a lock early.
+ * - survive a node that forgets: a node restarted without its data (no AOF, or AOF without
+ *   `appendfsync always`) while a lock it granted is still valid can grant it again, so two
+ *   holders can each see a majority, and its counter can go back, so tokens can repeat. Run every
+ *   node with `appendonly yes` + `appendfsync always`, or keep a crashed node down longer than
+ *   the longest TTL (delayed restart; this keeps locks safe but not tokens: a node that lost its
+ *   counter needs fsync for fencing).
+ * - keep exclusion across a holder's pause past its TTL (no lease lock can): use the fencing token.
+ * - offer `allocateRange` (segment ids): a counter needs consensus, not a majority of independent nodes.
+ * - order waiters (not fair). Requires Redis >= 6.0 (SET KEEPTTL).
+ */
+import { LatchWatch } from '../../core/change-watch.js';
+import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
+import type { Logger } from '../../core/renewal.js';
+import { TrySetWaitQueue } from '../../core/try-set-wait.js';
+import { ClosedError, InvalidArgumentError, OutOfRangeError, QuorumError, UnavailableError, type NodeAnswer } from '../../errors.js';
+import type {
+  AcquireRequest,
+  ChangeWatch,
+  DriverInfo,
+  ExtendItem,
+  Grant,
+  HandedOver,
+  LockDriver,
+  LockState,
+  TryResult,
+  WaitContext,
+} from '../driver.js';
+import { isIoRedis, isNodeRedis } from '../redis/adapter.js';
+import * as scripts from '../redis/scripts.generated.js';
+import { RedlockNode, type RedlockNodeSpec } from './node.js';
+import { count, describe, failures, majorityFreeInMs, quorumOf, round, type Replies } from './quorum.js';
+
+export type { RedlockNodeSpec } from './node.js';
+export { quorumOf } from './quorum.js';
+
+/** Options of {@link RedlockDriver}. Give exactly one of `nodes` or `url`. */
+export interface RedlockDriverOptions {
+  /**
+   * The independent Redis nodes (not replicas of each other): `redis://[user:pass@]host:port[/db]`
+   * (or `rediss://`) URLs, whose connections the driver opens and closes, or ioredis / node-redis
+   * clients, which stay yours (never closed). At least one; no duplicates; an odd number (3, 5)
+   * tolerates the most failures for its size.
+   */
+  nodes?: readonly RedlockNodeSpec[];
+  /**
+   * `redlock://[user:pass@]H1:P1,H2:P2,H3:P3[/db][?nodeTimeoutMs=..&retryJitterMs=..&prefix=..&tls=true]`:
+   * the same nodes as one URL (credentials, db and tls apply to every node).
+   */
+  url?: string;
+  /** Prefix of every key and channel. Default `dlock`. */
+  prefix?: string;
+  /**
+   * How long a node may take to answer before it counts as unreachable, in ms (an acquisition
+   * also stops waiting once its validity is gone). Default 2000.
+   */
+  nodeTimeoutMs?: number;
+  /** After a split vote, a waiter retries after a random delay of up to this, in ms. Default 50. */
+  retryJitterMs?: number;
+  logger?: Logger;
+}
+
+/** What a node answered to an acquisition. */
+type AcquireAnswer = { readonly granted: true; readonly token: bigint } | { readonly granted: false; readonly pttl: number; readonly holder: string };
+
+/** "1<token>" | "0<pttl> <holder's value>" (see redlock-ops.lua). */
+function parseAcquire(line: string): AcquireAnswer {
+  if (line.charCodeAt(0) === 49 /* '1' */) return { granted: true, token: BigInt(line.slice(1)) };
+  const space = line.indexOf(' ');
+  const value = line.slice(space + 1);
+  const bar = value.indexOf('|');
+  return { granted: false, pttl: Number(line.slice(1, space)), holder: bar < 0 ? value : value.slice(0, bar) };
+}
+
+/** What a node answered to an inspection. */
+interface NodeState {
+  readonly owner: string;
+  readonly token: bigint;
+  readonly pttl: number;
+}
+
+/** `inspect.lua`'s answer: false, or ["<owner>|<token>[|w]", pttl]. */
+function parseState(raw: unknown): NodeState | null {
+  if (!Array.isArray(raw)) return null;
+  const [owner = '', token = '0'] = String(raw[0]).split('|');
+  return { owner, token: /^\d+$/.test(token) ? BigInt(token) : 0n, pttl: Number(raw[1]) };
+}
+
+const noop = (): void => undefined;
+
+/** Split rounds in a row a waiter holding the first node may keep its partial grants. */
+const MAX_KEPT_ROUNDS = 8;
+
+/**
+ * A waiter's notifications: any node's release message wakes it. After a split vote the driver
+ * holds it off for a random delay, so that contenders do not retry in lockstep.
+ */
+class RedlockWatch implements ChangeWatch {
+  readonly latch: LatchWatch;
+  private notBefore = 0;
+  constructor(onClose: (w: RedlockWatch) => void) {
+    this.latch = new LatchWatch(() => onClose(this));
+  }
+  holdOff(ms: number): void {
+    this.notBefore = monotonicNow() + ms;
+  }
+  async next(maxMs: number, signal: AbortSignal): Promise<boolean | HandedOver> {
+    const hold = Math.min(maxMs, this.notBefore - monotonicNow());
+    if (hold > 0) {
+      await sleep(hold, signal);
+      return true;
+    }
+    return this.latch.next(maxMs, signal);
+  }
+  close(): void {
+    this.latch.close();
+  }
+}
+
+/** Subscribers of one release channel in this driver. */
+interface Channel {
+  readonly watches: Set<RedlockWatch>;
+  readonly ready: Promise<void>;
+}
+
+/**
+ * Locks over a majority of independent Redis nodes. See the file header for what it guarantees
+ * and what it does not.
+ *
+ * @example
+ * ```ts
+ * import { LockClient } from 'dlock';
+ * import { RedlockDriver } from 'dlock/redlock';
+ * const locks = new LockClient(new RedlockDriver({
+ *   nodes: ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379', 'redis://10.0.0.3:6379'],
+ * }));
+ * await locks.using('invoice:42', async (lease) => {
+ *   // held on a majority; lease.token is the fencing token
+ * });
+ * await locks.close();
+ * ```
+ */
+export class RedlockDriver implements LockDriver {
+  readonly info: DriverInfo = { name: 'redlock', liveness: 'lease', fair: false, scope: 'distributed' };
+  /** Nodes that must agree: floor(N/2) + 1. */
+  readonly quorum: number;
+  private readonly nodes: readonly RedlockNode[];
+  private readonly labels: readonly string[];
+  private readonly prefix: string;
+  private readonly nodeTimeoutMs: number;
+  private readonly retryJitterMs: number;
+  private readonly waiter = new TrySetWaitQueue(this);
+  private readonly channels = new Map<string, Channel>();
+  /** Owners in acquire(): how many split rounds in a row they kept their partial grants. */
+  private readonly keptRounds = new Map<string, number>();
+  /** Owners in acquire(): the QuorumError of their last attempt when it failed that way, else null. */
+  private readonly lastFailure = new Map<string, QuorumError | null>();
+  /** Open waits by owner id (a split vote holds its waiter off). */
+  private readonly waiting = new Map<string, RedlockWatch>();
+  private closed = false;
+
+  constructor(options: RedlockDriverOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('RedlockDriver needs options: { nodes } or { url }.');
+    }
+    if ((options.nodes === undefined) === (options.url === undefined)) {
+      throw new InvalidArgumentError('RedlockDriver needs exactly one of `nodes` (URLs or clients) or `url` (redlock://...).');
+    }
+    const fromUrl = options.url !== undefined ? parseRedlockUrl(options.url) : undefined;
+    const raw: unknown = fromUrl?.nodes ?? options.nodes;
+    if (!Array.isArray(raw) || raw.length === 0) throw new InvalidArgumentError('Redlock needs at least one node.');
+    const specs = raw as readonly RedlockNodeSpec[];
+    this.prefix = options.prefix ?? fromUrl?.prefix ?? 'dlock';
+    if (typeof this.prefix !== 'string' || this.prefix.length === 0) throw new InvalidArgumentError('prefix must be a non-empty string.');
+    this.nodeTimeoutMs = positiveInt('nodeTimeoutMs', options.nodeTimeoutMs ?? fromUrl?.nodeTimeoutMs, 2000);
+    this.retryJitterMs = positiveInt('retryJitterMs', options.retryJitterMs ?? fromUrl?.retryJitterMs, 50);
+    const labels = specs.map((s, i) => labelOf(s, i));
+    const seen = new Set<unknown>();
+    // Everything is checked before the first connection opens.
+    specs.forEach((s, i) => {
+      if (typeof s !== 'string' && !isIoRedis(s) && !isNodeRedis(s)) {
+        throw new InvalidArgumentError(`Redlock node ${labels[i] ?? i} must be a redis:// URL, an ioredis client or a node-redis client.`);
+      }
+      const id = typeof s === 'string' ? nodeIdentity(s) : s;
+      if (seen.has(id)) throw new InvalidArgumentError(`Redlock node ${labels[i] ?? i} is listed twice: every node must be a different server.`);
+      seen.add(id);
+    });
+    this.labels = labels;
+    this.quorum = quorumOf(specs.length);
+    this.nodes = specs.map((s, i) => new RedlockNode(s, labels[i] ?? `node${i + 1}`, this.nodeTimeoutMs, options.logger));
+  }
+
+  /** The node names (`host:port`) in the configured order, as {@link QuorumError} lists them. */
+  get nodeLabels(): readonly string[] {
+    return this.labels;
+  }
+
+  /** The Redis key of the lock `key` on every node (the fence counter is `<lock>:fence`). */
+  lockKey(key: string): string {
+    return `${this.prefix}:{${key}}`;
+  }
+
+  async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
+    this.assertOpen();
+    if (queue && this.nodes.length > 1) {
+      // A waiter woken by a release first asks the first node alone: the one waiter it grants
+      // goes on to the others, the rest go back to waiting without touching them. Without this
+      // gate, every woken waiter grabs some nodes, nobody gets a majority, and the releases of
+      // those partial grants wake everyone again.
+      const gate = await this.gate(req);
+      if (gate !== undefined && !gate.granted) {
+        if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, null);
+        return { ok: false, retryAfterMs: gate.pttl };
+      }
+    }
+    return this.attempt(req, queue);
+  }
+
+  /** The first node's answer to a waiter's try; undefined when it gave none in time. */
+  private async gate(req: AcquireRequest): Promise<AcquireAnswer | undefined> {
+    const { outcome } = await round<AcquireAnswer, AcquireAnswer | null>({
+      n: 1,
+      send: () => this.node(0).op('q', this.lockKey(req.key), req.owner, String(req.ttlMs)).then(parseAcquire),
+      decide: (rs) => (rs[0]?.ok ? rs[0].value : null),
+      timeoutMs: Math.max(1, Math.min(this.nodeTimeoutMs, req.ttlMs - driftFor(req.ttlMs))),
+    });
+    return outcome ?? undefined;
+  }
+
+  /** One round on every node at once. */
+  private async attempt(req: AcquireRequest, queue: boolean): Promise<TryResult> {
+    const n = this.nodes.length;
+    const q = this.quorum;
+    const lock = this.lockKey(req.key);
+    const ttl = String(req.ttlMs);
+    const validFor = req.ttlMs - driftFor(req.ttlMs);
+    const sentAt = monotonicNow();
+    /** The quorum's token, fixed when the round is won (late grants are brought in line with it). */
+    let token: bigint | undefined;
+    // Past the validity no grant could be reported: stop waiting for stragglers then.
+    const timeoutMs = Math.max(1, Math.min(this.nodeTimeoutMs, validFor));
+    const { outcome, replies, complete } = await round<AcquireAnswer, { won: boolean; final: boolean }>({
+      n,
+      send: (i) => this.node(i).op(queue ? 'q' : 'a', lock, req.owner, ttl).then(parseAcquire),
+      decide: (rs, final) => {
+        const granted = count(rs, (a) => a.granted);
+        if (granted >= q) {
+          token = maxToken(rs);
+          return { won: true, final };
+        }
+        const against = rs.filter((r) => r !== undefined).length - granted;
+        return against > n - q || final ? { won: false, final } : undefined;
+      },
+      timeoutMs,
+      late: (i, reply, o) => {
+        // Lost rounds already sent a release to every node that had not refused.
+        if (o.won && reply.ok && reply.value.granted && token !== undefined && reply.value.token !== token) {
+          this.node(i).op('c', lock, req.owner, token.toString()).catch(noop);
+        }
+      },
+    });
+
+    if (outcome.won && token !== undefined) {
+      const t = token;
+      const committed = replies.every((r) => !r?.ok || !r.value.granted || r.value.token === t) || (await this.commit(req, lock, t, sentAt + validFor));
+      if (committed && monotonicNow() < sentAt + validFor) return { ok: true, grant: { token: t, sentAt } };
+      // Too late (or the write-back failed): the grant is never reported; give it back everywhere.
+      this.releaseEverywhere(lock, req.owner, replies);
+      return { ok: false, retryAfterMs: this.splitDelay(req.owner) };
+    }
+
+    const partial = count(replies, (a) => a.granted);
+    const pending = replies.filter((r) => r === undefined).length;
+    // Nodes that did not answer by the deadline count as unreachable when the deadline was
+    // nodeTimeoutMs; when it was the validity (a TTL too short for the round trip), the lock
+    // simply could not be had in time: not an outage.
+    const timedOut = outcome.final && timeoutMs === this.nodeTimeoutMs ? pending : 0;
+    const unavailable = failures(replies) + timedOut > n - q;
+    const first = replies[0];
+    // Split vote among waiters: the one that holds the first node keeps its partial grants and
+    // retries as soon as the others release theirs (their releases publish), so a split resolves
+    // in about one round trip instead of colliding again. Bounded (a client that lists the nodes
+    // in another order disagrees on "first"), then everyone falls back to the random delay.
+    const kept = this.keptRounds.get(req.owner);
+    if (queue && !unavailable && kept !== undefined && kept < MAX_KEPT_ROUNDS && first?.ok && first.value.granted) {
+      this.keptRounds.set(req.owner, kept + 1);
+      if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, null);
+      return { ok: false, retryAfterMs: 1 + Math.floor(Math.random() * this.retryJitterMs) };
+    }
+    if (partial > 0 || pending > 0 || failures(replies) > 0) this.releaseEverywhere(lock, req.owner, replies);
+    if (unavailable) {
+      // Say what every node answered: wait for the stragglers (at most until the round's deadline).
+      const all = await complete();
+      const error = new QuorumError('acquire', req.key, q, this.answers(all, timeoutMs), 'too many nodes are unreachable or failing');
+      if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, error);
+      throw error;
+    }
+    if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, null);
+    // Without an answer from the first node nobody has priority, and a round cut short by the
+    // validity says nothing about the holder: retry after a random delay.
+    if ((partial > 0 && !first?.ok) || (outcome.final && pending > 0)) return { ok: false, retryAfterMs: this.splitDelay(req.owner) };
+    // Otherwise wait for a release, bounded by when a majority could be free (our own partial
+    // grants, just released, count as free).
+    const remaining = replies.map((r) => (r?.ok ? (r.value.granted ? 0 : r.value.pttl) : undefined));
+    return { ok: false, retryAfterMs: majorityFreeInMs(remaining, q) };
+  }
+
+  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+    this.lastFailure.set(req.owner, null);
+    this.keptRounds.set(req.owner, 0);
+    try {
+      const grant = await this.waiter.acquire(req, wait);
+      // The wait ran out and the last attempt failed for lack of a quorum (not because the lock
+      // was held): say so, with what each node answered, rather than a plain timeout.
+      const failure = this.lastFailure.get(req.owner);
+      if (grant === null && failure) throw failure;
+      return grant;
+    } catch (e) {
+      if (e instanceof UnavailableError && e.cause instanceof QuorumError) throw e.cause;
+      throw e;
+    } finally {
+      this.lastFailure.delete(req.owner);
+      this.keptRounds.delete(req.owner);
+    }
+  }
+
+  /**
+   * A waiter gives up (called by the wait loop when it ends without a grant): give back any
+   * partial grants it kept (see the split-vote rule in tryAcquire), on every node.
+   */
+  async cancel(key: string, owner: string): Promise<void> {
+    if (this.closed) return;
+    await this.release(key, owner).catch(noop);
+  }
+
+  async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+    this.assertOpen();
+    const n = this.nodes.length;
+    const q = this.quorum;
+    let error: QuorumError | undefined;
+    const results = await Promise.all(
+      items.map(async (it) => {
+        const lock = this.lockKey(it.key);
+        const { outcome, replies } = await round<boolean, boolean | 'unknown'>({
+          n,
+          send: (i) => this.node(i).op('e', lock, it.owner, String(it.ttlMs)).then((l) => l === '1'),
+          decide: (rs, final) => decideYesNo(rs, n, q, final),
+          timeoutMs: Math.min(this.nodeTimeoutMs, it.ttlMs),
+        });
+        if (outcome !== 'unknown') return outcome;
+        error ??= new QuorumError('extend', it.key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing');
+        return false;
+      }),
+    );
+    if (error) throw error;
+    return results;
+  }
+
+  async release(key: string, owner: string): Promise<boolean> {
+    this.assertOpen();
+    const n = this.nodes.length;
+    const q = this.quorum;
+    const lock = this.lockKey(key);
+    const { outcome, replies } = await round<boolean, boolean | 'unknown'>({
+      n,
+      send: (i) => this.node(i).op('r', lock, owner, '').then((l) => l === '1'),
+      decide: (rs, final) => decideYesNo(rs, n, q, final),
+      timeoutMs: this.nodeTimeoutMs,
+    });
+    if (outcome === 'unknown') {
+      throw new QuorumError('release', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing');
+    }
+    return outcome;
+  }
+
+  async inspect(key: string): Promise<LockState | null> {
+    this.assertOpen();
+    const n = this.nodes.length;
+    const q = this.quorum;
+    const lock = this.lockKey(key);
+    const { outcome, replies } = await round<NodeState | null, LockState | null | 'unknown'>({
+      n,
+      send: (i) => this.node(i).run(scripts.inspect, [lock], []).then(parseState),
+      decide: (rs, final) => {
+        const byOwner = new Map<string, NodeState[]>();
+        for (const r of rs) if (r?.ok && r.value) byOwner.set(r.value.owner, [...(byOwner.get(r.value.owner) ?? []), r.value]);
+        let best: NodeState[] = [];
+        for (const states of byOwner.values()) if (states.length > best.length) best = states;
+        if (best.length >= q) return stateOf(best, q);
+        // Free when no owner could reach a majority even with every unanswered or failed node.
+        const unknown = rs.filter((r) => r === undefined || !r.ok).length;
+        if (best.length + unknown < q) return null;
+        return final ? 'unknown' : undefined;
+      },
+      timeoutMs: this.nodeTimeoutMs,
+    });
+    if (outcome === 'unknown') {
+      throw new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' })));
+    }
+    return outcome;
+  }
+
+  /** The highest mark a majority of nodes knows (a raise reached a majority, which shares a node with any other). */
+  async readMark(key: string): Promise<bigint> {
+    this.assertOpen();
+    const q = this.quorum;
+    const mark = `${this.lockKey(key)}:mark`;
+    const { outcome, replies } = await round<bigint, bigint | 'unknown'>({
+      n: this.nodes.length,
+      send: (i) => this.node(i).run(scripts.readMark, [mark], []).then((r) => (typeof r === 'string' || typeof r === 'number' ? BigInt(r) : 0n)),
+      decide: (rs, final) => {
+        if (count(rs, () => true) < q) return final ? 'unknown' : undefined;
+        let max = 0n;
+        for (const r of rs) if (r?.ok && r.value > max) max = r.value;
+        return max;
+      },
+      timeoutMs: this.nodeTimeoutMs,
+    });
+    if (outcome === 'unknown') throw new QuorumError('readMark', key, q, this.answers(replies, this.nodeTimeoutMs, () => ({ answer: 'done' })));
+    return outcome;
+  }
+
+  /** Raise the mark on every node where `owner` holds the lock; true when a majority did. */
+  async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
+    this.assertOpen();
+    const n = this.nodes.length;
+    const q = this.quorum;
+    const lock = this.lockKey(key);
+    const { outcome, replies } = await round<boolean, boolean | 'unknown'>({
+      n,
+      send: (i) => this.node(i).run(scripts.raiseMark, [lock, `${lock}:mark`], [owner, mark.toString()]).then((r) => Number(r) === 1),
+      decide: (rs, final) => decideYesNo(rs, n, q, final),
+      timeoutMs: this.nodeTimeoutMs,
+    });
+    if (outcome === 'unknown') throw new QuorumError('raiseMark', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo));
+    return outcome;
+  }
+
+  /**
+   * Open a waiter's notifications: subscribe to the lock's release channel on every node. Ready
+   * once a majority of the subscriptions (or every reachable node's) are confirmed.
+   */
+  async watch(key: string, owner: string): Promise<ChangeWatch> {
+    this.assertOpen();
+    const name = `${this.lockKey(key)}:released`;
+    let channel = this.channels.get(name);
+    if (!channel) {
+      channel = { watches: new Set(), ready: this.subscribeAll(name) };
+      channel.ready.catch(noop);
+      this.channels.set(name, channel);
+    }
+    const ch = channel;
+    const watch = new RedlockWatch((w) => {
+      if (this.waiting.get(owner) === w) this.waiting.delete(owner);
+      ch.watches.delete(w);
+      if (ch.watches.size === 0 && this.channels.get(name) === ch) {
+        this.channels.delete(name);
+        for (const node of this.nodes) node.subscriber(this.onMessage).then((s) => s.unsubscribe(name)).catch(noop);
+      }
+    });
+    ch.watches.add(watch);
+    this.waiting.set(owner, watch);
+    try {
+      await ch.ready;
+    } catch (e) {
+      watch.close();
+      throw e;
+    }
+    return watch;
+  }
+
+  /** Number of waits with an open watch (lets tests check that finished waits leave nothing). */
+  get openWatches(): number {
+    return this.waiting.size;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.waiter.drain(2000);
+    this.closed = true;
+    this.channels.clear();
+    this.waiting.clear();
+    await Promise.all(this.nodes.map((n) => n.close()));
+  }
+
+  private readonly onMessage = (channel: string): void => {
+    for (const w of this.channels.get(channel)?.watches ?? []) w.latch.changed();
+  };
+
+  private subscribeAll(name: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let ok = 0;
+      let failed = 0;
+      let lastError: unknown;
+      const n = this.nodes.length;
+      const timer = setTimeout(() => (ok > 0 ? resolve() : reject(new UnavailableError(`Subscribing to ${name}`, { cause: lastError }))), this.nodeTimeoutMs);
+      const check = (): void => {
+        if (ok >= this.quorum || (ok > 0 && ok + failed === n)) {
+          clearTimeout(timer);
+          resolve();
+        } else if (failed === n) {
+          clearTimeout(timer);
+          reject(new UnavailableError(`Subscribing to ${name} on every Redlock node`, { cause: lastError }));
+        }
+      };
+      for (const node of this.nodes) {
+        node
+          .subscriber(this.onMessage)
+          .then((s) => s.subscribe(name))
+          .then(
+            () => {
+              ok++;
+              check();
+            },
+            (e: unknown) => {
+              failed++;
+              lastError = e;
+              check();
+            },
+          );
+      }
+    });
+  }
+
+  /**
+   * Write the quorum's token back: every node's counter becomes at least `token`, and nodes
+   * holding our lock carry it. True once a majority holds the lock with `token`.
+   */
+  private async commit(req: AcquireRequest, lock: string, token: bigint, validUntil: number): Promise<boolean> {
+    const n = this.nodes.length;
+    const q = this.quorum;
+    const { outcome } = await round<boolean, boolean>({
+      n,
+      // Nodes that refused need their counter raised as much as the others: a later majority may be made of them.
+      send: (i) => this.node(i).op('c', lock, req.owner, token.toString()).then((l) => l === '1'),
+      decide: (rs, final) => {
+        const d = decideYesNo(rs, n, q, final);
+        return d === undefined ? undefined : d === true;
+      },
+      timeoutMs: Math.max(1, Math.min(this.nodeTimeoutMs, validUntil - monotonicNow())),
+    });
+    return outcome;
+  }
+
+  /** Give a lock back on every node that did not refuse it (pending ones may still grant). */
+  private releaseEverywhere(lock: string, owner: string, replies: Replies<AcquireAnswer>): void {
+    this.nodes.forEach((node, i) => {
+      const r = replies[i];
+      if (r?.ok && !r.value.granted) return;
+      node.op('r', lock, owner, '').catch(noop);
+    });
+  }
+
+  /** A random delay after a split vote; holds the owner's waiter off for as long. */
+  private splitDelay(owner: string): number {
+    const ms = 1 + Math.floor(Math.random() * this.retryJitterMs);
+    this.waiting.get(owner)?.holdOff(ms);
+    return ms;
+  }
+
+  /** `timedOutAfterMs`: the round ended at its deadline (pending nodes did not answer in time). */
+  private answers<T>(
+    replies: Replies<T>,
+    timedOutAfterMs: number | undefined,
+    ok?: (value: T) => Pick<NodeAnswer, 'answer' | 'detail'>,
+  ): NodeAnswer[] {
+    const acquireAnswer = (v: unknown): Pick<NodeAnswer, 'answer' | 'detail'> => {
+      const a = v as AcquireAnswer;
+      return a.granted ? { answer: 'granted', detail: `token ${a.token}` } : { answer: 'held', detail: a.holder };
+    };
+    return describe(this.labels, replies, ok ?? acquireAnswer, timedOutAfterMs !== undefined ? `no answer within ${Math.round(timedOutAfterMs)} ms` : 'no answer yet (the round was already decided)');
+  }
+
+  private node(i: number): RedlockNode {
+    const node = this.nodes[i];
+    if (!node) throw new Error(`dlock redlock: no node ${i}`);
+    return node;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ClosedError('redlock driver');
+  }
+}
+
+/** Yes/no votes: true with a majority of yes, false once a majority of yes is out of reach. */
+function decideYesNo(rs: Replies<boolean>, n: number, q: number, final: boolean): boolean | 'unknown' | undefined {
+  const yes = count(rs, (v) => v);
+  if (yes >= q) return true;
+  const no = count(rs, (v) => !v);
+  if (no > n - q) return false;
+  return final ? 'unknown' : undefined;
+}
+
+const yesNo = (v: boolean): Pick<NodeAnswer, 'answer'> => ({ answer: v ? 'done' : 'not-held' });
+
+/** The highest token among the grants so far. */
+function maxToken(rs: Replies<AcquireAnswer>): bigint {
+  let max = 0n;
+  for (const r of rs) if (r?.ok && r.value.granted && r.value.token > max) max = r.value.token;
+  return max;
+}
+
+/** The holder as a majority sees it: the token most of its nodes carry, and how long a majority still holds it. */
+function stateOf(states: readonly NodeState[], q: number): LockState {
+  const votes = new Map<bigint, number>();
+  for (const s of states) votes.set(s.token, (votes.get(s.token) ?? 0) + 1);
+  let token = 0n;
+  let best = 0;
+  for (const [t, v] of votes) if (v > best || (v === best && t > token)) [token, best] = [t, v];
+  const ttls = states.map((s) => (s.pttl < 0 ? Number.POSITIVE_INFINITY : s.pttl)).sort((a, b) => b - a);
+  const remaining = ttls[q - 1] ?? 0;
+  return { owner: states[0]?.owner ?? '', token, remainingMs: Number.isFinite(remaining) ? remaining : -1 };
+}
+
+function positiveInt(name: string, v: number | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw new OutOfRangeError(name, `${name} must be a positive integer of ms, got ${String(v)}.`);
+  return v;
+}
+
+function labelOf(spec: RedlockNodeSpec, i: number): string {
+  if (typeof spec === 'string') {
+    try {
+      const u = new URL(spec);
+      return `${u.hostname}:${u.port || '6379'}`;
+    } catch {
+      throw new InvalidArgumentError(`Redlock node ${i + 1} is not a valid URL: ${JSON.stringify(spec)}; use redis://host:port.`);
+    }
+  }
+  const o = (spec as { options?: { host?: unknown; port?: unknown; socket?: { host?: unknown; port?: unknown } } }).options;
+  const host = o?.host ?? o?.socket?.host;
+  const port = o?.port ?? o?.socket?.port;
+  return typeof host === 'string' && (typeof port === 'number' || typeof port === 'string') ? `${host}:${port}` : `node${i + 1}`;
+}
+
+/** Two URLs naming the same server and db are the same node. */
+function nodeIdentity(url: string): string {
+  const u = new URL(url);
+  if (!/^rediss?:$/i.test(u.protocol)) throw new InvalidArgumentError(`Redlock node URL must be redis:// or rediss://, got ${JSON.stringify(url)}.`);
+  const host = u.hostname === 'localhost' ? '127.0.0.1' : u.hostname;
+  return `${host}:${u.port || '6379'}/${u.pathname.replace(/^\//, '') || '0'}`;
+}
+
+/** What a `redlock://` URL says. */
+export interface ParsedRedlockUrl {
+  readonly nodes: string[];
+  readonly prefix?: string;
+  readonly nodeTimeoutMs?: number;
+  readonly retryJitterMs?: number;
+}
+
+/**
+ * Parse `redlock://[user:pass@]H1:P1,H2:P2,H3:P3[/db][?nodeTimeoutMs=&retryJitterMs=&prefix=&tls=true]`
+ * into one `redis://` (or `rediss://` with `tls=true`) URL per node.
+ */
+export function parseRedlockUrl(url: string): ParsedRedlockUrl {
+  const m = /^redlock:\/\/(?:([^@/?#]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/i.exec(typeof url === 'string' ? url : '');
+  if (!m) throw new InvalidArgumentError(`"${String(url)}" is not a Redlock URL: use redlock://host1:port1,host2:port2,host3:port3.`);
+  const [, auth, hostList = '', path = '', query = ''] = m;
+  const params = new URLSearchParams(query);
+  const known = new Set(['nodeTimeoutMs', 'retryJitterMs', 'prefix', 'tls']);
+  for (const k of params.keys()) {
+    if (!known.has(k)) throw new InvalidArgumentError(`Unknown Redlock URL option "${k}"; known: ${[...known].join(', ')}.`);
+  }
+  const hosts = hostList.split(',').map((h) => h.trim());
+  if (hosts.some((h) => h.length === 0)) throw new InvalidArgumentError(`"${url}" has an empty host: list nodes as host:port,host:port.`);
+  const tls = params.get('tls');
+  const scheme = tls === 'true' || tls === '1' ? 'rediss' : 'redis';
+  const num = (k: string): number | undefined => {
+    const v = params.get(k);
+    if (v === null) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new OutOfRangeError(k, `Redlock URL option ${k} must be a positive integer, got "${v}".`);
+    return n;
+  };
+  const prefix = params.get('prefix') ?? undefined;
+  return {
+    nodes: hosts.map((h) => `${scheme}://${auth ? `${auth}@` : ''}${h}${path}`),
+    ...(prefix !== undefined ? { prefix } : {}),
+    ...(num('nodeTimeoutMs') !== undefined ? { nodeTimeoutMs: num('nodeTimeoutMs') } : {}),
+    ...(num('retryJitterMs') !== undefined ? { retryJitterMs: num('retryJitterMs') } : {}),
+  };
+}

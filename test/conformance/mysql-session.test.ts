@@ -1,0 +1,4 @@
+import { mysqlFactory } from './mysql-engine.js';
+import { defineConformanceSuite } from './suite.js';
+
+defineConformanceSuite(mysqlFactory('session'));

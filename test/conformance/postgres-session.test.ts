@@ -1,0 +1,4 @@
+import { postgresFactory } from './postgres-engine.js';
+import { defineConformanceSuite } from './suite.js';
+
+defineConformanceSuite(postgresFactory('session'));

@@ -1,0 +1,202 @@
+/**
+ * MySQL/MariaDB fault tests on a private MariaDB (real root user over TCP, grant tables on):
+ * - kill -9 of the holder's process: in session mode the lock is free as soon as the server sees
+ *   the disconnect (long before the TTL);
+ * - an admin's `KILL <id>` of the holder's connection: `lease.signal` aborts ('session-lost'),
+ *   `sessionState` reports it, nothing is left unhandled, the client keeps working;
+ * - a server restart while waiters wait: typed errors only (never a raw driver error or an
+ *   unhandled rejection), then the same clients work again without being recreated.
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LockClient } from '../../src/core/client.js';
+import type { SessionState } from '../../src/drivers/driver.js';
+import { createMysqlDriver, keyNames, MysqlSessionDriver, type MysqlMode } from '../../src/drivers/mysql/index.js';
+import { isDlockError, LockLostError } from '../../src/errors.js';
+import { startMysql, type MysqlServer } from '../support/mysql.js';
+import { forkWorker, killWorkers, startTogether } from '../support/workers.js';
+
+let server: MysqlServer;
+const clients: LockClient[] = [];
+const unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown): void => {
+  unhandled.push(reason);
+};
+
+beforeAll(async () => {
+  server = await startMysql();
+  process.on('unhandledRejection', onUnhandled);
+}, 120_000);
+
+afterAll(async () => {
+  process.off('unhandledRejection', onUnhandled);
+  await server?.stop();
+});
+
+afterEach(async () => {
+  await killWorkers();
+  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+  await sleep(50);
+  expect(unhandled).toEqual([]);
+});
+
+const url = (mode: MysqlMode): string => `${server.url}?mode=${mode}`;
+const client = (mode: MysqlMode): LockClient => {
+  const c = new LockClient(createMysqlDriver({ url: url(mode) }));
+  clients.push(c);
+  return c;
+};
+let n = 0;
+const uniqueKey = (name: string): string => `faults:${name}:${process.pid}:${++n}`;
+
+/** Resolve with the signal's reason once it aborts; reject after `ms`. */
+function aborted(signal: AbortSignal, ms: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      resolve(signal.reason);
+      return;
+    }
+    const timer = setTimeout(() => reject(new Error(`signal did not abort within ${ms} ms`)), ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve(signal.reason);
+      },
+      { once: true },
+    );
+  });
+}
+
+describe('mysql session mode: holder faults', () => {
+  it('kill -9 of the holder process frees the lock as soon as the server sees the disconnect (TTL 30 s)', async () => {
+    const key = uniqueKey('kill9');
+    const worker = forkWorker({ mode: 'hold', url: url('session'), key, ttlMs: 30_000 });
+    await startTogether([worker]);
+    const held = await worker.next('held', 30_000);
+    const c = client('session');
+    expect((await c.inspect(key))?.holder?.pid).toBe(worker.pid);
+    expect(await c.tryAcquire(key)).toBeNull();
+
+    // A waiter blocked in the server (GET_LOCK) is granted the moment the connection drops.
+    const waiting = c.acquire(key, { ttlMs: 5000, waitMs: 20_000 });
+    await sleep(200);
+    const killedAt = performance.now();
+    process.kill(worker.pid, 'SIGKILL');
+    const lease = await waiting;
+    const freedAfterMs = performance.now() - killedAt;
+    console.info(`[mysql-faults] session kill -9: freed after ${freedAfterMs.toFixed(1)} ms (TTL 30000 ms)`);
+    expect(freedAfterMs).toBeLessThan(2000);
+    expect(lease.token).toBeGreaterThan(BigInt(held.token));
+    expect(await lease.release()).toBe(true);
+  });
+
+  it("an admin's KILL of the holder's connection aborts lease.signal (session-lost); the client keeps working", async () => {
+    const key = uniqueKey('admin-kill');
+    const driver = createMysqlDriver({ url: url('session') }) as MysqlSessionDriver;
+    const states: SessionState[] = [];
+    driver.onSessionState((s) => states.push(s));
+    const c = new LockClient(driver);
+    clients.push(c);
+    const other = client('session');
+    const lease = await c.acquire(key, { ttlMs: 10_000 });
+    expect(driver.sessionState).toBe('connected');
+    const names = keyNames('dlock', 'dlock_', key);
+    const rows = (await server.sql('SELECT IS_USED_LOCK(?) AS id', [names.lock])) as Array<{ id: number | null }>;
+    const id = Number(rows[0]?.id);
+    expect(id).toBeGreaterThan(0);
+
+    const lost = aborted(lease.signal, 5000);
+    const killedAt = performance.now();
+    await server.sql(`KILL ${id}`);
+    const reason = await lost;
+    console.info(`[mysql-faults] admin KILL: lease.signal aborted after ${(performance.now() - killedAt).toFixed(1)} ms`);
+    expect(reason).toBeInstanceOf(LockLostError);
+    expect((reason as LockLostError).reason).toBe('session-lost');
+    expect(lease.isHeld()).toBe(false);
+    expect(states).toContain('lost');
+    expect(await lease.release()).toBe(false);
+
+    // The server let it go: another client takes it at once, with a higher token.
+    const next = await other.tryAcquire(key, { ttlMs: 5000 });
+    expect(next).not.toBeNull();
+    expect(next?.token).toBeGreaterThan(lease.token);
+    await next?.release();
+
+    // The same client opens a new session on its next acquisition.
+    const again = await c.acquire(key, { ttlMs: 5000, waitMs: 5000 });
+    expect(driver.sessionState).toBe('connected');
+    expect(again.token).toBeGreaterThan(next?.token ?? 0n);
+    expect(await again.release()).toBe(true);
+  });
+});
+
+describe('mysql session mode: long server waits', () => {
+  it('a waiter blocked in GET_LOCK for longer than its TTL still gets a valid lease', async () => {
+    const key = uniqueKey('long-wait');
+    const a = client('session');
+    const b = client('session');
+    const holder = await a.acquire(key, { ttlMs: 10_000 });
+    const waiting = b.acquire(key, { ttlMs: 300, waitMs: 20_000 });
+    await sleep(1200); // four waiter TTLs
+    expect(await holder.release()).toBe(true);
+    const lease = await waiting;
+    expect(lease.isHeld()).toBe(true);
+    expect(lease.token).toBeGreaterThan(holder.token);
+    await sleep(700); // renewed past its TTL
+    expect(lease.isHeld()).toBe(true);
+    expect((await a.inspect(key))?.owner).toBe(lease.owner);
+    expect(await lease.release()).toBe(true);
+  });
+});
+
+describe.each(['session', 'table'] as const)('mysql %s mode: server restart while waiters wait', (mode) => {
+  it('waiters get typed errors (or the lock after the restart), then the same clients work again', async () => {
+    const key = uniqueKey(`restart-${mode}`);
+    const holderClient = client(mode);
+    const waiterClients = [client(mode), client(mode), client(mode)];
+    const holder = await holderClient.acquire(key, { ttlMs: 2000 });
+    const holderLost = aborted(holder.signal, 20_000).catch((e: unknown) => e);
+    // Short waits run out while the server is down; a long one outlives the outage.
+    const waits = waiterClients.map((c, i) =>
+      c.acquire(key, { ttlMs: 5000, waitMs: i < 2 ? 1500 : 30_000 }).then(
+        (lease) => ({ lease }),
+        (error: unknown) => ({ error }),
+      ),
+    );
+    await sleep(300);
+    await server.restart({ hard: true, downMs: 2500 });
+
+    const outcomes = await Promise.all(waits);
+    for (const [i, o] of outcomes.entries()) {
+      if ('error' in o) {
+        // Typed, with a code; the short waits that ran out during the outage say it was unavailable.
+        expect(isDlockError(o.error), String(o.error)).toBe(true);
+        expect(['DLOCK_UNAVAILABLE', 'DLOCK_TIMEOUT']).toContain((o.error as { code: string }).code);
+        if (i < 2) expect((o.error as { code: string }).code).toBe('DLOCK_UNAVAILABLE');
+      } else {
+        expect(i).toBe(2);
+        await o.lease.release();
+      }
+    }
+    const errorCodes = outcomes.map((o) => ('error' in o ? (o.error as { code: string }).code : 'granted'));
+    console.info(`[mysql-faults] ${mode} restart: waiter outcomes ${JSON.stringify(errorCodes)}`);
+    expect(errorCodes.slice(0, 2)).toEqual(['DLOCK_UNAVAILABLE', 'DLOCK_UNAVAILABLE']);
+    expect(errorCodes[2]).toBe('granted');
+
+    // The holder was told: at once in session mode (its connection ended), at its local deadline
+    // in table mode (renewals failed while the server was down), unless a renewal went through
+    // after the restart and the long waiter then took over.
+    const reason = await holderLost;
+    expect(reason).toBeInstanceOf(LockLostError);
+    if (mode === 'session') expect((reason as LockLostError).reason).toBe('session-lost');
+
+    // Recovery without new clients: every client acquires and releases again.
+    for (const c of [holderClient, ...waiterClients]) {
+      const lease = await c.acquire(key, { ttlMs: 5000, waitMs: 10_000 });
+      expect(lease.isHeld()).toBe(true);
+      expect(await lease.release()).toBe(true);
+    }
+  }, 90_000);
+});

@@ -1,0 +1,157 @@
+/**
+ * What a failover does to a held lock, on a real master + replica(s) under three Sentinels
+ * (down-after 400 ms), the master killed with kill -9 while a lock is held.
+ *
+ * 1. Without replica acknowledgements, a grant the replica had not received when the master
+ *    died is lost. The lag is emulated (a write racing a crash is not reproducible on loopback,
+ *    where replication takes microseconds): after the grant, the test puts the replica back in
+ *    the state it had before it (lock key deleted, fence counter one lower), then kills the
+ *    master. The next contender gets the lock from the promoted replica, with THE SAME fencing
+ *    token, while the first holder still believes it holds it; the holder learns it only at its
+ *    next renewal (signal aborted 'not-held').
+ * 2. With `replicaAcks`, the grant was acknowledged by a replica before it was reported, so the
+ *    promoted replica has it: the next contender is refused, and the holder keeps the lock (its
+ *    renewals are acknowledged by the remaining replica) until it releases it.
+ * The driver is used both through a `redis+sentinel://` URL and through an ioredis client
+ * configured for Sentinel (`new Redis({ sentinels, name })`).
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockClient } from '../../src/core/client.js';
+import type { Lease } from '../../src/core/lease.js';
+import { RedisDriver, type IoRedisLike } from '../../src/drivers/redis/index.js';
+import { LockLostError } from '../../src/errors.js';
+import { startRedisSentinel, type RedisSentinelSetup } from '../support/redis-sentinel.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+function lockClient(driver: RedisDriver): LockClient {
+  const c = new LockClient(driver);
+  cleanups.push(() => c.close());
+  return c;
+}
+
+/** An ioredis client configured for Sentinel, as an application would create it. */
+function sentinelClient(setup: RedisSentinelSetup): IoRedisLike {
+  const c = new Redis({ sentinels: setup.sentinels.map((s) => ({ ...s })), name: setup.name, maxRetriesPerRequest: 2 });
+  c.on('error', () => undefined);
+  cleanups.push(() => Promise.resolve(c.disconnect()));
+  return c;
+}
+
+async function direct<T>(port: number, fn: (c: Redis) => Promise<T>): Promise<T> {
+  const c = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+  c.on('error', () => undefined);
+  try {
+    return await fn(c);
+  } finally {
+    c.disconnect();
+  }
+}
+
+function lost(lease: Lease): Promise<{ reason: unknown; at: number }> {
+  return new Promise((resolve) => {
+    if (lease.signal.aborted) resolve({ reason: lease.signal.reason, at: performance.now() });
+    lease.signal.addEventListener('abort', () => resolve({ reason: lease.signal.reason, at: performance.now() }), { once: true });
+  });
+}
+
+const key = (name: string): string => `sentinel:${name}:${randomBytes(4).toString('hex')}`;
+
+describe('redis under Sentinel: the master is killed while a lock is held', () => {
+  it('without WAIT, a grant the replica missed is lost on failover: a second holder gets it with the same token', async () => {
+    const setup = await startRedisSentinel({ replicas: 1, sentinels: 3 });
+    cleanups.push(() => setup.stop());
+    const a = lockClient(new RedisDriver({ url: setup.url }));
+    const b = lockClient(new RedisDriver({ client: sentinelClient(setup) }));
+    const k = key('no-wait');
+    const names = new RedisDriver({ url: setup.url });
+    cleanups.push(() => names.close());
+    const { lock, fence } = names.keysFor(k);
+    const replica = setup.replicas[0]!;
+
+    // A long TTL: the holder's first renewal is due 5 s after the grant, after the failover.
+    const ttlMs = 15_000;
+    const leaseA = await a.acquire(k, { ttlMs });
+    const aborted = lost(leaseA);
+    await direct(replica.port, async (c) => {
+      for (let i = 0; i < 100 && (await c.get(lock)) === null; i++) await sleep(10);
+      // Emulated lag: the replica as it was before the grant.
+      await c.del(lock);
+      await c.set(fence, String(leaseA.token - 1n));
+    });
+
+    const oldPort = setup.master.port;
+    const killedAt = performance.now();
+    await setup.master.kill9();
+    const newPort = await setup.waitForFailover(oldPort);
+    const failoverMs = performance.now() - killedAt;
+    expect(newPort).toBe(replica.port);
+
+    const leaseB = await b.acquire(k, { ttlMs, waitMs: 20_000 });
+    const grantedBAt = performance.now();
+    // Both believe they hold it now: A has not been told anything yet.
+    expect(leaseB.isHeld()).toBe(true);
+    expect(leaseA.isHeld()).toBe(true);
+    expect(leaseA.signal.aborted).toBe(false);
+    // And the fencing token repeats: the fence increment was lost with the grant.
+    expect(leaseB.token).toBe(leaseA.token);
+
+    const { reason, at } = await aborted;
+    expect(reason).toBeInstanceOf(LockLostError);
+    expect((reason as LockLostError).reason).toBe('not-held');
+    const bothHeldMs = at - grantedBAt;
+    expect(bothHeldMs).toBeGreaterThan(0);
+    console.info(
+      `[redis-sentinel] no WAIT: failover took ${Math.round(failoverMs)} ms; B granted ${Math.round(grantedBAt - killedAt)} ms after the kill; ` +
+        `A told 'not-held' ${Math.round(at - killedAt)} ms after the kill (both believed they held it for ${Math.round(bothHeldMs)} ms); tokens A=${leaseA.token} B=${leaseB.token}`,
+    );
+    expect(await leaseB.release()).toBe(true);
+  }, 90_000);
+
+  it('with replicaAcks, the promoted replica has the lock: the next contender is refused and the holder keeps it', async () => {
+    const setup = await startRedisSentinel({ replicas: 2, sentinels: 3 });
+    cleanups.push(() => setup.stop());
+    const acks = 'replicaAcks=1&replicaAckTimeoutMs=500';
+    const a = lockClient(new RedisDriver({ url: `${setup.url}?${acks}` }));
+    const k = key('wait');
+    const ttlMs = 6000;
+    const leaseA = await a.acquire(k, { ttlMs });
+
+    const oldPort = setup.master.port;
+    const killedAt = performance.now();
+    await setup.master.kill9();
+    const newPort = await setup.waitForFailover(oldPort);
+    const failoverMs = performance.now() - killedAt;
+
+    // The contender connects after the failover (through a Sentinel-configured ioredis client).
+    const b = lockClient(new RedisDriver({ client: sentinelClient(setup), replicaAcks: { replicas: 1, timeoutMs: 500 } }));
+    const state = await b.inspect(k);
+    expect(state?.owner).toBe(leaseA.owner);
+    expect(state?.token).toBe(leaseA.token);
+    expect(await b.tryAcquire(k, { ttlMs })).toBeNull();
+
+    // The holder keeps renewing on the new master (acknowledged by the remaining replica once it
+    // follows the new master): still held two TTLs after the kill.
+    await sleep(Math.max(0, killedAt + 2 * ttlMs - performance.now()));
+    expect(leaseA.signal.aborted, `lost: ${String((leaseA.signal.reason as Error | undefined)?.message)}`).toBe(false);
+    expect(leaseA.isHeld()).toBe(true);
+    expect((await b.inspect(k))?.owner).toBe(leaseA.owner);
+    expect(await b.tryAcquire(k, { ttlMs })).toBeNull();
+    console.info(
+      `[redis-sentinel] with WAIT: failover took ${Math.round(failoverMs)} ms (master ${oldPort} -> ${newPort}); the promoted replica had the lock; ` +
+        `the holder still held it ${Math.round(performance.now() - killedAt)} ms after the kill`,
+    );
+
+    expect(await leaseA.release()).toBe(true);
+    const leaseB = await b.acquire(k, { ttlMs, waitMs: 5000 });
+    expect(leaseB.token).toBeGreaterThan(leaseA.token);
+    expect(await leaseB.release()).toBe(true);
+  }, 120_000);
+});

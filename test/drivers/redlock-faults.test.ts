@@ -1,0 +1,277 @@
+/**
+ * Redlock under node faults, on real independent redis-servers:
+ * - 5 nodes, 2 killed: locks are still granted and exclusive; 3 killed: a QuorumError within the
+ *   wait that lists what each node answered;
+ * - a node restarted without persistence inside the TTL: two holders at once (the documented
+ *   hazard), and the two mitigations that prevent it (appendfsync always; a delayed restart);
+ * - replies delayed past the TTL (test/support/delay-proxy.ts): no grant with expired validity
+ *   is ever reported, and partial grants are removed at once.
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockClient } from '../../src/core/client.js';
+import { driftFor, monotonicNow } from '../../src/core/clock.js';
+import type { Lease } from '../../src/core/lease.js';
+import { RedlockDriver } from '../../src/drivers/redlock/index.js';
+import { QuorumError } from '../../src/errors.js';
+import { assertExclusion, sectionsFrom } from '../support/checkers.js';
+import { startDelayProxy, type DelayProxy } from '../support/delay-proxy.js';
+import type { LogEntry } from '../support/protocol.js';
+import { startRedlock, type RedlockNodes } from '../support/redlock.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+async function nodesOf(count: number, persistence: 'none' | 'fsync-always' = 'none'): Promise<RedlockNodes> {
+  const n = await startRedlock({ nodes: count, persistence });
+  cleanups.push(() => n.stop());
+  return n;
+}
+
+function client(url: string, opts: ConstructorParameters<typeof LockClient>[1] = {}): LockClient {
+  const c = new LockClient(new RedlockDriver({ url }), opts);
+  cleanups.push(() => c.close());
+  return c;
+}
+
+/** The raw value of the lock key on one node (through a connection of its own), or null. */
+async function valueOn(url: string, lock: string): Promise<string | null> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+  r.on('error', () => undefined);
+  try {
+    await r.connect();
+    return await r.get(lock);
+  } finally {
+    r.disconnect();
+  }
+}
+
+/** Four clients in this process, `cycles` acquisitions each, logged for the overlap checker. */
+async function contend(clients: readonly LockClient[], key: string, cycles: number): Promise<LogEntry[]> {
+  const log: LogEntry[] = [];
+  const t = (): string => process.hrtime.bigint().toString();
+  await Promise.all(
+    clients.map(async (c, pid) => {
+      for (let cycle = 0; cycle < cycles; cycle++) {
+        log.push({ pid, op: 'lock', phase: 'request', t: t(), cycle });
+        const lease = await c.acquire(key, { ttlMs: 5000, waitMs: 30_000 });
+        log.push({ pid, op: 'lock', phase: 'acquired', t: t(), token: lease.token.toString(), cycle });
+        await sleep(2);
+        const end = t();
+        const stillHeld = lease.isHeld();
+        const releaseOk = await lease.release();
+        log.push({ pid, op: 'lock', phase: 'released', t: end, token: lease.token.toString(), cycle, stillHeld, releaseOk });
+      }
+    }),
+  );
+  return log;
+}
+
+describe('redlock over 5 nodes with nodes killed', () => {
+  it('with 2 of 5 killed, locks are still granted, exclusive, with increasing tokens', async () => {
+    const nodes = await nodesOf(5);
+    await nodes.nodes[1]?.kill9();
+    await nodes.nodes[3]?.kill9();
+    const clients = [0, 1, 2, 3].map(() => client(nodes.url));
+    const sections = sectionsFrom(await contend(clients, 'k2of5', 8));
+    expect(sections).toHaveLength(32);
+    assertExclusion(sections, { minContended: 3 });
+    expect(sections.filter((s) => s.stillHeld !== true || s.releaseOk !== true)).toEqual([]);
+  }, 60_000);
+
+  it('with 3 of 5 killed, acquire fails within its wait with a QuorumError listing every node', async () => {
+    const nodes = await nodesOf(5);
+    const c = client(nodes.url);
+    // Connections are up before the kill (the realistic case: nodes die under a running app).
+    expect(await (await c.acquire('warm', { ttlMs: 5000 })).release()).toBe(true);
+    const killed = [0, 2, 4];
+    await Promise.all(killed.map(async (i) => nodes.nodes[i]?.kill9()));
+
+    const waitMs = 1500;
+    const start = performance.now();
+    const err = await c.acquire('k3of5', { ttlMs: 5000, waitMs }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const took = performance.now() - start;
+    expect(err).toBeInstanceOf(QuorumError);
+    const q = err as QuorumError;
+    expect(q.code).toBe('DLOCK_UNAVAILABLE');
+    expect(q.quorum).toBe(3);
+    expect(q.answers).toHaveLength(5);
+    expect(q.answers.map((a) => a.node)).toEqual(nodes.nodes.map((n) => `127.0.0.1:${n.port}`));
+    for (const [i, a] of q.answers.entries()) expect(a.answer, JSON.stringify(a)).toBe(killed.includes(i) ? 'unreachable' : 'granted');
+    expect(q.message).toMatch(/needs 3 of 5 nodes and got 2/);
+    expect(took).toBeGreaterThanOrEqual(waitMs - 5);
+    expect(took).toBeLessThan(waitMs + 2500);
+
+    // tryAcquire answers at once, with the same per-node detail.
+    const t2 = performance.now();
+    const err2 = await c.tryAcquire('k3of5-try').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err2).toBeInstanceOf(QuorumError);
+    expect(performance.now() - t2).toBeLessThan(1500);
+    // The partial grants on the two live nodes were released, not left to expire.
+    const lock = new RedlockDriver({ url: nodes.url }).lockKey('k3of5-try');
+    await sleep(50);
+    for (const i of [1, 3]) expect(await valueOn(nodes.nodes[i]?.url ?? '', lock)).toBeNull();
+  }, 60_000);
+});
+
+describe('redlock and a node that restarts inside the TTL (N = 3)', () => {
+  /**
+   * Put holder A on nodes 1 and 2 only: node 3 is down while A acquires, then comes back (with
+   * whatever data it kept). Returns A's lease (TTL 10 s, no renewal so that nothing repairs it).
+   */
+  async function holderOnNodes12(nodes: RedlockNodes, key: string): Promise<{ a: LockClient; lease: Lease }> {
+    await nodes.nodes[2]?.kill9();
+    const a = client(nodes.url, { renew: false });
+    const lease = await a.acquire(key, { ttlMs: 10_000 });
+    await nodes.nodes[2]?.restart();
+    return { a, lease };
+  }
+
+  it('HAZARD: without persistence, node 2 restarted empty lets B hold the lock while A still holds it', async () => {
+    const nodes = await nodesOf(3, 'none');
+    const key = 'hazard';
+    const { lease: a } = await holderOnNodes12(nodes, key);
+    await nodes.nodes[1]?.restart({ empty: true });
+    const b = client(nodes.url, { renew: false });
+    const bLease = await b.tryAcquire(key, { ttlMs: 10_000 });
+    // Two holders at once: this is why nodes must keep their data (or stay down past the TTL).
+    expect(bLease).not.toBeNull();
+    expect(a.isHeld()).toBe(true);
+    expect(bLease?.isHeld()).toBe(true);
+    // And the fencing token went back (node 2 and node 3 both forgot the counter).
+    expect(bLease?.token).toBeLessThanOrEqual(a.token);
+  }, 60_000);
+
+  it('MITIGATION appendfsync always: node 2 restarts with the lock, so B is refused until A releases', async () => {
+    const nodes = await nodesOf(3, 'fsync-always');
+    const key = 'fsync';
+    const { lease: a } = await holderOnNodes12(nodes, key);
+    await nodes.nodes[1]?.restart(); // kill -9, restart: reloads the AOF
+    const b = client(nodes.url, { renew: false });
+    expect(await b.tryAcquire(key, { ttlMs: 10_000 })).toBeNull();
+    expect(a.isHeld()).toBe(true);
+    // Let A's connection to the restarted node come back (ioredis retries within 1 s), so that
+    // its release reaches a majority.
+    await sleep(1200);
+    expect(await a.release()).toBe(true);
+    const bLease = await b.acquire(key, { ttlMs: 10_000, waitMs: 5000 });
+    expect(bLease.token).toBeGreaterThan(a.token);
+  }, 60_000);
+
+  it('MITIGATION delayed restart: node 2 kept down past the TTL; B gets the lock only after A lost it', async () => {
+    const nodes = await nodesOf(3, 'none');
+    const key = 'delayed';
+    const ttlMs = 1500;
+    await nodes.nodes[2]?.kill9();
+    const aClient = client(nodes.url, { renew: false });
+    const a = await aClient.acquire(key, { ttlMs });
+    await nodes.nodes[2]?.restart();
+    const downAt = monotonicNow();
+    await nodes.nodes[1]?.kill9();
+    const b = client(nodes.url, { renew: false });
+    // While node 2 is down: node 1 is A's, node 3 is free, node 2 unreachable: no majority for B.
+    expect(await b.tryAcquire(key, { ttlMs: 10_000 })).toBeNull();
+    // Restart only once the longest TTL has passed.
+    await sleep(Math.max(0, ttlMs + 200 - (monotonicNow() - downAt)));
+    await nodes.nodes[1]?.restart({ empty: true });
+    const bLease = await b.acquire(key, { ttlMs: 10_000, waitMs: 5000 });
+    expect(a.isHeld()).toBe(false);
+    expect(a.signal.aborted).toBe(true);
+    expect(bLease.isHeld()).toBe(true);
+  }, 60_000);
+});
+
+describe('redlock with replies delayed (TCP proxy in front of every node)', () => {
+  async function delayed(): Promise<{ nodes: RedlockNodes; proxies: DelayProxy[]; url: string }> {
+    const nodes = await nodesOf(3);
+    const proxies = await Promise.all(nodes.nodes.map((n) => startDelayProxy(n.port)));
+    cleanups.push(() => Promise.all(proxies.map((p) => p.close())));
+    return { nodes, proxies, url: `redlock://${proxies.map((p) => `127.0.0.1:${p.port}`).join(',')}` };
+  }
+
+  it('never reports a grant whose validity is gone, whatever the delay', async () => {
+    const { proxies, url } = await delayed();
+    const d = new RedlockDriver({ url });
+    cleanups.push(() => d.close());
+    const ttlMs = 400;
+    const validFor = ttlMs - driftFor(ttlMs);
+    const outcomes: Array<{ oneWayMs: number; granted: number; refused: number; errors: number }> = [];
+    // One-way delays: round trips from 0 to 1.5 x TTL.
+    for (const oneWayMs of [0, 60, 150, 190, 205, 300]) {
+      for (const p of proxies) p.setDelay(oneWayMs);
+      const row = { oneWayMs, granted: 0, refused: 0, errors: 0 };
+      for (let i = 0; i < 3; i++) {
+        const owner = `h:1:delay${oneWayMs}:${i}`;
+        const key = `delay:${oneWayMs}:${i}`;
+        const sentAt = monotonicNow();
+        try {
+          const r = await d.tryAcquire({ key, owner, ttlMs });
+          const at = monotonicNow();
+          if (r.ok) {
+            row.granted++;
+            // Reported only with validity left, counted from when the request was sent. (The
+            // driver checks just before it resolves; `at` is read a few microtasks later, so allow
+            // for this process being descheduled in between on a loaded machine.)
+            expect(r.grant.sentAt).toBeGreaterThanOrEqual(sentAt);
+            expect(at).toBeLessThan(r.grant.sentAt + validFor + 25);
+            await d.release(key, owner);
+          } else row.refused++;
+        } catch (e) {
+          expect(e).toBeInstanceOf(QuorumError);
+          row.errors++;
+        }
+      }
+      outcomes.push(row);
+    }
+    console.info(`[redlock] delayed replies (TTL ${ttlMs} ms): ${JSON.stringify(outcomes)}`);
+    // Short delays grant; a round trip beyond the TTL never does.
+    expect(outcomes.find((o) => o.oneWayMs === 0)?.granted).toBe(3);
+    expect(outcomes.find((o) => o.oneWayMs === 60)?.granted).toBe(3);
+    for (const o of outcomes.filter((x) => 2 * x.oneWayMs >= validFor)) expect(o.granted, JSON.stringify(o)).toBe(0);
+    for (const p of proxies) p.setDelay(0);
+  }, 60_000);
+
+  it('a client acquire with replies slower than its round gets no lease, and partial grants are removed at once', async () => {
+    const { nodes, proxies } = await delayed();
+    // Rounds give up on a node after 300 ms, far below the 5 s TTL: a release before the TTL is
+    // then visibly a release, not an expiry.
+    const url = `redlock://${proxies.map((p) => `127.0.0.1:${p.port}`).join(',')}?nodeTimeoutMs=300`;
+    const ttlMs = 5000;
+    const oneWayMs = 1200;
+    // Node 3 answers at once; nodes 1 and 2 only after the round's deadline.
+    proxies[0]?.setDelay(oneWayMs);
+    proxies[1]?.setDelay(oneWayMs);
+    const c = client(url);
+    const start = performance.now();
+    const err = await c.acquire('slow', { ttlMs, waitMs: 500 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(performance.now() - start).toBeLessThan(500 + 1500);
+    expect(err).toBeInstanceOf(QuorumError);
+    const q = err as QuorumError;
+    expect(q.answers.map((a) => a.answer)).toEqual(['unreachable', 'unreachable', 'granted']);
+    expect(q.answers[0]?.detail).toMatch(/no answer within 300 ms/);
+    expect(c.heldCount).toBe(0);
+    const lock = new RedlockDriver({ url: nodes.url }).lockKey('slow');
+    // Node 3's partial grants were released as each round failed (the last round ends 300 ms
+    // after it started at the latest), long before their 5 s TTL.
+    await sleep(400);
+    expect(await valueOn(nodes.nodes[2]?.url ?? '', lock)).toBeNull();
+    // The delayed requests reach nodes 1 and 2 after 1.2 s, each followed by its release: once
+    // those have gone through, nothing is left anywhere, still long before any TTL ran out.
+    await sleep(2 * oneWayMs);
+    for (const n of nodes.nodes) expect(await valueOn(n.url, lock)).toBeNull();
+    expect(performance.now() - start).toBeLessThan(ttlMs + oneWayMs);
+  }, 60_000);
+});
