@@ -138,16 +138,35 @@ describe('mysql session mode: long server waits', () => {
     const a = client('session');
     const b = client('session');
     const holder = await a.acquire(key, { ttlMs: 10_000 });
-    const waiting = b.acquire(key, { ttlMs: 300, waitMs: 20_000 });
-    await sleep(1200); // four waiter TTLs
+    const waiting = b.acquire(key, { ttlMs: 1000, waitMs: 20_000 });
+    await sleep(2500); // 2.5 waiter TTLs
     expect(await holder.release()).toBe(true);
     const lease = await waiting;
     expect(lease.isHeld()).toBe(true);
     expect(lease.token).toBeGreaterThan(holder.token);
-    await sleep(700); // renewed past its TTL
+    await sleep(2000); // renewed past its TTL
     expect(lease.isHeld()).toBe(true);
     expect((await a.inspect(key))?.owner).toBe(lease.owner);
     expect(await lease.release()).toBe(true);
+  });
+});
+
+describe('mysql: session and table mode on one key', () => {
+  it('a key held in one mode is busy for the other, and tokens keep increasing across modes', async () => {
+    const key = uniqueKey('mixed');
+    const session = client('session');
+    const table = client('table');
+    const s1 = await session.acquire(key, { ttlMs: 5000 });
+    expect(await table.tryAcquire(key)).toBeNull();
+    expect((await table.inspect(key))?.owner).toBe(s1.owner);
+    expect(await s1.release()).toBe(true);
+    const t1 = await table.acquire(key, { ttlMs: 5000 });
+    expect(t1.token).toBeGreaterThan(s1.token);
+    expect(await session.tryAcquire(key)).toBeNull();
+    expect(await t1.release()).toBe(true);
+    const s2 = await session.acquire(key, { ttlMs: 5000 });
+    expect(s2.token).toBeGreaterThan(t1.token);
+    expect(await s2.release()).toBe(true);
   });
 });
 

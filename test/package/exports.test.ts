@@ -35,17 +35,24 @@ describe('package exports', () => {
     }
   });
 
-  it('driver subpaths load in both module systems', () => {
-    expect(node(['-e', 'console.log(typeof require("dlock/redis").RedisDriver, typeof require("dlock/sqlite").SqliteDriver)'])).toBe(
-      'function function',
-    );
-    expect(
-      node([
-        '--input-type=module',
-        '-e',
-        'const r = await import("dlock/redis"); const s = await import("dlock/sqlite"); console.log(typeof r.RedisDriver, typeof s.SqliteDriver)',
-      ]),
-    ).toBe('function function');
+  /** Each driver subpath and one class it must export. */
+  const drivers: Array<[string, string]> = [
+    ['dlock/redis', 'RedisDriver'],
+    ['dlock/sqlite', 'SqliteDriver'],
+    ['dlock/zookeeper', 'ZooKeeperDriver'],
+    ['dlock/etcd', 'EtcdDriver'],
+    ['dlock/postgres', 'PostgresSessionDriver'],
+    ['dlock/mysql', 'MysqlSessionDriver'],
+    ['dlock/redlock', 'RedlockDriver'],
+  ];
+
+  it('every driver subpath is in the exports map', () => {
+    expect(drivers.map(([p]) => p.replace('dlock', '.')).sort()).toEqual(entries.map(([k]) => k).filter((k) => k !== '.').sort());
+  });
+
+  it.each(drivers)('%s loads in both module systems', (path, name) => {
+    expect(node(['-e', `console.log(typeof require(${JSON.stringify(path)}).${name})`])).toBe('function');
+    expect(node(['--input-type=module', '-e', `const m = await import(${JSON.stringify(path)}); console.log(typeof m.${name})`])).toBe('function');
   });
 
   it('errors thrown from the CommonJS build are instances of its own classes', () => {

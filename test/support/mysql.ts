@@ -6,7 +6,7 @@
  * hook kills whatever a test forgot. No vitest imports: the benchmark uses it too.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -125,23 +125,32 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
   hookExit();
   const datadir = join(dir, 'data');
   const logfile = join(dir, 'error.log');
-  try {
-    await run(
-      install,
-      [
-        '--no-defaults',
-        `--datadir=${datadir}`,
-        '--auth-root-authentication-method=normal',
-        '--skip-test-db',
-        '--skip-name-resolve',
-        ...(isRoot ? ['--user=root'] : []),
-      ],
-      { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
-    );
-  } catch (e) {
-    rmSync(dir, { recursive: true, force: true });
-    running.delete(tracked);
-    throw new Error(`mariadb-install-db failed: ${String(e)}`, { cause: e });
+  // Temp files in our own dir: bootstraps running at once must not share /tmp's #sql files.
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await run(
+        install,
+        [
+          '--no-defaults',
+          `--datadir=${datadir}`,
+          `--tmpdir=${tmp}`,
+          '--auth-root-authentication-method=normal',
+          '--skip-test-db',
+          '--skip-name-resolve',
+          ...(isRoot ? ['--user=root'] : []),
+        ],
+        { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
+      );
+      break;
+    } catch (e) {
+      rmSync(datadir, { recursive: true, force: true });
+      if (attempt < 3) continue;
+      rmSync(dir, { recursive: true, force: true });
+      running.delete(tracked);
+      throw new Error(`mariadb-install-db failed: ${String(e)}`, { cause: e });
+    }
   }
 
   let port = 0;
@@ -150,6 +159,7 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
       '--no-defaults',
       ...(isRoot ? ['--user=root'] : []),
       `--datadir=${datadir}`,
+      `--tmpdir=${tmp}`,
       `--socket=${join(dir, 'sock')}`,
       `--pid-file=${join(dir, 'mariadbd.pid')}`,
       `--log-error=${logfile}`,

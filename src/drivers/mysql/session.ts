@@ -1,4 +1,4 @@
-import { WaitScope, backoffMs, settleWithin } from '../../core/abort.js';
+import { DEADLINE, WaitScope, backoffMs, settleWithin } from '../../core/abort.js';
 import { driftFor, sleep } from '../../core/clock.js';
 import { LockLostError, UnavailableError } from '../../errors.js';
 import type {
@@ -28,6 +28,9 @@ interface Held {
 
 /** A server-side wait may not outlive its deadline by more than this before we cut it off. */
 const WAIT_GRACE_MS = 2000;
+/** An aborted server wait is interrupted every KILL_REPEAT_MS until it ends, at most this often; then its connection is dropped. */
+const KILL_REPEATS = 40;
+const KILL_REPEAT_MS = 50;
 
 /**
  * Session mode: the lock IS a MySQL user lock (`GET_LOCK`) held by one of this driver's own
@@ -170,21 +173,36 @@ export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
   private async waitOn(conn: Conn, req: AcquireRequest, names: KeyNames, remainingMs: number, signal: AbortSignal): Promise<Grant | null> {
     if (signal.aborted) return null;
     this.waiting.add(conn);
+    let settled = false;
     let killing: Promise<void> | undefined;
     const onAbort = (): void => {
-      killing = this.interrupt(conn);
+      // At the deadline the server's own GET_LOCK timeout ends the wait: nothing to interrupt.
+      if (signal.reason === DEADLINE) return;
+      killing = (async () => {
+        // A KILL QUERY that reaches the server before the statement starts is lost (it does not
+        // carry over to the next statement): repeat it until the statement has ended.
+        for (let i = 0; i < KILL_REPEATS && !settled && conn.alive; i++) {
+          await this.interrupt(conn);
+          await sleep(KILL_REPEAT_MS);
+        }
+        if (!settled) conn.destroy();
+      })();
     };
     signal.addEventListener('abort', onAbort, { once: true });
     // Should the server stop answering, do not wait far past the deadline.
     const watchdog = setTimeout(() => conn.destroy(), remainingMs + WAIT_GRACE_MS);
-    try {
-      return await this.grantOn(conn, req, names, remainingMs / 1000);
-    } finally {
+    // Once the wait's statement has ended: stop interrupting, and let a KILL QUERY still on its
+    // way land before the next statement on this connection (clean-up or confirmation).
+    const afterWait = async (): Promise<void> => {
+      settled = true;
       clearTimeout(watchdog);
       signal.removeEventListener('abort', onAbort);
-      // A KILL QUERY still on its way would hit the next statement on this connection (the
-      // clean-up of a grant that raced the abort): let it land first.
       if (killing) await killing;
+    };
+    try {
+      return await this.grantOn(conn, req, names, remainingMs / 1000, afterWait);
+    } finally {
+      await afterWait();
       this.waiting.delete(conn);
     }
   }
@@ -194,7 +212,13 @@ export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
    * MariaDB and MySQL count nested GET_LOCKs), unless a lease-table holder of the same key is
    * live; then bump the key's fencing counter and record owner, connection and lease deadline.
    */
-  private async grantOn(conn: Conn, req: AcquireRequest, n: KeyNames, waitSeconds: number): Promise<Grant | null> {
+  private async grantOn(
+    conn: Conn,
+    req: AcquireRequest,
+    n: KeyNames,
+    waitSeconds: number,
+    afterWait?: () => Promise<void>,
+  ): Promise<Grant | null> {
     const us = Math.ceil(req.ttlMs) * 1000;
     const idleSeconds = this.idleLimit(conn, req.ttlMs);
     let sentAt = this.now();
@@ -214,7 +238,9 @@ export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
         [n.lock, n.lock, waitSeconds, n.id, n.lock, n.id, req.key, req.owner, us, req.owner, us, idleSeconds, n.id],
       );
       rows = r[r.length - 1] as typeof rows;
+      await afterWait?.();
     } catch (e) {
+      await afterWait?.();
       // The lock may be ours without its row (an error or a KILL after GET_LOCK): give it back.
       if ((e as MysqlError).fatal !== true && conn.alive && !this.holdsOn(conn, req.key)) {
         await conn
