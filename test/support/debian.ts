@@ -56,7 +56,8 @@ export async function ensureBinary(bin: string, debianPackage: string, alsoAt: r
       const opts = { env, maxBuffer: 64 * 1024 * 1024, timeout: 10 * 60_000 };
       aptUpdated ??= run('apt-get', ['update'], opts);
       await aptUpdated;
-      await run('apt-get', ['install', '-y', debianPackage], opts);
+      // Wait for a dpkg lock another installer holds instead of failing at once.
+      await run('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', debianPackage], opts);
     })();
     installs.set(debianPackage, install);
   }

@@ -1,4 +1,5 @@
 import type { TestProject } from 'vitest/node';
+import { ensureBinary } from './debian.js';
 import { startRedis } from './redis.js';
 
 declare module 'vitest' {
@@ -9,7 +10,24 @@ declare module 'vitest' {
 }
 
 /** One shared redis-server for the run; stopped in teardown (and by the exit hook as a last resort). */
+/**
+ * Every engine binary the suite runs, with its Debian package. Ensured once, here, before any test
+ * file starts: on a fresh machine the packages are installed one after another by this process
+ * (test files running in parallel would otherwise fight over the dpkg lock).
+ */
+const ENGINES: ReadonlyArray<[bin: string, pkg: string, alsoAt?: string[]]> = [
+  ['redis-server', 'redis-server'],
+  ['redis-cli', 'redis-tools'],
+  ['faketime', 'faketime'],
+  ['zkServer.sh', 'zookeeper', ['/usr/share/zookeeper/bin/zkServer.sh']],
+  ['java', 'zookeeper'],
+  ['etcd', 'etcd-server'],
+  ['postgres', 'postgresql', ['/usr/lib/postgresql/15/bin/postgres']],
+  ['mariadbd', 'mariadb-server', ['/usr/sbin/mariadbd']],
+];
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  for (const [bin, pkg, alsoAt] of ENGINES) await ensureBinary(bin, pkg, alsoAt);
   const redis = await startRedis();
   project.provide('redisUrl', redis.url);
   return async () => {
