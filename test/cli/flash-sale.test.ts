@@ -1,95 +1,32 @@
 /**
- * End to end through the built CLI (`npm test` builds first): `node bin/dlock.js ...` as a user
- * runs it, real worker processes, real engines (a temporary SQLite file; the run's shared Redis).
+ * The flash-sale cases (test/cli/flash-sale-cases.ts) on SQLite (the default: a temporary file)
+ * and on the run's shared Redis; then the CLI's output and errors, and `dlock inspect`, through
+ * the built CLI (`npm test` builds first).
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { defineFlashSaleTests, dlock } from './flash-sale-cases.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BIN = join(ROOT, 'bin', 'dlock.js');
+defineFlashSaleTests({
+  backend: 'sqlite',
+  start: () => Promise.resolve(undefined),
+  stop: () => Promise.resolve(),
+  targets: [{ title: 'sqlite (default temp file)', url: () => undefined }],
+});
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function dlock(args: readonly string[], timeoutMs = 50_000): Promise<CliRun> {
-  // The user's DLOCK_URL (a default for --url) must not leak into the tests.
-  const env = { ...process.env };
-  delete env.DLOCK_URL;
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { cwd: ROOT, timeout: timeoutMs, killSignal: 'SIGINT', env },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-interface Summary {
-  backend: string;
-  lock: boolean;
-  workers: number;
-  buyers: number;
-  stock: number;
-  orders: number;
-  oversold: number;
-  ordersPerSec: number;
-  lockWaitP50Ms: number;
-  lockWaitP99Ms: number;
-}
-
-/** The --json contract: exactly one JSON object, on the last line of stdout. */
-function lastJson(run: CliRun): Summary {
-  const lines = run.stdout.trim().split('\n');
-  expect(run.code, run.stderr).toBe(0);
-  return JSON.parse(lines[lines.length - 1] ?? '') as Summary;
-}
-
-async function flashSale(args: readonly string[]): Promise<Summary> {
-  const run = await dlock(['demo', 'flash-sale', '--workers', '8', '--buyers', '200', '--json', ...args]);
-  const summary = lastJson(run);
-  for (const key of ['backend', 'lock', 'workers', 'stock', 'orders', 'oversold', 'ordersPerSec', 'lockWaitP50Ms', 'lockWaitP99Ms']) {
-    expect(summary).toHaveProperty(key);
-  }
-  // --json prints nothing else: no progress, no status lines.
-  expect(run.stderr).toBe('');
-  expect(run.stdout.trim().split('\n')).toHaveLength(1);
-  return summary;
-}
+defineFlashSaleTests({
+  backend: 'redis',
+  start: () => Promise.resolve(inject('redisUrl')),
+  stop: () => Promise.resolve(),
+  url: (url) => url,
+  unreachable: { url: 'redis://127.0.0.1:1', message: /Cannot reach Redis at redis:\/\/127\.0\.0\.1:1/ },
+});
 
 async function ourTempDirs(): Promise<string[]> {
   return (await readdir(tmpdir())).filter((d) => d.startsWith('dlock-flash-sale-'));
 }
-
-describe.each([
-  { name: 'sqlite (default temp file)', urlArgs: () => [] as string[], backend: 'sqlite' },
-  { name: 'redis', urlArgs: () => ['--url', inject('redisUrl')], backend: 'redis' },
-])('dlock demo flash-sale on $name', ({ urlArgs, backend }) => {
-  it.each([1, 5])('with the lock sells exactly the stock (stock %i)', async (stock) => {
-    const s = await flashSale([...urlArgs(), '--stock', String(stock)]);
-    expect(s).toMatchObject({ backend, lock: true, workers: 8, buyers: 200, stock, orders: stock, oversold: 0 });
-    expect(s.lockWaitP99Ms).toBeGreaterThanOrEqual(s.lockWaitP50Ms);
-    expect(s.lockWaitP50Ms).toBeGreaterThanOrEqual(0);
-    expect(s.ordersPerSec).toBeGreaterThan(0);
-  });
-
-  it('without the lock oversells', async () => {
-    const s = await flashSale([...urlArgs(), '--no-lock']);
-    expect(s).toMatchObject({ backend, lock: false, workers: 8, stock: 1 });
-    expect(s.oversold).toBeGreaterThan(0);
-    expect(s.oversold).toBe(s.orders - s.stock);
-  });
-});
 
 describe('dlock demo flash-sale output and errors', () => {
   it('prints the summary table and the verdict without --json, and removes its temp dir', async () => {
@@ -123,12 +60,6 @@ describe('dlock demo flash-sale output and errors', () => {
     const run = await dlock(['demo', 'flash-sale', ...args]);
     expect(run.code).not.toBe(0);
     expect(run.stderr).toMatch(message);
-  });
-
-  it('an unreachable engine fails fast with a clear message', async () => {
-    const run = await dlock(['demo', 'flash-sale', '--url', 'redis://127.0.0.1:1', '--workers', '2', '--json']);
-    expect(run.code).not.toBe(0);
-    expect(run.stderr).toMatch(/Cannot reach Redis at redis:\/\/127\.0\.0\.1:1/);
   });
 });
 

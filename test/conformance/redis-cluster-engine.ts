@@ -5,31 +5,21 @@
  */
 import { Cluster } from 'ioredis';
 import type { LockDriver } from '../../src/drivers/driver.js';
-import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
-import type { ConformanceFactory, IsolatedEngine } from './suite.js';
+import { redisKeyHooks, type RedisHooks } from './redis-engine.js';
+import type { IsolatedEngine } from './suite.js';
 
-export type ClusterHooks = Pick<ConformanceFactory, 'removeBehindBack' | 'waitResidue'> & {
+export type ClusterHooks = RedisHooks & {
   /** EVAL/EVALSHA calls per master port so far (to show that the keys spread over every master). */
   scriptCallsPerNode(): Promise<Map<number, number>>;
-  close(): Promise<void>;
 };
 
 /** Engine hooks over `cluster`; `close()` them in afterAll. */
 export function clusterEngine(cluster: RedisCluster): ClusterHooks {
   const admin = new Cluster(cluster.nodes.map((n) => ({ ...n })), { lazyConnect: true });
   admin.on('error', () => undefined);
-  /** Only asked for key names. */
-  const names = new RedisDriver({ url: cluster.url });
   return {
-    removeBehindBack: async (key) => {
-      const removed = await admin.del(names.keysFor(key).lock);
-      if (removed !== 1) throw new Error(`DEL ${names.keysFor(key).lock} removed ${removed} keys: the lock was not there`);
-    },
-    waitResidue: async (key) => {
-      const k = names.keysFor(key);
-      return { [`LLEN ${k.queue}`]: await admin.llen(k.queue), [`HLEN ${k.queueInfo}`]: await admin.hlen(k.queueInfo) };
-    },
+    ...redisKeyHooks(admin, cluster.url),
     scriptCallsPerNode: async () => {
       const out = new Map<number, number>();
       for (const node of admin.nodes('master')) {
@@ -39,10 +29,6 @@ export function clusterEngine(cluster: RedisCluster): ClusterHooks {
         out.set(Number(node.options.port), calls);
       }
       return out;
-    },
-    close: async () => {
-      await names.close();
-      admin.disconnect();
     },
   };
 }

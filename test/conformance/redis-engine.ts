@@ -3,15 +3,19 @@
  * runs): deleting a lock behind its holder's back, the queue residue of finished waits, and a
  * private server a test may stop.
  */
-import { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import type { LockDriver } from '../../src/drivers/driver.js';
 import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import type { ConformanceFactory, IsolatedEngine } from './suite.js';
 
-/** Engine hooks over the redis-server at `url`; `close()` them in afterAll. */
-export function redisEngine(url: string): Pick<ConformanceFactory, 'removeBehindBack' | 'waitResidue'> & { close(): Promise<void> } {
-  const admin = new Redis(url, { lazyConnect: true });
+export type RedisHooks = Pick<ConformanceFactory, 'removeBehindBack' | 'waitResidue'> & { close(): Promise<void> };
+
+/**
+ * The hooks over an admin connection (a single node or a cluster) for the driver at `url`: DEL
+ * the lock key behind its holder's back, LLEN/HLEN the wait queue. `close()` closes both.
+ */
+export function redisKeyHooks(admin: Redis | Cluster, url: string): RedisHooks {
   /** Only asked for key names. */
   const names = new RedisDriver({ url });
   return {
@@ -28,6 +32,11 @@ export function redisEngine(url: string): Pick<ConformanceFactory, 'removeBehind
       admin.disconnect();
     },
   };
+}
+
+/** Engine hooks over the redis-server at `url`; `close()` them in afterAll. */
+export function redisEngine(url: string): RedisHooks {
+  return redisKeyHooks(new Redis(url, { lazyConnect: true }), url);
 }
 
 /** A private redis-server that a test may stop and restart on the same port. */

@@ -5,7 +5,9 @@
  * - an admin's `KILL <id>` of the holder's connection: `lease.signal` aborts ('session-lost'),
  *   `sessionState` reports it, nothing is left unhandled, the client keeps working;
  * - a server restart while waiters wait: typed errors only (never a raw driver error or an
- *   unhandled rejection), then the same clients work again without being recreated.
+ *   unhandled rejection), then the same clients work again without being recreated;
+ * - a connection reset with a statement in flight (server killed while stopped): a typed error,
+ *   then the same client works again (the reset connection is replaced, not reused).
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -170,6 +172,46 @@ describe('mysql: session and table mode on one key', () => {
   });
 });
 
+describe.each(['session', 'table'] as const)('mysql %s mode: connection reset with a statement in flight', (mode) => {
+  // A server killed while a statement sits unread in its socket answers with a TCP reset, not a
+  // close: mysql2 then hands the (fatal) error to that statement only and emits neither 'error'
+  // nor 'end'. The driver must still treat the connection as dead, or every later statement on
+  // it fails ("connection is in closed state") and the client never recovers.
+  it('the statement fails with a typed error, then the same client works again after the restart', async () => {
+    const key = uniqueKey(`reset-${mode}`);
+    const c = client(mode);
+    const warm = await c.acquire(key, { ttlMs: 5000 });
+    expect(await warm.release()).toBe(true);
+    server.pause(); // SIGSTOP: the next statement stays unread in the server's socket buffer
+    let outcome: { lease: unknown } | { error: unknown };
+    try {
+      await sleep(200); // the stop has landed
+      const inFlight = c.tryAcquire(key, { ttlMs: 5000 }).then(
+        (lease) => ({ lease }),
+        (error: unknown) => ({ error }),
+      );
+      await sleep(300);
+      // SIGKILL while still stopped (so the statement is never read): the kernel resets the
+      // socket. Then reap it (halt) before starting it again.
+      process.kill(server.pid, 'SIGKILL');
+      await server.halt({ hard: true });
+      outcome = await inFlight;
+    } finally {
+      await server.start();
+    }
+    expect('error' in outcome && isDlockError(outcome.error), String('error' in outcome ? outcome.error : 'granted')).toBe(true);
+
+    // Waits, single tries and reads (these use the key's home connection, the one reset).
+    const lease = await c.acquire(key, { ttlMs: 5000, waitMs: 15_000 });
+    expect(lease.isHeld()).toBe(true);
+    expect((await c.inspect(key))?.owner).toBe(lease.owner);
+    expect(await lease.release()).toBe(true);
+    const again = await c.tryAcquire(key, { ttlMs: 5000 });
+    expect(again?.isHeld()).toBe(true);
+    expect(await again?.release()).toBe(true);
+  }, 90_000);
+});
+
 describe.each(['session', 'table'] as const)('mysql %s mode: server restart while waiters wait', (mode) => {
   it('waiters get typed errors (or the lock after the restart), then the same clients work again', async () => {
     const key = uniqueKey(`restart-${mode}`);
@@ -185,7 +227,9 @@ describe.each(['session', 'table'] as const)('mysql %s mode: server restart whil
       ),
     );
     await sleep(300);
+    const restartAt = performance.now();
     await server.restart({ hard: true, downMs: 2500 });
+    const restartMs = performance.now() - restartAt;
 
     const outcomes = await Promise.all(waits);
     for (const [i, o] of outcomes.entries()) {
@@ -200,9 +244,14 @@ describe.each(['session', 'table'] as const)('mysql %s mode: server restart whil
       }
     }
     const errorCodes = outcomes.map((o) => ('error' in o ? (o.error as { code: string }).code : 'granted'));
-    console.info(`[mysql-faults] ${mode} restart: waiter outcomes ${JSON.stringify(errorCodes)}`);
+    console.info(
+      `[mysql-faults] ${mode} restart: back after ${restartMs.toFixed(0)} ms, waiter outcomes ${JSON.stringify(errorCodes)}`,
+    );
     expect(errorCodes.slice(0, 2)).toEqual(['DLOCK_UNAVAILABLE', 'DLOCK_UNAVAILABLE']);
-    expect(errorCodes[2]).toBe('granted');
+    // The long waiter outlives the outage (its 30 s wait minus the restart time is left).
+    const long = outcomes[2];
+    const why = long && 'error' in long ? `${String(long.error)} <- ${String((long.error as Error).cause)}` : '';
+    expect(errorCodes[2], `restart took ${restartMs.toFixed(0)} ms; ${why}`).toBe('granted');
 
     // The holder was told: at once in session mode (its connection ended), at its local deadline
     // in table mode (renewals failed while the server was down), unless a renewal went through

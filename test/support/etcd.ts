@@ -9,15 +9,15 @@
  *
  * No vitest imports: the benchmark uses this too.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
+import { removeDir, ServerProcess, tempDir } from './processes.js';
 
 /** One etcd process this process started. */
 export interface EtcdMember {
@@ -78,43 +78,6 @@ export interface StartEtcdOptions {
   readyTimeoutMs?: number;
 }
 
-interface Proc {
-  child: ChildProcess | undefined;
-  paused: boolean;
-}
-
-/** Every member process started and not yet stopped, and every data dir not yet removed. */
-const running = new Set<Proc>();
-const dirs = new Set<string>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  // Last resort (a test that forgot to stop, an aborted run): nothing may outlive the process.
-  process.on('exit', () => {
-    for (const p of running) {
-      const pid = p.child?.pid;
-      if (pid !== undefined && p.child?.exitCode === null && p.child.signalCode === null) {
-        try {
-          process.kill(pid, 'SIGCONT');
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
-    running.clear();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
-    dirs.clear();
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise<void>((resolve) => child.once('exit', () => resolve()));
-}
-
 /** GET a path on 127.0.0.1:port; resolves status and body, or undefined when unreachable. */
 function httpGet(port: number, path: string, timeoutMs = 1000): Promise<{ status: number; body: string } | undefined> {
   return new Promise((resolve) => {
@@ -173,7 +136,7 @@ interface MemberSpec {
 }
 
 class Member implements EtcdMember {
-  private readonly proc: Proc = { child: undefined, paused: false };
+  private readonly proc = new ServerProcess();
   private readonly logfile: string;
 
   constructor(
@@ -202,11 +165,10 @@ class Member implements EtcdMember {
     return `http://127.0.0.1:${this.spec.clientPort}`;
   }
   get pid(): number {
-    return this.proc.child?.pid ?? -1;
+    return this.proc.pid ?? -1;
   }
   get running(): boolean {
-    const c = this.proc.child;
-    return c !== undefined && c.exitCode === null && c.signalCode === null;
+    return this.proc.running;
   }
 
   /** Spawn; 'state' is `new` on first start, `existing` on restart. */
@@ -229,13 +191,7 @@ class Member implements EtcdMember {
       '--log-outputs', this.logfile,
       ...(this.opts.args ?? []),
     ];
-    const child = spawn(this.bin, args, { stdio: 'ignore' });
-    // The exit hook (not a ref'd handle) guarantees cleanup, so the child must not keep us alive.
-    child.unref();
-    child.once('error', () => undefined);
-    this.proc.child = child;
-    this.proc.paused = false;
-    running.add(this.proc);
+    this.proc.adopt(spawn(this.bin, args, { stdio: 'ignore' }));
   }
 
   /** Resolves 'ok', 'port-taken' (bind failure), or throws with the log tail. */
@@ -257,37 +213,17 @@ class Member implements EtcdMember {
     }
   }
 
-  private async signal(sig: NodeJS.Signals): Promise<void> {
-    const c = this.proc.child;
-    if (!c) return;
-    if (c.exitCode === null && c.signalCode === null) {
-      if (this.proc.paused) c.kill('SIGCONT');
-      c.kill(sig);
-      const gone = await Promise.race([exited(c).then(() => true), delay(5000).then(() => false)]);
-      if (!gone) {
-        c.kill('SIGKILL');
-        await exited(c);
-      }
-    }
-    this.proc.paused = false;
-    running.delete(this.proc);
-  }
-
   stop(): Promise<void> {
-    return this.signal('SIGTERM');
+    return this.proc.stop('SIGTERM', 5000);
   }
   kill9(): Promise<void> {
-    return this.signal('SIGKILL');
+    return this.proc.stop('SIGKILL', 5000);
   }
   pause(): void {
-    if (!this.running) return;
-    this.proc.paused = true;
-    this.proc.child?.kill('SIGSTOP');
+    this.proc.pause();
   }
   resume(): void {
-    if (!this.running) return;
-    this.proc.paused = false;
-    this.proc.child?.kill('SIGCONT');
+    this.proc.resume();
   }
   async restart(): Promise<void> {
     await this.stop();
@@ -323,8 +259,7 @@ async function specs(n: number): Promise<MemberSpec[]> {
     }
   };
   for (let i = 0; i < n; i++) {
-    const dir = mkdtempSync(join(tmpdir(), 'dlock-etcd-'));
-    dirs.add(dir);
+    const dir = tempDir('dlock-etcd-');
     out.push({ name: `m${i}`, clientPort: await take(), peerPort: await take(), dir });
   }
   return out;
@@ -332,7 +267,6 @@ async function specs(n: number): Promise<MemberSpec[]> {
 
 async function startMembers(n: number, opts: StartEtcdOptions): Promise<Member[]> {
   const bin = await ensureBinary('etcd', 'etcd-server');
-  hookExit();
   for (let attempt = 0; attempt < 8; attempt++) {
     const ss = await specs(n);
     const token = `dlock-${randomBytes(6).toString('hex')}`;
@@ -352,11 +286,6 @@ async function startMembers(n: number, opts: StartEtcdOptions): Promise<Member[]
     for (const s of ss) removeDir(s.dir);
   }
   throw new Error('Could not find free ports for etcd after 8 attempts.');
-}
-
-function removeDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
-  dirs.delete(dir);
 }
 
 function withQuery(base: string, query: string | undefined): string {

@@ -5,15 +5,15 @@
  * privileges behave as in production), InnoDB flushing relaxed for speed. Stopped by pid; an exit
  * hook kills whatever a test forgot. No vitest imports: the benchmark uses it too.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
+import { removeDir, ServerProcess, tempDir } from './processes.js';
 
 const run = promisify(execFile);
 
@@ -54,40 +54,6 @@ export interface StartMysqlOptions {
   readyTimeoutMs?: number;
 }
 
-interface Tracked {
-  child: ChildProcess | undefined;
-  dir: string;
-  paused: boolean;
-}
-
-const running = new Set<Tracked>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const t of running) {
-      const pid = t.child?.pid;
-      if (pid !== undefined && t.child?.exitCode === null && t.child.signalCode === null) {
-        try {
-          process.kill(pid, 'SIGCONT');
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      rmSync(t.dir, { recursive: true, force: true });
-    }
-    running.clear();
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise<void>((resolve) => child.once('exit', () => resolve()));
-}
-
 function readLog(file: string): string {
   try {
     return readFileSync(file, 'utf8').split('\n').slice(-20).join('\n');
@@ -119,10 +85,8 @@ async function answers(port: number): Promise<boolean> {
 export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlServer> {
   const bin = await ensureBinary('mariadbd', 'mariadb-server', ['/usr/sbin/mariadbd']);
   const install = await ensureBinary('mariadb-install-db', 'mariadb-server', ['/usr/bin/mariadb-install-db']);
-  const dir = mkdtempSync(join(tmpdir(), 'dlock-mysql-'));
-  const tracked: Tracked = { child: undefined, dir, paused: false };
-  running.add(tracked);
-  hookExit();
+  const dir = tempDir('dlock-mysql-');
+  const proc = new ServerProcess();
   const datadir = join(dir, 'data');
   const logfile = join(dir, 'error.log');
   // Temp files in our own dir: bootstraps running at once must not share /tmp's #sql files.
@@ -147,8 +111,7 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
     } catch (e) {
       rmSync(datadir, { recursive: true, force: true });
       if (attempt < 3) continue;
-      rmSync(dir, { recursive: true, force: true });
-      running.delete(tracked);
+      removeDir(dir);
       throw new Error(`mariadb-install-db failed: ${String(e)}`, { cause: e });
     }
   }
@@ -174,9 +137,7 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
       '--performance-schema=OFF',
       ...(opts.args ?? []),
     ];
-    const child = spawn(bin, args, { stdio: 'ignore' });
-    child.unref();
-    tracked.child = child;
+    const child = proc.adopt(spawn(bin, args, { stdio: 'ignore' }));
     let spawnError: Error | undefined;
     child.once('error', (e) => (spawnError = e));
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
@@ -189,30 +150,17 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
       }
       if (await answers(port)) return 'ok';
       if (Date.now() > deadline) {
-        child.kill('SIGKILL');
-        await exited(child);
+        await proc.stop('SIGKILL');
         throw new Error(`mariadbd on port ${port} did not answer in time:\n${readLog(logfile)}`);
       }
       await delay(50);
     }
   };
 
-  const halt = async (signal: NodeJS.Signals): Promise<void> => {
-    const child = tracked.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    if (tracked.paused) child.kill('SIGCONT');
-    tracked.paused = false;
-    child.kill(signal);
-    const gone = await Promise.race([exited(child).then(() => true), delay(20_000).then(() => false)]);
-    if (!gone) {
-      child.kill('SIGKILL');
-      await exited(child);
-    }
-  };
+  const halt = (signal: NodeJS.Signals): Promise<void> => proc.stop(signal, 20_000);
   const dispose = async (signal: NodeJS.Signals): Promise<void> => {
     await halt(signal);
-    running.delete(tracked);
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   };
 
   try {
@@ -251,7 +199,7 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
     port,
     url: `mysql://root@127.0.0.1:${port}/dlock`,
     get pid() {
-      return tracked.child?.pid ?? -1;
+      return proc.pid ?? -1;
     },
     datadir,
     stop: () => dispose('SIGTERM'),
@@ -263,14 +211,8 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
       if (o?.downMs) await delay(o.downMs);
       await restartOnSamePort();
     },
-    pause: () => {
-      tracked.paused = true;
-      tracked.child?.kill('SIGSTOP');
-    },
-    resume: () => {
-      tracked.paused = false;
-      tracked.child?.kill('SIGCONT');
-    },
+    pause: () => proc.pause(),
+    resume: () => proc.resume(),
     sql,
   };
 }

@@ -9,14 +9,14 @@
  * postmaster's own, so we stop it by pid). An exit hook kills whatever is left.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chownSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
+import { removeDir, safeKill, ServerProcess, tempDir } from './processes.js';
 
 const run = promisify(execFile);
 const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -55,25 +55,10 @@ export interface StartPostgresOptions {
   readyTimeoutMs?: number;
 }
 
+/** The postmaster's slot; `paused`: every pid SIGSTOPped by `pause()` (postmaster and backends). */
 interface Tracked {
-  child: ChildProcess | undefined;
-  dir: string;
+  proc: ServerProcess;
   paused: number[];
-}
-
-const running = new Set<Tracked>();
-let hooked = false;
-
-function alive(child: ChildProcess | undefined): child is ChildProcess {
-  return child !== undefined && child.exitCode === null && child.signalCode === null;
-}
-
-function safeKill(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // already gone
-  }
 }
 
 /** Pids of the direct children of `pid` (the postmaster's backends and helpers), from /proc. */
@@ -103,24 +88,6 @@ function killTree(pid: number): void {
   }
 }
 
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const t of running) {
-      if (alive(t.child) && t.child.pid !== undefined) killTree(t.child.pid);
-      rmSync(t.dir, { recursive: true, force: true });
-    }
-    running.clear();
-    if (template) rmSync(dirname(template), { recursive: true, force: true });
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (!alive(child)) return Promise.resolve();
-  return new Promise<void>((resolve) => child.once('exit', () => resolve()));
-}
-
 /** The uid/gid to run postgres as: ourselves, unless we are root (then the `postgres` user). */
 async function runAs(): Promise<{ uid: number; gid: number } | undefined> {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
@@ -138,18 +105,16 @@ function chownTree(path: string, owner: { uid: number; gid: number }): void {
   }
 }
 
-let template: string | undefined;
 let templateReady: Promise<string> | undefined;
 
 /** `initdb` once per process; servers copy the result (a copy takes ms, initdb ~1 s). */
 function initTemplate(bin: string, owner: { uid: number; gid: number } | undefined): Promise<string> {
   templateReady ??= (async () => {
-    const root = mkdtempSync(join(tmpdir(), 'dlock-pg-template-'));
+    // Kept for the whole process (every server copies it); the exit hook removes it.
+    const root = tempDir('dlock-pg-template-');
     const data = join(root, 'data');
     mkdirSync(data, { mode: 0o700 });
     if (owner) chownTree(root, owner);
-    template = data;
-    hookExit();
     const initdb = join(dirname(bin), 'initdb');
     await new Promise<void>((resolve, reject) => {
       const child = spawn(initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'], {
@@ -213,11 +178,8 @@ async function launch(l: Launch, tracked: Tracked): Promise<ChildProcess | 'port
   for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`);
   const fd = openSync(logfile, 'a');
   if (l.owner) chownSync(logfile, l.owner.uid, l.owner.gid);
-  const child = spawn(l.bin, args, { stdio: ['ignore', fd, fd], ...(l.owner ?? {}) });
+  const child = tracked.proc.adopt(spawn(l.bin, args, { stdio: ['ignore', fd, fd], ...(l.owner ?? {}) }));
   closeSync(fd);
-  // The exit hook guarantees cleanup, so the child must not keep the test process alive.
-  child.unref();
-  tracked.child = child;
   let spawnError: Error | undefined;
   child.once('error', (e) => (spawnError = e));
   const deadline = Date.now() + l.readyTimeoutMs;
@@ -235,7 +197,7 @@ async function launch(l: Launch, tracked: Tracked): Promise<ChildProcess | 'port
       // not ready yet
     }
     if (Date.now() > deadline) {
-      if (child.pid !== undefined) killTree(child.pid);
+      await tracked.proc.stop('SIGKILL');
       throw new Error(`postgres on port ${l.port} did not accept queries in time:\n${readLog(logfile)}`);
     }
     await delay(50);
@@ -243,22 +205,13 @@ async function launch(l: Launch, tracked: Tracked): Promise<ChildProcess | 'port
 }
 
 async function halt(tracked: Tracked, signal: 'SIGINT' | 'SIGKILL'): Promise<void> {
-  const child = tracked.child;
-  if (!alive(child) || child.pid === undefined) return;
-  const pid = child.pid;
+  const pid = tracked.proc.pid;
+  if (!tracked.proc.running || pid === undefined) return;
   for (const p of tracked.paused) safeKill(p, 'SIGCONT');
   tracked.paused = [];
-  if (signal === 'SIGKILL') {
-    killTree(pid);
-    await exited(child);
-    return;
-  }
-  child.kill('SIGINT'); // fast shutdown: terminates sessions, then exits
-  const gone = await Promise.race([exited(child).then(() => true), delay(15_000).then(() => false)]);
-  if (!gone) {
-    killTree(pid);
-    await exited(child);
-  }
+  // SIGINT is a fast shutdown (terminates sessions, then exits); SIGKILL kills the whole tree.
+  await tracked.proc.stop(signal, 15_000);
+  if (signal === 'SIGKILL') return;
   // Backends exit right after the postmaster; wait until none is left on the port's socket dir.
   for (let i = 0; i < 100 && childrenOf(pid).length > 0; i++) await delay(20);
 }
@@ -271,14 +224,12 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
   const bin = await ensureBinary('postgres', 'postgresql', [join(PG_BIN, 'postgres')]);
   const owner = await runAs();
   const tpl = await initTemplate(bin, owner);
-  hookExit();
   for (let attempt = 0; attempt < 8; attempt++) {
-    const dir = mkdtempSync(join(tmpdir(), 'dlock-pg-'));
+    const dir = tempDir('dlock-pg-');
     const data = join(dir, 'data');
     cpSync(tpl, data, { recursive: true });
     if (owner) chownTree(dir, owner);
-    const tracked: Tracked = { child: undefined, dir, paused: [] };
-    running.add(tracked);
+    const tracked: Tracked = { proc: new ServerProcess(killTree), paused: [] };
     const l: Launch = {
       bin,
       owner,
@@ -292,27 +243,24 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
     try {
       started = await launch(l, tracked);
     } catch (e) {
-      running.delete(tracked);
-      rmSync(dir, { recursive: true, force: true });
+      removeDir(dir);
       throw e;
     }
     if (started === 'port-taken') {
-      running.delete(tracked);
-      rmSync(dir, { recursive: true, force: true });
+      removeDir(dir);
       continue;
     }
     let removed = false;
     const remove = (): void => {
       if (removed) return;
       removed = true;
-      running.delete(tracked);
-      rmSync(dir, { recursive: true, force: true });
+      removeDir(dir);
     };
     const server: PostgresServer = {
       port: l.port,
       url: `postgres://postgres@127.0.0.1:${l.port}/postgres`,
       get pid() {
-        return tracked.child?.pid ?? -1;
+        return tracked.proc.pid ?? -1;
       },
       dataDir: data,
       sql: async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await queryOnce(l.port, text, values)) as R[],
@@ -326,7 +274,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
       },
       shutdown: () => halt(tracked, 'SIGINT'),
       start: async () => {
-        if (alive(tracked.child)) return;
+        if (tracked.proc.running) return;
         if (removed || !existsSync(data)) throw new Error('this server was stopped for good; start a new one');
         // Same port: another process may have taken it meanwhile (then this throws).
         const again = await launch(l, tracked);
@@ -338,8 +286,8 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
         await server.start();
       },
       pause: () => {
-        const pid = tracked.child?.pid;
-        if (pid === undefined || !alive(tracked.child)) return;
+        const pid = tracked.proc.pid;
+        if (pid === undefined || !tracked.proc.running) return;
         const all = [pid, ...childrenOf(pid)];
         for (const p of all) safeKill(p, 'SIGSTOP');
         tracked.paused = all;

@@ -10,15 +10,14 @@
  * slots are served again.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
-import { startRedis, type RedisServer } from './redis.js';
+import { removeDir, tempDir } from './processes.js';
+import { startRedis, withRedisClient, type RedisServer } from './redis.js';
 
 const run = promisify(execFile);
 
@@ -68,16 +67,7 @@ function nodeArgs(confDir: string, port: number, nodeTimeoutMs: number): string[
   ];
 }
 
-async function withClient<T>(port: number, fn: (c: Redis) => Promise<T>): Promise<T> {
-  const c = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000 });
-  c.on('error', () => undefined);
-  try {
-    await c.connect();
-    return await fn(c);
-  } finally {
-    c.disconnect();
-  }
-}
+const withClient = <T>(port: number, fn: (c: Redis) => Promise<T>): Promise<T> => withRedisClient(port, fn, 2000);
 
 /** Every node says cluster_state:ok and maps all slots to the same masters; replicas are in sync. */
 async function converged(ports: readonly number[], masters: number): Promise<boolean> {
@@ -123,7 +113,7 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
   const nodeTimeoutMs = opts.nodeTimeoutMs ?? 5000;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 30_000;
   const cli = await ensureBinary('redis-cli', 'redis-tools');
-  const confDir = mkdtempSync(join(tmpdir(), 'dlock-redis-cluster-'));
+  const confDir = tempDir('dlock-redis-cluster-');
   let servers: RedisServer[] = [];
   try {
     for (let i = 0; i < masters * (1 + replicasPerMaster); i++) {
@@ -137,7 +127,6 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
     });
     await waitConverged(ports, masters, readyTimeoutMs);
     const nodes = ports.map((port) => ({ host: '127.0.0.1', port }));
-    let removed = false;
     const cluster: RedisCluster = {
       url: `redis+cluster://${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`,
       nodes,
@@ -162,8 +151,7 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
       },
       stop: async () => {
         await Promise.all(servers.map((s) => s.stop()));
-        if (!removed) rmSync(confDir, { recursive: true, force: true });
-        removed = true;
+        removeDir(confDir);
       },
       portOf: async (key) => {
         const first = ports[0] ?? 0;
@@ -188,7 +176,7 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
     return cluster;
   } catch (e) {
     await Promise.allSettled(servers.map((s) => s.kill9()));
-    rmSync(confDir, { recursive: true, force: true });
+    removeDir(confDir);
     throw e;
   }
 }

@@ -6,15 +6,15 @@
  * Sentinel knows every replica. Replicas accept direct writes (`replica-read-only no`) so a test
  * can emulate replication lag by deleting, on the replicas, a key the master has.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
-import { startRedis, type RedisServer } from './redis.js';
+import { removeDir, ServerProcess, tempDir } from './processes.js';
+import { startRedis, withRedisClient, type RedisServer } from './redis.js';
 
 export interface RedisSentinelSetup {
   /** The master name Sentinel monitors (`mymaster`). */
@@ -53,16 +53,7 @@ export interface StartRedisSentinelOptions {
 
 const NAME = 'mymaster';
 
-async function query<T>(port: number, fn: (c: Redis) => Promise<T>): Promise<T> {
-  const c = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
-  c.on('error', () => undefined);
-  try {
-    await c.connect();
-    return await fn(c);
-  } finally {
-    c.disconnect();
-  }
-}
+const query = <T>(port: number, fn: (c: Redis) => Promise<T>): Promise<T> => withRedisClient(port, fn, 1000);
 
 async function until(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -75,34 +66,14 @@ async function until(what: string, timeoutMs: number, check: () => Promise<boole
 
 interface SentinelProcess {
   readonly port: number;
-  readonly child: ChildProcess;
+  readonly proc: ServerProcess;
   readonly dir: string;
-}
-
-const running = new Set<SentinelProcess>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const s of running) {
-      if (s.child.exitCode === null && s.child.signalCode === null && s.child.pid !== undefined) {
-        try {
-          process.kill(s.child.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      rmSync(s.dir, { recursive: true, force: true });
-    }
-  });
 }
 
 async function startSentinel(bin: string, masterPort: number, quorum: number, opts: Required<StartRedisSentinelOptions>): Promise<SentinelProcess> {
   for (let attempt = 0; attempt < 8; attempt++) {
     const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'dlock-sentinel-'));
+    const dir = tempDir('dlock-sentinel-');
     const conf = join(dir, 'sentinel.conf');
     // Sentinel rewrites this file as it learns the topology, so it lives in a writable temp dir.
     writeFileSync(
@@ -120,12 +91,9 @@ async function startSentinel(bin: string, masterPort: number, quorum: number, op
         '',
       ].join('\n'),
     );
-    const child = spawn(bin, [conf, '--sentinel'], { stdio: 'ignore' });
-    child.unref();
-    child.once('error', () => undefined);
-    const s: SentinelProcess = { port, child, dir };
-    running.add(s);
-    hookExit();
+    const proc = new ServerProcess();
+    const child = proc.adopt(spawn(bin, [conf, '--sentinel'], { stdio: 'ignore' }));
+    const s: SentinelProcess = { port, proc, dir };
     try {
       await until(`sentinel on ${port}`, 10_000, async () => {
         if (child.exitCode !== null) throw new Error('exited');
@@ -149,13 +117,8 @@ async function startSentinel(bin: string, masterPort: number, quorum: number, op
 }
 
 async function stopSentinel(s: SentinelProcess): Promise<void> {
-  if (s.child.exitCode === null && s.child.signalCode === null) {
-    const gone = new Promise<void>((resolve) => s.child.once('exit', () => resolve()));
-    s.child.kill('SIGKILL');
-    await gone;
-  }
-  running.delete(s);
-  rmSync(s.dir, { recursive: true, force: true });
+  await s.proc.stop('SIGKILL');
+  removeDir(s.dir);
 }
 
 /** Start a master, its replicas and Sentinels (see the module header). */
@@ -223,7 +186,7 @@ export async function startRedisSentinel(options: StartRedisSentinelOptions = {}
       sentinels: nodes,
       master,
       replicas,
-      sentinelPids: () => sentinels.map((s) => s.child.pid ?? 0),
+      sentinelPids: () => sentinels.map((s) => s.proc.pid ?? 0),
       currentMaster,
       waitForFailover: async (oldPort, timeoutMs = 30_000) => {
         let port = oldPort;

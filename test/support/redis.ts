@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
+import { removeDir, ServerProcess, tempDir } from './processes.js';
 
 /** A redis-server this process started. */
 export interface RedisServer {
@@ -31,43 +31,11 @@ export interface StartRedisOptions {
   readyTimeoutMs?: number;
 }
 
-interface Tracked {
-  child: ChildProcess;
-  dir: string;
-  paused: boolean;
-}
-
-/** Every server started by this process and not yet stopped. */
-const running = new Set<Tracked>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  // Last resort (a test that forgot to stop, an aborted run): nothing may outlive the process.
-  process.on('exit', () => {
-    for (const t of running) {
-      if (t.child.exitCode === null && t.child.signalCode === null && t.child.pid !== undefined) {
-        try {
-          process.kill(t.child.pid, 'SIGCONT');
-          process.kill(t.child.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      rmSync(t.dir, { recursive: true, force: true });
-    }
-    running.clear();
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise<void>((resolve) => child.once('exit', () => resolve()));
-}
-
-/** PING once with a throwaway connection; true when the server answered PONG. */
-async function pingOnce(port: number): Promise<boolean> {
+/**
+ * Run `fn` on a throwaway connection to 127.0.0.1:`port` (no retries, no offline queue), closed
+ * afterwards; rejects when the server does not answer within `connectTimeoutMs`.
+ */
+export async function withRedisClient<T>(port: number, fn: (c: Redis) => Promise<T>, connectTimeoutMs = 1000): Promise<T> {
   const client = new Redis({
     host: '127.0.0.1',
     port,
@@ -75,17 +43,20 @@ async function pingOnce(port: number): Promise<boolean> {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
-    connectTimeout: 1000,
+    connectTimeout: connectTimeoutMs,
   });
   client.on('error', () => undefined);
   try {
     await client.connect();
-    return (await client.ping()) === 'PONG';
-  } catch {
-    return false;
+    return await fn(client);
   } finally {
     client.disconnect();
   }
+}
+
+/** PING once with a throwaway connection; true when the server answered PONG. */
+async function pingOnce(port: number): Promise<boolean> {
+  return withRedisClient(port, async (c) => (await c.ping()) === 'PONG').catch(() => false);
 }
 
 function readLog(file: string): string {
@@ -97,7 +68,7 @@ function readLog(file: string): string {
 }
 
 async function startOn(bin: string, port: number, opts: StartRedisOptions): Promise<RedisServer | 'port-taken'> {
-  const dir = mkdtempSync(join(tmpdir(), 'dlock-redis-'));
+  const dir = tempDir('dlock-redis-');
   const logfile = join(dir, 'redis.log');
   const args = [
     '--port', String(port),
@@ -109,27 +80,14 @@ async function startOn(bin: string, port: number, opts: StartRedisOptions): Prom
     '--logfile', logfile,
     ...(opts.args ?? []),
   ];
-  const child = spawn(bin, args, { stdio: 'ignore' });
-  // The exit hook (not a ref'd handle) guarantees cleanup, so the child must not keep us alive.
-  child.unref();
-  const tracked: Tracked = { child, dir, paused: false };
-  running.add(tracked);
-  hookExit();
+  const proc = new ServerProcess();
+  const child = proc.adopt(spawn(bin, args, { stdio: 'ignore' }));
   let spawnError: Error | undefined;
   child.once('error', (e) => (spawnError = e));
 
   const cleanup = async (signal: NodeJS.Signals): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      if (tracked.paused) child.kill('SIGCONT');
-      child.kill(signal);
-      const gone = await Promise.race([exited(child).then(() => true), delay(5000).then(() => false)]);
-      if (!gone) {
-        child.kill('SIGKILL');
-        await exited(child);
-      }
-    }
-    running.delete(tracked);
-    rmSync(dir, { recursive: true, force: true });
+    await proc.stop(signal, 5000);
+    removeDir(dir);
   };
 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 15_000);
@@ -161,14 +119,8 @@ async function startOn(bin: string, port: number, opts: StartRedisOptions): Prom
     pid,
     stop: () => cleanup('SIGTERM'),
     kill9: () => cleanup('SIGKILL'),
-    pause: () => {
-      tracked.paused = true;
-      child.kill('SIGSTOP');
-    },
-    resume: () => {
-      tracked.paused = false;
-      child.kill('SIGCONT');
-    },
+    pause: () => proc.pause(),
+    resume: () => proc.resume(),
   };
 }
 

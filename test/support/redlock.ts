@@ -4,9 +4,8 @@
  * stopped by pid, exit hook). With `persistence: 'fsync-always'` each node keeps its data in a
  * directory of its own (`appendonly yes`, `appendfsync always`) that survives kill -9 and restart.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdirSync, rmSync } from 'node:fs';
+import { removeDir, tempDir } from './processes.js';
 import { startRedis, type RedisServer } from './redis.js';
 
 export interface RedlockNodeHandle {
@@ -51,22 +50,9 @@ export interface StartRedlockOptions {
   args?: readonly string[];
 }
 
-const dataDirs = new Set<string>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const d of dataDirs) rmSync(d, { recursive: true, force: true });
-    dataDirs.clear();
-  });
-}
-
 /** Start `nodes` independent redis-servers (in parallel) for a Redlock driver. */
 export async function startRedlock(opts: StartRedlockOptions = {}): Promise<RedlockNodes> {
   const count = opts.nodes ?? 3;
-  hookExit();
   const handles = await Promise.all(Array.from({ length: count }, (_, i) => startNode(i, opts)));
   return {
     url: `redlock://${handles.map((h) => `127.0.0.1:${h.port}`).join(',')}`,
@@ -81,8 +67,8 @@ export async function startRedlock(opts: StartRedlockOptions = {}): Promise<Redl
 
 async function startNode(index: number, opts: StartRedlockOptions): Promise<RedlockNodeHandle & { dispose(): void }> {
   const persistent = opts.persistence === 'fsync-always';
-  const dataDir = persistent ? mkdtempSync(join(tmpdir(), 'dlock-redlock-data-')) : undefined;
-  if (dataDir) dataDirs.add(dataDir);
+  // Removed by stop() (dispose), or by the exit hook of processes.ts as a last resort.
+  const dataDir = persistent ? tempDir('dlock-redlock-data-') : undefined;
   const args = [
     '--save', '',
     '--loglevel', 'warning',
@@ -125,10 +111,7 @@ async function startNode(index: number, opts: StartRedlockOptions): Promise<Redl
       server = await startRedis({ port, args });
     },
     dispose: () => {
-      if (dataDir) {
-        rmSync(dataDir, { recursive: true, force: true });
-        dataDirs.delete(dataDir);
-      }
+      if (dataDir) removeDir(dataDir);
     },
   };
 }

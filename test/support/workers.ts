@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { safeKill } from './processes.js';
 import type { GoMessage, LogEntry, WorkerMessage, WorkerSpec } from './protocol.js';
 
 export type { LogEntry, WorkerSpec } from './protocol.js';
@@ -31,14 +32,6 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const c of live) if (c.pid !== undefined) safeKill(c.pid, 'SIGKILL');
 });
-
-function safeKill(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // already gone
-  }
-}
 
 /**
  * Watch a forked child (stdio piped, IPC): buffer its messages, keep the tail of its output, turn

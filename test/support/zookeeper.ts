@@ -10,14 +10,14 @@
  * no fsync of the transaction log unless asked (tests, not durability: a process killed with
  * kill -9 loses nothing the kernel already has).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
+import { removeDir, ServerProcess, tempDir } from './processes.js';
 
 const ZK_SERVER_SH = '/usr/share/zookeeper/bin/zkServer.sh';
 const ZK_JAR = '/usr/share/java/zookeeper.jar';
@@ -75,42 +75,6 @@ export interface StartZooKeeperOptions {
   readyTimeoutMs?: number;
   /** fsync the transaction log before acknowledging writes (ZooKeeper's default). Default false. */
   forceSync?: boolean;
-}
-
-interface Tracked {
-  child: ChildProcess;
-  paused: boolean;
-}
-
-const running = new Set<Tracked>();
-const dirs = new Set<string>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  // Last resort (a test that forgot to stop, an aborted run): nothing may outlive the process.
-  process.on('exit', () => {
-    for (const t of running) {
-      const pid = t.child.pid;
-      if (pid !== undefined && t.child.exitCode === null && t.child.signalCode === null) {
-        try {
-          process.kill(pid, 'SIGCONT');
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
-    running.clear();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
-    dirs.clear();
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise<void>((resolve) => child.once('exit', () => resolve()));
 }
 
 /** Send a four letter word to 127.0.0.1:port; resolves the answer ('' when refused or silent). */
@@ -190,7 +154,7 @@ function tail(file: string, lines = 25): string {
 }
 
 class Server implements ZooKeeperServer {
-  private tracked: Tracked | undefined;
+  private readonly proc = new ServerProcess();
   private readonly logFile: string;
   private readonly cfgFile: string;
 
@@ -213,42 +177,32 @@ class Server implements ZooKeeperServer {
   }
 
   get pid(): number {
-    const pid = this.tracked?.child.pid;
+    const pid = this.proc.pid;
     if (pid === undefined) throw new Error(`ZooKeeper server ${this.id} is not running`);
     return pid;
   }
 
   get running(): boolean {
-    const c = this.tracked?.child;
-    return c !== undefined && c.exitCode === null && c.signalCode === null;
+    return this.proc.running;
   }
 
   spawn(): void {
     const classpath = [ZK_JAR, ...(existsSync(SLF4J_SIMPLE) ? [SLF4J_SIMPLE] : [])].join(':');
     const fd = openSync(this.logFile, 'a');
-    const child = spawn(
-      this.java,
-      [
-        '-Xmx96m',
-        '-XX:+UseSerialGC',
-        '-XX:TieredStopAtLevel=1',
-        '-Djava.net.preferIPv4Stack=true',
-        '-Dzookeeper.admin.enableServer=false',
-        '-Dorg.slf4j.simpleLogger.showDateTime=true',
-        '-cp',
-        classpath,
-        'org.apache.zookeeper.server.quorum.QuorumPeerMain',
-        this.cfgFile,
-      ],
-      { stdio: ['ignore', fd, fd] },
-    );
+    const args = [
+      '-Xmx96m',
+      '-XX:+UseSerialGC',
+      '-XX:TieredStopAtLevel=1',
+      '-Djava.net.preferIPv4Stack=true',
+      '-Dzookeeper.admin.enableServer=false',
+      '-Dorg.slf4j.simpleLogger.showDateTime=true',
+      '-cp',
+      classpath,
+      'org.apache.zookeeper.server.quorum.QuorumPeerMain',
+      this.cfgFile,
+    ];
+    this.proc.adopt(spawn(this.java, args, { stdio: ['ignore', fd, fd] }));
     closeSync(fd);
-    // The exit hook (not a ref'd handle) guarantees cleanup, so the child must not keep us alive.
-    child.unref();
-    child.once('error', () => undefined);
-    this.tracked = { child, paused: false };
-    running.add(this.tracked);
-    hookExit();
   }
 
   async mode(): Promise<string | undefined> {
@@ -265,28 +219,12 @@ class Server implements ZooKeeperServer {
     return /Address already in use|BindException/i.test(tail(this.logFile, 200));
   }
 
-  private async signal(sig: NodeJS.Signals): Promise<void> {
-    const t = this.tracked;
-    if (!t) return;
-    const c = t.child;
-    if (c.exitCode === null && c.signalCode === null) {
-      if (t.paused) c.kill('SIGCONT');
-      c.kill(sig);
-      const gone = await Promise.race([exited(c).then(() => true), delay(10_000).then(() => false)]);
-      if (!gone) {
-        c.kill('SIGKILL');
-        await exited(c);
-      }
-    }
-    running.delete(t);
-  }
-
   stop(): Promise<void> {
-    return this.signal('SIGTERM');
+    return this.proc.stop('SIGTERM', 10_000);
   }
 
   kill9(): Promise<void> {
-    return this.signal('SIGKILL');
+    return this.proc.stop('SIGKILL', 10_000);
   }
 
   async restart(): Promise<void> {
@@ -301,28 +239,22 @@ class Server implements ZooKeeperServer {
   }
 
   pause(): void {
-    if (!this.tracked) return;
-    this.tracked.paused = true;
-    this.tracked.child.kill('SIGSTOP');
+    this.proc.pause();
   }
 
   resume(): void {
-    if (!this.tracked) return;
-    this.tracked.paused = false;
-    this.tracked.child.kill('SIGCONT');
+    this.proc.resume();
   }
 }
 
 async function startOnce(java: string, n: number, tickTimeMs: number, readyTimeoutMs: number, forceSync: boolean): Promise<ZooKeeperCluster | 'port-taken'> {
-  const base = mkdtempSync(join(tmpdir(), 'dlock-zookeeper-'));
-  dirs.add(base);
+  const base = tempDir('dlock-zookeeper-');
   const ports = await freePorts(n);
   const servers = ports.map((p, i) => new Server(i + 1, p.client, join(base, `server-${i + 1}`), java, config(join(base, `server-${i + 1}`), p, ports, tickTimeMs, forceSync)));
   for (const s of servers) s.spawn();
   const stopAll = async (): Promise<void> => {
     await Promise.all(servers.map((s) => s.stop()));
-    rmSync(base, { recursive: true, force: true });
-    dirs.delete(base);
+    removeDir(base);
   };
   const connectionString = servers.map((s) => `127.0.0.1:${s.clientPort}`).join(',');
   const waitServing = async (timeoutMs = readyTimeoutMs): Promise<void> => {

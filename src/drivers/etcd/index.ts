@@ -51,6 +51,7 @@ import type {
   TryResult,
   WaitContext,
 } from '../driver.js';
+import { type ClosingConnection, openConnections } from './connections.js';
 import { LeaseSession } from './session.js';
 import { DeletionWatches } from './watch.js';
 
@@ -94,6 +95,10 @@ const MAX_TXN_OPS = 128;
 const MAX_INT64 = 2n ** 63n - 1n;
 /** Optimistic retries of a read-modify-write (marks, counters) before giving up. */
 const CAS_ATTEMPTS = 32;
+/** Bound on how long close() waits for the server to close the driver's connections. */
+const CONNECTION_CLOSE_WAIT_MS = 1000;
+/** Numbers the drivers' own clients (see the `dlock.connection` channel option). */
+let driverSeq = 0;
 
 /** What a key's value records (JSON), for `inspect` and operators reading etcd. */
 interface Contender {
@@ -144,7 +149,7 @@ export class EtcdDriver implements SessionDriver {
   private opening: Promise<LeaseSession> | undefined;
   private live: LeaseSession | undefined;
   private readonly listeners = new Set<(state: SessionState) => void>();
-  /** Waits in progress (close() lets them withdraw their keys first). */
+  /** Waits in progress (close() lets them withdraw their keys first) and background lease revokes. */
   private readonly busy = new Set<Promise<unknown>>();
   /** Deletion watches of waiters (one stream). */
   private readonly watches: DeletionWatches;
@@ -175,7 +180,9 @@ export class EtcdDriver implements SessionDriver {
       if (hosts.length === 0 || hosts.some((h) => typeof h !== 'string' || h.length === 0)) {
         throw new InvalidArgumentError('hosts must name at least one endpoint, such as http://127.0.0.1:2379.');
       }
-      this.client = new Etcd3({ hosts: [...hosts] });
+      // A channel option of its own: grpc-js then gives this client its own connection instead of
+      // sharing one with other clients in the process, so that close() can wait for it to end.
+      this.client = new Etcd3({ hosts: [...hosts], grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}` } });
       this.ownsClient = true;
     }
     this.watches = new DeletionWatches(this.client);
@@ -220,6 +227,8 @@ export class EtcdDriver implements SessionDriver {
     const live = this.live;
     if (live && live.state !== 'lost') return Promise.resolve(live);
     this.opening ??= LeaseSession.open(this.client, this.leaseTtlS, this.timeoutMs, (s, state) => {
+      // The lease revoke of a session that ended on its own: close() waits for it.
+      if (state === 'lost') this.track(s.end('lost'));
       if (this.live !== s) return; // not (or no longer) the current session
       if (state === 'lost') {
         this.live = undefined;
@@ -231,7 +240,7 @@ export class EtcdDriver implements SessionDriver {
         this.opening = undefined;
         if (this.closed) {
           // Granted after close() began: give it back at once.
-          void s.end('closed');
+          this.track(s.end('closed'));
           throw new ClosedError('Using the etcd driver');
         }
         if (s.state === 'lost') throw new UnavailableError('Opening an etcd lease', { cause: s.signal.reason });
@@ -262,7 +271,7 @@ export class EtcdDriver implements SessionDriver {
    */
   private usable(session: LeaseSession): boolean {
     if (session.state !== 'lost' && monotonicNow() < session.validUntil()) return true;
-    void session.end('expired');
+    this.track(session.end('expired'));
     return false;
   }
 
@@ -280,7 +289,7 @@ export class EtcdDriver implements SessionDriver {
   /** A failed write with our lease id: etcd no longer knows the lease. End it (a new one is granted next). */
   private leaseGone(session: LeaseSession, e: unknown): boolean {
     if (!(e instanceof EtcdLeaseInvalidError)) return false;
-    void session.end('lost', e);
+    this.track(session.end('lost', e));
     return true;
   }
 
@@ -701,17 +710,30 @@ export class EtcdDriver implements SessionDriver {
 
   private async doClose(): Promise<void> {
     this.closed = true;
+    // The connections open now, before anything below may replace one (see the end of close()).
+    const connections = new Map<ClosingConnection, Promise<void>>();
+    const collect = (): void => {
+      for (const c of openConnections(this.client)) {
+        if (!connections.has(c)) connections.set(c, new Promise<void>((resolve) => c.once('close', resolve)));
+      }
+    };
+    if (this.ownsClient) collect();
     this.closing.abort(new ClosedError('Waiting for a lock'));
     await settleWithin(Promise.allSettled([...this.busy]), 2000);
     const session = this.live ?? (await settleOrUndefined(this.opening, 1000));
     this.live = undefined;
     this.watches.close();
     if (session) await settleWithin(session.end('closed'), 2000);
+    // Lease revokes started in the background (a session that expired or was lost).
+    await settleWithin(Promise.allSettled([...this.busy]), 2000);
     this.closedFully = true;
     if (this.ownsClient) {
+      // Closing is graceful: calls still in flight finish, then the server closes each connection
+      // and grpc-js cleans up in the next turn. Wait for all of it (see connections.ts), so that
+      // nothing of ours is pending once close() resolves, however slow the server or this machine.
+      collect();
       this.client.close();
-      // gRPC finishes closing its channels in the next turns of the event loop: let it, so that
-      // nothing of ours is pending once close() resolves.
+      await settleWithin(Promise.all(connections.values()), CONNECTION_CLOSE_WAIT_MS);
       await new Promise<void>((resolve) => setImmediate(resolve));
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -719,6 +741,13 @@ export class EtcdDriver implements SessionDriver {
   }
 
   // ------------------------------------------------------------------ helpers
+
+  /** Background work (a lease revoke) that close() waits for before it closes the client. */
+  private track(work: Promise<unknown>): void {
+    const settled = work.then(noop, noop);
+    this.busy.add(settled);
+    void settled.then(() => this.busy.delete(settled));
+  }
 
   private callOptions(): { deadline: number } {
     // gRPC deadlines are wall-clock dates; this only bounds how long a request may hang.

@@ -19,6 +19,7 @@ import type { Etcd3, ILeaseKeepAliveResponse } from 'etcd3';
 import { driftFor, monotonicNow } from '../../core/clock.js';
 import { LockLostError } from '../../errors.js';
 import type { SessionState } from '../driver.js';
+import { stopStream } from './connections.js';
 
 /** How a session ended. */
 export type SessionEnd = 'expired' | 'lost' | 'closed';
@@ -128,10 +129,7 @@ export class LeaseSession {
     const expired = how === 'expired' || (how === 'lost' && monotonicNow() >= this.validUntil());
     const reason = expired ? 'expired' : 'session-lost';
     const why = cause === undefined ? undefined : { cause };
-    this.controller.abort(new LockLostError(`etcd lease ${this.hexId}`, reason, why));
-    for (const { key, controller } of this.grants.values()) controller.abort(new LockLostError(key, reason, why));
-    this.grants.clear();
-    this.setState('lost');
+    // Set before anyone hears of the end, so that a listener calling end() gets this promise.
     this.ended =
       how === 'lost'
         ? Promise.resolve()
@@ -139,6 +137,10 @@ export class LeaseSession {
             () => undefined,
             () => undefined,
           );
+    this.controller.abort(new LockLostError(`etcd lease ${this.hexId}`, reason, why));
+    for (const { key, controller } of this.grants.values()) controller.abort(new LockLostError(key, reason, why));
+    this.grants.clear();
+    this.setState('lost');
     return this.ended;
   }
 
@@ -192,7 +194,7 @@ export class LeaseSession {
     stream.then(
       (s) => {
         if (this.stream !== stream) {
-          s.cancel();
+          stopStream(s);
           return;
         }
         s.on('data', (res: ILeaseKeepAliveResponse) => this.answered(stream, res));
@@ -233,7 +235,7 @@ export class LeaseSession {
     this.stream = undefined;
     this.fired = [];
     stream?.then(
-      (s) => s.cancel(),
+      (s) => stopStream(s),
       () => undefined,
     );
   }

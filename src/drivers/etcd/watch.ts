@@ -10,6 +10,7 @@
  * watches again, which opens a new stream.
  */
 import { FilterType, type Etcd3, type IWatchResponse } from 'etcd3';
+import { stopStream } from './connections.js';
 
 type WatchStream = Awaited<ReturnType<Etcd3['watchClient']['watch']>>;
 
@@ -88,7 +89,7 @@ export class DeletionWatches {
     stream.then(
       (s) => {
         if (this.stream !== stream) {
-          s.cancel();
+          stopStream(s);
           return;
         }
         s.on('data', (res: IWatchResponse) => this.onResponse(res));
@@ -114,7 +115,7 @@ export class DeletionWatches {
     if (which !== undefined && which !== stream) return;
     this.stream = undefined;
     stream?.then(
-      (s) => s.cancel(),
+      (s) => stopStream(s),
       () => undefined,
     );
     for (const fire of [...this.waits.values()]) fire('woken');

@@ -56,8 +56,19 @@ export class Conn {
         this.inFlight--;
         if (error) {
           const e = error as MysqlError;
-          // A statement error (not the connection's) still proves the session was alive.
-          if (!e.fatal && this.alive) this.confirm(sentAt);
+          if (e.fatal) {
+            // The connection is finished. mysql2 does not always say so with an event: a reset
+            // (ECONNRESET, e.g. a server killed with this statement unread) that meets a
+            // statement in flight goes to that statement's callback only, with no 'error' or
+            // 'end', and then every later statement fails ("closed state"). Mark it gone here,
+            // before the caller sees the error, so that it is replaced (and its session's locks
+            // reported lost) instead of being reused forever.
+            this.gone(e);
+            this.raw.destroy();
+          } else if (this.alive) {
+            // A statement error (not the connection's) still proves the session was alive.
+            this.confirm(sentAt);
+          }
           reject(e);
           return;
         }

@@ -1,15 +1,16 @@
 /**
- * Worker for mysql-fencing.test.ts: increments a counter row under a MySQL lock.
- * argv: url resourceId mode(fenced|plain) increments ttlMs victim(0|1) key
- * The victim, on its first hold, reports 'holding' and waits for 'write' from the parent, which
- * SIGSTOPs it past its TTL and resumes it before sending 'write'.
+ * Worker for the paused-holder scenario (paused-holder.ts): increments a counter kept in an engine
+ * (fenced-counter/<kind>.ts) under a lock from `connect(url)`.
+ * argv: kind url key counterId mode(fenced|plain) increments ttlMs victim(0|1)
+ * Messages: sends 'ready', waits for 'go'; the victim, on its first hold, sends 'holding' and
+ * waits for 'write' (the parent SIGSTOPs it past its TTL meanwhile); at the end sends 'done'.
  */
-import mysql from 'mysql2/promise';
 import { connect } from '../../src/connect.js';
-import { FencedMysqlTable } from '../../src/drivers/mysql/index.js';
 import { isDlockError } from '../../src/index.js';
+import { isCounterKind, openCounter } from './fenced-counter/index.js';
 
-const [url = '', resourceId = '', mode = 'fenced', countArg = '10', ttlArg = '600', victimArg = '0', key = ''] = process.argv.slice(2);
+const [kind = '', url = '', key = '', counterId = '', mode = 'fenced', countArg = '10', ttlArg = '600', victimArg = '0'] = process.argv.slice(2);
+if (!isCounterKind(kind)) throw new Error(`Unknown counter kind "${kind}".`);
 const increments = Number(countArg);
 const victim = victimArg === '1';
 
@@ -25,12 +26,11 @@ const nextMessage = (type: string): Promise<void> =>
     };
     process.on('message', on);
   });
+// The parent is gone: nothing to report to.
+process.on('disconnect', () => process.exit(3));
 
-const plainUrl = url.split('?')[0] ?? url;
-const pool = mysql.createPool({ uri: plainUrl, connectionLimit: 2, supportBigNumbers: true, bigNumberStrings: true });
-const row = new FencedMysqlTable(pool, { table: 'fence_res', where: { id: resourceId } });
+const counter = await openCounter(kind, url, counterId);
 const locks = await connect(url, { ttlMs: Number(ttlArg), waitMs: 60_000 });
-await pool.query('SELECT 1');
 const go = nextMessage('go');
 send({ type: 'ready' });
 await go;
@@ -43,24 +43,27 @@ for (let i = 0; i < increments; i++) {
   const lease = await locks.acquire(key).catch((e: unknown) => {
     throw new Error(`acquire failed after ${Math.round(performance.now() - t0)} ms in cycle ${i}`, { cause: e });
   });
-  const count = Number((await row.read()).count);
-  if (victim && i === 0) {
-    send({ type: 'holding', token: lease.token.toString(), pid: process.pid });
+  const count = await counter.read();
+  const paused = victim && i === 0;
+  if (paused) {
+    send({ type: 'holding', token: lease.token.toString(), pid: process.pid, ...counter.holding?.(locks.driver, key) });
     await nextMessage('write');
     const reason = (lease.signal.reason as { reason?: string } | undefined)?.reason;
     pausedReport = { abortedBeforeWrite: lease.signal.aborted, reason, token: lease.token.toString() };
   }
   // Deliberately write even if the lock was lost: the resource must be the one that says no.
   try {
-    if (mode === 'fenced') await row.write(lease.token, { count: count + 1 });
-    else await pool.query('UPDATE fence_res SET count = ? WHERE id = ?', [count + 1, resourceId]);
+    if (mode === 'fenced') await counter.writeFenced(lease.token, count + 1);
+    else await counter.writePlain(count + 1);
     accepted += 1;
   } catch (e) {
     if (!isDlockError(e) || e.code !== 'DLOCK_STALE_TOKEN') throw e;
     rejected += 1;
   }
-  await lease.release();
+  // The paused holder's lock is gone; giving it back may fail (e.g. its session was terminated).
+  if (paused) await lease.release().catch(() => false);
+  else await lease.release();
 }
 send({ type: 'done', accepted, rejected, paused: pausedReport });
 await locks.close();
-await pool.end();
+await counter.close();
