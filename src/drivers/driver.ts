@@ -187,3 +187,29 @@ export interface SessionDriver extends LockDriver {
   /** Call `listener` on every change of {@link sessionState}; returns an unsubscribe function. */
   onSessionState(listener: (state: SessionState) => void): () => void;
 }
+
+/** The listeners of a {@link SessionDriver}'s `onSessionState`, shared by every session driver. */
+export class SessionListeners {
+  private readonly listeners = new Set<(state: SessionState) => void>();
+
+  /** Add `listener`; returns its unsubscribe function. */
+  add(listener: (state: SessionState) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Tell every listener; a listener that throws never breaks the driver. */
+  emit(state: SessionState): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l(state);
+      } catch {
+        // a listener never breaks the driver
+      }
+    }
+  }
+
+  clear(): void {
+    this.listeners.clear();
+  }
+}

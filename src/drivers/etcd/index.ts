@@ -40,6 +40,7 @@ import { backoffMs, raceAbort, settleWithin, WaitScope } from '../../core/abort.
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, OutOfRangeError, UnavailableError } from '../../errors.js';
+import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
   DriverInfo,
@@ -148,7 +149,7 @@ export class EtcdDriver implements SessionDriver {
   private closedFully = false;
   private opening: Promise<LeaseSession> | undefined;
   private live: LeaseSession | undefined;
-  private readonly listeners = new Set<(state: SessionState) => void>();
+  private readonly listeners = new SessionListeners();
   /** Waits in progress (close() lets them withdraw their keys first) and background lease revokes. */
   private readonly busy = new Set<Promise<unknown>>();
   /** Deletion watches of waiters (one stream). */
@@ -197,8 +198,7 @@ export class EtcdDriver implements SessionDriver {
 
   /** Hear every change of {@link sessionState}; returns an unsubscribe function. */
   onSessionState(listener: (state: SessionState) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** The current lease id in hex (as `etcdctl lease list` shows it), or undefined. */
@@ -212,13 +212,7 @@ export class EtcdDriver implements SessionDriver {
   }
 
   private notify(state: SessionState): void {
-    for (const l of [...this.listeners]) {
-      try {
-        l(state);
-      } catch {
-        // a listener never breaks the driver
-      }
-    }
+    this.listeners.emit(state);
   }
 
   /** The live session, or a new one (one grant shared by concurrent callers). */

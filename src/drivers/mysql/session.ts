@@ -1,6 +1,7 @@
 import { DEADLINE, WaitScope, backoffMs, settleWithin } from '../../core/abort.js';
 import { driftFor, sleep } from '../../core/clock.js';
 import { LockLostError, UnavailableError } from '../../errors.js';
+import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
   DriverInfo,
@@ -59,7 +60,7 @@ export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
   /** Waits in progress (close() lets them finish their clean-up). */
   private readonly busy = new Set<Promise<unknown>>();
   private state: SessionState = 'lost';
-  private readonly listeners = new Set<(state: SessionState) => void>();
+  private readonly listeners = new SessionListeners();
 
   constructor(options: MysqlDriverOptions) {
     super(options);
@@ -71,8 +72,7 @@ export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
   }
 
   onSessionState(listener: (state: SessionState) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Server-side waits in progress (lets tests check that finished waits leave nothing). */
@@ -415,13 +415,7 @@ export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
   private setState(next: SessionState): void {
     if (this.state === next) return;
     this.state = next;
-    for (const l of [...this.listeners]) {
-      try {
-        l(next);
-      } catch {
-        // a listener never breaks the driver
-      }
-    }
+    this.listeners.emit(next);
   }
 
   /** Interrupt waits, release what is held (best effort), close every connection. Idempotent. */

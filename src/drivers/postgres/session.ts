@@ -22,6 +22,7 @@ import { settleWithin, backoffMs, WaitScope } from '../../core/abort.js';
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, LockLostError, UnavailableError } from '../../errors.js';
+import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
   DriverInfo,
@@ -105,7 +106,7 @@ export class PostgresSessionDriver implements SessionDriver {
   private readonly gates = new Map<string, Gate>();
   private readonly ids = new Map<string, bigint>();
   private readonly background = new Set<Promise<unknown>>();
-  private readonly listeners = new Set<(s: SessionState) => void>();
+  private readonly listeners = new SessionListeners();
   private schema: Promise<void> | undefined;
   private lastState: SessionState = 'lost';
   private suspended = false;
@@ -177,20 +178,13 @@ export class PostgresSessionDriver implements SessionDriver {
   }
 
   onSessionState(listener: (state: SessionState) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   private setState(state: SessionState): void {
     if (state === this.lastState) return;
     this.lastState = state;
-    for (const l of [...this.listeners]) {
-      try {
-        l(state);
-      } catch {
-        // a listener never breaks the driver
-      }
-    }
+    this.listeners.emit(state);
   }
 
   // ------------------------------------------------------------------ lock operations

@@ -52,6 +52,7 @@ import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { validateMs } from '../../core/validate.js';
 import { ClosedError, InvalidArgumentError, LockLostError, UnavailableError, isDlockError } from '../../errors.js';
+import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
   DriverInfo,
@@ -193,7 +194,7 @@ export class ZooKeeperDriver implements SessionDriver {
   private readonly logger: Logger | undefined;
   private session: ZkSession | undefined;
   private readonly held = new Map<string, Held>();
-  private readonly stateListeners = new Set<(state: SessionState) => void>();
+  private readonly stateListeners = new SessionListeners();
   private endedRequests = 0;
   private waiting = 0;
   private closed = false;
@@ -234,8 +235,7 @@ export class ZooKeeperDriver implements SessionDriver {
   }
 
   onSessionState(listener: (state: SessionState) => void): () => void {
-    this.stateListeners.add(listener);
-    return () => this.stateListeners.delete(listener);
+    return this.stateListeners.add(listener);
   }
 
   /** The current session's id in hex as ZooKeeper prints it (`srvr`, `cons`, logs); undefined before it connects. */
@@ -289,13 +289,7 @@ export class ZooKeeperDriver implements SessionDriver {
         onState: (s, state) => {
           if (s !== this.session) return;
           this.logger?.debug?.('dlock: zookeeper session state', { state, connectionString: this.connectionString });
-          for (const l of [...this.stateListeners]) {
-            try {
-              l(state);
-            } catch {
-              // a listener never breaks the driver
-            }
-          }
+          this.stateListeners.emit(state);
         },
       });
     }
