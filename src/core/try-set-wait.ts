@@ -2,6 +2,7 @@ import type { AcquireRequest, ChangeWatch, Grant, TryResult, WaitContext } from 
 import { UnavailableError } from '../errors.js';
 import { backoffMs, raceAbort, settleWithin, WaitScope } from './abort.js';
 import { driftFor, monotonicNow, sleep } from './clock.js';
+import { KeyGates } from './key-gates.js';
 
 /** What a try-set driver provides so that the core can wait for it. */
 export interface TrySetOps {
@@ -13,10 +14,6 @@ export interface TrySetOps {
   cancel?(key: string, owner: string): Promise<void>;
   /** Used to give back a grant that arrived after the wait was abandoned. */
   release(key: string, owner: string): Promise<boolean>;
-}
-
-interface Gate {
-  readonly queue: Array<{ go: () => void }>;
 }
 
 /**
@@ -34,7 +31,7 @@ interface Gate {
  *   {@link UnavailableError}; a grant that lands after the wait gave up is released at once.
  */
 export class TrySetWaitQueue {
-  private readonly gates = new Map<string, Gate>();
+  private readonly gates = new KeyGates();
   /** Waits in progress and the queue exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
   constructor(private readonly ops: TrySetOps) {}
@@ -74,7 +71,7 @@ export class TrySetWaitQueue {
     const scope = new WaitScope([ctx.signal], ctx.deadline, monotonicNow());
     let queued: boolean;
     try {
-      queued = await this.takeTurn(req.key, scope.signal);
+      queued = await this.gates.take(req.key, scope.signal);
     } catch (e) {
       scope.dispose();
       if (scope.timedOut) return null;
@@ -87,7 +84,7 @@ export class TrySetWaitQueue {
       return await waiting;
     } finally {
       this.busy.delete(waiting);
-      this.leaveTurn(req.key);
+      this.gates.leave(req.key);
       scope.dispose();
     }
   }
@@ -160,37 +157,5 @@ export class TrySetWaitQueue {
       throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: lastError });
     }
     return null;
-  }
-
-  /** Wait for this key's local turn; resolves whether we had to queue behind another waiter. */
-  private takeTurn(key: string, signal: AbortSignal): Promise<boolean> {
-    const gate = this.gates.get(key);
-    if (!gate) {
-      this.gates.set(key, { queue: [] });
-      return Promise.resolve(false);
-    }
-    return new Promise<boolean>((resolve, reject) => {
-      const entry = {
-        go: (): void => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(true);
-        },
-      };
-      const onAbort = (): void => {
-        const i = gate.queue.indexOf(entry);
-        if (i >= 0) gate.queue.splice(i, 1);
-        reject(signal.reason as Error);
-      };
-      gate.queue.push(entry);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  private leaveTurn(key: string): void {
-    const gate = this.gates.get(key);
-    if (!gate) return;
-    const next = gate.queue.shift();
-    if (next) next.go();
-    else this.gates.delete(key);
   }
 }

@@ -20,6 +20,7 @@
 import pg from 'pg';
 import { settleWithin, backoffMs, WaitScope } from '../../core/abort.js';
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
+import { KeyGates } from '../../core/key-gates.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, LockLostError, UnavailableError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
@@ -70,10 +71,6 @@ interface Hold {
 }
 
 /** Local FIFO of waiters for one key. */
-interface Gate {
-  readonly queue: Array<() => void>;
-}
-
 /**
  * Server-side options of every session connection: the server drops a silent (dead) client after
  * 30-35 s of silence and frees its locks (TCP keepalive: 5 s idle, then 6 probes 5 s apart), and
@@ -103,7 +100,7 @@ export class PostgresSessionDriver implements SessionDriver {
   private readonly connQueue: Array<(c: Conn | undefined) => void> = [];
   private readonly holds = new Map<string, Hold>();
   private readonly trying = new Set<string>();
-  private readonly gates = new Map<string, Gate>();
+  private readonly gates = new KeyGates();
   private readonly ids = new Map<string, bigint>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly listeners = new SessionListeners();
@@ -235,7 +232,7 @@ export class PostgresSessionDriver implements SessionDriver {
     const scope = new WaitScope([wait.signal], wait.deadline, monotonicNow());
     try {
       try {
-        await this.takeTurn(req.key, scope.signal);
+        await this.gates.take(req.key, scope.signal);
       } catch (e) {
         if (scope.timedOut) return null;
         throw e;
@@ -243,7 +240,7 @@ export class PostgresSessionDriver implements SessionDriver {
       try {
         return await this.waitLoop(req, scope);
       } finally {
-        this.leaveTurn(req.key);
+        this.gates.leave(req.key);
       }
     } finally {
       scope.dispose();
@@ -504,35 +501,6 @@ export class PostgresSessionDriver implements SessionDriver {
     const q = p.catch(() => undefined);
     this.background.add(q);
     void q.finally(() => this.background.delete(q));
-  }
-
-  private takeTurn(key: string, signal: AbortSignal): Promise<void> {
-    const gate = this.gates.get(key);
-    if (!gate) {
-      this.gates.set(key, { queue: [] });
-      return Promise.resolve();
-    }
-    return new Promise<void>((resolve, reject) => {
-      const go = (): void => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = (): void => {
-        const i = gate.queue.indexOf(go);
-        if (i >= 0) gate.queue.splice(i, 1);
-        reject(signal.reason as Error);
-      };
-      gate.queue.push(go);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  private leaveTurn(key: string): void {
-    const gate = this.gates.get(key);
-    if (!gate) return;
-    const next = gate.queue.shift();
-    if (next) next();
-    else this.gates.delete(key);
   }
 
   // ------------------------------------------------------------------ connections
