@@ -175,7 +175,8 @@ describe('replicaAcks on a cluster with a replica per master', () => {
               closers.push(() => c.close());
               return c as unknown as NodeRedisLike;
             })();
-      const driver = new RedisDriver({ client, replicaAcks: { replicas: 1, timeoutMs: 200 } });
+      // 2 s: on a loaded CI machine a healthy replica can take more than 200 ms to acknowledge.
+      const driver = new RedisDriver({ client, replicaAcks: { replicas: 1, timeoutMs: 2000 } });
       closers.push(() => driver.close());
       // One key per master.
       const byPort = new Map<number, string>();
