@@ -43,7 +43,10 @@ export interface StartRedisSentinelOptions {
   replicas?: number;
   /** Sentinel processes (1 to 5). Default 3, quorum a majority. */
   sentinels?: number;
-  /** `sentinel down-after-milliseconds`. Default 400. */
+  /**
+   * `sentinel down-after-milliseconds`. Default 1000: below that, on a loaded 2-core machine the
+   * Sentinels can declare the freshly promoted master down too and fail over back and forth.
+   */
   downAfterMs?: number;
   /** `sentinel failover-timeout`. Default 5000. */
   failoverTimeoutMs?: number;
@@ -126,7 +129,7 @@ export async function startRedisSentinel(options: StartRedisSentinelOptions = {}
   const opts: Required<StartRedisSentinelOptions> = {
     replicas: options.replicas ?? 1,
     sentinels: options.sentinels ?? 3,
-    downAfterMs: options.downAfterMs ?? 400,
+    downAfterMs: options.downAfterMs ?? 1000,
     failoverTimeoutMs: options.failoverTimeoutMs ?? 5000,
     readyTimeoutMs: options.readyTimeoutMs ?? 30_000,
   };
