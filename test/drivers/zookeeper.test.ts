@@ -11,6 +11,7 @@ import type { Lease } from '../../src/core/lease.js';
 import type { SessionState } from '../../src/drivers/driver.js';
 import { ZooKeeperDriver, parseZooKeeperUrl } from '../../src/drivers/zookeeper/index.js';
 import { LockLostError } from '../../src/errors.js';
+import { startDelayProxy } from '../support/delay-proxy.js';
 import { startZooKeeper, zooKeeperAdmin, type ZooKeeperAdmin, type ZooKeeperCluster } from '../support/zookeeper.js';
 
 let zk: ZooKeeperCluster;
@@ -134,6 +135,60 @@ describe('ZooKeeper sessions reach the lease', () => {
     } finally {
       await Promise.allSettled([...clients.splice(0).map((c) => c.close()), ...drivers.splice(0).map((d) => d.close())]);
       await own.stop();
+    }
+  }, 60_000);
+
+  it('a waiter whose session ends while it queues (cut off past its deadline) queues again on a new session and gets the lock', async () => {
+    // The waiter reaches ZooKeeper through a proxy that can hold its bytes back: with a 4 s delay
+    // and a 1.5 s session, its session passes its local deadline while it waits.
+    const proxy = await startDelayProxy(zk.servers[0]!.clientPort);
+    try {
+      const holderDriver = driver();
+      const holder = client(holderDriver);
+      const waiterDriver = driver({ url: `zookeeper://127.0.0.1:${proxy.port}`, sessionTimeoutMs: 1500 });
+      const waiter = client(waiterDriver);
+      const k = key('requeue');
+      const held = await holder.acquire(k, { ttlMs: 30_000 });
+      const states: SessionState[] = [];
+      waiterDriver.onSessionState((st) => states.push(st));
+      const pending = waiter.acquire(k, { ttlMs: 5000, waitMs: 30_000 }).then(
+        (lease) => ({ lease, at: performance.now() }),
+        (error: unknown) => ({ error }),
+      );
+      // Queued: two znodes under the key.
+      const dir = holderDriver.lockPath(k);
+      for (let i = 0; i < 100 && (await admin.children(dir)).length < 2; i++) await sleep(20);
+      const before = await admin.children(dir);
+      expect(before).toHaveLength(2);
+
+      proxy.setDelay(4000);
+      for (let i = 0; i < 200 && !states.includes('lost'); i++) await sleep(25);
+      expect(states).toContain('lost');
+      proxy.setDelay(0);
+      // Queued again on a new session: the old znode goes when the server expires the old
+      // session; the new one is behind the holder's.
+      for (let i = 0; i < 300 && waiterDriver.requeuedWaits === 0; i++) await sleep(25);
+      expect(waiterDriver.requeuedWaits).toBeGreaterThanOrEqual(1);
+      // Znode names end in their 10-digit sequence number: the holder's is the lower one.
+      const bySeq = (a: string, b: string): number => a.slice(-10).localeCompare(b.slice(-10));
+      const [holderNode, oldWaiterNode] = [...before].sort(bySeq);
+      const requeued = async (): Promise<string[]> => {
+        const now = (await admin.children(dir)).sort(bySeq);
+        return now.length === 2 && now[0] === holderNode && now[1] !== oldWaiterNode ? now : [];
+      };
+      for (let i = 0; i < 300 && (await requeued()).length === 0; i++) await sleep(25);
+      expect(await requeued()).toHaveLength(2);
+      expect(waiterDriver.sessionState).toBe('connected');
+
+      const releasedAt = performance.now();
+      expect(await held.release()).toBe(true);
+      const got = await pending;
+      if ('error' in got) throw got.error;
+      expect(got.at - releasedAt).toBeLessThan(2000);
+      expect(got.lease.token).toBeGreaterThan(held.token);
+      expect(await got.lease.release()).toBe(true);
+    } finally {
+      await proxy.close();
     }
   }, 60_000);
 

@@ -37,7 +37,8 @@
  *   bounds each lease by its `ttlMs` and gives the lock back when that runs out;
  * - report a remaining TTL: `inspect()` answers `remainingMs: -1` (the lock lasts as long as the
  *   holder's session);
- * - keep a waiter's place across a session loss: the wait fails with an unavailability error;
+ * - keep a waiter's place across a session loss: its znode goes with the session, so the waiter
+ *   queues again, at the back, on a new session (while its wait lasts);
  * - support sequence numbers past 2^31 per parent (ZooKeeper's counter overflows); the parent
  *   is recreated whenever a key's queue empties, which resets it.
  *
@@ -47,8 +48,8 @@
  * first two, and empty parents are deleted by hand. Its queued requests survive reconnects, its
  * watches are re-registered after them, and multi (check/create/setData/delete) is supported.
  */
-import { WaitScope, raceAbort } from '../../core/abort.js';
-import { monotonicNow } from '../../core/clock.js';
+import { WaitScope, backoffMs, raceAbort } from '../../core/abort.js';
+import { monotonicNow, sleep } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { validateMs } from '../../core/validate.js';
 import { ClosedError, InvalidArgumentError, LockLostError, UnavailableError, isDlockError } from '../../errors.js';
@@ -198,6 +199,7 @@ export class ZooKeeperDriver implements SessionDriver {
   private endedRequests = 0;
   private waiting = 0;
   private closed = false;
+  private requeued = 0;
   private readonly cleanupDelayMs: number;
   /** Key parents to delete when empty, `cleanupDelayMs` after a release. */
   private readonly sweep = new Set<string>();
@@ -251,6 +253,11 @@ export class ZooKeeperDriver implements SessionDriver {
   }
 
   /** Waits in progress and watch callbacks still registered (0 and 0 when idle). */
+  /** Times a wait queued again because the session carrying its znode ended (see the header). */
+  get requeuedWaits(): number {
+    return this.requeued;
+  }
+
   get waitResidue(): { waits: number; watchCallbacks: number } {
     return { waits: this.waiting, watchCallbacks: this.session?.watchCount ?? 0 };
   }
@@ -516,16 +523,35 @@ export class ZooKeeperDriver implements SessionDriver {
   async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
     const what = `Acquiring lock "${req.key}"`;
     const scope = new WaitScope([wait.signal], wait.deadline, monotonicNow());
-    let s: ZkSession | undefined;
+    // The last failure of a session (never connected, or ended while we queued): reported as
+    // unavailability if the wait runs out before a session carries us again.
+    let lastError: unknown;
+    let connectedOnce = false;
     this.waiting += 1;
     try {
-      s = await this.connected(what, scope.signal);
-      const session = s;
-      return await this.busy(this.lockPath(req.key), () => this.queueAndWait(session, req, scope.signal));
+      for (let attempt = 0; ; attempt++) {
+        let session: ZkSession | undefined;
+        try {
+          session = await this.connected(what, scope.signal);
+          connectedOnce = true;
+          lastError = undefined;
+          const s = session;
+          return await this.busy(this.lockPath(req.key), () => this.queueAndWait(s, req, scope.signal));
+        } catch (e) {
+          // The session that carried our place ended (cut off past its deadline, expired on the
+          // server, or it never connected): the znode went with it. Like the try-set drivers'
+          // wait, start over on a new session, with backoff, while the wait lasts.
+          if (scope.signal.aborted || this.closed || (session && !session.isEnded)) throw e;
+          lastError = e;
+          if (session) this.requeued += 1;
+          this.logger?.debug?.('dlock: zookeeper session ended while waiting; queueing again', { key: req.key, error: e });
+          await sleep(backoffMs(attempt), scope.signal);
+        }
+      }
     } catch (e) {
       if (scope.timedOut) {
-        if (s) return null;
-        throw new UnavailableError(`${what}: no ZooKeeper connection before the wait ran out`, { cause: e });
+        if (connectedOnce && lastError === undefined) return null;
+        throw new UnavailableError(`${what}: no ZooKeeper session before the wait ran out`, { cause: lastError ?? e });
       }
       if (wait.signal.aborted) throw wait.signal.reason;
       throw this.failure(what, e);
