@@ -87,13 +87,20 @@ async function pausePastLease(mode: Mode): Promise<{ a: BigInt64Array; b: BigInt
     await delay(500);
     process.kill(a.pid, 'SIGSTOP');
     // The leased B waits for A's lease to expire (TTL 1 s); the control B just starts.
-    b = await startWorker(specFor(mode, name, outB));
-    await delay(300);
+    const bStarting = startWorker(specFor(mode, name, outB));
+    // Resume A once B runs, or after 3 s (three TTLs) at most: a process stopped inside an SQLite
+    // write transaction keeps the database file locked until it runs again, and B would wait in vain.
+    const bRuns = await Promise.race([bStarting.then(() => true, () => true), delay(3000).then(() => false)]);
+    if (bRuns) await delay(300);
     // A wall-clock instant between A's pause and its resume: ids of A stamped at or after it were
     // issued after the resume (the file size would not tell: a chunk issued before the pause may
     // only be written after it).
     const resumedAt = Date.now();
     process.kill(a.pid, 'SIGCONT');
+    b = await bStarting.catch(async (e: unknown) => {
+      await killIdWorkers([a]);
+      throw e;
+    });
     await delay(700);
     a.send({ type: 'stop' });
     b.send({ type: 'stop' });
