@@ -13,3 +13,5 @@ export type * from './drivers/driver.js';
 export { MemoryDriver } from './drivers/memory/index.js';
 export { connect, createDriver, SUPPORTED_SCHEMES } from './connect.js';
 export * from './ids/index.js';
+export { MultiLock, MultiLease } from './primitives/multi-lock.js';
+export { LeaderElection, type LeaderElectionOptions, type CampaignOptions } from './primitives/election.js';

@@ -7,36 +7,25 @@ export const DEADLINE = Symbol('dlock.deadline');
 
 /** One wait: the caller's signals and a deadline folded into a single AbortSignal. */
 export class WaitScope {
-  private readonly controller = new AbortController();
+  private readonly linked: LinkedSignal;
   private readonly timer: NodeJS.Timeout | undefined;
-  private readonly cleanups: Array<() => void> = [];
   constructor(signals: readonly (AbortSignal | undefined)[], readonly deadline: number, now: number) {
-    for (const s of signals) {
-      if (!s) continue;
-      if (s.aborted) {
-        this.controller.abort(s.reason);
-        break;
-      }
-      const onAbort = (): void => this.controller.abort(s.reason);
-      s.addEventListener('abort', onAbort, { once: true });
-      this.cleanups.push(() => s.removeEventListener('abort', onAbort));
-    }
+    this.linked = linkSignals(...signals);
     // A ref'd timer: waiting for a lock is a legitimate reason to keep the process alive.
-    if (!this.controller.signal.aborted) {
-      this.timer = setTimeout(() => this.controller.abort(DEADLINE), Math.max(0, deadline - now));
+    if (!this.linked.signal.aborted) {
+      this.timer = setTimeout(() => this.linked.abort(DEADLINE), Math.max(0, deadline - now));
     }
   }
   get signal(): AbortSignal {
-    return this.controller.signal;
+    return this.linked.signal;
   }
   /** True when the scope ended because its deadline passed (not the caller's abort). */
   get timedOut(): boolean {
-    return this.controller.signal.aborted && this.controller.signal.reason === DEADLINE;
+    return this.linked.signal.aborted && this.linked.signal.reason === DEADLINE;
   }
   dispose(): void {
     if (this.timer) clearTimeout(this.timer);
-    for (const c of this.cleanups) c();
-    this.cleanups.length = 0;
+    this.linked.dispose();
   }
 }
 
@@ -77,27 +66,38 @@ export function backoffMs(attempt: number, baseMs = 10, capMs = 1000): number {
   return baseMs + Math.floor(Math.random() * Math.max(0, ceiling - baseMs));
 }
 
+/** A signal linked to others: see {@link linkSignals}. */
+export interface LinkedSignal {
+  readonly signal: AbortSignal;
+  /** Abort it now (if not yet aborted). */
+  abort(reason: unknown): void;
+  /** Stop listening to the inputs. Idempotent. */
+  dispose(): void;
+}
+
 /**
- * One signal that aborts when either input does, with listeners removed by `dispose()`.
- * (Used instead of `AbortSignal.any`, whose dependants of a long-lived signal leaked on Node 20.)
+ * One signal that aborts when any input does (with that input's reason), with listeners removed
+ * by `dispose()`. Undefined inputs are skipped. (Used instead of `AbortSignal.any`, whose
+ * dependants of a long-lived signal leaked on Node 20.)
  */
-export function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+export function linkSignals(...signals: readonly (AbortSignal | undefined)[]): LinkedSignal {
   const controller = new AbortController();
-  if (a.aborted || b.aborted) {
-    controller.abort(a.aborted ? a.reason : b.reason);
-    return { signal: controller.signal, dispose: () => undefined };
-  }
-  const onA = (): void => controller.abort(a.reason);
-  const onB = (): void => controller.abort(b.reason);
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    },
+  const cleanups: Array<() => void> = [];
+  const dispose = (): void => {
+    for (const c of cleanups.splice(0)) c();
   };
+  for (const s of signals) {
+    if (!s) continue;
+    if (s.aborted) {
+      controller.abort(s.reason);
+      dispose();
+      break;
+    }
+    const onAbort = (): void => controller.abort(s.reason);
+    s.addEventListener('abort', onAbort, { once: true });
+    cleanups.push(() => s.removeEventListener('abort', onAbort));
+  }
+  return { signal: controller.signal, abort: (reason) => controller.abort(reason), dispose };
 }
 
 /** Wait for `work` to settle, at most `ms`; never rejects. */

@@ -177,6 +177,11 @@ export class LockClient {
     return { key, owner: state.owner, holder: parseOwner(state.owner), token: state.token, remainingMs: state.remainingMs };
   }
 
+  /** The client's defaults (from its options), which per-call options override. */
+  get defaults(): { readonly ttlMs: number; readonly waitMs: number; readonly renew: boolean; readonly reentrant: boolean; readonly maxHoldMs: number | undefined } {
+    return { ttlMs: this.ttlMs, waitMs: this.waitMs, renew: this.renew, reentrant: this.reentrant, maxHoldMs: this.maxHoldMs };
+  }
+
   /** Number of locks this client currently holds. */
   get heldCount(): number {
     return this.held.size;

@@ -195,13 +195,8 @@ export class Lease implements AsyncDisposable {
   }
 
   /** `await using lease = await client.acquire(key)` releases at the end of the block. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      await this.release();
-    } catch (e) {
-      // The key still expires by its TTL; disposal must not mask the block's own error.
-      if (!(e instanceof UnavailableError)) throw e;
-    }
+  [Symbol.asyncDispose](): Promise<void> {
+    return releaseOnDispose(() => this.release());
   }
 
   /**
@@ -213,5 +208,18 @@ export class Lease implements AsyncDisposable {
     const next = new Map(outer);
     next.set(this.key, this.held);
     return this.host.scope.run(next, fn);
+  }
+}
+
+/**
+ * What `await using` does at the end of a block: release, and swallow an unreachable engine (the
+ * key still expires by its TTL; disposal must not mask the block's own error).
+ * @internal
+ */
+export async function releaseOnDispose(release: () => Promise<unknown>): Promise<void> {
+  try {
+    await release();
+  } catch (e) {
+    if (!(e instanceof UnavailableError)) throw e;
   }
 }

@@ -601,13 +601,15 @@ export function defineConformanceSuite(factory: ConformanceFactory): void {
       const waits: Promise<void>[] = [];
       for (let i = 0; i < 6; i++) {
         const c = await newClient();
+        // Connected before it queues (a first connection can take longer than the spacing below).
+        await c.inspect(key);
         waits.push(
           c.using(key, { ttlMs: 10_000, waitMs: 30_000 }, async () => {
             order.push(i);
             await sleep(20);
           }),
         );
-        await sleep(150); // arrival order is unambiguous
+        await sleep(300); // arrival order is unambiguous
       }
       expect(await holder.release()).toBe(true);
       await within(Promise.all(waits), 30_000, 'the queued waiters');

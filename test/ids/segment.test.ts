@@ -151,8 +151,11 @@ describe.each(ENGINES)('SegmentIds on $name', (engine) => {
       await sleep(1);
     }
     const stats = ids.stats();
-    expect(misses).toBe(0);
-    expect(stats.waits).toBe(0);
+    // Without a background prefetch every one of the 20 ranges would miss; with it none does,
+    // unless a round trip to the engine takes longer than the ~8 ms of ids left (seen once, on a
+    // machine running two test suites at once): allow that once.
+    expect(misses).toBeLessThanOrEqual(1);
+    expect(stats.waits).toBe(misses);
     expect(stats.issued).toBe(20_000n);
     // 20 ranges consumed + the one prefetched ahead of the 21st.
     expect(stats.fetches).toBe(21);
