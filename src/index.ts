@@ -15,3 +15,4 @@ export { connect, createDriver, SUPPORTED_SCHEMES } from './connect.js';
 export * from './ids/index.js';
 export { MultiLock, MultiLease } from './primitives/multi-lock.js';
 export { LeaderElection, type LeaderElectionOptions, type CampaignOptions } from './primitives/election.js';
+export { Semaphore, MAX_PERMITS, type SemaphoreOptions } from './primitives/semaphore.js';

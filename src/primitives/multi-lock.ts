@@ -18,6 +18,7 @@ import { monotonicNow } from '../core/clock.js';
 import { linkSignals, type LinkedSignal } from '../core/abort.js';
 import { releaseOnDispose, type Lease } from '../core/lease.js';
 import { validateKey, validateMs } from '../core/validate.js';
+import { usingHeld } from './using.js';
 import { InvalidArgumentError, LockTimeoutError } from '../errors.js';
 
 /**
@@ -168,17 +169,10 @@ export class MultiLock {
   /** Acquire, run `fn`, and always release, even when `fn` throws. */
   using<T>(fn: (held: MultiLease) => Promise<T> | T): Promise<T>;
   using<T>(options: AcquireOptions, fn: (held: MultiLease) => Promise<T> | T): Promise<T>;
-  async using<T>(optionsOrFn: AcquireOptions | ((held: MultiLease) => Promise<T> | T), maybeFn?: (held: MultiLease) => Promise<T> | T): Promise<T> {
-    const fn = typeof optionsOrFn === 'function' ? optionsOrFn : maybeFn;
-    const options = typeof optionsOrFn === 'function' ? {} : optionsOrFn;
-    if (typeof fn !== 'function') throw new InvalidArgumentError('using([options], fn): fn must be a function.');
-    const held = await this.acquire(options);
-    try {
-      return await held.run(() => fn(held));
-    } finally {
-      await held[Symbol.asyncDispose]();
-    }
+  using<T>(optionsOrFn: AcquireOptions | ((held: MultiLease) => Promise<T> | T), maybeFn?: (held: MultiLease) => Promise<T> | T): Promise<T> {
+    return usingHeld((options: AcquireOptions) => this.acquire(options), optionsOrFn, maybeFn);
   }
+
 
   /** Take the keys in order with `one`; on a `null` (busy) or an error, give back what was taken. */
   private take(one: (key: string) => Promise<Lease>): Promise<MultiLease>;

@@ -7,6 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, LockAbortedError, LockLostError, LockTimeoutError } from '../../src/errors.js';
 import { LeaderElection } from '../../src/primitives/election.js';
+import { connect } from '../../src/connect.js';
+import { startRedis } from '../support/redis.js';
 import { primitiveEngines } from './engines.js';
 
 const engines = primitiveEngines();
@@ -112,4 +114,47 @@ describe.each(engines)('LeaderElection on $name', (engine) => {
     await expect(e.lead(() => undefined, {} as { signal: AbortSignal })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(e.lead(undefined as unknown as () => void, { signal: new AbortController().signal })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
+});
+
+describe('LeaderElection across an engine outage', () => {
+  it('Redis killed while one candidate leads and another campaigns: the term is lost, nobody throws, a leader is elected after the restart', async () => {
+    const first = await startRedis();
+    let server = first;
+    const stop = new AbortController();
+    const clients = await Promise.all([connect(first.url, { ttlMs: 1000 }), connect(first.url, { ttlMs: 1000 })]);
+    try {
+      const key = electionKey();
+      const both = clients.map((c) => new LeaderElection(c, key));
+      const lost: unknown[] = [];
+      const led: Array<{ candidate: number; at: number }> = [];
+      const runs = both.map((e, candidate) =>
+        e.lead(
+          async (_term, signal) => {
+            led.push({ candidate, at: Date.now() });
+            await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+            if (!stop.signal.aborted) lost.push(signal.reason);
+          },
+          { signal: stop.signal },
+        ),
+      );
+      for (let i = 0; i < 100 && led.length === 0; i++) await sleep(20);
+      expect(led).toHaveLength(1);
+      await first.kill9();
+      const downAt = Date.now();
+      // Down: the leader's term runs out locally (TTL 1 s); the other keeps campaigning.
+      for (let i = 0; i < 250 && lost.length === 0; i++) await sleep(20);
+      await sleep(300);
+      expect(lost).toHaveLength(1);
+      expect((lost[0] as LockLostError).reason).toBe('expired');
+      server = await startRedis({ port: first.port });
+      for (let i = 0; i < 250 && !led.some((l) => l.at > downAt); i++) await sleep(20);
+      expect(led.filter((l) => l.at > downAt)).toHaveLength(1);
+      stop.abort();
+      await Promise.all(runs);
+    } finally {
+      stop.abort();
+      await Promise.allSettled(clients.map((c) => c.close()));
+      await server.stop();
+    }
+  }, 60_000);
 });
