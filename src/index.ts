@@ -7,9 +7,13 @@ export { LockClient, type LockClientOptions, type AcquireOptions, type LockInfo 
 export { Lease } from './core/lease.js';
 export type { Logger } from './core/renewal.js';
 export { parseOwner, type OwnerInfo } from './core/owner.js';
-export { TrySetWaitQueue, type TrySetOps } from './core/try-set-wait.js';
+export { LockEvents, type LockEventMap, type LockEventName, type LockEventListener, type LockEventBase, type WaitOutcome } from './core/events.js';
+export { EngineSession, type SessionHooks, type SessionEnd } from './core/session.js';
 export { monotonicNow } from './core/clock.js';
 export type * from './drivers/driver.js';
+export { isSessionDriver, SessionListeners } from './drivers/driver.js';
+export type * from './drivers/id-store.js';
+export { markStoreOf, rangeStoreOf } from './drivers/id-store.js';
 export { MemoryDriver } from './drivers/memory/index.js';
 export { connect, createDriver, SUPPORTED_SCHEMES } from './connect.js';
 export * from './ids/index.js';

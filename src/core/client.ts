@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { AcquireRequest, Grant, LockDriver } from '../drivers/driver.js';
+import { isSessionDriver, type AcquireRequest, type Grant, type LockDriver } from '../drivers/driver.js';
 import {
   ClosedError,
   InvalidArgumentError,
@@ -10,12 +10,17 @@ import {
   UnavailableError,
   isDlockError,
 } from '../errors.js';
-import { linkSignals, settleWithin } from './abort.js';
+import { raceAbort, settleWithin } from './abort.js';
 import { driftFor, monotonicNow } from './clock.js';
+import { LockEvents, type LockEventListener, type LockEventName, type WaitOutcome } from './events.js';
 import { HeldLock, Lease, type LeaseHost } from './lease.js';
 import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
 import { RenewalScheduler, type Logger } from './renewal.js';
 import { validateBool, validateKey, validateMs, validateRatio, validateSignal } from './validate.js';
+import { WaitLoop } from './wait-loop.js';
+
+/** Bound on the background clean-up of a lease already known lost (see `release()`). */
+const LOST_CLEANUP_MS = 2000;
 
 /** Defaults of a {@link LockClient}; every one can be overridden per call. */
 export interface LockClientOptions {
@@ -104,6 +109,17 @@ export class LockClient {
   private readonly closing = new AbortController();
   private closed: Promise<void> | undefined;
   private readonly host: LeaseHost;
+  private readonly waits: WaitLoop;
+  /** Requests that had to wait (for the `acquired` event's `waited`). */
+  private readonly waited = new WeakSet<AcquireRequest>();
+  private readonly offSession: (() => void) | undefined;
+  /** Background clean-ups of lost leases (close() waits for them, bounded). */
+  private readonly cleanups = new Set<Promise<unknown>>();
+  /**
+   * The event stream (see {@link LockEvents}): acquired, waiting, not-acquired, released, lost,
+   * renewal-failed, handed-over, unavailable, session. Also reachable as {@link on}.
+   */
+  readonly events = new LockEvents();
 
   /**
    * @param driver the backend; the client takes ownership and closes it in `close()`.
@@ -119,13 +135,46 @@ export class LockClient {
     this.reentrant = validateBool('reentrant', options.reentrant, false);
     this.maxHoldMs = options.maxHoldMs === undefined ? undefined : validateMs('maxHoldMs', options.maxHoldMs, 1, 0);
     const renewRatio = validateRatio('renewRatio', options.renewRatio, 1 / 3);
-    this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger);
+    this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger, (held, error) => {
+      if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner), token: held.token, error });
+    });
+    const engine = driver.info.name;
+    this.waits = new WaitLoop(driver, {
+      waiting: (req) => {
+        this.waited.add(req);
+        if (this.events.has('waiting')) this.events.emit('waiting', this.base(req.key, req.owner));
+      },
+      handedOver: (req, token) => {
+        if (this.events.has('handed-over')) this.events.emit('handed-over', { ...this.base(req.key, req.owner), token });
+      },
+      engineError: (req, error) => {
+        if (this.events.has('unavailable')) this.events.emit('unavailable', { engine, key: req.key, operation: 'acquire', error });
+      },
+    });
+    if (isSessionDriver(driver)) {
+      this.offSession = driver.onSessionState((state) => {
+        if (this.events.has('session')) this.events.emit('session', { engine, state });
+      });
+    }
     const scope = new AsyncLocalStorage<ReadonlyMap<string, HeldLock>>();
     this.host = {
       scope,
       extend: (held, ttlMs) => this.extendNow(held, ttlMs),
       release: (held) => this.releaseNow(held),
     };
+  }
+
+  /**
+   * Hear every `name` event of this client (see {@link LockEvents}); returns the function that
+   * stops it. Cheap when nobody listens.
+   *
+   * @example
+   * ```ts fragment
+   * const off = locks.on('lost', (e) => metrics.count('lock_lost', { reason: e.reason }));
+   * ```
+   */
+  on<K extends LockEventName>(name: K, listener: LockEventListener<K>): () => void {
+    return this.events.on(name, listener);
   }
 
   /**
@@ -138,6 +187,10 @@ export class LockClient {
     const lease = await this.obtain(o);
     if (!lease) throw new LockTimeoutError(o.key, o.waitMs);
     return lease;
+  }
+
+  private base(key: string, owner: string): { key: string; owner: string; engine: string } {
+    return { key, owner, engine: this.driver.info.name };
   }
 
   /** Exactly one attempt. Resolves `null` when the lock is busy. */
@@ -199,14 +252,20 @@ export class LockClient {
 
   private async doClose(): Promise<void> {
     this.closing.abort(new ClosedError('Waiting for a lock'));
+    this.waits.abortAll(this.closing.signal.reason);
     this.scheduler.stop();
+    this.offSession?.();
     const releases = [...this.held].map(async (h) => {
       h.lose('closed');
       await this.driver.release(h.key, h.owner).catch(() => false);
     });
     this.held.clear();
     await Promise.all(releases);
+    // Waits that were aborted leave the engine's queues before the driver closes (bounded).
+    await this.waits.drain(2000);
+    await settleWithin(Promise.allSettled([...this.cleanups]), LOST_CLEANUP_MS);
     await this.driver.close();
+    this.events.clear();
   }
 
   private assertOpen(what: string): void {
@@ -240,50 +299,65 @@ export class LockClient {
       const mine = this.host.scope.getStore()?.get(o.key);
       if (mine?.check()) {
         mine.holds += 1;
+        if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner), token: mine.token, waitMs: 0, waited: false, reentrant: true });
         return new Lease(mine, this.host);
       }
     }
     const start = monotonicNow();
-    for (;;) {
-      const req: AcquireRequest = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
-      const remaining = o.waitMs === 0 ? 0 : start + o.waitMs - monotonicNow();
-      if (o.waitMs !== 0 && remaining <= 0) return null;
-      const grant = await this.attempt(o, req, start);
-      if (!grant) return null;
-      if (this.closing.signal.aborted) {
-        this.driver.release(req.key, req.owner).catch(() => undefined);
-        throw new ClosedError(`Acquiring lock "${o.key}"`);
+    let req: AcquireRequest | undefined;
+    try {
+      for (;;) {
+        req = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
+        if (o.waitMs !== 0 && start + o.waitMs - monotonicNow() <= 0) break;
+        const grant = await this.attempt(o, req, start);
+        if (!grant) break;
+        if (this.closing.signal.aborted) {
+          this.driver.release(req.key, req.owner).catch(() => undefined);
+          throw new ClosedError(`Acquiring lock "${o.key}"`);
+        }
+        const lease = this.adopt(o, req, grant);
+        if (lease) {
+          if (this.events.has('acquired')) {
+            this.events.emit('acquired', { ...this.base(o.key, req.owner), token: grant.token, waitMs: monotonicNow() - start, waited: this.waited.has(req), reentrant: false });
+          }
+          return lease;
+        }
+        // The grant arrived after its own validity (a stalled process or a slow engine): it was
+        // never reported. Give the key back before trying again (bounded), so that the next
+        // attempt, or an inspect() after a refused tryAcquire, does not find our own stale hold.
+        await settleWithin(this.driver.release(req.key, req.owner), 1000);
+        if (o.waitMs === 0) break;
       }
-      const lease = this.adopt(o, req, grant);
-      if (lease) return lease;
-      // The grant arrived after its own validity (a stalled process or a slow engine): it was
-      // never reported. Give the key back before trying again (bounded), so that the next
-      // attempt, or an inspect() after a refused tryAcquire, does not find our own stale hold.
-      await settleWithin(this.driver.release(req.key, req.owner), 1000);
-      if (o.waitMs === 0) return null;
+    } catch (e) {
+      if (this.events.has('not-acquired')) this.notAcquired(o, req, start, outcomeOf(e), e);
+      throw e;
     }
+    if (this.events.has('not-acquired')) this.notAcquired(o, req, start, o.waitMs === 0 ? 'busy' : 'timeout');
+    return null;
+  }
+
+  private notAcquired(o: Resolved, req: AcquireRequest | undefined, start: number, outcome: WaitOutcome | 'busy', error?: unknown): void {
+    this.events.emit('not-acquired', { ...this.base(o.key, req?.owner ?? ''), outcome, waitMs: monotonicNow() - start, ...(error === undefined ? {} : { error }) });
   }
 
   /** One engine acquisition: a single try (`waitMs` 0) or a wait until the deadline. */
   private async attempt(o: Resolved, req: AcquireRequest, start: number): Promise<Grant | null> {
     try {
       if (o.waitMs === 0) {
-        const r = await this.driver.tryAcquire(req);
+        const trying = this.driver.tryAcquire(req);
+        const r = o.signal
+          ? await raceAbort(trying, o.signal, (late) => {
+              if (late.ok) this.driver.release(req.key, req.owner).catch(() => undefined);
+            })
+          : await trying;
         return r.ok ? r.grant : null;
       }
-      if (o.signal) {
-        const linked = linkSignals(o.signal, this.closing.signal);
-        try {
-          return await this.driver.acquire(req, { signal: linked.signal, deadline: start + o.waitMs });
-        } finally {
-          linked.dispose();
-        }
-      }
-      return await this.driver.acquire(req, { signal: this.closing.signal, deadline: start + o.waitMs });
+      return await this.waits.acquire(req, start + o.waitMs, o.signal);
     } catch (e) {
       if (o.signal?.aborted) throw new LockAbortedError(o.key, o.signal.reason);
       if (this.closing.signal.aborted) throw new ClosedError(`Acquiring lock "${o.key}"`);
       if (isDlockError(e)) throw e;
+      if (this.events.has('unavailable')) this.events.emit('unavailable', { engine: this.driver.info.name, key: o.key, operation: 'acquire', error: e });
       throw new UnavailableError(`Acquiring lock "${o.key}"`, { cause: e });
     }
   }
@@ -296,26 +370,38 @@ export class LockClient {
     // A grant that arrived after its own validity is never reported (the caller gives it back).
     if (!held.check() || grant.session?.aborted) return null;
     this.held.add(held);
-    if (grant.session) {
-      const s = grant.session;
-      const onLost = (): void => {
-        const r: unknown = s.reason;
-        if (r instanceof LockLostError) held.lose(r.reason, r.cause ?? r);
-        else held.lose('session-lost', r);
-      };
-      s.addEventListener('abort', onLost, { once: true });
-      // A session keeps the engine's lock as long as it lives: when the hold is lost locally
-      // (deadline, max-hold), give the lock back so that it does not outlive its lease.
-      held.detach = () => s.removeEventListener('abort', onLost);
-      held.onLost = (reason) => {
-        s.removeEventListener('abort', onLost);
-        if (reason !== 'session-lost' && reason !== 'not-held') this.driver.release(req.key, req.owner).catch(() => undefined);
-      };
+    const s = grant.session;
+    const onSessionLost = (): void => {
+      const r: unknown = s?.reason;
+      if (r instanceof LockLostError) held.lose(r.reason, r.cause ?? r);
+      else held.lose('session-lost', r);
+    };
+    if (s) {
+      s.addEventListener('abort', onSessionLost, { once: true });
+      held.detach = () => s.removeEventListener('abort', onSessionLost);
     }
+    held.onLost = (reason, error) => {
+      s?.removeEventListener('abort', onSessionLost);
+      // A lost lease stops renewing at once.
+      this.scheduler.delete(held);
+      this.held.delete(held);
+      if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
+      // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
+      // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
+      // in the background and bounded. Not when the engine itself says it is gone, or on close.
+      if (reason === 'expired' || reason === 'max-hold') this.cleanUp(this.driver.release(req.key, req.owner));
+    };
     // Session drivers renew too: their extend() confirms that the session still holds the key,
     // which bounds the lease's local validity by ttlMs like any other driver.
     this.scheduler.add(held, o.renew);
     return new Lease(held, this.host);
+  }
+
+  /** Track a background clean-up (close() waits for it, bounded); its failure is dropped. */
+  private cleanUp(work: Promise<unknown>): void {
+    const bounded = settleWithin(work, LOST_CLEANUP_MS);
+    this.cleanups.add(bounded);
+    void bounded.then(() => this.cleanups.delete(bounded));
   }
 
   private async extendNow(held: HeldLock, ttlMs: number): Promise<void> {
@@ -336,21 +422,38 @@ export class LockClient {
 
   private async releaseNow(held: HeldLock): Promise<boolean> {
     const wasHeld = held.check();
+    const wasLost = held.state === 'lost';
     if (held.state === 'held') held.state = 'released';
     held.detach?.();
     this.scheduler.delete(held);
     this.held.delete(held);
-    if (this.closing.signal.aborted) return wasHeld;
-    const ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner));
+    let ok = wasHeld;
+    if (wasLost) {
+      // Known lost: the answer is false, now. What may remain on the engine is cleaned up in the
+      // background (bounded); the engine frees it by TTL or session at the latest.
+      this.cleanUp(this.driver.release(held.key, held.owner));
+      ok = false;
+    } else if (!this.closing.signal.aborted) {
+      ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
+    }
+    if (this.events.has('released')) this.events.emit('released', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, ok });
     return ok;
   }
 
-  private async callDriver<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private async callDriver<T>(what: string, fn: () => Promise<T>, key?: string, operation = 'call'): Promise<T> {
     try {
       return await fn();
     } catch (e) {
+      if (this.events.has('unavailable') && !isDlockError(e)) this.events.emit('unavailable', { engine: this.driver.info.name, ...(key === undefined ? {} : { key }), operation, error: e });
       if (isDlockError(e)) throw e;
       throw new UnavailableError(what, { cause: e });
     }
   }
+}
+
+/** What ended a wait that threw. */
+function outcomeOf(e: unknown): WaitOutcome {
+  if (e instanceof LockAbortedError) return 'aborted';
+  if (e instanceof ClosedError) return 'closed';
+  return 'unavailable';
 }

@@ -1,8 +1,8 @@
 /**
  * Local FIFO turns per key: waiters of one key in this process queue here, so that only the
  * head talks to the engine (10,000 local waiters cost one engine waiter) and a local releaser
- * cannot barge ahead of local waiters. Used by the core's TrySetWaitQueue and by drivers that
- * wait natively but one at a time per key (PostgreSQL session locks).
+ * cannot barge ahead of local waiters. Used by the core's wait loop (src/core/wait-loop.ts) for
+ * try-set and server-blocking engines.
  */
 export class KeyGates {
   private readonly gates = new Map<string, Array<() => void>>();

@@ -26,6 +26,8 @@ export class RenewalScheduler {
     private readonly driver: LockDriver,
     private readonly renewRatio: number,
     private readonly logger: Logger | undefined,
+    /** Hears each held lease whose renewal failed (it is retried until the local deadline). */
+    private readonly onFailed?: (held: HeldLock, error: unknown) => void,
   ) {}
 
   get size(): number {
@@ -125,11 +127,15 @@ export class RenewalScheduler {
         });
       },
       (error: unknown) => {
-        this.logger?.warn?.('dlock: renewal failed; retrying until the local deadline', { error });
         const now = monotonicNow();
-        for (const h of batch) {
+        // A lease lost meanwhile (its signal aborted) stops here: no retry, no log line.
+        const live = batch.filter((h) => {
           h.renewing = false;
-          if (h.state !== 'held') continue;
+          return h.state === 'held' && this.leases.has(h);
+        });
+        if (live.length > 0) this.logger?.warn?.('dlock: renewal failed; retrying until the local deadline', { error, keys: live.map((h) => h.key) });
+        for (const h of live) {
+          this.onFailed?.(h, error);
           h.nextRenewAt = now + Math.max(10, h.ttlMs / 10);
           this.arm(Math.min(h.nextRenewAt, h.validUntil));
         }

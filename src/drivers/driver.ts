@@ -2,18 +2,26 @@
  * The driver contract: the only thing a backend has to implement.
  *
  * A driver turns one request into one atomic step on its engine (a Lua script, one SQL
- * transaction, ...) and tells how a waiter is woken. It holds no retry loops and no renewal
- * timers: the core (src/core) owns deadlines, abort, backoff, renewal and the Lease.
+ * transaction, a ZooKeeper create, an etcd transaction) and tells how a waiter is woken. It holds
+ * no wait loops, no retry loops and no renewal timers: the core (src/core/wait-loop.ts) owns the
+ * one wait loop for every engine (deadline, AbortSignal, close(), jittered backoff on engine
+ * errors, re-queue after a lost session, the local FIFO gate, giving back a grant that lands after
+ * the wait ended, and the error that ends a wait), the queue algorithm, renewal and the Lease.
  *
- * Two kinds of engines fit this contract:
- * - try-set engines (Redis, SQL, SQLite) implement `tryAcquire` + `watch`, and build `acquire`
- *   from the core's {@link TrySetWaitQueue} (try once, wait for a change bounded by the holder's
- *   remaining TTL, try again);
- * - queue engines (ZooKeeper, etcd) implement `acquire` natively (enqueue, wait for the
- *   predecessor) and `tryAcquire` as "enqueue, and withdraw unless first".
+ * Engines come in three kinds, each written as small atomic steps ({@link LockDriver}):
+ * - {@link TrySetDriver} (Redis, Redlock, SQLite, the SQL lease tables, memory): "grant if free,
+ *   else tell me how long the holder may still hold it" + "tell me when it changes";
+ * - {@link QueueDriver} (ZooKeeper, etcd): "enqueue me", "read the queue as it stands before my
+ *   entry", "tell me when this entry goes", "withdraw me": the queue algorithm over these steps is
+ *   written once, in the core (Curator's LockInternals, etcd's `waitDeletes`);
+ * - {@link BlockingDriver} (PostgreSQL advisory locks, MySQL `GET_LOCK` on dedicated
+ *   connections): "try once" + "block on the server for at most N ms, cancellably".
  */
-
-/** One acquisition attempt. */
+/**
+ * One acquisition attempt. Admission (exclusive, shared with a permit count, read, write) will be
+ * a field of the request: each engine's atomic step, or the core's rule over a sorted queue
+ * ({@link QueueView}), applies it. Today every request is exclusive.
+ */
 export interface AcquireRequest {
   /** The user's lock name (validated: a non-empty string). */
   readonly key: string;
@@ -21,14 +29,6 @@ export interface AcquireRequest {
   readonly owner: string;
   /** Time to live on the engine, in ms. */
   readonly ttlMs: number;
-}
-
-/** How the core should bound a wait. */
-export interface WaitContext {
-  /** Aborted by the caller's signal, by the deadline, or by `close()`. */
-  readonly signal: AbortSignal;
-  /** Monotonic deadline (ms, {@link monotonicNow}) after which the driver must give up. */
-  readonly deadline: number;
 }
 
 /** What a successful acquisition returns. */
@@ -98,6 +98,9 @@ export interface ExtendItem {
   readonly ttlMs: number;
 }
 
+/** The three kinds of engine the core knows how to wait on (see the file header). */
+export type EngineKind = LockDriver['kind'];
+
 /** What a driver declares about itself. */
 export interface DriverInfo {
   /** Short name: `memory`, `redis`, `sqlite`, ... */
@@ -105,8 +108,8 @@ export interface DriverInfo {
   /**
    * `lease`: each key has a TTL on the engine that the core renews. `session`: the engine keeps
    * the lock while the driver's session lives (ZooKeeper session, etcd lease, SQL connection);
-   * grants carry `session` and `validUntil`, and the core gives the lock back when a lease is lost
-   * locally (deadline, `maxHoldMs`), since the engine would not free it by itself.
+   * grants carry `session` and `validUntil`. Either way the core gives the lock back when a lease
+   * is lost locally (deadline, `maxHoldMs`), so that what remains on the engine does not outlive it.
    */
   readonly liveness: 'lease' | 'session';
   /** Whether waiters are granted in arrival order across processes. */
@@ -115,20 +118,16 @@ export interface DriverInfo {
   readonly scope: 'process' | 'host' | 'distributed';
 }
 
-/** The contract every backend implements. See the file header. */
-export interface LockDriver {
+/** What every kind of driver implements besides its way of waiting. */
+export interface DriverBase {
   readonly info: DriverInfo;
   /**
-   * Exactly one attempt; never waits for the holder. With `queue`, the caller is a waiter whose
-   * watch is open: a driver with a server-side queue may enqueue it when busy (and must then
-   * accept `cancel`), so that a release can hand the lock over directly.
+   * Exactly one attempt; never waits for the holder. Try-set drivers: with `queue`, the caller is
+   * a waiter whose watch is open: a driver with a server-side queue may enqueue it when busy (and
+   * must then accept `cancel`), so that a release can hand the lock over directly. Queue drivers:
+   * never barge past waiters and leave nothing behind when busy.
    */
   tryAcquire(req: AcquireRequest, queue?: boolean): Promise<TryResult>;
-  /**
-   * Wait until granted or `wait.deadline` (resolve `null`); reject with `wait.signal.reason`
-   * when the signal aborts. Must leave nothing behind on the engine when it does not grant.
-   */
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
   /**
    * Renew several keys in one batch; `true` where the owner still held the key. Session drivers
    * (liveness `session`: the engine frees the lock when the session ends, whatever `ttlMs` says)
@@ -139,35 +138,117 @@ export interface LockDriver {
   extend(items: readonly ExtendItem[]): Promise<boolean[]>;
   /** Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. */
   release(key: string, owner: string): Promise<boolean>;
+  /** Read who holds `key` without acquiring it. */
+  inspect(key: string): Promise<LockState | null>;
+  /** Free every resource the driver opened (connections it created, watchers, timers). */
+  close(): Promise<void>;
+}
+
+/** A try-set engine: try once, watch for a change (see the file header). */
+export interface TrySetDriver extends DriverBase {
+  readonly kind: 'try-set';
+  /** Open change notifications for a key (pub/sub, file watch...). Absent: jittered backoff. */
+  watch?(key: string, owner: string): Promise<ChangeWatch>;
   /**
    * Optional, with a server-side queue: the waiter `owner` gives up. Leave the queue; if the lock
    * was handed to it meanwhile, release it (to the next waiter).
    */
   cancel?(key: string, owner: string): Promise<void>;
-  /** Read who holds `key` without acquiring it. */
-  inspect(key: string): Promise<LockState | null>;
-  /** Free every resource the driver opened (connections it created, watchers, timers). */
-  close(): Promise<void>;
-  /**
-   * Optional: a durable per-key high-water mark kept beside the lock (never expires), used by
-   * worker-id leases so a new holder of a recycled slot never reuses its predecessor's time.
-   * Resolves 0n when never written.
-   */
-  readMark?(key: string): Promise<bigint>;
-  /**
-   * Optional: set the mark to max(current, `mark`), only while `owner` holds `key`, in one atomic
-   * step. Resolves false (and changes nothing) when `owner` does not hold it.
-   */
-  raiseMark?(key: string, owner: string, mark: bigint): Promise<boolean>;
-  /**
-   * Optional: advance the durable counter `name` by `count` (>= 1) in one atomic step and resolve
-   * its new value, the END of the range (inclusive): the caller owns `[end - count + 1, end]`.
-   * Counters start at 0, never expire and never go backwards (as far as the engine keeps its
-   * writes), so ranges never overlap. Used by segment ids (src/ids/segment.ts). Rejects with
-   * `IdsExhaustedError` (src/errors.ts) and changes nothing when the counter would pass 2^63 - 1.
-   */
-  allocateRange?(name: string, count: bigint): Promise<bigint>;
 }
+
+/** A server-blocking engine: try once, or block on the server (see the file header). */
+export interface BlockingDriver extends DriverBase {
+  readonly kind: 'server-blocking';
+  /**
+   * One blocking attempt: wait on the server for the lock at most `maxMs`, then answer (a busy
+   * answer when the server's wait ran out). When `signal` aborts, cancel the server's wait and
+   * settle promptly (reject with `signal.reason`, or resolve what the server answered first): the
+   * core gives back a grant that lands after it stopped waiting. Engine errors reject.
+   */
+  block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult>;
+}
+
+/** One contender's entry in a queue engine (a znode, an etcd key). */
+export interface QueueEntry {
+  /** The entry's name on the engine (znode path, etcd key), for watching and withdrawing. */
+  readonly id: string;
+  /** Its place: entries are served in ascending `seq` (znode sequence, create revision). */
+  readonly seq: bigint;
+}
+
+/** The queue as it stands before one entry, read in one step. */
+export interface QueueView {
+  /** False when the entry is gone or no longer belongs to this driver's live session. */
+  readonly mine: boolean;
+  /** Number of entries ahead of ours. */
+  readonly ahead: number;
+  /** The entry just ahead of ours (undefined when none is). */
+  readonly predecessor: QueueEntry | undefined;
+  /** Monotonic time at which the read was sent. */
+  readonly sentAt: number;
+}
+
+/** How a {@link QueueDriver.waitGone} ended. */
+export type GoneResult =
+  /** The watched entry is gone (or changed): look again, or take the turn. */
+  | 'gone'
+  /** Our own entry went (deleted by someone else, or its session ended): enqueue again. */
+  | 'mine-gone';
+
+/** A queue engine: enqueue, read the queue, wait for an entry to go, withdraw (see the file header). */
+export interface QueueDriver extends DriverBase {
+  readonly kind: 'queue';
+  /**
+   * Create `req.owner`'s entry for `req.key` on the current session (opening one if needed) and
+   * read the queue before it, in one step where the engine allows. Idempotent per owner: a
+   * retried call finds the entry it created. Rejects on engine errors (the core backs off).
+   */
+  enqueue(req: AcquireRequest): Promise<{ readonly entry: QueueEntry; readonly view: QueueView }>;
+  /** Read the queue before `entry` (one round trip). */
+  look(req: AcquireRequest, entry: QueueEntry): Promise<QueueView>;
+  /**
+   * Resolve once `watched` is gone, or `mine` went (its session ended, or someone deleted it);
+   * reject with `signal.reason` when it aborts, or on an engine error. Sends nothing while both
+   * stay. The watch must be in place before it checks that `watched` still exists.
+   */
+  waitGone(req: AcquireRequest, watched: QueueEntry, mine: QueueEntry, signal: AbortSignal): Promise<GoneResult>;
+  /**
+   * Our turn came (`view.ahead` is 0, or the entry we waited for went and it was the only one
+   * ahead): the grant, riding on the entry's session. `sentAt` bounds the TTL-based validity.
+   * Resolves null when the session that carries `entry` is no longer usable (then the core
+   * enqueues again).
+   */
+  grant(req: AcquireRequest, entry: QueueEntry, sentAt: number): Grant | null;
+  /**
+   * Remove our entry (the wait ended without a grant). Must not fail the caller; the core bounds
+   * how long it waits for it. Safe to call while the `enqueue` that creates it is in flight.
+   */
+  withdraw(req: AcquireRequest, entry: QueueEntry | undefined): Promise<void>;
+}
+
+/**
+ * Transitional, being removed: a driver that still runs its own wait loop. The core races it with
+ * the wait's signal and deadline. New drivers implement one of the three kinds.
+ * @deprecated
+ */
+export interface NativeWaitDriver extends DriverBase {
+  readonly kind: 'native';
+  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
+}
+
+/**
+ * Transitional, with {@link NativeWaitDriver}: how the core bounds a native wait.
+ * @deprecated
+ */
+export interface WaitContext {
+  /** Aborted by the caller's signal, by the deadline, or by `close()`. */
+  readonly signal: AbortSignal;
+  /** Monotonic deadline (ms) after which the driver must give up. */
+  readonly deadline: number;
+}
+
+/** The contract every backend implements: one of the three kinds. */
+export type LockDriver = TrySetDriver | QueueDriver | BlockingDriver | NativeWaitDriver;
 
 /**
  * The health of a session driver's session (ZooKeeper session, etcd lease, SQL connection):
@@ -180,12 +261,20 @@ export interface LockDriver {
  */
 export type SessionState = 'connected' | 'suspended' | 'lost';
 
-/** What session drivers add to {@link LockDriver}, so that operators and apps can watch it. */
-export interface SessionDriver extends LockDriver {
+/** What session drivers add to their kind, so that operators and apps can watch the session. */
+export interface SessionSource {
   /** The current session's state (`lost` before the first session opens, and after close). */
   readonly sessionState: SessionState;
   /** Call `listener` on every change of {@link sessionState}; returns an unsubscribe function. */
   onSessionState(listener: (state: SessionState) => void): () => void;
+}
+
+/** A driver whose liveness is a session (ZooKeeper, etcd, the SQL session modes). */
+export type SessionDriver = LockDriver & SessionSource;
+
+/** Whether `driver` reports a session (see {@link SessionSource}). */
+export function isSessionDriver(driver: LockDriver): driver is SessionDriver {
+  return typeof (driver as Partial<SessionSource>).onSessionState === 'function';
 }
 
 /** The listeners of a {@link SessionDriver}'s `onSessionState`, shared by every session driver. */

@@ -27,6 +27,7 @@ import type { LockClient } from '../core/client.js';
 import { monotonicNow } from '../core/clock.js';
 import { validateBool, validateMs, validateRatio } from '../core/validate.js';
 import type { LockDriver } from '../drivers/driver.js';
+import { rangeStoreOf, type RangeStore } from '../drivers/id-store.js';
 import {
   ClosedError,
   IdsRegressedError,
@@ -114,7 +115,7 @@ const MAX_RETRY_MS = 2000;
 export class SegmentIds {
   /** The counter's name. */
   readonly name: string;
-  private readonly driver: LockDriver & Required<Pick<LockDriver, 'allocateRange'>>;
+  private readonly driver: LockDriver & RangeStore;
   private readonly minStep: bigint;
   private readonly maxStep: bigint;
   private readonly prefetchAt: number;
@@ -152,10 +153,9 @@ export class SegmentIds {
       throw new InvalidArgumentError('`client` must be a LockClient and `driver` a dlock driver.');
     }
     const target = d as LockDriver;
-    if (typeof target.allocateRange !== 'function') {
-      throw new UnsupportedDriverError(target.info.name, 'allocateRange', 'segment ids');
-    }
-    this.driver = target as LockDriver & Required<Pick<LockDriver, 'allocateRange'>>;
+    const store = rangeStoreOf(target);
+    if (!store) throw new UnsupportedDriverError(target.info.name, 'allocateRange', 'segment ids');
+    this.driver = store;
     if (typeof options.name !== 'string' || options.name.length === 0) {
       throw new InvalidArgumentError(`SegmentIds name must be a non-empty string, got ${JSON.stringify(options.name)}.`);
     }

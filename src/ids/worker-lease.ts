@@ -1,7 +1,7 @@
 /**
  * Worker ids leased through any dlock engine: a worker id is a lock (`ids:<name>:worker:<slot>`)
  * held with a TTL and renewed by the LockClient, plus a durable high-water mark kept beside it
- * (`LockDriver.readMark` / `raiseMark`).
+ * (`MarkStore.readMark` / `raiseMark`, src/drivers/id-store.ts).
  *
  * The mark is the protocol that makes recycling a worker id safe:
  * - a holder raises the mark AHEAD of the time it issues ids in, and never issues beyond the last
@@ -30,6 +30,7 @@
 import type { LockClient } from '../core/client.js';
 import { monotonicNow, sleep } from '../core/clock.js';
 import type { Lease } from '../core/lease.js';
+import { markStoreOf, type MarkStore } from '../drivers/id-store.js';
 import { LockTimeoutError, NoFreeWorkerError, UnavailableError, UnsupportedDriverError } from '../errors.js';
 
 /** Options of {@link WorkerLease.claim}. */
@@ -63,7 +64,7 @@ const MAX_SCAN = 4096;
 /** A claimed worker slot: see the file header. */
 export class WorkerLease {
   private constructor(
-    private readonly client: LockClient,
+    private readonly store: MarkStore,
     readonly slot: number,
     readonly key: string,
     readonly lease: Lease,
@@ -73,10 +74,7 @@ export class WorkerLease {
 
   /** Claim a slot; see the file header. Throws {@link NoFreeWorkerError} when none can be had. */
   static async claim(o: WorkerLeaseOptions): Promise<WorkerLease> {
-    const d = o.client.driver;
-    if (typeof d.readMark !== 'function' || typeof d.raiseMark !== 'function') {
-      throw new UnsupportedDriverError(d.info.name, 'readMark/raiseMark', 'worker-id leases (IdGenerator)');
-    }
+    WorkerLease.storeOf(o);
     const started = monotonicNow();
     const order = o.slot !== undefined ? [o.slot] : scanOrder(o.slots);
     if (order.length === 1) return WorkerLease.claimOne(o, order[0] ?? 0, started);
@@ -158,11 +156,19 @@ export class WorkerLease {
     return null;
   }
 
+  /** The client's driver as a mark store; throws when it is not one. */
+  private static storeOf(o: WorkerLeaseOptions): MarkStore {
+    const store = markStoreOf(o.client.driver);
+    if (!store) throw new UnsupportedDriverError(o.client.driver.info.name, 'readMark/raiseMark', 'worker-id leases (IdGenerator)');
+    return store;
+  }
+
   private static async adopt(o: WorkerLeaseOptions, slot: number, key: string, lease: Lease): Promise<WorkerLease> {
     try {
       // Read after the claim: from now on only we can raise it.
-      const mark = await o.client.driver.readMark!(key);
-      return new WorkerLease(o.client, slot, key, lease, Number(mark));
+      const store = WorkerLease.storeOf(o);
+      const mark = await store.readMark(key);
+      return new WorkerLease(store, slot, key, lease, Number(mark));
     } catch (e) {
       await lease.release().catch(() => false);
       throw e;
@@ -174,7 +180,7 @@ export class WorkerLease {
    * records this lease as the holder (nothing written); rejects when the engine is unreachable.
    */
   raise(markMs: number): Promise<boolean> {
-    return this.client.driver.raiseMark!(this.key, this.lease.owner, BigInt(markMs));
+    return this.store.raiseMark(this.key, this.lease.owner, BigInt(markMs));
   }
 
   /** Give the slot back (idempotent). */

@@ -1,4 +1,5 @@
-import type { AcquireRequest, ExtendItem, LockDriver, WaitContext } from '../../src/drivers/driver.js';
+import type { AcquireRequest, ExtendItem, TrySetDriver } from '../../src/drivers/driver.js';
+import type { MarkStore } from '../../src/drivers/id-store.js';
 import { MemoryDriver } from '../../src/drivers/memory/index.js';
 import { ClosedError } from '../../src/errors.js';
 import { defineConformanceSuite } from './suite.js';
@@ -11,15 +12,16 @@ import { defineConformanceSuite } from './suite.js';
  */
 const engine = new MemoryDriver();
 
-function view(): LockDriver {
+function view(): TrySetDriver & MarkStore {
   let closed = false;
   const open = (): void => {
     if (closed) throw new ClosedError('memory driver view');
   };
   return {
+    kind: 'try-set',
     info: engine.info,
     tryAcquire: async (req: AcquireRequest) => (open(), engine.tryAcquire(req)),
-    acquire: async (req: AcquireRequest, wait: WaitContext) => (open(), engine.acquire(req, wait)),
+    watch: async (key: string) => (open(), engine.watch(key)),
     extend: async (items: readonly ExtendItem[]) => (open(), engine.extend(items)),
     release: async (key: string, owner: string) => (open(), engine.release(key, owner)),
     inspect: async (key: string) => (open(), engine.inspect(key)),

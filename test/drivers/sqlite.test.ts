@@ -412,9 +412,7 @@ describe('SqliteDriver', () => {
     expect(await other.inspect('k')).toBeNull();
     const req = { key: 'k', owner: 'o', ttlMs: 1000 };
     await expect(d.tryAcquire(req)).rejects.toBeInstanceOf(ClosedError);
-    await expect(d.acquire(req, { signal: new AbortController().signal, deadline: performance.now() + 1000 })).rejects.toBeInstanceOf(
-      ClosedError,
-    );
+    await expect(d.watch('k')).rejects.toBeInstanceOf(ClosedError);
     await expect(d.extend([req])).rejects.toBeInstanceOf(ClosedError);
     await expect(d.release('k', 'o')).rejects.toBeInstanceOf(ClosedError);
     await expect(d.inspect('k')).rejects.toBeInstanceOf(ClosedError);

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connect } from '../../src/connect.js';
 import { LockClient } from '../../src/core/client.js';
 import type { LockDriver } from '../../src/drivers/driver.js';
+import { markStoreOf } from '../../src/drivers/id-store.js';
 import { MemoryDriver } from '../../src/drivers/memory/index.js';
 import {
   ClockBackwardsError,
@@ -96,14 +97,14 @@ describe.each(engines)('IdGenerator on $name', (engine) => {
     expect(gen.decode(ids[0]!).worker).toBe(gen.workerId);
     expect(typeof gen.nextString()).toBe('string');
     // The mark on the engine is what the generator may issue up to: markAheadMs (1.5 s) ahead.
-    const mark = Number(await client.driver.readMark!(gen.workerKey));
+    const mark = Number(await markStoreOf(client.driver)!.readMark(gen.workerKey));
     expect(mark).toBe(gen.coveredUntilMs);
     // Ahead of everything issued, and never further ahead than the window (timers may run late
     // on a loaded machine, so no lower bound on the distance from the wall clock).
     expect(mark).toBeGreaterThanOrEqual(gen.decode(ids[ids.length - 1]!).timestampMs);
     expect(mark - Date.now()).toBeLessThan(1500 + 750 + 100);
     await delay(600);
-    expect(Number(await client.driver.readMark!(gen.workerKey))).toBeGreaterThan(mark);
+    expect(Number(await markStoreOf(client.driver)!.readMark(gen.workerKey))).toBeGreaterThan(mark);
     expect(gen.isActive()).toBe(true);
     expect((await client.inspect(gen.workerKey))?.owner).toBeDefined();
 
@@ -145,7 +146,7 @@ describe.each(engines)('IdGenerator on $name', (engine) => {
     const layout = { workerBits: 1 };
     // Someone else's clock ran a minute ahead on slot 0.
     const lease = await client.acquire(workerKey(name, 0), { ttlMs: 2000 });
-    expect(await client.driver.raiseMark!(workerKey(name, 0), lease.owner, BigInt(Date.now() + 60_000))).toBe(true);
+    expect(await markStoreOf(client.driver)!.raiseMark(workerKey(name, 0), lease.owner, BigInt(Date.now() + 60_000))).toBe(true);
     expect(await rejection(IdGenerator.start({ client, name, layout, slot: 0 }))).toBeInstanceOf(NoFreeWorkerError);
     await lease.release();
 
@@ -169,7 +170,7 @@ describe.each(engines)('IdGenerator on $name', (engine) => {
     const key = workerKey(name, 3);
     const lease = await client.acquire(key, { ttlMs: 2000 });
     const mark = Date.now() + 1200;
-    await client.driver.raiseMark!(key, lease.owner, BigInt(mark));
+    await markStoreOf(client.driver)!.raiseMark(key, lease.owner, BigInt(mark));
     await lease.release();
     const started = Date.now();
     const gen = await IdGenerator.start({ client, name, slot: 3, ttlMs: 3000 });
@@ -266,9 +267,10 @@ describe('IdGenerator: contract', () => {
     const real = new MemoryDriver();
     // A real driver that simply does not offer the optional mark methods.
     const noMarks: LockDriver = {
+      kind: 'try-set',
       info: real.info,
       tryAcquire: (r) => real.tryAcquire(r),
-      acquire: (r, w) => real.acquire(r, w),
+      watch: (k) => real.watch(k),
       extend: (i) => real.extend(i),
       release: (k, o) => real.release(k, o),
       inspect: (k) => real.inspect(k),

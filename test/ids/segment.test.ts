@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { connect } from '../../src/connect.js';
 import type { LockDriver } from '../../src/drivers/driver.js';
+import { rangeStoreOf } from '../../src/drivers/id-store.js';
 import { MemoryDriver } from '../../src/drivers/memory/index.js';
 import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { SqliteDriver } from '../../src/drivers/sqlite/index.js';
@@ -165,7 +166,7 @@ describe.each(ENGINES)('SegmentIds on $name', (engine) => {
     expect(drawn.at(-1)).toBe(20_000n);
     await ids.close();
     // The engine's own counter: exactly one allocateRange per fetch, nothing else moved it.
-    const counter = await driver.allocateRange?.(name, 1n);
+    const counter = await rangeStoreOf(driver)?.allocateRange(name, 1n);
     expect(counter).toBe(BigInt(stats.fetches * step) + 1n);
   });
 
@@ -394,12 +395,12 @@ describe('SegmentIds failures', () => {
     for (const engine of ENGINES) {
       const driver = track(engine.create());
       const name = uniqueName();
-      await driver.allocateRange?.(name, 2n ** 63n - 10n);
+      await rangeStoreOf(driver)?.allocateRange(name, 2n ** 63n - 10n);
       const ids = await SegmentIds.open({ driver, name, step: 5, adaptive: false });
       expect(await ids.nextBatch(5)).toEqual([2n ** 63n - 9n, 2n ** 63n - 8n, 2n ** 63n - 7n, 2n ** 63n - 6n, 2n ** 63n - 5n]);
       const e = await errorOf(() => ids.nextBatch(10));
       expect(e, engine.name).toBeInstanceOf(IdsExhaustedError);
-      expect(await driver.allocateRange?.(name, 4n)).toBe(2n ** 63n - 1n);
+      expect(await rangeStoreOf(driver)?.allocateRange(name, 4n)).toBe(2n ** 63n - 1n);
       await ids.close();
     }
   });
@@ -437,9 +438,10 @@ describe('SegmentIds options', () => {
     /** A real lock driver (delegating to memory) that does not offer id counters. */
     const inner = track(new MemoryDriver());
     const locksOnly: LockDriver = {
+      kind: 'try-set',
       info: { ...inner.info, name: 'locks-only' },
       tryAcquire: (r) => inner.tryAcquire(r),
-      acquire: (r, w) => inner.acquire(r, w),
+      watch: (k) => inner.watch(k),
       extend: (i) => inner.extend(i),
       release: (k, o) => inner.release(k, o),
       inspect: (k) => inner.inspect(k),

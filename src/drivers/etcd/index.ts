@@ -47,7 +47,8 @@ import type {
   ExtendItem,
   Grant,
   LockState,
-  SessionDriver,
+  NativeWaitDriver,
+  SessionSource,
   SessionState,
   TryResult,
   WaitContext,
@@ -130,7 +131,9 @@ interface Enqueued {
  * await locks.close();
  * ```
  */
-export class EtcdDriver implements SessionDriver {
+export class EtcdDriver implements NativeWaitDriver, SessionSource {
+  /** Transitional: this driver still waits by itself (being ported to its kind). */
+  readonly kind = 'native' as const;
   readonly info: DriverInfo = { name: 'etcd', liveness: 'session', fair: true, scope: 'distributed' };
   /** The etcd3 client (yours when you passed `client`). */
   readonly client: Etcd3;

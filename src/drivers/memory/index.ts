@@ -8,18 +8,16 @@
  */
 import { monotonicNow } from '../../core/clock.js';
 import { LatchWatch } from '../../core/change-watch.js';
-import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import type {
   AcquireRequest,
   ChangeWatch,
   DriverInfo,
   ExtendItem,
-  Grant,
-  LockDriver,
+  TrySetDriver,
   LockState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
+import type { MarkStore, RangeStore } from '../id-store.js';
 import { ClosedError, IdsExhaustedError } from '../../errors.js';
 
 /** Every engine's counters are signed 64-bit integers. */
@@ -32,14 +30,14 @@ interface Entry {
 }
 
 /** See the file header. */
-export class MemoryDriver implements LockDriver {
+export class MemoryDriver implements TrySetDriver, MarkStore, RangeStore {
+  readonly kind = 'try-set' as const;
   readonly info: DriverInfo = { name: 'memory', liveness: 'lease', fair: false, scope: 'process' };
   private readonly locks = new Map<string, Entry>();
   private readonly fences = new Map<string, bigint>();
   private readonly marks = new Map<string, bigint>();
   private readonly sequences = new Map<string, bigint>();
   private readonly listeners = new Map<string, Set<LatchWatch>>();
-  private readonly waiter = new TrySetWaitQueue(this);
   private closed = false;
 
   tryAcquire(req: AcquireRequest): Promise<TryResult> {
@@ -53,9 +51,6 @@ export class MemoryDriver implements LockDriver {
     return Promise.resolve({ ok: true, grant: { token, sentAt: now } });
   }
 
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    return this.waiter.acquire(req, wait);
-  }
 
   extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     if (this.closed) return Promise.reject(new ClosedError('memory driver'));

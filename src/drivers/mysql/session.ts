@@ -7,7 +7,8 @@ import type {
   DriverInfo,
   ExtendItem,
   Grant,
-  SessionDriver,
+  NativeWaitDriver,
+  SessionSource,
   SessionState,
   TryResult,
   WaitContext,
@@ -49,7 +50,9 @@ const KILL_REPEAT_MS = 50;
  * await locks.close();
  * ```
  */
-export class MysqlSessionDriver extends MysqlEngine implements SessionDriver {
+export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver, SessionSource {
+  /** Transitional: this driver still waits by itself (being ported to its kind). */
+  readonly kind = 'native' as const;
   readonly info: DriverInfo = { name: 'mysql', liveness: 'session', fair: true, scope: 'distributed' };
   /** Held locks by owner id. */
   private readonly held = new Map<string, Held>();

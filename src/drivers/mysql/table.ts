@@ -1,17 +1,15 @@
 import { settleWithin } from '../../core/abort.js';
 import { LatchWatch } from '../../core/change-watch.js';
 import { sleep } from '../../core/clock.js';
-import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import type {
   AcquireRequest,
   ChangeWatch,
   DriverInfo,
   ExtendItem,
-  Grant,
-  LockDriver,
+  TrySetDriver,
   TryResult,
-  WaitContext,
 } from '../driver.js';
+import type { MarkStore, RangeStore } from '../id-store.js';
 import type { Conn } from './connection.js';
 import { LIVE, MysqlEngine } from './engine.js';
 import { slotOf, type MysqlDriverOptions } from './options.js';
@@ -45,9 +43,9 @@ const FREE_BACKOFF_CAP_MS = 60_000;
  * try { ... } finally { await lease.release(); }
  * ```
  */
-export class MysqlTableDriver extends MysqlEngine implements LockDriver {
+export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkStore, RangeStore {
+  readonly kind = 'try-set' as const;
   readonly info: DriverInfo = { name: 'mysql', liveness: 'lease', fair: false, scope: 'distributed' };
-  private readonly waiter = new TrySetWaitQueue(this);
   private readonly watches = new Set<SignalWatch>();
 
   constructor(options: MysqlDriverOptions) {
@@ -91,10 +89,6 @@ export class MysqlTableDriver extends MysqlEngine implements LockDriver {
     return { ok: false, retryAfterMs };
   }
 
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    if (this.closed) return Promise.reject(this.closedError());
-    return this.waiter.acquire(req, wait);
-  }
 
   /** One round trip per home connection: an UPDATE per lease, only while unexpired and ours. */
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
@@ -171,7 +165,6 @@ export class MysqlTableDriver extends MysqlEngine implements LockDriver {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.waiter.drain(2000);
     for (const w of [...this.watches]) w.close();
     await settleWithin(Promise.allSettled([...this.watches].map((w) => w.settled())), 1000);
     await this.closeConnections();

@@ -30,7 +30,8 @@ import type {
   ExtendItem,
   Grant,
   LockState,
-  SessionDriver,
+  NativeWaitDriver,
+  SessionSource,
   SessionState,
   TryResult,
   WaitContext,
@@ -89,7 +90,9 @@ const ID_CACHE_MAX = 10_000;
 const IDLE_SPARES = 2;
 
 /** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
-export class PostgresSessionDriver implements SessionDriver {
+export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
+  /** Transitional: this driver still waits by itself (being ported to its kind). */
+  readonly kind = 'native' as const;
   readonly info: DriverInfo = { name: 'postgres', liveness: 'session', fair: true, scope: 'distributed' };
   private readonly n: Names;
   private readonly config: pg.ClientConfig;

@@ -4,7 +4,7 @@
  * where session-level advisory locks do not work. Each operation is one autocommit statement
  * (no prepared statement names, no session state), so any pooled connection may run it.
  *
- * Waiting: the core's {@link TrySetWaitQueue}; a release NOTIFYs `<prefix>release` with the key,
+ * Waiting: the core's wait loop (src/core/wait-loop.ts); a release NOTIFYs `<prefix>release` with the key,
  * and each driver keeps one dedicated LISTEN connection (`listen` option: a direct connection when
  * the pool cannot carry LISTEN). A lost notification costs at most the holder's remaining TTL.
  */
@@ -13,9 +13,9 @@ import pg from 'pg';
 import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
-import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import { ClosedError } from '../../errors.js';
-import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, Grant, LockDriver, LockState, TryResult, WaitContext } from '../driver.js';
+import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, TrySetDriver, LockState, TryResult } from '../driver.js';
+import type { MarkStore, RangeStore } from '../id-store.js';
 import { clientConfig, int8, openClient, timed, type ConnectionSettings } from './connection.js';
 import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
 
@@ -36,11 +36,11 @@ export interface TableModeOptions {
 }
 
 /** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
-export class PostgresTableDriver implements LockDriver {
+export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore {
+  readonly kind = 'try-set' as const;
   readonly info: DriverInfo = { name: 'postgres', liveness: 'lease', fair: false, scope: 'distributed' };
   private readonly pool: pg.Pool;
   private readonly n: Names;
-  private readonly waiter = new TrySetWaitQueue(this);
   private readonly watches = new Map<string, Set<LatchWatch>>();
   private listener: Promise<pg.Client> | undefined;
   private schema: Promise<void> | undefined;
@@ -95,10 +95,6 @@ export class PostgresTableDriver implements LockDriver {
     return { ok: false, retryAfterMs: remaining === null || remaining === undefined ? -1 : Math.max(0, Number(remaining)) };
   }
 
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    if (this.closed) return Promise.reject(new ClosedError('PostgreSQL lock driver'));
-    return this.waiter.acquire(req, wait);
-  }
 
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     if (items.length === 0) return [];
@@ -162,7 +158,6 @@ export class PostgresTableDriver implements LockDriver {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.waiter.drain(2000);
     this.closed = true;
     this.wakeAll();
     const listener = this.listener;

@@ -41,19 +41,17 @@ import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
 import { parseOwner } from '../../core/owner.js';
 import type { Logger } from '../../core/renewal.js';
-import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
   DriverInfo,
   ExtendItem,
-  Grant,
-  LockDriver,
+  TrySetDriver,
   LockState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
+import type { MarkStore, RangeStore } from '../id-store.js';
 import {
   IoRedisAdapter,
   NodeRedisAdapter,
@@ -149,13 +147,13 @@ export interface RedisLockKeys {
  * );
  * ```
  */
-export class RedisDriver implements LockDriver {
+export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
+  readonly kind = 'try-set' as const;
   readonly info: DriverInfo = { name: 'redis', liveness: 'lease', fair: false, scope: 'distributed' };
   private adapter: RedisAdapter | undefined;
   private readonly adapterReady: Promise<RedisAdapter>;
   private readonly prefix: string;
   private readonly logger: Logger | undefined;
-  private readonly waiter = new TrySetWaitQueue(this);
   private readonly batcher: OpBatcher;
   /** Batches are grouped per lock key on a cluster (one slot each), else one group. */
   private readonly cluster: boolean;
@@ -237,9 +235,6 @@ export class RedisDriver implements LockDriver {
     return { ok: false, retryAfterMs: Number(r.slice(1)) };
   }
 
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    return this.waiter.acquire(req, wait);
-  }
 
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     // Joins the tick's batch (one script per cluster slot group).
@@ -334,7 +329,6 @@ export class RedisDriver implements LockDriver {
   async close(): Promise<void> {
     if (this.closed) return;
     // Waits aborted by the client's close leave the server's queue before the connection goes.
-    await this.waiter.drain(2000);
     this.closed = true;
     this.clientChannels.clear();
     this.waiting.clear();

@@ -43,22 +43,20 @@
 import { LatchWatch } from '../../core/change-watch.js';
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
-import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import { ClosedError, InvalidArgumentError, OutOfRangeError, QuorumError, UnavailableError, type NodeAnswer } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
   DriverInfo,
   ExtendItem,
-  Grant,
   HandedOver,
-  LockDriver,
+  TrySetDriver,
   LockState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
 import { isIoRedis, isNodeRedis } from '../redis/adapter.js';
 import * as scripts from '../redis/scripts.generated.js';
+import type { MarkStore } from '../id-store.js';
 import { RedlockNode, type RedlockNodeSpec } from './node.js';
 import { count, describe, failures, majorityFreeInMs, quorumOf, round, type Replies } from './quorum.js';
 
@@ -171,7 +169,8 @@ interface Channel {
  * await locks.close();
  * ```
  */
-export class RedlockDriver implements LockDriver {
+export class RedlockDriver implements TrySetDriver, MarkStore {
+  readonly kind = 'try-set' as const;
   readonly info: DriverInfo = { name: 'redlock', liveness: 'lease', fair: false, scope: 'distributed' };
   /** Nodes that must agree: floor(N/2) + 1. */
   readonly quorum: number;
@@ -180,12 +179,10 @@ export class RedlockDriver implements LockDriver {
   private readonly prefix: string;
   private readonly nodeTimeoutMs: number;
   private readonly retryJitterMs: number;
-  private readonly waiter = new TrySetWaitQueue(this);
   private readonly channels = new Map<string, Channel>();
   /** Owners in acquire(): how many split rounds in a row they kept their partial grants. */
   private readonly keptRounds = new Map<string, number>();
   /** Owners in acquire(): the QuorumError of their last attempt when it failed that way, else null. */
-  private readonly lastFailure = new Map<string, QuorumError | null>();
   /** Open waits by owner id (a split vote holds its waiter off). */
   private readonly waiting = new Map<string, RedlockWatch>();
   private closed = false;
@@ -240,7 +237,6 @@ export class RedlockDriver implements LockDriver {
       // those partial grants wake everyone again.
       const gate = await this.gate(req);
       if (gate !== undefined && !gate.granted) {
-        if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, null);
         return { ok: false, retryAfterMs: gate.pttl };
       }
     }
@@ -294,7 +290,10 @@ export class RedlockDriver implements LockDriver {
     if (outcome.won && token !== undefined) {
       const t = token;
       const committed = replies.every((r) => !r?.ok || !r.value.granted || r.value.token === t) || (await this.commit(req, lock, t, sentAt + validFor));
-      if (committed && monotonicNow() < sentAt + validFor) return { ok: true, grant: { token: t, sentAt } };
+      if (committed && monotonicNow() < sentAt + validFor) {
+        this.keptRounds.delete(req.owner);
+        return { ok: true, grant: { token: t, sentAt } };
+      }
       // Too late (or the write-back failed): the grant is never reported; give it back everywhere.
       this.releaseEverywhere(lock, req.owner, replies);
       return { ok: false, retryAfterMs: this.splitDelay(req.owner) };
@@ -312,10 +311,10 @@ export class RedlockDriver implements LockDriver {
     // retries as soon as the others release theirs (their releases publish), so a split resolves
     // in about one round trip instead of colliding again. Bounded (a client that lists the nodes
     // in another order disagrees on "first"), then everyone falls back to the random delay.
-    const kept = this.keptRounds.get(req.owner);
+    // Per wait (a queued try comes from a waiter whose watch is open); dropped on grant or cancel.
+    const kept = queue ? (this.keptRounds.get(req.owner) ?? 0) : undefined;
     if (queue && !unavailable && kept !== undefined && kept < MAX_KEPT_ROUNDS && first?.ok && first.value.granted) {
       this.keptRounds.set(req.owner, kept + 1);
-      if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, null);
       return { ok: false, retryAfterMs: 1 + Math.floor(Math.random() * this.retryJitterMs) };
     }
     if (partial > 0 || pending > 0 || failures(replies) > 0) this.releaseEverywhere(lock, req.owner, replies);
@@ -323,10 +322,8 @@ export class RedlockDriver implements LockDriver {
       // Say what every node answered: wait for the stragglers (at most until the round's deadline).
       const all = await complete();
       const error = new QuorumError('acquire', req.key, q, this.answers(all, timeoutMs), 'too many nodes are unreachable or failing');
-      if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, error);
       throw error;
     }
-    if (this.lastFailure.has(req.owner)) this.lastFailure.set(req.owner, null);
     // Without an answer from the first node nobody has priority, and a round cut short by the
     // validity says nothing about the holder: retry after a random delay.
     if ((partial > 0 && !first?.ok) || (outcome.final && pending > 0)) return { ok: false, retryAfterMs: this.splitDelay(req.owner) };
@@ -336,30 +333,12 @@ export class RedlockDriver implements LockDriver {
     return { ok: false, retryAfterMs: majorityFreeInMs(remaining, q) };
   }
 
-  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    this.lastFailure.set(req.owner, null);
-    this.keptRounds.set(req.owner, 0);
-    try {
-      const grant = await this.waiter.acquire(req, wait);
-      // The wait ran out and the last attempt failed for lack of a quorum (not because the lock
-      // was held): say so, with what each node answered, rather than a plain timeout.
-      const failure = this.lastFailure.get(req.owner);
-      if (grant === null && failure) throw failure;
-      return grant;
-    } catch (e) {
-      if (e instanceof UnavailableError && e.cause instanceof QuorumError) throw e.cause;
-      throw e;
-    } finally {
-      this.lastFailure.delete(req.owner);
-      this.keptRounds.delete(req.owner);
-    }
-  }
-
   /**
    * A waiter gives up (called by the wait loop when it ends without a grant): give back any
    * partial grants it kept (see the split-vote rule in tryAcquire), on every node.
    */
   async cancel(key: string, owner: string): Promise<void> {
+    this.keptRounds.delete(owner);
     if (this.closed) return;
     await this.release(key, owner).catch(noop);
   }
@@ -507,7 +486,6 @@ export class RedlockDriver implements LockDriver {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.waiter.drain(2000);
     this.closed = true;
     this.channels.clear();
     this.waiting.clear();

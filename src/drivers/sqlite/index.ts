@@ -23,7 +23,6 @@
  */
 import Database from 'better-sqlite3';
 import { monotonicNow } from '../../core/clock.js';
-import { TrySetWaitQueue } from '../../core/try-set-wait.js';
 import { validateMs } from '../../core/validate.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
 import type {
@@ -31,12 +30,11 @@ import type {
   ChangeWatch,
   DriverInfo,
   ExtendItem,
-  Grant,
-  LockDriver,
+  TrySetDriver,
   LockState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
+import type { MarkStore, RangeStore } from '../id-store.js';
 import { hostBootId, hostNow, type HostNow } from './host-clock.js';
 import { ReleaseNotifier } from './notify.js';
 
@@ -74,7 +72,8 @@ const DEFAULT_BUSY_TIMEOUT_MS = 1000;
 const DEFAULT_PREFIX = 'dlock_';
 
 /** See the file header. */
-export class SqliteDriver implements LockDriver {
+export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
+  readonly kind = 'try-set' as const;
   readonly info: DriverInfo = { name: 'sqlite', liveness: 'lease', fair: false, scope: 'host' };
   /** The database file. */
   readonly path: string;
@@ -84,7 +83,6 @@ export class SqliteDriver implements LockDriver {
   private readonly stmts: Statements;
   private readonly boot = hostBootId();
   private readonly notifier: ReleaseNotifier;
-  private readonly waiter = new TrySetWaitQueue(this);
   private closed = false;
   private syncMode: 'FULL' | 'NORMAL' | undefined;
 
@@ -220,10 +218,6 @@ export class SqliteDriver implements LockDriver {
     return this.run(() => this.acquireTx(req, sentAt));
   }
 
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    if (this.closed) return Promise.reject(this.closedError());
-    return this.waiter.acquire(req, wait);
-  }
 
   extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     return this.run(() => this.extendTx(items));

@@ -60,7 +60,8 @@ import type {
   ExtendItem,
   Grant,
   LockState,
-  SessionDriver,
+  NativeWaitDriver,
+  SessionSource,
   SessionState,
   TryResult,
   WaitContext,
@@ -184,7 +185,9 @@ interface QueueRead {
  * await locks.close();
  * ```
  */
-export class ZooKeeperDriver implements SessionDriver {
+export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
+  /** Transitional: this driver still waits by itself (being ported to its kind). */
+  readonly kind = 'native' as const;
   readonly info: DriverInfo = { name: 'zookeeper', liveness: 'session', fair: true, scope: 'distributed' };
   /** Parent znode of everything this driver creates. */
   readonly root: string;

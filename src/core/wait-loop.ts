@@ -1,0 +1,389 @@
+/**
+ * The one wait loop, for every kind of engine (see src/drivers/driver.ts).
+ *
+ * What it owns, so that no driver has to:
+ * - the deadline, the caller's AbortSignal and `close()`, folded into one scope per wait; every
+ *   await of a wait races that scope, so any abort ends any wait promptly, whatever the engine
+ *   is doing (a try that hangs, a connection being opened, a queue read);
+ * - jittered exponential backoff on engine errors, and the error that ends the wait: the engine's
+ *   own last error as the `cause` of an {@link UnavailableError} when the wait ran out while the
+ *   engine failed (or never answered), a plain timeout (`null`) when the lock stayed busy;
+ * - re-queueing after a lost session or a queue entry that went behind our back;
+ * - the local FIFO gate per key (try-set and server-blocking engines): waiters of one key in this
+ *   process queue here, so only the head talks to the engine (10,000 local waiters cost one
+ *   engine waiter) and a local releaser cannot barge ahead of local waiters. Queue engines need
+ *   none: their queue is the engine's, and every local waiter takes its place in it;
+ * - giving back a grant that lands after the wait ended (abort, deadline, close);
+ * - the queue algorithm of queue engines, written once: enqueue (and read the queue before us in
+ *   the same step), take the turn when nobody is ahead, else wait for the entry just ahead of us
+ *   to go, then look again, unless it was the only one ahead: then the turn is ours without a
+ *   second look (the entry we watched was the holder), unless our own entry went meanwhile, which
+ *   the driver's `waitGone` reports. Withdraw on any exit without a grant.
+ */
+import type {
+  AcquireRequest,
+  BlockingDriver,
+  ChangeWatch,
+  Grant,
+  LockDriver,
+  NativeWaitDriver,
+  QueueDriver,
+  QueueEntry,
+  TryResult,
+  TrySetDriver,
+} from '../drivers/driver.js';
+import { UnavailableError } from '../errors.js';
+import { backoffMs, DEADLINE, raceAbort, settleWithin } from './abort.js';
+import { driftFor, monotonicNow, sleep } from './clock.js';
+import { KeyGates } from './key-gates.js';
+
+/** Bound on what a wait's exit may still owe the engine (leave a queue, withdraw an entry). */
+const EXIT_WAIT_MS = 1000;
+
+/** What the wait loop reports as it goes (the client turns it into events). */
+export interface WaitObserver {
+  /** The first try found the lock busy: the caller waits. */
+  waiting?(req: AcquireRequest): void;
+  /** The grant came by direct handoff from the engine (no extra round trip). */
+  handedOver?(req: AcquireRequest, token: bigint): void;
+  /** An engine error during the wait (retried with backoff). */
+  engineError?(req: AcquireRequest, error: unknown): void;
+}
+
+/** One wait in progress: its signal (caller, deadline, close) and what it learnt of the engine. */
+class WaitRun {
+  private readonly controller = new AbortController();
+  private readonly timer: NodeJS.Timeout | undefined;
+  private readonly offCaller: (() => void) | undefined;
+  /** Whether the engine answered anything during this wait. */
+  answered = false;
+  /** The engine's error since its last answer (cleared by an answer). */
+  lastError: unknown;
+  /** Whether the observer heard that this wait waits. */
+  reported = false;
+
+  constructor(
+    readonly deadline: number,
+    caller: AbortSignal | undefined,
+    private readonly runs: Set<WaitRun>,
+  ) {
+    if (caller?.aborted) {
+      this.controller.abort(caller.reason);
+    } else {
+      if (caller) {
+        const onAbort = (): void => this.controller.abort(caller.reason);
+        caller.addEventListener('abort', onAbort, { once: true });
+        this.offCaller = () => caller.removeEventListener('abort', onAbort);
+      }
+      // A ref'd timer: waiting for a lock is a legitimate reason to keep the process alive.
+      this.timer = setTimeout(() => this.controller.abort(DEADLINE), Math.max(0, deadline - monotonicNow()));
+      runs.add(this);
+    }
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** The wait ended because its deadline passed (not an abort or close). */
+  get timedOut(): boolean {
+    return this.signal.aborted && this.signal.reason === DEADLINE;
+  }
+
+  /** Abort the wait (close()), with `reason`. */
+  abort(reason: unknown): void {
+    this.controller.abort(reason);
+  }
+
+  /** Ms left; past the deadline, end the wait now (the timer may lag behind on a busy loop). */
+  remaining(): number {
+    const left = this.deadline - monotonicNow();
+    if (left <= 0) this.controller.abort(DEADLINE);
+    if (this.signal.aborted) throw this.signal.reason;
+    return left;
+  }
+
+  /**
+   * Await one engine call, racing the wait's signal. A value that arrives after the race was lost
+   * goes to `onLate` (to give a grant back); a late rejection is swallowed.
+   */
+  async call<T>(work: Promise<T>, onLate?: (value: T) => void): Promise<T> {
+    const v = await raceAbort(work, this.signal, onLate);
+    this.answered = true;
+    this.lastError = undefined;
+    return v;
+  }
+
+  dispose(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.offCaller?.();
+    this.runs.delete(this);
+  }
+}
+
+/** See the file header. One per client. */
+export class WaitLoop {
+  private readonly gates = new KeyGates();
+  private readonly runs = new Set<WaitRun>();
+  /** Waits in progress, with the exits they still owe the engine. */
+  private readonly busy = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly driver: LockDriver,
+    private readonly observer: WaitObserver = {},
+  ) {}
+
+  /** Number of keys with local waiters queued at the gate (for tests and inspection). */
+  get gatedKeys(): number {
+    return this.gates.size;
+  }
+
+  /** Number of waits in progress. */
+  get size(): number {
+    return this.runs.size;
+  }
+
+  /**
+   * Wait for `req` until `deadline` (monotonic ms): the grant, or `null` when the lock stayed busy
+   * until then. Rejects with the caller's `signal.reason` when it aborts, with the reason given to
+   * {@link abortAll}, or with an {@link UnavailableError} (cause: the engine's last error) when the
+   * engine failed or never answered until the deadline.
+   */
+  async acquire(req: AcquireRequest, deadline: number, signal?: AbortSignal): Promise<Grant | null> {
+    const run = new WaitRun(deadline, signal, this.runs);
+    const work = this.wait(req, run);
+    this.busy.add(work);
+    try {
+      return await work;
+    } finally {
+      this.busy.delete(work);
+      run.dispose();
+    }
+  }
+
+  /** Abort every wait in progress with `reason` (close()). */
+  abortAll(reason: unknown): void {
+    for (const run of [...this.runs]) run.abort(reason);
+  }
+
+  /** Resolve once every wait has ended and left the engine's queue, or after `maxMs`. */
+  async drain(maxMs: number): Promise<void> {
+    const until = monotonicNow() + maxMs;
+    while (this.busy.size > 0) {
+      const left = until - monotonicNow();
+      if (left <= 0) return;
+      await settleWithin(Promise.allSettled([...this.busy]), left);
+    }
+  }
+
+  private async wait(req: AcquireRequest, run: WaitRun): Promise<Grant | null> {
+    const d = this.driver;
+    const gated = d.kind === 'try-set' || d.kind === 'server-blocking';
+    let inGate = false;
+    let triedOnce = false;
+    try {
+      // Fast path: one try, unless local waiters of this key already queue (no barging past them).
+      // Queue engines skip it: their enqueue reads the queue too, so it is the fast path.
+      if (gated && !this.gates.has(req.key)) {
+        try {
+          const r = await run.call(d.tryAcquire(req), (late) => this.giveBack(req, late));
+          if (r.ok) return r.grant;
+          triedOnce = true;
+        } catch (e) {
+          if (run.signal.aborted) throw e;
+          run.lastError = e;
+          this.observer.engineError?.(req, e);
+        }
+      }
+      if (d.kind === 'native') return await this.native(d, req, run);
+      if (gated) this.reportWaiting(req, run);
+      if (gated) {
+        run.remaining();
+        const queuedBehind = await this.gates.take(req.key, run.signal);
+        inGate = true;
+        // Queued behind a local waiter: the lock may have changed hands since our try.
+        if (queuedBehind) triedOnce = false;
+      }
+      for (let attempt = 0, requeues = 0; ; ) {
+        try {
+          run.remaining();
+          const grant = await this.step(req, run, triedOnce && run.lastError === undefined);
+          if (grant) return grant;
+          // Our queue entry or session went: enqueue again, at once the first time.
+          if (requeues > 0) await sleep(Math.min(backoffMs(requeues), run.remaining()), run.signal);
+          requeues += 1;
+        } catch (e) {
+          if (run.signal.aborted) throw e;
+          run.lastError = e;
+          this.observer.engineError?.(req, e);
+          await sleep(Math.min(backoffMs(attempt++), run.remaining()), run.signal);
+        }
+        triedOnce = false;
+      }
+    } catch (e) {
+      if (!run.timedOut) throw e;
+    } finally {
+      if (inGate) this.gates.leave(req.key);
+    }
+    const lastError = run.lastError;
+    // An engine error that already says what failed (a quorum error listing every node) is the answer.
+    if (lastError instanceof UnavailableError) throw lastError;
+    if (lastError !== undefined || !run.answered) {
+      throw new UnavailableError(
+        lastError === undefined
+          ? `No answer from the engine while waiting for lock "${req.key}"`
+          : `Could not acquire lock "${req.key}" before the wait ran out`,
+        { cause: lastError },
+      );
+    }
+    return null;
+  }
+
+  /** One round of waiting, by kind: a grant, `undefined` to enqueue again, or an engine error. */
+  private step(req: AcquireRequest, run: WaitRun, justTried: boolean): Promise<Grant | undefined> {
+    const d = this.driver;
+    switch (d.kind) {
+      case 'try-set':
+        return this.trySet(d, req, run, justTried);
+      case 'server-blocking':
+        return this.blocking(d, req, run);
+      case 'queue':
+        return this.queue(d, req, run);
+      case 'native':
+        throw new Error('unreachable: native drivers wait by themselves');
+    }
+  }
+
+  private reportWaiting(req: AcquireRequest, run: WaitRun): void {
+    if (run.reported) return;
+    run.reported = true;
+    this.observer.waiting?.(req);
+  }
+
+  /** Transitional: a driver that still waits by itself (see {@link NativeWaitDriver}). */
+  private async native(d: NativeWaitDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | null> {
+    this.reportWaiting(req, run);
+    // It reports the engine's unavailability itself: a plain timeout here is the lock being busy.
+    run.answered = true;
+    const grant = await run.call(d.acquire(req, { signal: run.signal, deadline: run.deadline }), (late) => {
+      if (late) this.driver.release(req.key, req.owner).catch(() => undefined);
+    });
+    return grant;
+  }
+
+  private giveBack(req: AcquireRequest, r: TryResult): void {
+    if (r.ok) this.driver.release(req.key, req.owner).catch(() => undefined);
+  }
+
+  /**
+   * Try-set engines: open the change watch *before* the decisive try (a release between a failed
+   * try and the subscription would otherwise be missed), then sleep until a change or the holder's
+   * remaining TTL, whichever comes first: a lost notification costs at most one TTL, and nothing
+   * polls. Without a watch: jittered backoff bounded by the holder's remaining TTL.
+   */
+  private async trySet(d: TrySetDriver, req: AcquireRequest, run: WaitRun, justTried: boolean): Promise<Grant | undefined> {
+    let watch: ChangeWatch | undefined;
+    /** Send time of the last queued try that found the lock busy: a handoff happened after it. */
+    let lastBusyAt = Number.NEGATIVE_INFINITY;
+    let queued = false;
+    let granted = false;
+    let skipTry = justTried && d.watch !== undefined;
+    let idle = 0;
+    try {
+      for (;;) {
+        let retryAfterMs = -1;
+        if (!skipTry) {
+          const sentAt = monotonicNow();
+          const queue = watch !== undefined;
+          queued ||= queue;
+          const r = await run.call(d.tryAcquire(req, queue), (late) => this.giveBack(req, late));
+          if (r.ok) {
+            granted = true;
+            return r.grant;
+          }
+          retryAfterMs = r.retryAfterMs;
+          if (queue) lastBusyAt = sentAt;
+        }
+        skipTry = false;
+        if (!watch && d.watch) {
+          watch = await run.call(d.watch(req.key, req.owner), (w) => w.close());
+          continue; // the decisive try, now that no release can slip by unseen
+        }
+        const remaining = run.remaining();
+        const bound = retryAfterMs >= 0 ? retryAfterMs + 1 : remaining;
+        if (!watch) {
+          await sleep(Math.min(remaining, bound, backoffMs(idle++)), run.signal);
+          continue;
+        }
+        const woke = await watch.next(Math.min(remaining, bound), run.signal);
+        // Handed over by the engine after our last busy try: its TTL started after that try was
+        // sent. Take it at once unless that bound leaves too little validity; then the next try
+        // confirms it (the engine answers "yours" and extends it).
+        if (typeof woke === 'object' && lastBusyAt + req.ttlMs - driftFor(req.ttlMs) - monotonicNow() > req.ttlMs / 2) {
+          granted = true;
+          this.observer.handedOver?.(req, woke.token);
+          return { token: woke.token, sentAt: lastBusyAt };
+        }
+      }
+    } finally {
+      watch?.close();
+      // Leave the engine's queue; a handoff that raced with our exit is passed on. Bounded: an
+      // unreachable engine must not hold up the caller's timeout or abort.
+      if (queued && !granted && d.cancel) await settleWithin(d.cancel(req.key, req.owner), EXIT_WAIT_MS);
+    }
+  }
+
+  /** Server-blocking engines: block on the server for what is left of the wait, cancellably. */
+  private async blocking(d: BlockingDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | undefined> {
+    for (;;) {
+      const r = await run.call(d.block(req, Math.ceil(run.remaining()), run.signal), (late) => this.giveBack(req, late));
+      if (r.ok) return r.grant;
+      // The server's wait ran out or was interrupted: the loop checks the time again.
+    }
+  }
+
+  /** Queue engines: the queue algorithm (see the file header). */
+  private async queue(d: QueueDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | undefined> {
+    const enqueued = d.enqueue(req);
+    let entry: QueueEntry | undefined;
+    let granted = false;
+    try {
+      const first = await run.call(enqueued);
+      entry = first.entry;
+      let view = first.view;
+      for (;;) {
+        if (!view.mine) return undefined;
+        if (view.ahead === 0) {
+          const grant = d.grant(req, entry, view.sentAt);
+          granted = grant !== null;
+          return grant ?? undefined;
+        }
+        this.reportWaiting(req, run);
+        if (view.predecessor) {
+          const gone = await run.call(d.waitGone(req, view.predecessor, entry, run.signal));
+          if (gone === 'mine-gone') return undefined;
+          if (view.ahead === 1) {
+            // The one entry ahead of us, the holder, went: the turn is ours, no second look.
+            const grant = d.grant(req, entry, monotonicNow());
+            granted = grant !== null;
+            return grant ?? undefined;
+          }
+        }
+        view = await run.call(d.look(req, entry));
+      }
+    } finally {
+      if (!granted) {
+        // Leave nothing behind, also when the enqueue is still in flight (its entry is withdrawn
+        // once it settles). Bounded; the session's end frees the entry at the latest.
+        const mine = entry;
+        const withdraw = mine
+          ? d.withdraw(req, mine)
+          : enqueued.then(
+              (r) => d.withdraw(req, r.entry),
+              () => d.withdraw(req, undefined),
+            );
+        await settleWithin(withdraw, EXIT_WAIT_MS);
+      }
+    }
+  }
+}
