@@ -70,11 +70,7 @@ class WaitRun {
     if (caller?.aborted) {
       this.controller.abort(caller.reason);
     } else {
-      if (caller) {
-        const onAbort = (): void => this.controller.abort(caller.reason);
-        caller.addEventListener('abort', onAbort, { once: true });
-        this.offCaller = () => caller.removeEventListener('abort', onAbort);
-      }
+      if (caller) this.offCaller = follow(caller, this);
       // A ref'd timer: waiting for a lock is a legitimate reason to keep the process alive.
       this.timer = setTimeout(() => this.controller.abort(DEADLINE), Math.max(0, deadline - monotonicNow()));
       runs.add(this);
@@ -119,6 +115,34 @@ class WaitRun {
     this.offCaller?.();
     this.runs.delete(this);
   }
+}
+
+/** The waits that follow each caller signal (see {@link follow}). */
+const followers = new WeakMap<AbortSignal, Set<WaitRun>>();
+
+/**
+ * Make `run` abort when the caller's `signal` does, with ONE listener per signal however many
+ * waits share it (10,000 waits on one signal must not trip Node's MaxListenersExceededWarning).
+ * Returns the function that stops following.
+ */
+function follow(signal: AbortSignal, run: WaitRun): () => void {
+  let runs = followers.get(signal);
+  if (!runs) {
+    const set = new Set<WaitRun>();
+    runs = set;
+    followers.set(signal, set);
+    signal.addEventListener(
+      'abort',
+      () => {
+        followers.delete(signal);
+        for (const r of [...set]) r.abort(signal.reason);
+      },
+      { once: true },
+    );
+  }
+  const mine = runs;
+  mine.add(run);
+  return () => mine.delete(run);
 }
 
 /** See the file header. One per client. */
@@ -263,12 +287,10 @@ export class WaitLoop {
   /** Transitional: a driver that still waits by itself (see {@link NativeWaitDriver}). */
   private async native(d: NativeWaitDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | null> {
     this.reportWaiting(req, run);
-    // It reports the engine's unavailability itself: a plain timeout here is the lock being busy.
+    // It reports the engine's unavailability itself, and ends its own wait (with its clean-up)
+    // by the signal: awaited as it is, not raced.
     run.answered = true;
-    const grant = await run.call(d.acquire(req, { signal: run.signal, deadline: run.deadline }), (late) => {
-      if (late) this.driver.release(req.key, req.owner).catch(() => undefined);
-    });
-    return grant;
+    return d.acquire(req, { signal: run.signal, deadline: run.deadline });
   }
 
   private giveBack(req: AcquireRequest, r: TryResult): void {

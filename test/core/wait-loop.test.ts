@@ -1,0 +1,241 @@
+/**
+ * Unit tests of the core wait loop's try-set path (src/core/wait-loop.ts) with an injected clock:
+ * vitest's fake timers drive `setTimeout` and `performance.now()`, so nothing here sleeps for real.
+ * The driver is a small in-memory try-set engine written for the test (pure logic, not a mock of
+ * any real engine); each test controls when its answers come back.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { LatchWatch } from '../../src/core/change-watch.js';
+import { WaitLoop } from '../../src/core/wait-loop.js';
+import type { AcquireRequest, ChangeWatch, ExtendItem, LockState, TryResult, TrySetDriver } from '../../src/drivers/driver.js';
+import { UnavailableError } from '../../src/errors.js';
+
+interface Pending {
+  resolve: (r: TryResult) => void;
+  reject: (e: unknown) => void;
+}
+
+/** A try-set engine whose answers the test hands out one by one, or answers by itself. */
+class ScriptedEngine implements TrySetDriver {
+  readonly kind = 'try-set' as const;
+  readonly info = { name: 'scripted', liveness: 'lease', fair: false, scope: 'process' } as const;
+  holder: string | undefined;
+  token = 0n;
+  /** When set, tries wait for the test to answer them. */
+  manual = false;
+  pending: Pending[] = [];
+  /** Errors the next tries throw, in order. */
+  failures: unknown[] = [];
+  released: string[] = [];
+  cancelled: string[] = [];
+  tries = 0;
+  private readonly watches = new Set<LatchWatch>();
+
+  tryAcquire(req: AcquireRequest): Promise<TryResult> {
+    this.tries += 1;
+    if (this.manual) return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
+    const failure = this.failures.shift();
+    if (failure !== undefined) return Promise.reject(failure);
+    if (this.holder !== undefined) return Promise.resolve({ ok: false, retryAfterMs: -1 });
+    this.holder = req.owner;
+    this.token += 1n;
+    return Promise.resolve({ ok: true, grant: { token: this.token, sentAt: performance.now() } });
+  }
+
+  watch(): Promise<ChangeWatch> {
+    const w = new LatchWatch((x) => this.watches.delete(x));
+    this.watches.add(w);
+    return Promise.resolve(w);
+  }
+
+  cancel(_key: string, owner: string): Promise<void> {
+    this.cancelled.push(owner);
+    return Promise.resolve();
+  }
+
+  release(_key: string, owner: string): Promise<boolean> {
+    this.released.push(owner);
+    if (this.holder !== owner) return Promise.resolve(false);
+    this.holder = undefined;
+    for (const w of this.watches) w.changed();
+    return Promise.resolve(true);
+  }
+
+  get openWatches(): number {
+    return this.watches.size;
+  }
+
+  extend(items: readonly ExtendItem[]): Promise<boolean[]> {
+    return Promise.resolve(items.map((i) => i.owner === this.holder));
+  }
+
+  inspect(): Promise<LockState | null> {
+    return Promise.resolve(this.holder ? { owner: this.holder, token: this.token, remainingMs: 1000 } : null);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const req = (owner: string): AcquireRequest => ({ key: 'k', owner, ttlMs: 10_000 });
+const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+
+/** The settled state of a promise, without waiting for it. */
+function track<T>(p: Promise<T>): { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } {
+  const t: { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } = { state: 'pending' };
+  p.then(
+    (v) => Object.assign(t, { state: 'resolved', value: v }),
+    (e: unknown) => Object.assign(t, { state: 'rejected', error: e }),
+  );
+  return t;
+}
+
+describe('core wait loop (try-set engines, injected clock)', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'performance'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('an abort during the first try ends the wait at once; the grant that lands later is given back', async () => {
+    const engine = new ScriptedEngine();
+    engine.manual = true;
+    const loop = new WaitLoop(engine);
+    const ac = new AbortController();
+    const t = track(loop.acquire(req('a'), performance.now() + 5000, ac.signal));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(engine.pending).toHaveLength(1);
+    ac.abort(new Error('caller gave up'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(t.state).toBe('rejected');
+    expect((t.error as Error).message).toBe('caller gave up');
+    engine.pending[0]?.resolve({ ok: true, grant: { token: 1n, sentAt: performance.now() } });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(engine.released).toEqual(['a']);
+    expect(loop.size).toBe(0);
+  });
+
+  it('a try that never answers: the deadline ends the wait with UnavailableError (no answer), not a timeout', async () => {
+    const engine = new ScriptedEngine();
+    engine.manual = true;
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 1500));
+    await vi.advanceTimersByTimeAsync(1499);
+    expect(t.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(2);
+    expect(t.state).toBe('rejected');
+    expect(t.error).toBeInstanceOf(UnavailableError);
+    expect((t.error as Error).message).toMatch(/No answer from the engine/);
+  });
+
+  it('engine errors until the deadline: UnavailableError whose cause is the engine error, at the deadline', async () => {
+    const engine = new ScriptedEngine();
+    engine.failures = Array.from({ length: 1000 }, () => refused);
+    const errors: unknown[] = [];
+    const loop = new WaitLoop(engine, { engineError: (_r, e) => errors.push(e) });
+    const start = performance.now();
+    const t = track(loop.acquire(req('a'), start + 5000));
+    await vi.advanceTimersByTimeAsync(4990);
+    expect(t.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(20);
+    expect(t.state).toBe('rejected');
+    expect(t.error).toBeInstanceOf(UnavailableError);
+    expect((t.error as UnavailableError).cause).toBe(refused);
+    // Jittered exponential backoff: a handful of retries, not a busy loop.
+    expect(engine.tries).toBeGreaterThan(3);
+    expect(engine.tries).toBeLessThan(40);
+    expect(errors.length).toBe(engine.tries);
+  });
+
+  it('an engine error, then recovery: the wait goes on and is granted', async () => {
+    const engine = new ScriptedEngine();
+    engine.failures = [refused, refused];
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 5000));
+    await vi.advanceTimersByTimeAsync(200);
+    expect(t.state).toBe('resolved');
+    expect(engine.holder).toBe('a');
+  });
+
+  it('busy, then errors, then busy until the deadline: a plain timeout (null), since the engine answered last', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 1000));
+    await vi.advanceTimersByTimeAsync(1001);
+    expect(t.state).toBe('resolved');
+    expect(t.value).toBeNull();
+    expect(engine.openWatches).toBe(0);
+    expect(engine.cancelled).toEqual(['a']);
+  });
+
+  it('a release wakes the waiter through its watch, with no polling in between', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 60_000));
+    await vi.advanceTimersByTimeAsync(10);
+    const triesWhileHeld = engine.tries;
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(engine.tries).toBe(triesWhileHeld);
+    await engine.release('k', 'other');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(t.state).toBe('resolved');
+    expect(engine.holder).toBe('a');
+    expect(engine.openWatches).toBe(0);
+  });
+
+  it('an abort while watching ends the wait at once and leaves the engine queue', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    const ac = new AbortController();
+    const t = track(loop.acquire(req('a'), performance.now() + 60_000, ac.signal));
+    await vi.advanceTimersByTimeAsync(10);
+    ac.abort(new Error('stop'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(t.state).toBe('rejected');
+    expect(engine.openWatches).toBe(0);
+    expect(engine.cancelled).toEqual(['a']);
+  });
+
+  it('abortAll (close) ends every wait, including those queued at the local gate', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    const ts = ['a', 'b', 'c'].map((o) => track(loop.acquire(req(o), performance.now() + 60_000)));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(loop.gatedKeys).toBe(1);
+    loop.abortAll(new Error('closed'));
+    await vi.advanceTimersByTimeAsync(0);
+    for (const t of ts) expect(t.state).toBe('rejected');
+    await loop.drain(1000);
+    expect(loop.size).toBe(0);
+    expect(loop.gatedKeys).toBe(0);
+  });
+
+  it('local waiters of one key are served in arrival order, one engine waiter at a time', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    const order: string[] = [];
+    const waits = ['a', 'b', 'c', 'd'].map((o) =>
+      loop.acquire(req(o), performance.now() + 60_000).then((g) => {
+        order.push(o);
+        return g;
+      }),
+    );
+    await vi.advanceTimersByTimeAsync(10);
+    expect(engine.openWatches).toBe(1);
+    await engine.release('k', 'other');
+    for (const o of ['a', 'b', 'c']) {
+      await vi.advanceTimersByTimeAsync(1);
+      await engine.release('k', o);
+    }
+    await vi.advanceTimersByTimeAsync(1);
+    await Promise.all(waits);
+    expect(order).toEqual(['a', 'b', 'c', 'd']);
+  });
+});
