@@ -389,7 +389,7 @@ export class LockClient {
       // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
       // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
       // in the background and bounded. Not when the engine itself says it is gone, or on close.
-      if (reason === 'expired' || reason === 'max-hold') this.cleanUp(this.driver.release(req.key, req.owner));
+      if (reason === 'expired' || reason === 'max-hold') this.cleanUp(() => this.driver.release(req.key, req.owner));
     };
     // Session drivers renew too: their extend() confirms that the session still holds the key,
     // which bounds the lease's local validity by ttlMs like any other driver.
@@ -397,9 +397,16 @@ export class LockClient {
     return new Lease(held, this.host);
   }
 
-  /** Track a background clean-up (close() waits for it, bounded); its failure is dropped. */
-  private cleanUp(work: Promise<unknown>): void {
-    const bounded = settleWithin(work, LOST_CLEANUP_MS);
+  /**
+   * Run a clean-up in the background, on a later turn of the event loop (a synchronous driver
+   * must not hold up whoever noticed the loss), tracked so that close() waits for it (bounded);
+   * its failure is dropped.
+   */
+  private cleanUp(work: () => Promise<unknown>): void {
+    const bounded = settleWithin(
+      new Promise<void>((resolve) => setImmediate(resolve)).then(work),
+      LOST_CLEANUP_MS,
+    );
     this.cleanups.add(bounded);
     void bounded.then(() => this.cleanups.delete(bounded));
   }
@@ -429,9 +436,9 @@ export class LockClient {
     this.held.delete(held);
     let ok = wasHeld;
     if (wasLost) {
-      // Known lost: the answer is false, now. What may remain on the engine is cleaned up in the
-      // background (bounded); the engine frees it by TTL or session at the latest.
-      this.cleanUp(this.driver.release(held.key, held.owner));
+      // Known lost: the answer is false, now. What may remain on the engine was given back in the
+      // background when the loss was noticed (see adopt); the engine frees it by TTL or session
+      // at the latest.
       ok = false;
     } else if (!this.closing.signal.aborted) {
       ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
