@@ -14,7 +14,9 @@ import { LockClient, type LockClientOptions } from '../../src/core/client.js';
 import type { Lease } from '../../src/core/lease.js';
 import type { LockDriver } from '../../src/drivers/driver.js';
 import { markStoreOf } from '../../src/drivers/id-store.js';
-import { LockLostError } from '../../src/errors.js';
+import { connect } from '../../src/connect.js';
+import { LockLostError, UnavailableError } from '../../src/errors.js';
+import { freePort } from '../support/ports.js';
 import { assertExclusion, contendedGrants, maxConcurrentWaiters, sectionsFrom } from '../support/checkers.js';
 import type { LogEntry } from '../support/protocol.js';
 import { forkWorker, killWorkers, repoRoot, runLockLoops, startTogether } from '../support/workers.js';
@@ -130,6 +132,23 @@ function expectRemaining(remainingMs: number | undefined, ttlMs: number, driver:
   if (driver.info.liveness === 'session' && remainingMs === -1) return;
   expect(remainingMs).toBeGreaterThan(0);
   expect(remainingMs).toBeLessThanOrEqual(ttlMs);
+}
+
+/** Whether `e`, its causes, or the answers it carries mention `pattern` (message or code). */
+function mentions(e: unknown, pattern: RegExp): boolean {
+  return pattern.test(describeChain(e));
+}
+
+/** `e`'s message and code, then its causes' and carried errors', one per line. */
+function describeChain(e: unknown, depth = 0): string {
+  if (depth > 6 || e === undefined || e === null) return '';
+  if (!(e instanceof Error)) return JSON.stringify(e) ?? '';
+  const x = e as Error & { code?: string | number; errors?: unknown[]; answers?: unknown };
+  const parts = [`${x.name}: ${x.message}${x.code === undefined ? '' : ` [${x.code}]`}`];
+  if (x.cause !== undefined) parts.push(describeChain(x.cause, depth + 1));
+  for (const inner of x.errors ?? []) parts.push(describeChain(inner, depth + 1));
+  if (x.answers !== undefined) parts.push(JSON.stringify(x.answers, (_k, v: unknown) => (v instanceof Error ? `${v.name}: ${v.message}` : v)));
+  return parts.filter(Boolean).join('\n');
 }
 
 /** One line of measurements, for the run log. */
@@ -457,6 +476,30 @@ export function defineConformanceSuite(factory: ConformanceFactory): void {
           await engine.dispose();
         }
       }, 60_000);
+    }
+
+    const refusing = factory.url && /^[a-z+]+:\/\//.test(factory.url()) ? factory.url : undefined;
+    if (refusing) {
+      it('an engine that refuses connections: acquire rejects with UnavailableError carrying the connection error, within waitMs + 1.5 s', async () => {
+        // Every host:port of the URL pointed at a port nobody listens on.
+        const closed = await freePort();
+        const url = refusing().replace(/(@|\/\/|,)([^:@/,?]+):(\d+)(?=[/,?]|$)/g, (_m, lead: string, host: string) => `${lead}${host}:${closed}`);
+        expect(url).not.toBe(refusing());
+        const waitMs = 1500;
+        const client = await connect(url);
+        try {
+          const t0 = performance.now();
+          const e = await errorOf(() => client.acquire(uniqueKey('refused'), { waitMs, ttlMs: 5000 }));
+          const elapsed = performance.now() - t0;
+          note(factory.name, 'refused', { elapsedMs: Math.round(elapsed), waitMs, error: e.message.slice(0, 200) });
+          expect(e).toBeInstanceOf(UnavailableError);
+          expect(elapsed).toBeLessThan(waitMs + 1500);
+          expect(mentions(e, /ECONNREFUSED|connect|refused/i), `the error chain names the connection failure: ${describeChain(e)}`).toBe(true);
+          expect(describeChain(e)).not.toMatch(/max retries per request/i);
+        } finally {
+          await within(client.close(), 10_000, 'close() of the refused client');
+        }
+      }, 30_000);
     }
 
     it("aborts lease.signal with 'max-hold' once maxHoldMs is reached", async () => {
