@@ -16,11 +16,18 @@ export const dailyId: LuaScript = {
   source: "-- daily-id: hand out ids of a \"date prefix + counter\" sequence, dated by the server's clock.\n-- KEYS[1]  state hash      dlock:{daily:<name>}  fields day (YYYYMMDD), n (last counter of that day);\n--                          expires ARGV[4] days after the end of its day\n-- ARGV[1]  count (>= 1): how many ids to hand out\n-- ARGV[2]  largest counter value of a day (10^digits - 1)\n-- ARGV[3]  offset of the business day from UTC, in seconds\n-- ARGV[4]  days to keep the state after its day ends\n-- returns  {1, day, n}  the ids are day * 10^digits + (n - count + 1 .. n)\n--          {0, day, n}  the day's counter would pass ARGV[2]: nothing was handed out\n-- The date is computed here, from TIME, so the key cannot carry it (keys must be declared for\n-- Cluster): one hash per sequence holds the current day and its counter instead.\nlocal t = redis.call('TIME')\nlocal offset = tonumber(ARGV[3])\nlocal days = math.floor((tonumber(t[1]) + offset) / 86400)\n-- Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil inverse).\nlocal z = days + 719468\nlocal era = math.floor(z / 146097)\nlocal doe = z - era * 146097\nlocal yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)\nlocal doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\nlocal mp = math.floor((5 * doy + 2) / 153)\nlocal d = doy - math.floor((153 * mp + 2) / 5) + 1\nlocal m = mp < 10 and mp + 3 or mp - 9\nlocal y = yoe + era * 400\nif m <= 2 then y = y + 1 end\nlocal today = y * 10000 + m * 100 + d\nlocal count = tonumber(ARGV[1])\nlocal state = redis.call('HMGET', KEYS[1], 'day', 'n')\nlocal day = tonumber(state[1])\nlocal n = tonumber(state[2]) or 0\n-- A new day restarts the counter. A clock stepped back into an earlier day keeps the later day\n-- and its counter: ids never go backwards.\nif not day or today > day then\n  day = today\n  n = 0\nend\nif n + count > tonumber(ARGV[2]) then return {0, day, n} end\nn = n + count\nredis.call('HSET', KEYS[1], 'day', day, 'n', n)\nredis.call('EXPIREAT', KEYS[1], (days + 1 + tonumber(ARGV[4])) * 86400 - offset)\nreturn {1, day, n}\n",
 };
 
+export const fencedRead: LuaScript = {
+  name: "fencedRead",
+  numberOfKeys: 1,
+  sha: "ed7b64bc880d7336d9273dda412612cb0e975f50",
+  source: "-- fenced-read: read a protected hash with a fencing token, and raise its fence to that token\n-- (read-and-advance), so that no write with a lower token is accepted after this read.\n-- KEYS[1]  the protected resource (a hash); field \"__fence\" holds the highest token seen\n-- ARGV[1]  the reader's fencing token (decimal string, no leading zeros)\n-- returns  {1, field, value, ...} the hash (fence raised to ARGV[1] when it was lower);\n--          {0, highest} refused: a newer token has already read or written\n-- Tokens are compared as decimal strings (length, then text) so they stay exact beyond 2^53.\nlocal function less(a, b)\n  if #a ~= #b then return #a < #b end\n  return a < b\nend\nlocal highest = redis.call('HGET', KEYS[1], '__fence')\nif highest and less(ARGV[1], highest) then\n  return {0, highest}\nend\nif highest ~= ARGV[1] then redis.call('HSET', KEYS[1], '__fence', ARGV[1]) end\nlocal out = {1}\nlocal all = redis.call('HGETALL', KEYS[1])\nfor i = 1, #all do out[#out + 1] = all[i] end\nreturn out\n",
+};
+
 export const fencedWrite: LuaScript = {
   name: "fencedWrite",
   numberOfKeys: 1,
-  sha: "6e0e1cda291e51c8f65068703854a72b294191cd",
-  source: "-- fenced-write: write fields of a protected hash only with a token at least as high as any seen.\n-- KEYS[1]  the protected resource (a hash); field \"__fence\" holds the highest token accepted\n-- ARGV[1]  the writer's fencing token (decimal string, no leading zeros)\n-- ARGV[2..] field, value, field, value, ...\n-- returns  {1, token} accepted; {0, highest} rejected: a newer holder has written already\n-- Tokens are compared as decimal strings (length, then text) so they stay exact beyond 2^53.\nlocal function less(a, b)\n  if #a ~= #b then return #a < #b end\n  return a < b\nend\nlocal highest = redis.call('HGET', KEYS[1], '__fence')\nif highest and less(ARGV[1], highest) then\n  return {0, highest}\nend\nlocal args = {'__fence', ARGV[1]}\nfor i = 2, #ARGV do args[#args + 1] = ARGV[i] end\nredis.call('HSET', KEYS[1], unpack(args))\nreturn {1, ARGV[1]}\n",
+  sha: "99af3c1e58c1fb77804aad39a6580829fef532c9",
+  source: "-- fenced-write: write fields of a protected hash only with a token at least as high as any seen.\n-- KEYS[1]  the protected resource (a hash); field \"__fence\" holds the highest token accepted\n-- ARGV[1]  the writer's fencing token (decimal string, no leading zeros)\n-- ARGV[2..] field, value, field, value, ...\n-- returns  {1, token} accepted; {0, highest} rejected: a newer token has read or written already\n-- Tokens are compared as decimal strings (length, then text) so they stay exact beyond 2^53.\nlocal function less(a, b)\n  if #a ~= #b then return #a < #b end\n  return a < b\nend\nlocal highest = redis.call('HGET', KEYS[1], '__fence')\nif highest and less(ARGV[1], highest) then\n  return {0, highest}\nend\nlocal args = {'__fence', ARGV[1]}\nfor i = 2, #ARGV do args[#args + 1] = ARGV[i] end\nredis.call('HSET', KEYS[1], unpack(args))\nreturn {1, ARGV[1]}\n",
 };
 
 export const inspect: LuaScript = {
@@ -47,8 +54,8 @@ export const raiseMark: LuaScript = {
 export const readHash: LuaScript = {
   name: "readHash",
   numberOfKeys: 1,
-  sha: "050f26d28f8c182ba643c2b9bcf2f963bc31b193",
-  source: "-- read-hash: read a protected hash (used by FencedRedisHash; a script so that both Redis\n-- clients answer in the same flat shape).\n-- KEYS[1]  the hash\n-- returns  {field, value, ...}\nreturn redis.call('HGETALL', KEYS[1])\n",
+  sha: "d038dc46320d05861c240073545259439353c505",
+  source: "-- read-hash: read a protected hash without moving its fence (FencedRedisHash.peek and highest; a script so that both Redis\n-- clients answer in the same flat shape).\n-- KEYS[1]  the hash\n-- returns  {field, value, ...}\nreturn redis.call('HGETALL', KEYS[1])\n",
 };
 
 export const readMark: LuaScript = {

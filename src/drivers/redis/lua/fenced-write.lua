@@ -2,7 +2,7 @@
 -- KEYS[1]  the protected resource (a hash); field "__fence" holds the highest token accepted
 -- ARGV[1]  the writer's fencing token (decimal string, no leading zeros)
 -- ARGV[2..] field, value, field, value, ...
--- returns  {1, token} accepted; {0, highest} rejected: a newer holder has written already
+-- returns  {1, token} accepted; {0, highest} rejected: a newer token has read or written already
 -- Tokens are compared as decimal strings (length, then text) so they stay exact beyond 2^53.
 local function less(a, b)
   if #a ~= #b then return #a < #b end
