@@ -5,7 +5,7 @@
  * run (peek(), fenced write) loses one.
  * - Table mode: the row's TTL runs out on the server's clock during the pause (long pause only).
  * - Session mode: the driver sets wait_timeout to the TTL rounded up to whole seconds (1100 ms ->
- *   2 s). Short pause (1300 ms): the server keeps the silent connection and its GET_LOCK; resumed,
+ *   2 s). Short pause (1200 ms): the server keeps the silent connection and its GET_LOCK; resumed,
  *   the holder's core gives the lock back. Long pause: the server drops the connection, the lock
  *   moves on during the pause.
  * Also FencedMysqlTable's own contract: read-and-advance, refused reads, peek().
@@ -31,7 +31,7 @@ const prepare = async (id: string): Promise<void> => {
 };
 
 describePausedHolder({ name: 'mysql table mode', url: () => `${server.url}?mode=table`, counter: 'mysql', ttlMs: 600, longPauseMs: 900, longReason: 'expired', prepare });
-describePausedHolder({ name: 'mysql session mode', url: () => `${server.url}?mode=session`, counter: 'mysql', ttlMs: 1100, shortPauseMs: 1300, longPauseMs: 1300, prepare });
+describePausedHolder({ name: 'mysql session mode', url: () => `${server.url}?mode=session`, counter: 'mysql', ttlMs: 1100, shortPauseMs: 1200, longPauseMs: 1200, prepare });
 
 describe('FencedMysqlTable', () => {
   let pool: mysql.Pool;

@@ -42,12 +42,12 @@ export class FencedRedisHash {
 
   /** Write `fields` with `token`; throws {@link StaleTokenError} if a higher token has read or written. */
   async write(token: bigint, fields: Readonly<Record<string, string | number | bigint>>): Promise<void> {
-    const args: string[] = [fenceTokenArg('FencedRedisHash', 'write', token, 'peek()')];
+    const args: string[] = ['write', fenceTokenArg('FencedRedisHash', 'write', token, 'peek()')];
     for (const [f, v] of Object.entries(fields)) {
       if (f === '__fence') continue;
       args.push(f, String(v));
     }
-    const [ok, highest] = (await this.redis.run(scripts.fencedWrite, [this.key], args)) as [number, string];
+    const [ok, highest] = (await this.redis.run(scripts.fenced, [this.key], args)) as [number, string];
     if (Number(ok) !== 1) throw new StaleTokenError(this.key, token, BigInt(highest));
   }
 
@@ -58,7 +58,7 @@ export class FencedRedisHash {
    * read or written: the lock was lost, re-acquire before reading again.
    */
   async read(token: bigint): Promise<Record<string, string>> {
-    const r = (await this.redis.run(scripts.fencedRead, [this.key], [fenceTokenArg('FencedRedisHash', 'read', token, 'peek()')])) as unknown[];
+    const r = (await this.redis.run(scripts.fenced, [this.key], ['read', fenceTokenArg('FencedRedisHash', 'read', token, 'peek()')])) as unknown[];
     if (Number(r[0]) !== 1) throw new StaleTokenError(this.key, token, BigInt(String(r[1])), 'read');
     return fields(r.slice(1));
   }
