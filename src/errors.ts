@@ -201,18 +201,24 @@ export class UnsupportedUrlError extends DlockError {
   }
 }
 
-/** A fenced write carried a token lower than one the resource has already accepted. */
+/**
+ * A fenced write, or a fenced read (read-and-advance), carried a token lower than one the
+ * resource has already seen: a newer holder has read or written it, so this holder's lock was lost.
+ */
 export class StaleTokenError extends DlockError {
   readonly token: bigint;
   readonly highest: bigint;
-  constructor(resource: string, token: bigint, highest: bigint) {
+  /** Which fenced operation was refused. */
+  readonly operation: 'read' | 'write';
+  constructor(resource: string, token: bigint, highest: bigint, operation: 'read' | 'write' = 'write') {
     super(
       'DLOCK_STALE_TOKEN',
-      `Write to "${resource}" rejected: fencing token ${token} is older than ${highest}, which the resource has already seen. ` +
+      `${operation === 'read' ? 'Read of' : 'Write to'} "${resource}" refused: fencing token ${token} is older than ${highest}, which the resource has already seen. ` +
         'Your lock was lost meanwhile; re-acquire and re-read before writing.',
     );
     this.token = token;
     this.highest = highest;
+    this.operation = operation;
   }
 }
 

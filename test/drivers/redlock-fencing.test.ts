@@ -6,12 +6,16 @@
  * paused. Every granted token must be greater than every token granted before it.
  * The control (a node restarted WITHOUT its data) is the hazard test in redlock-faults.test.ts,
  * where the token does go back.
+ * Then the paused-holder cases (test/support/paused-holder-cases.ts) on the same nodes, the counter
+ * in Redis behind FencedRedisHash: a holder frozen past its TTL loses no increment with fenced
+ * reads; the control with plain reads loses one.
  */
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { RedlockDriver } from '../../src/drivers/redlock/index.js';
 import { QuorumError } from '../../src/errors.js';
+import { describePausedHolder } from '../support/paused-holder-cases.js';
 import { startRedlock } from '../support/redlock.js';
 
 const nodes = await startRedlock({ nodes: 3, persistence: 'fsync-always' });
@@ -165,4 +169,14 @@ describe('redlock fencing tokens under node failures', () => {
       await Promise.all(nodes.nodes.filter((n) => !n.running).map((n) => n.restart()));
     }
   }, 60_000);
+});
+
+describePausedHolder({
+  name: 'redlock',
+  url: () => nodes.url,
+  counter: 'redis',
+  counterUrl: () => inject('redisUrl'),
+  ttlMs: 600,
+  longPauseMs: 900,
+  longReason: 'expired',
 });

@@ -38,7 +38,7 @@ import { PostgresTableDriver } from './table.js';
 
 export { PostgresSessionDriver } from './session.js';
 export { PostgresTableDriver } from './table.js';
-export { fencedUpdate, type FencedUpdate, type PgQueryable } from './fenced.js';
+export { fencedRead, fencedUpdate, type FencedRow, type FencedUpdate, type PgQueryable } from './fenced.js';
 export { parsePostgresUrl } from './connection.js';
 export type { ConnectionSettings } from './connection.js';
 

@@ -1,7 +1,7 @@
 /**
  * The counter in a MySQL/MariaDB row of `fence_res (id VARCHAR(64) PRIMARY KEY, count INT, fence
- * BIGINT)` in the URL's database (the test creates the table and the row): FencedMysqlTable for
- * the fenced write, a plain UPDATE for the other.
+ * BIGINT)` in the URL's database (the test creates the table and the row), through
+ * FencedMysqlTable: read(token) / peek() / write(token).
  */
 import mysql from 'mysql2/promise';
 import { FencedMysqlTable } from '../../../src/drivers/mysql/index.js';
@@ -12,11 +12,9 @@ export const open: OpenCounter = async (url, id) => {
   const row = new FencedMysqlTable(pool, { table: 'fence_res', where: { id } });
   await pool.query('SELECT 1');
   return {
-    read: async () => Number((await row.read()).count),
+    readFenced: async (token) => Number((await row.read(token)).count),
+    readPlain: async () => Number((await row.peek()).count),
     writeFenced: (token, value) => row.write(token, { count: value }),
-    writePlain: async (value) => {
-      await pool.query('UPDATE fence_res SET count = ? WHERE id = ?', [value, id]);
-    },
     close: () => pool.end(),
   };
 };
