@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   LockAbortedError,
   LockLostError,
+  type LockLostReason,
   LockTimeoutError,
   OutOfRangeError,
   UnavailableError,
@@ -115,6 +116,18 @@ export class LockClient {
   private readonly offSession: (() => void) | undefined;
   /** Background clean-ups of lost leases (close() waits for them, bounded). */
   private readonly cleanups = new Set<Promise<unknown>>();
+  /** What every lost hold goes through (one function for all, not a closure per lease). */
+  private readonly onHeldLost = (held: HeldLock, reason: LockLostReason, error: LockLostError): void => {
+    held.detach?.();
+    // A lost lease stops renewing at once.
+    this.scheduler.delete(held);
+    this.held.delete(held);
+    if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
+    // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
+    // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
+    // in the background and bounded. Not when the engine itself says it is gone, or on close.
+    if (reason === 'expired' || reason === 'max-hold') this.cleanUp(() => this.driver.release(held.key, held.owner));
+  };
   /**
    * The event stream (see {@link LockEvents}): acquired, waiting, not-acquired, released, lost,
    * renewal-failed, handed-over, unavailable, session. Also reachable as {@link on}.
@@ -370,27 +383,17 @@ export class LockClient {
     // A grant that arrived after its own validity is never reported (the caller gives it back).
     if (!held.check() || grant.session?.aborted) return null;
     this.held.add(held);
+    held.onLost = this.onHeldLost;
     const s = grant.session;
-    const onSessionLost = (): void => {
-      const r: unknown = s?.reason;
-      if (r instanceof LockLostError) held.lose(r.reason, r.cause ?? r);
-      else held.lose('session-lost', r);
-    };
     if (s) {
+      const onSessionLost = (): void => {
+        const r: unknown = s.reason;
+        if (r instanceof LockLostError) held.lose(r.reason, r.cause ?? r);
+        else held.lose('session-lost', r);
+      };
       s.addEventListener('abort', onSessionLost, { once: true });
       held.detach = () => s.removeEventListener('abort', onSessionLost);
     }
-    held.onLost = (reason, error) => {
-      s?.removeEventListener('abort', onSessionLost);
-      // A lost lease stops renewing at once.
-      this.scheduler.delete(held);
-      this.held.delete(held);
-      if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
-      // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
-      // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
-      // in the background and bounded. Not when the engine itself says it is gone, or on close.
-      if (reason === 'expired' || reason === 'max-hold') this.cleanUp(() => this.driver.release(req.key, req.owner));
-    };
     // Session drivers renew too: their extend() confirms that the session still holds the key,
     // which bounds the lease's local validity by ttlMs like any other driver.
     this.scheduler.add(held, o.renew);

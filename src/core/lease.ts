@@ -36,7 +36,7 @@ export class HeldLock {
   /** Drops what ties this hold to its session (called on release). */
   detach: (() => void) | undefined;
   /** Called once when the hold becomes lost (session drivers give the engine's lock back). */
-  onLost: ((reason: LockLostReason, error: LockLostError) => void) | undefined;
+  onLost: ((held: HeldLock, reason: LockLostReason, error: LockLostError) => void) | undefined;
   private controller: AbortController | undefined;
 
   constructor(
@@ -81,7 +81,7 @@ export class HeldLock {
     this.lostError = new LockLostError(this.key, reason, cause === undefined ? undefined : { cause });
     this.controller?.abort(this.lostError);
     try {
-      this.onLost?.(reason, this.lostError);
+      this.onLost?.(this, reason, this.lostError);
     } catch {
       // a hook never breaks the caller
     }

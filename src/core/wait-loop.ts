@@ -117,6 +117,35 @@ class WaitRun {
   }
 }
 
+/**
+ * `work`, or {@link DEADLINE} once the monotonic `deadline` passes first (then a value `work`
+ * resolves to later goes to `onLate`, and a late rejection is swallowed). One timer, no signal.
+ */
+function withinDeadline<T>(work: Promise<T>, deadline: number, onLate: (value: T) => void): Promise<T | typeof DEADLINE> {
+  return new Promise<T | typeof DEADLINE>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      done = true;
+      resolve(DEADLINE);
+    }, Math.max(0, deadline - monotonicNow()));
+    work.then(
+      (v) => {
+        if (done) {
+          onLate(v);
+          return;
+        }
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: Error) => {
+        if (done) return;
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
 /** The waits that follow each caller signal (see {@link follow}). */
 const followers = new WeakMap<AbortSignal, Set<WaitRun>>();
 
@@ -174,8 +203,29 @@ export class WaitLoop {
    * engine failed or never answered until the deadline.
    */
   async acquire(req: AcquireRequest, deadline: number, signal?: AbortSignal): Promise<Grant | null> {
+    const d = this.driver;
+    // Fast path: one try, unless local waiters of this key already queue (no barging past them),
+    // bounded by the deadline, with nothing more allocated for a wait that may not happen (a
+    // caller signal takes the full path: its waits share one listener, see follow()). Queue
+    // engines skip it: their enqueue reads the queue too, so it is their fast path.
+    let tried: TryResult | undefined;
+    let fastError: unknown;
+    if (!signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && !this.gates.has(req.key)) {
+      try {
+        const r = await withinDeadline(d.tryAcquire(req), deadline, (late) => this.giveBack(req, late));
+        if (r === DEADLINE) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
+        if (r.ok) return r.grant;
+        tried = r;
+      } catch (e) {
+        if (e instanceof UnavailableError && e.cause === undefined) throw e;
+        fastError = e;
+        this.observer.engineError?.(req, e);
+      }
+    }
     const run = new WaitRun(deadline, signal, this.runs);
-    const work = this.wait(req, run);
+    run.answered = tried !== undefined;
+    run.lastError = fastError;
+    const work = this.wait(req, run, tried !== undefined, signal !== undefined);
     this.busy.add(work);
     try {
       return await work;
@@ -200,15 +250,14 @@ export class WaitLoop {
     }
   }
 
-  private async wait(req: AcquireRequest, run: WaitRun): Promise<Grant | null> {
+  private async wait(req: AcquireRequest, run: WaitRun, justTried: boolean, fastPathHere: boolean): Promise<Grant | null> {
     const d = this.driver;
     const gated = d.kind === 'try-set' || d.kind === 'server-blocking';
     let inGate = false;
-    let triedOnce = false;
+    let triedOnce = justTried;
     try {
-      // Fast path: one try, unless local waiters of this key already queue (no barging past them).
-      // Queue engines skip it: their enqueue reads the queue too, so it is the fast path.
-      if (gated && !this.gates.has(req.key)) {
+      // The fast path of a caller with a signal (see acquire()), raced with the whole wait.
+      if (fastPathHere && gated && !this.gates.has(req.key)) {
         try {
           const r = await run.call(d.tryAcquire(req), (late) => this.giveBack(req, late));
           if (r.ok) return r.grant;

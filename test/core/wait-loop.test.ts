@@ -12,7 +12,7 @@ import { UnavailableError } from '../../src/errors.js';
 
 interface Pending {
   resolve: (r: TryResult) => void;
-  reject: (e: unknown) => void;
+  reject: (e: Error) => void;
 }
 
 /** A try-set engine whose answers the test hands out one by one, or answers by itself. */
@@ -25,7 +25,7 @@ class ScriptedEngine implements TrySetDriver {
   manual = false;
   pending: Pending[] = [];
   /** Errors the next tries throw, in order. */
-  failures: unknown[] = [];
+  failures: Error[] = [];
   released: string[] = [];
   cancelled: string[] = [];
   tries = 0;
