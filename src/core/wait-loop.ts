@@ -210,18 +210,19 @@ export class WaitLoop {
     // engines skip it: their enqueue reads the queue too, so it is their fast path.
     let tried: TryResult | undefined;
     let fastError: unknown;
+    let noAnswer = false;
     if (!signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && !this.gates.has(req.key)) {
       try {
         const r = await withinDeadline(d.tryAcquire(req), deadline, (late) => this.giveBack(req, late));
-        if (r === DEADLINE) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
-        if (r.ok) return r.grant;
-        tried = r;
+        if (r === DEADLINE) noAnswer = true;
+        else if (r.ok) return r.grant;
+        else tried = r;
       } catch (e) {
-        if (e instanceof UnavailableError && e.cause === undefined) throw e;
         fastError = e;
         this.observer.engineError?.(req, e);
       }
     }
+    if (noAnswer) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
     const run = new WaitRun(deadline, signal, this.runs);
     run.answered = tried !== undefined;
     run.lastError = fastError;

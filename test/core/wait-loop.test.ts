@@ -149,6 +149,20 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect(errors.length).toBe(engine.tries);
   });
 
+  it('an engine error that is already an UnavailableError (a quorum error) is retried until the deadline, then surfaces as it is', async () => {
+    const engine = new ScriptedEngine();
+    const quorum = new UnavailableError('Redlock acquire needs 2 of 3 nodes and got 0');
+    engine.failures = Array.from({ length: 1000 }, () => quorum);
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 2000));
+    await vi.advanceTimersByTimeAsync(1990);
+    expect(t.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(20);
+    expect(t.state).toBe('rejected');
+    expect(t.error).toBe(quorum);
+    expect(engine.tries).toBeGreaterThan(3);
+  });
+
   it('an engine error, then recovery: the wait goes on and is granted', async () => {
     const engine = new ScriptedEngine();
     engine.failures = [refused, refused];
