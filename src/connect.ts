@@ -1,4 +1,4 @@
-import { LockClient, type LockClientOptions } from './core/client.js';
+import { LockClient, validateClientOptions, type LockClientOptions } from './core/client.js';
 import type { LockDriver } from './drivers/driver.js';
 import { InvalidArgumentError, UnsupportedUrlError } from './errors.js';
 
@@ -77,6 +77,9 @@ export async function createDriver(url: string): Promise<LockDriver> {
  * A {@link LockClient} over the engine `url` names (see {@link createDriver}); the client owns the
  * driver and closes it in `close()`.
  *
+ * The options are checked before any connection is opened: a bad one throws (`OutOfRangeError`,
+ * `InvalidArgumentError`) and leaves nothing behind that would keep the process alive.
+ *
  * @example
  * ```ts
  * const locks = await connect('sqlite:/var/tmp/app-locks.db');
@@ -85,7 +88,15 @@ export async function createDriver(url: string): Promise<LockDriver> {
  * ```
  */
 export async function connect(url: string, options?: LockClientOptions): Promise<LockClient> {
-  return new LockClient(await createDriver(url), options);
+  // Options first: a bad one must not leave a connection open (it would keep the process alive).
+  validateClientOptions(options);
+  const driver = await createDriver(url);
+  try {
+    return new LockClient(driver, options);
+  } catch (e) {
+    await driver.close().catch(() => undefined);
+    throw e;
+  }
 }
 
 /** `sqlite:/abs/file.db`, `sqlite:///abs/file.db`, `sqlite:relative.db` -> a file path. */
