@@ -364,7 +364,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       // Say what every node answered: wait for the stragglers (at most until the round's deadline).
       const all = await complete();
       const error = new QuorumError('acquire', req.key, q, this.answers(all, timeoutMs), 'too many nodes are unreachable or failing');
-      throw error;
+      throw this.quorumFailure(error);
     }
     // Without an answer from the first node nobody has priority, and a round cut short by the
     // validity says nothing about the holder: retry after a random delay.
@@ -411,7 +411,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
         return false;
       }),
     );
-    if (error) throw error;
+    if (error) throw this.quorumFailure(error);
     return results;
   }
 
@@ -480,7 +480,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       timeoutMs: this.nodeTimeoutMs,
     });
     if (outcome === 'unknown') {
-      throw new QuorumError('release', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing');
+      throw this.quorumFailure(new QuorumError('release', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing'));
     }
     return outcome;
   }
@@ -507,7 +507,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       timeoutMs: this.nodeTimeoutMs,
     });
     if (outcome === 'unknown') {
-      throw new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' })));
+      throw this.quorumFailure(new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' }))));
     }
     return outcome;
   }
@@ -528,7 +528,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       },
       timeoutMs: this.nodeTimeoutMs,
     });
-    if (outcome === 'unknown') throw new QuorumError('readMark', key, q, this.answers(replies, this.nodeTimeoutMs, () => ({ answer: 'done' })));
+    if (outcome === 'unknown') throw this.quorumFailure(new QuorumError('readMark', key, q, this.answers(replies, this.nodeTimeoutMs, () => ({ answer: 'done' }))));
     return outcome;
   }
 
@@ -544,7 +544,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       decide: (rs, final) => decideYesNo(rs, n, q, final),
       timeoutMs: this.nodeTimeoutMs,
     });
-    if (outcome === 'unknown') throw new QuorumError('raiseMark', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo));
+    if (outcome === 'unknown') throw this.quorumFailure(new QuorumError('raiseMark', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo)));
     return outcome;
   }
 
@@ -691,6 +691,30 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
 
   private assertOpen(): void {
     if (this.closed) throw new ClosedError('redlock driver');
+    const misconfigured = this.configFailure();
+    if (misconfigured) throw misconfigured;
+  }
+
+  /**
+   * The db error of the nodes (see `IoRedisAdapter`: a `SELECT <db>` the server refused) once so
+   * many nodes have it that no majority can ever be had; undefined otherwise (a minority of bad
+   * nodes is tolerated like any failed minority).
+   */
+  private configFailure(): OutOfRangeError | undefined {
+    let bad: OutOfRangeError | undefined;
+    let count = 0;
+    for (const node of this.nodes) {
+      if (node.dbError) {
+        bad ??= node.dbError;
+        count++;
+      }
+    }
+    return count > this.nodes.length - this.quorum ? bad : undefined;
+  }
+
+  /** A quorum failure, or the db error behind it (see {@link configFailure}). */
+  private quorumFailure(e: unknown): unknown {
+    return this.configFailure() ?? e;
   }
 }
 
