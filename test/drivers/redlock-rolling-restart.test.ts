@@ -12,10 +12,10 @@
  * restart only a minority held it, the lease was lost and a contender could take the lock.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import { RedlockDriver } from '../../src/drivers/redlock/index.js';
+import { withRedisClient } from '../support/redis.js';
 import { startRedlock } from '../support/redlock.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -30,18 +30,6 @@ function client(url: string, opts: ConstructorParameters<typeof LockClient>[1] =
   return { locks, driver };
 }
 
-/** Run `fn` on one node through a connection of its own. */
-async function onNode<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {
-  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-  r.on('error', () => undefined);
-  try {
-    await r.connect();
-    return await fn(r);
-  } finally {
-    r.disconnect();
-  }
-}
-
 /** TTL 6 s: renewals every 2 s; the pause after each restart (5 s) spans two of them. */
 const TTL_MS = 6000;
 const PAUSE_MS = 5000;
@@ -54,7 +42,7 @@ async function rollingRestart(count: number): Promise<void> {
   // Counters well above what the contender's failed tries can push a wiped counter to (each
   // try on an empty node increments it), so that a token that went back would show.
   const lock = holder.driver.lockKey(key);
-  await Promise.all(nodes.nodes.map((n) => onNode(n.url, (r) => r.set(`${lock}:fence`, '1000'))));
+  await Promise.all(nodes.nodes.map((n) => withRedisClient(n.port, (r) => r.set(`${lock}:fence`, '1000'))));
   const lease = await holder.locks.acquire(key);
   let abortedWith: unknown;
   lease.signal.addEventListener('abort', () => (abortedWith = lease.signal.reason ?? 'aborted'));
@@ -86,7 +74,7 @@ async function rollingRestart(count: number): Promise<void> {
   expect(lease.isHeld()).toBe(true);
   expect(lease.token).toBe(1001n);
   // Every node holds it again (restored), with the holder's token: at least a majority must.
-  const values = await Promise.all(nodes.nodes.map((n) => onNode(n.url, (r) => r.get(lock))));
+  const values = await Promise.all(nodes.nodes.map((n) => withRedisClient(n.port, (r) => r.get(lock))));
   const ours = values.filter((v) => v?.startsWith(`${lease.owner}|${lease.token}`)).length;
   expect(ours, `values on the nodes: ${JSON.stringify(values)}`).toBeGreaterThanOrEqual(holder.driver.quorum);
   expect(ours).toBe(count);
