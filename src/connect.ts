@@ -1,6 +1,7 @@
-import { LockClient, type LockClientOptions } from './core/client.js';
+import { LockClient, validateClientOptions, type LockClientOptions } from './core/client.js';
 import type { LockDriver } from './drivers/driver.js';
-import { InvalidArgumentError, UnsupportedUrlError } from './errors.js';
+import { databaseOf } from './drivers/redis/url.js';
+import { InvalidArgumentError, OutOfRangeError, UnsupportedUrlError } from './errors.js';
 
 /** The URL schemes {@link connect} understands. */
 export const SUPPORTED_SCHEMES = ['sqlite', 'redis', 'rediss', 'memory', 'redlock', 'redis+cluster', 'redis+sentinel', 'etcd', 'postgres', 'postgresql', 'mysql', 'mariadb', 'zookeeper'] as const;
@@ -77,6 +78,11 @@ export async function createDriver(url: string): Promise<LockDriver> {
  * A {@link LockClient} over the engine `url` names (see {@link createDriver}); the client owns the
  * driver and closes it in `close()`.
  *
+ * The options are checked before any connection is opened: a bad one throws (`OutOfRangeError`,
+ * `InvalidArgumentError`) and leaves nothing behind that would keep the process alive. A Redis or
+ * Redlock URL naming a db > 0 is checked with one read: a server without that db throws
+ * `OutOfRangeError` (option `db`); an unreachable server is left to the lock operations.
+ *
  * @example
  * ```ts
  * const locks = await connect('sqlite:/var/tmp/app-locks.db');
@@ -85,7 +91,39 @@ export async function createDriver(url: string): Promise<LockDriver> {
  * ```
  */
 export async function connect(url: string, options?: LockClientOptions): Promise<LockClient> {
-  return new LockClient(await createDriver(url), options);
+  // Options first: a bad one must not leave a connection open (it would keep the process alive).
+  validateClientOptions(options);
+  const driver = await createDriver(url);
+  try {
+    if (databaseOf(url) > 0) await checkDatabase(driver);
+    return new LockClient(driver, options);
+  } catch (e) {
+    await driver.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** How long connect() waits for a Redis URL's db to be confirmed before leaving it to the first lock operation. */
+const DB_CHECK_MS = 3000;
+
+/**
+ * A Redis URL naming a db > 0: one read, so that a server without that db fails `connect()` with
+ * the adapter's `OutOfRangeError` (option `db`) rather than every later operation. Any other
+ * outcome (an unreachable server, no answer within {@link DB_CHECK_MS}) is left to the lock
+ * operations, as for every other URL.
+ */
+async function checkDatabase(driver: LockDriver): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const gaveUp = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, DB_CHECK_MS);
+  });
+  try {
+    await Promise.race([driver.inspect('dlock:db-check'), gaveUp]);
+  } catch (e) {
+    if (e instanceof OutOfRangeError && e.option === 'db') throw e;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** `sqlite:/abs/file.db`, `sqlite:///abs/file.db`, `sqlite:relative.db` -> a file path. */

@@ -49,8 +49,8 @@ export class OutOfRangeError extends RangeError {
   readonly code = 'DLOCK_OUT_OF_RANGE' as const;
   /** The name of the offending option, e.g. `ttlMs`. */
   readonly option: string;
-  constructor(option: string, message: string) {
-    super(message);
+  constructor(option: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'OutOfRangeError';
     this.option = option;
   }

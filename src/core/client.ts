@@ -74,6 +74,34 @@ export interface LockInfo {
   readonly remainingMs: number;
 }
 
+/** {@link LockClientOptions} with their defaults applied. */
+interface ClientDefaults {
+  ttlMs: number;
+  waitMs: number;
+  renew: boolean;
+  reentrant: boolean;
+  maxHoldMs: number | undefined;
+  renewRatio: number;
+}
+
+/**
+ * Check {@link LockClientOptions} as the {@link LockClient} constructor does (same errors:
+ * `InvalidArgumentError`, `OutOfRangeError`) and apply the defaults. `connect()` calls it before
+ * opening any connection, so a bad option leaves nothing open.
+ * @internal
+ */
+export function validateClientOptions(options: LockClientOptions = {}): ClientDefaults {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object.');
+  return {
+    ttlMs: validateMs('ttlMs', options.ttlMs, 1, 30_000),
+    waitMs: validateMs('waitMs', options.waitMs, 0, 30_000),
+    renew: validateBool('renew', options.renew, true),
+    reentrant: validateBool('reentrant', options.reentrant, false),
+    maxHoldMs: options.maxHoldMs === undefined ? undefined : validateMs('maxHoldMs', options.maxHoldMs, 1, 0),
+    renewRatio: validateRatio('renewRatio', options.renewRatio, 1 / 3),
+  };
+}
+
 interface Resolved {
   key: string;
   ttlMs: number;
@@ -141,13 +169,8 @@ export class LockClient {
     readonly driver: LockDriver,
     options: LockClientOptions = {},
   ) {
-    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object.');
-    this.ttlMs = validateMs('ttlMs', options.ttlMs, 1, 30_000);
-    this.waitMs = validateMs('waitMs', options.waitMs, 0, 30_000);
-    this.renew = validateBool('renew', options.renew, true);
-    this.reentrant = validateBool('reentrant', options.reentrant, false);
-    this.maxHoldMs = options.maxHoldMs === undefined ? undefined : validateMs('maxHoldMs', options.maxHoldMs, 1, 0);
-    const renewRatio = validateRatio('renewRatio', options.renewRatio, 1 / 3);
+    const { ttlMs, waitMs, renew, reentrant, maxHoldMs, renewRatio } = validateClientOptions(options);
+    [this.ttlMs, this.waitMs, this.renew, this.reentrant, this.maxHoldMs] = [ttlMs, waitMs, renew, reentrant, maxHoldMs];
     this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger, (held, error) => {
       if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner), token: held.token, error });
     });

@@ -4,6 +4,7 @@
  * script (EVALSHA, falling back to EVAL once on NOSCRIPT), and a dedicated subscriber connection.
  * Both libraries are optional peer dependencies; neither is imported here.
  */
+import { OutOfRangeError } from '../../errors.js';
 import type { LuaScript } from './script.js';
 
 /** A connection in subscriber mode. */
@@ -51,6 +52,10 @@ export interface IoRedisLike {
   quit(): Promise<unknown>;
   disconnect(): void;
   pipeline(): IoRedisPipelineLike;
+  /** Any command (ioredis `Redis#call`): used for the one-time `SELECT` check of a db > 0. */
+  call?(command: string, ...args: (string | number)[]): Promise<unknown>;
+  /** ioredis `Redis#options` (`db` from the URL or the options; a Cluster has none). */
+  options?: { db?: unknown; host?: unknown; port?: unknown };
   status?: string;
 }
 
@@ -109,13 +114,58 @@ function waitOutcome(ok: boolean, value: unknown): WaitOutcome {
   return isErrorReply(value) ? { refused: value } : { failed: value };
 }
 
+/**
+ * The error of a `SELECT <db>` the server refused: ioredis only emits it as an 'error' event
+ * during its handshake and then goes on in db 0, which would put the locks in the wrong database.
+ */
+function databaseError(db: number, where: string, cause: Error): OutOfRangeError {
+  return new OutOfRangeError(
+    'db',
+    `Redis database ${db} cannot be used on ${where} (SELECT ${db} answered "${cause.message}"): the server has fewer ` +
+      'databases (its `databases` setting, 16 by default), or an ACL forbids SELECT. Use a db number below that in the ' +
+      'URL (redis://host:port/<db>) or the client\'s `db` option, or raise `databases` in the server\'s configuration.',
+    { cause },
+  );
+}
+
 export class IoRedisAdapter implements RedisAdapter {
+  /** A db > 0 not yet confirmed by the server (see {@link checkDb}); undefined once confirmed or for db 0. */
+  private db: number | undefined;
+  private dbCheck: Promise<void> | undefined;
+
   constructor(
     private readonly client: IoRedisLike,
     private readonly owned: boolean,
-  ) {}
+  ) {
+    const db = isClusterClient(client) ? undefined : client.options?.db;
+    if (typeof db === 'number' && db > 0 && typeof client.call === 'function') this.db = db;
+  }
+
+  /**
+   * Before the first script on a db > 0: `SELECT <db>` once. A server without that db refuses it,
+   * and every command then rejects with an {@link OutOfRangeError} (`option: 'db'`) instead of
+   * running in db 0. A connection failure is not cached (the next command checks again).
+   */
+  private checkDb(db: number): Promise<void> {
+    this.dbCheck ??= (this.client.call?.('SELECT', db) ?? Promise.resolve()).then(
+      () => {
+        this.db = undefined;
+      },
+      (e: unknown) => {
+        if (!isErrorReply(e)) {
+          this.dbCheck = undefined;
+          throw e;
+        }
+        const o = this.client.options;
+        const port = typeof o?.port === 'number' || typeof o?.port === 'string' ? o.port : 6379;
+        throw databaseError(db, typeof o?.host === 'string' ? `${o.host}:${port}` : 'this server', e);
+      },
+    );
+    return this.dbCheck;
+  }
 
   async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    if (this.db !== undefined) await this.checkDb(this.db);
     try {
       return await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
     } catch (e) {
@@ -131,6 +181,7 @@ export class IoRedisAdapter implements RedisAdapter {
     replicas: number,
     timeoutMs: number,
   ): Promise<{ reply: unknown; wait: WaitOutcome }> {
+    if (this.db !== undefined) await this.checkDb(this.db);
     // A pipeline: one write, one connection (on a Cluster, the node of keys[0]'s slot).
     const once = async (p: IoRedisPipelineLike): Promise<Array<[Error | null, unknown]>> =>
       (await p.call('WAIT', replicas, timeoutMs).exec()) ?? [];

@@ -166,6 +166,17 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
   return { kind: 'sentinel', sentinels: parseNodes(url, hosts, 26379), name, db: Number(dbText), username, password, replicaAcks };
 }
 
+/**
+ * The database number a `redis://`, `rediss://`, `redis+sentinel://` or `redlock://` URL names
+ * (0 when it names none, or for other schemes). Does not validate the rest of the URL.
+ */
+export function databaseOf(url: string): number {
+  const db =
+    /^(?:rediss?|redlock):\/\/[^/?#]*\/(\d+)\/?(?:[?#]|$)/i.exec(url)?.[1] ??
+    /^redis\+sentinel:\/\/[^/?#]*\/[^/?#]+\/(\d+)\/?(?:[?#]|$)/i.exec(url)?.[1];
+  return db === undefined ? 0 : Number(db);
+}
+
 /** Connection settings every ioredis client dlock opens gets (beside the URL's own). */
 export interface IoRedisTuning {
   readonly connectTimeout?: number;

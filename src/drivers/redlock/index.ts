@@ -13,6 +13,24 @@
  *   that did not refuse, including those that have not answered yet).
  * - Extension (the core's renewal) and release need a majority too. Release and extend are
  *   compare-and-act on the owner id on each node: another owner's lock is never touched.
+ * - Renewal repairs nodes that lost the lock (restarted empty, key evicted or expired early): once
+ *   a renewal has reached a majority, each node that answered "free" is sent a restore (the `c`
+ *   op with a TTL: set `<owner>|<token>` if the key is absent, one Lua step, never over another
+ *   owner), so the lock survives a rolling restart of the nodes, one at a time, as long as each
+ *   node is back and renewed before the next goes down. Why this is safe:
+ *   - it is sent only after a majority answered that it still holds the lock with this renewal,
+ *     i.e. while the lease is quorum-valid: no other owner can hold a majority meanwhile (any two
+ *     majorities share a node, and that node holds our key), so restoring takes nothing from a
+ *     legitimate holder, and a node another owner grabbed meanwhile (a contender's partial grant)
+ *     keeps it;
+ *   - its TTL is what is left of that renewal's validity (TTL - drift - elapsed since it was
+ *     sent), so the restored key never outlives the majority's keys, and a renewal that came too
+ *     late restores nothing. A release of the same owner cancels the restores of a renewal still
+ *     in flight (a late one would leave the key behind on that node until its TTL);
+ *   - tokens do not go back: the restore carries the token the majority holds (T) and raises the
+ *     node's counter to at least T, like the write-back of a grant, so after every node has been
+ *     wiped and restored in turn, the next grant still gets a token > T.
+ *   A renewal that fails to reach a majority restores nothing: the lease is lost, as before.
  * - Errors say what each node answered ({@link QuorumError} `answers`: granted, held by another
  *   owner, unreachable, script error). A lock held by someone else is contention, not an error:
  *   `tryAcquire` answers busy when a majority of nodes answered without error.
@@ -30,12 +48,14 @@
  * Does not (limits, stated plainly):
  * - tolerate unbounded clock drift: each node expires keys by its own clock; a node whose clock
  *   runs fast by more than the drift allowance can free a lock early.
- * - survive a node that forgets: a node restarted without its data (no AOF, or AOF without
- *   `appendfsync always`) while a lock it granted is still valid can grant it again, so two
- *   holders can each see a majority, and its counter can go back, so tokens can repeat. Run every
- *   node with `appendonly yes` + `appendfsync always`, or keep a crashed node down longer than
- *   the longest TTL (delayed restart; this keeps locks safe but not tokens: a node that lost its
- *   counter needs fsync for fencing).
+ * - survive nodes that forget faster than renewal repairs them: a node restarted without its data
+ *   (no AOF, or AOF without `appendfsync always`) while a lock it granted is still valid, before
+ *   a renewal restored it there (no renewal, or a second node forgetting within one renewal
+ *   interval), can grant it again, so two holders can each see a majority, and its counter can go
+ *   back, so tokens can repeat. Run every node with `appendonly yes` + `appendfsync always`, or
+ *   keep a crashed node down longer than the longest TTL (delayed restart; this keeps locks safe
+ *   but not tokens: a node that lost its counter needs fsync for fencing), and restart nodes one
+ *   at a time with more than a renewal interval (TTL x renewRatio) plus a reconnect between two.
  * - keep exclusion across a holder's pause past its TTL (no lease lock can): use the fencing token.
  * - offer `allocateRange` (segment ids): a counter needs consensus, not a majority of independent nodes.
  * - order waiters (not fair). Requires Redis >= 6.0 (SET KEEPTTL).
@@ -99,6 +119,23 @@ function parseAcquire(line: string): AcquireAnswer {
   const value = line.slice(space + 1);
   const bar = value.indexOf('|');
   return { granted: false, pttl: Number(line.slice(1, space)), holder: bar < 0 ? value : value.slice(0, bar) };
+}
+
+/** What a node answered to a renewal: renewed (with the token it holds), or not, and then whether the lock was free there. */
+type ExtendAnswer = { readonly held: true; readonly token: bigint } | { readonly held: false; readonly free: boolean };
+
+/** "1<token>" | "0" (another owner) | "2" (free) (see redlock-ops.lua). */
+function parseExtend(line: string): ExtendAnswer {
+  if (line.charCodeAt(0) === 49 /* '1' */) return { held: true, token: /^\d+$/.test(line.slice(1)) ? BigInt(line.slice(1)) : 0n };
+  return { held: false, free: line === '2' };
+}
+
+/** A renewal in flight, as its restores see it. */
+interface Renewal {
+  /** A release of the same owner started: restore nothing more. */
+  released: boolean;
+  /** Monotonic ms: the round's deadline, after which its answers restore nothing. */
+  readonly deadline: number;
 }
 
 /** What a node answered to an inspection. */
@@ -183,6 +220,11 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
   /** Owners in acquire(): how many split rounds in a row they kept their partial grants. */
   private readonly keptRounds = new Map<string, number>();
   /** Owners in acquire(): the QuorumError of their last attempt when it failed that way, else null. */
+  /**
+   * Renewals whose late answers may still restore the lock, by "<lock>\n<owner>" (see
+   * restorer()); only those sent within the last nodeTimeoutMs.
+   */
+  private readonly renewals = new Map<string, Set<Renewal>>();
   /** Open waits by owner id (a split vote holds its waiter off). */
   private readonly waiting = new Map<string, RedlockWatch>();
   private closed = false;
@@ -322,7 +364,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       // Say what every node answered: wait for the stragglers (at most until the round's deadline).
       const all = await complete();
       const error = new QuorumError('acquire', req.key, q, this.answers(all, timeoutMs), 'too many nodes are unreachable or failing');
-      throw error;
+      throw this.quorumFailure(error);
     }
     // Without an answer from the first node nobody has priority, and a round cut short by the
     // validity says nothing about the holder: retry after a random delay.
@@ -351,19 +393,77 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     const results = await Promise.all(
       items.map(async (it) => {
         const lock = this.lockKey(it.key);
-        const { outcome, replies } = await round<boolean, boolean | 'unknown'>({
+        const sentAt = monotonicNow();
+        const timeoutMs = Math.min(this.nodeTimeoutMs, it.ttlMs);
+        const restore = this.restorer(lock, it, sentAt, sentAt + timeoutMs);
+        const { outcome, replies } = await round<ExtendAnswer, boolean | 'unknown'>({
           n,
-          send: (i) => this.node(i).op('e', lock, it.owner, String(it.ttlMs)).then((l) => l === '1'),
-          decide: (rs, final) => decideYesNo(rs, n, q, final),
-          timeoutMs: Math.min(this.nodeTimeoutMs, it.ttlMs),
+          send: (i) => this.node(i).op('e', lock, it.owner, String(it.ttlMs)).then(parseExtend),
+          decide: (rs, final) => decideYesNo(rs, n, q, final, (a) => a.held),
+          timeoutMs,
+          late: (i, reply, o) => {
+            if (o === true && reply.ok) restore.late(i, reply.value);
+          },
         });
+        restore.settled(outcome === true ? replies : undefined);
         if (outcome !== 'unknown') return outcome;
-        error ??= new QuorumError('extend', it.key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing');
+        error ??= new QuorumError('extend', it.key, q, this.answers(replies, this.nodeTimeoutMs, extendAnswer), 'too many nodes are unreachable or failing');
         return false;
       }),
     );
-    if (error) throw error;
+    if (error) throw this.quorumFailure(error);
     return results;
+  }
+
+  /**
+   * Restoring a renewed lock on the nodes that answered "free" (see the file header): only once
+   * the renewal reached a majority, with the token that majority holds, for what is left of the
+   * renewal's validity, and never after a release of the same owner started (a late restore
+   * would leave the key behind on that node until its TTL). Answers after the round's deadline
+   * restore nothing (the next renewal will), so a renewal is forgotten at its deadline.
+   */
+  private restorer(lock: string, it: ExtendItem, sentAt: number, deadline: number): {
+    late(i: number, a: ExtendAnswer): void;
+    settled(won: Replies<ExtendAnswer> | undefined): void;
+  } {
+    this.forgetRenewals(sentAt);
+    const id = `${lock}\n${it.owner}`;
+    const state: Renewal = { released: false, deadline };
+    let set = this.renewals.get(id);
+    if (!set) this.renewals.set(id, (set = new Set()));
+    set.add(state);
+    let token: bigint | undefined;
+    const pendingLate: number[] = [];
+    const send = (i: number): void => {
+      const now = monotonicNow();
+      const left = it.ttlMs - driftFor(it.ttlMs) - (now - sentAt);
+      if (state.released || this.closed || token === undefined || token === 0n || left < 1 || now > deadline) return;
+      this.node(i).op('c', lock, it.owner, `${token} ${Math.floor(left)}`).catch(noop);
+    };
+    return {
+      late: (i, a) => {
+        if (a.held || !a.free) return;
+        if (token === undefined) pendingLate.push(i);
+        else send(i);
+      },
+      settled: (won) => {
+        if (!won) return;
+        token = 0n;
+        for (const r of won) if (r?.ok && r.value.held && r.value.token > token) token = r.value.token;
+        won.forEach((r, i) => {
+          if (r?.ok && !r.value.held && r.value.free) send(i);
+        });
+        for (const i of pendingLate.splice(0)) send(i);
+      },
+    };
+  }
+
+  /** Drop the renewals whose round deadline has passed (their late answers restore nothing). */
+  private forgetRenewals(now: number): void {
+    for (const [id, set] of this.renewals) {
+      for (const r of set) if (r.deadline < now) set.delete(r);
+      if (set.size === 0) this.renewals.delete(id);
+    }
   }
 
   async release(key: string, owner: string): Promise<boolean> {
@@ -371,6 +471,8 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     const n = this.nodes.length;
     const q = this.quorum;
     const lock = this.lockKey(key);
+    // A renewal still in flight must not restore the lock on a node after this release.
+    for (const r of this.renewals.get(`${lock}\n${owner}`) ?? []) r.released = true;
     const { outcome, replies } = await round<boolean, boolean | 'unknown'>({
       n,
       send: (i) => this.node(i).op('r', lock, owner, '').then((l) => l === '1'),
@@ -378,7 +480,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       timeoutMs: this.nodeTimeoutMs,
     });
     if (outcome === 'unknown') {
-      throw new QuorumError('release', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing');
+      throw this.quorumFailure(new QuorumError('release', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo), 'too many nodes are unreachable or failing'));
     }
     return outcome;
   }
@@ -405,7 +507,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       timeoutMs: this.nodeTimeoutMs,
     });
     if (outcome === 'unknown') {
-      throw new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' })));
+      throw this.quorumFailure(new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' }))));
     }
     return outcome;
   }
@@ -426,7 +528,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       },
       timeoutMs: this.nodeTimeoutMs,
     });
-    if (outcome === 'unknown') throw new QuorumError('readMark', key, q, this.answers(replies, this.nodeTimeoutMs, () => ({ answer: 'done' })));
+    if (outcome === 'unknown') throw this.quorumFailure(new QuorumError('readMark', key, q, this.answers(replies, this.nodeTimeoutMs, () => ({ answer: 'done' }))));
     return outcome;
   }
 
@@ -442,7 +544,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       decide: (rs, final) => decideYesNo(rs, n, q, final),
       timeoutMs: this.nodeTimeoutMs,
     });
-    if (outcome === 'unknown') throw new QuorumError('raiseMark', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo));
+    if (outcome === 'unknown') throw this.quorumFailure(new QuorumError('raiseMark', key, q, this.answers(replies, this.nodeTimeoutMs, yesNo)));
     return outcome;
   }
 
@@ -489,6 +591,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     this.closed = true;
     this.channels.clear();
     this.waiting.clear();
+    this.renewals.clear();
     await Promise.all(this.nodes.map((n) => n.close()));
   }
 
@@ -588,19 +691,45 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
 
   private assertOpen(): void {
     if (this.closed) throw new ClosedError('redlock driver');
+    const misconfigured = this.configFailure();
+    if (misconfigured) throw misconfigured;
+  }
+
+  /**
+   * The db error of the nodes (see `IoRedisAdapter`: a `SELECT <db>` the server refused) once so
+   * many nodes have it that no majority can ever be had; undefined otherwise (a minority of bad
+   * nodes is tolerated like any failed minority).
+   */
+  private configFailure(): OutOfRangeError | undefined {
+    let bad: OutOfRangeError | undefined;
+    let count = 0;
+    for (const node of this.nodes) {
+      if (node.dbError) {
+        bad ??= node.dbError;
+        count++;
+      }
+    }
+    return count > this.nodes.length - this.quorum ? bad : undefined;
+  }
+
+  /** A quorum failure, or the db error behind it (see {@link configFailure}). */
+  private quorumFailure(e: unknown): unknown {
+    return this.configFailure() ?? e;
   }
 }
 
 /** Yes/no votes: true with a majority of yes, false once a majority of yes is out of reach. */
-function decideYesNo(rs: Replies<boolean>, n: number, q: number, final: boolean): boolean | 'unknown' | undefined {
-  const yes = count(rs, (v) => v);
+function decideYesNo<T = boolean>(rs: Replies<T>, n: number, q: number, final: boolean, isYes: (v: T) => boolean = (v) => v === true): boolean | 'unknown' | undefined {
+  const yes = count(rs, isYes);
   if (yes >= q) return true;
-  const no = count(rs, (v) => !v);
+  const no = count(rs, (v) => !isYes(v));
   if (no > n - q) return false;
   return final ? 'unknown' : undefined;
 }
 
 const yesNo = (v: boolean): Pick<NodeAnswer, 'answer'> => ({ answer: v ? 'done' : 'not-held' });
+const extendAnswer = (a: ExtendAnswer): Pick<NodeAnswer, 'answer' | 'detail'> =>
+  a.held ? { answer: 'done', detail: `token ${a.token}` } : { answer: 'not-held', detail: a.free ? 'free' : 'held by another owner' };
 
 /** The highest token among the grants so far. */
 function maxToken(rs: Replies<AcquireAnswer>): bigint {

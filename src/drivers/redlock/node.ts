@@ -8,7 +8,7 @@
  * and ioredis keeps reconnecting in the background. A client passed in keeps its own settings.
  */
 import type { Logger } from '../../core/renewal.js';
-import { InvalidArgumentError } from '../../errors.js';
+import { InvalidArgumentError, OutOfRangeError } from '../../errors.js';
 import {
   IoRedisAdapter,
   NodeRedisAdapter,
@@ -68,9 +68,20 @@ export class RedlockNode {
   /** Run a script on this node (lock operations queued before it go first). */
   run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     if (script !== scripts.redlockOps) this.batcher.flush();
-    if (this.adapter) return this.adapter.run(script, keys, args);
-    return this.ready.then((a) => a.run(script, keys, args));
+    const ran = this.adapter ? this.adapter.run(script, keys, args) : this.ready.then((a) => a.run(script, keys, args));
+    return ran.catch(this.onError);
   }
+
+  /**
+   * Set once the node refused the URL's db (`SELECT`, see `IoRedisAdapter`): every command on it
+   * fails with this error from then on.
+   */
+  dbError: OutOfRangeError | undefined;
+
+  private readonly onError = (e: unknown): never => {
+    if (e instanceof OutOfRangeError && e.option === 'db') this.dbError = e;
+    throw e;
+  };
 
   /** The node's subscriber connection (opened once). */
   subscriber(onMessage: OnMessage): Promise<Subscriber> {

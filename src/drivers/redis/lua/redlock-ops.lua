@@ -18,12 +18,18 @@
 --                                        value so that its release publishes
 --            e <lock> <owner> <ttl ms>   extend, only while owner holds it
 --            r <lock> <owner> <unused>   release, only if owner holds it
---            c <lock> <owner> <token>    commit the quorum's token: fence = max(fence, token);
---                                        if owner holds the lock, its value carries <token>
+--            c <lock> <owner> <token>[ <ttl ms>]
+--                                        commit the quorum's token: fence = max(fence, token);
+--                                        if owner holds the lock, its value carries <token>.
+--                                        With a ttl, also restore: if the lock is free (this node
+--                                        lost it, e.g. restarted empty), set "<owner>|<token>" with
+--                                        that PX. Never over another owner. The driver sends it
+--                                        only after a majority renewed (see redlock/index.ts).
 -- returns  one line per op, "\n"-terminated, in order:
 --            a, q  "1<token>" held | "0<pttl> <holder's value>" busy (pttl -1: no expiry)
---            e, r  "1" done | "0" not held by this owner (another owner's lock is never touched)
---            c     "1" owner holds it | "0" it does not (the fence is raised either way)
+--            e     "1<token>" done | "0" held by another owner (never touched) | "2" free
+--            r     "1" done | "0" not held by this owner (another owner's lock is never touched)
+--            c     "1" owner holds it (now) | "0" it does not (the fence is raised either way)
 local s, p = ARGV[1], 1
 local function field()
   local colon = string.find(s, ':', p, true)
@@ -74,11 +80,14 @@ while p <= #s do
       out[#out + 1] = '0' .. redis.call('PTTL', lock) .. ' ' .. held
     end
   elseif op == 'e' then
-    if owns(redis.call('GET', lock), owner) then
+    local held = redis.call('GET', lock)
+    if owns(held, owner) then
       redis.call('PEXPIRE', lock, arg)
-      out[#out + 1] = '1'
-    else
+      out[#out + 1] = '1' .. tokenOf(held, owner)
+    elseif held then
       out[#out + 1] = '0'
+    else
+      out[#out + 1] = '2'
     end
   elseif op == 'r' then
     local held = redis.call('GET', lock)
@@ -90,12 +99,18 @@ while p <= #s do
       out[#out + 1] = '0'
     end
   elseif op == 'c' then
+    local space = string.find(arg, ' ', 1, true)
+    local token, ttl = arg, nil
+    if space then token, ttl = string.sub(arg, 1, space - 1), string.sub(arg, space + 1) end
     local fence = lock .. ':fence'
     local cur = redis.call('GET', fence)
-    if not cur or less(cur, arg) then redis.call('SET', fence, arg) end
+    if not cur or less(cur, token) then redis.call('SET', fence, token) end
     local held = redis.call('GET', lock)
     if owns(held, owner) then
-      redis.call('SET', lock, owner .. '|' .. arg .. (flagged(held) and '|w' or ''), 'KEEPTTL')
+      redis.call('SET', lock, owner .. '|' .. token .. (flagged(held) and '|w' or ''), 'KEEPTTL')
+      out[#out + 1] = '1'
+    elseif not held and ttl then
+      redis.call('SET', lock, owner .. '|' .. token, 'PX', ttl)
       out[#out + 1] = '1'
     else
       out[#out + 1] = '0'
