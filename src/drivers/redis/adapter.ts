@@ -20,7 +20,13 @@ export interface Subscriber {
 export type WaitOutcome = { readonly acked: number } | { readonly refused: Error } | { readonly failed: unknown };
 
 export interface RedisAdapter {
-  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown>;
+  /**
+   * Run a script. With `failFast` (see {@link ConnectionHealth}) it rejects at once while the
+   * connection is down, and also when the connection fails while the script is pending; the
+   * client may still run it after a reconnect, and `onLate` then receives its reply (so a grant
+   * nobody waits for any more can be given back).
+   */
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown>;
   /**
    * Run `script` and `WAIT replicas timeoutMs` right behind it, pipelined on the SAME connection
    * (WAIT only counts that connection's writes; on a cluster both are routed by `keys[0]`), so a
@@ -78,6 +84,7 @@ export interface NodeRedisLike {
   /** Cluster client (node-redis 5.x and later): the connection to the node serving `key`'s slot. */
   getNodeClientForKey?(key: string, isReadonly: boolean): NodeRedisLike | Promise<NodeRedisLike>;
   isOpen?: boolean;
+  isReady?: boolean;
 }
 
 export function isNodeRedis(c: unknown): c is NodeRedisLike {
@@ -109,13 +116,116 @@ function waitOutcome(ok: boolean, value: unknown): WaitOutcome {
   return isErrorReply(value) ? { refused: value } : { failed: value };
 }
 
+/**
+ * Whether a client's connection is down, from the client's own events: the last connection
+ * error since the last 'ready'. While it is down, commands fail at once with that error (the
+ * client's own: ECONNREFUSED, ENOTFOUND, ...) instead of waiting in the client's offline queue
+ * through its reconnect attempts (ioredis: `maxRetriesPerRequest` times its retry delay, 20 by
+ * default: seconds), and a client-side "gave up" error (ioredis `MaxRetriesPerRequestError`,
+ * "Connection is closed.", node-redis `ClientClosedError`...) is replaced by that cause.
+ *
+ * A command pending when the connection fails (written, or queued by the client before the
+ * first error was seen) is reported failed with that error at once ({@link guard}); the client
+ * may still resend it after a reconnect, and its late reply then goes to `onLate`. Attaching an
+ * 'error' listener also silences ioredis's "Unhandled error event" print on a client passed in;
+ * `detach()` removes it.
+ */
+export class ConnectionHealth {
+  private lastError: Error | undefined;
+  private readonly detachers: Array<() => void> = [];
+  /** Rejecters of the commands in flight. */
+  private readonly pending = new Set<(e: Error) => void>();
+
+  constructor(
+    client: IoRedisLike | NodeRedisLike,
+    private readonly isUp: () => boolean,
+  ) {
+    const listen = (event: string, fn: (e: unknown) => void): void => {
+      client.on(event, fn);
+      // Both clients are EventEmitters (left out of the structural types: their overloads differ).
+      this.detachers.push(() => (client as unknown as { removeListener(e: string, f: typeof fn): unknown }).removeListener(event, fn));
+    };
+    listen('error', (e: unknown) => {
+      // An error while connected is a command's or a subscriber's business, not the link's.
+      if (this.isUp()) return;
+      const error = e instanceof Error ? e : new Error(`Redis connection error: ${String(e)}`);
+      this.lastError = error;
+      for (const fail of [...this.pending]) fail(error);
+    });
+    listen('ready', () => {
+      this.lastError = undefined;
+    });
+  }
+
+  /** The connection error to fail a command with now, or undefined when the link may be up. */
+  get down(): Error | undefined {
+    if (this.lastError === undefined || this.isUp()) return undefined;
+    return this.lastError;
+  }
+
+  /** `e` from a command, or the connection error behind it when `e` only says the client gave up. */
+  explain(e: unknown): unknown {
+    const cause = this.down;
+    if (cause === undefined || isErrorReply(e)) return e;
+    return cause;
+  }
+
+  /** `work`, rejected early with the connection error if the link fails while it is pending. */
+  guard<T>(work: Promise<T>, onLate: ((value: T) => void) | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let failed = false;
+      const fail = (e: Error): void => {
+        failed = true;
+        this.pending.delete(fail);
+        reject(e);
+      };
+      this.pending.add(fail);
+      work.then(
+        (v) => {
+          this.pending.delete(fail);
+          if (failed) onLate?.(v);
+          else resolve(v);
+        },
+        (e: unknown) => {
+          this.pending.delete(fail);
+          if (failed) return;
+          const error = this.explain(e);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
+  }
+
+  detach(): void {
+    for (const d of this.detachers.splice(0)) d();
+  }
+}
+
+/** Options of the adapters. */
+export interface AdapterOptions {
+  /** Fail commands at once while the connection is known down (see {@link ConnectionHealth}). */
+  readonly failFast?: boolean;
+}
+
 export class IoRedisAdapter implements RedisAdapter {
+  private readonly health: ConnectionHealth | undefined;
   constructor(
     private readonly client: IoRedisLike,
     private readonly owned: boolean,
-  ) {}
+    options: AdapterOptions = {},
+  ) {
+    if (options.failFast) this.health = new ConnectionHealth(client, () => client.status === 'ready');
+  }
 
-  async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
+    const health = this.health;
+    if (!health) return this.exec(script, keys, args);
+    const down = health.down;
+    if (down !== undefined) return Promise.reject(down);
+    return health.guard(this.exec(script, keys, args), onLate);
+  }
+
+  private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     try {
       return await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
     } catch (e) {
@@ -131,6 +241,8 @@ export class IoRedisAdapter implements RedisAdapter {
     replicas: number,
     timeoutMs: number,
   ): Promise<{ reply: unknown; wait: WaitOutcome }> {
+    const down = this.health?.down;
+    if (down !== undefined) throw down;
     // A pipeline: one write, one connection (on a Cluster, the node of keys[0]'s slot).
     const once = async (p: IoRedisPipelineLike): Promise<Array<[Error | null, unknown]>> =>
       (await p.call('WAIT', replicas, timeoutMs).exec()) ?? [];
@@ -138,7 +250,7 @@ export class IoRedisAdapter implements RedisAdapter {
     if (isNoScript(results[0]?.[0])) results = await once(this.client.pipeline().eval(script.source, keys.length, ...keys, ...args));
     const [ran, waited] = results;
     if (!ran) throw new Error('dlock: the pipeline returned no script reply');
-    if (ran[0]) throw ran[0];
+    if (ran[0]) throw this.health ? this.health.explain(ran[0]) : ran[0];
     if (!waited) return { reply: ran[1], wait: { failed: new Error('the pipeline returned no WAIT reply') } };
     return { reply: ran[1], wait: waited[0] ? waitOutcome(false, waited[0]) : waitOutcome(true, waited[1]) };
   }
@@ -159,20 +271,33 @@ export class IoRedisAdapter implements RedisAdapter {
   }
 
   async close(): Promise<void> {
+    this.health?.detach();
     if (this.owned) await quitIoRedis(this.client);
   }
 }
 
 export class NodeRedisAdapter implements RedisAdapter {
   private readonly cluster: boolean;
+  private readonly health: ConnectionHealth | undefined;
   constructor(
     private readonly client: NodeRedisLike,
     private readonly owned: boolean,
+    options: AdapterOptions = {},
   ) {
     this.cluster = isClusterClient(client);
+    // Cluster clients have no isReady: their per-node clients reconnect on their own.
+    if (options.failFast && typeof client.isReady === 'boolean') this.health = new ConnectionHealth(client, () => client.isReady === true);
   }
 
-  async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
+    const health = this.health;
+    if (!health) return this.exec(script, keys, args);
+    const down = health.down;
+    if (down !== undefined) return Promise.reject(down);
+    return health.guard(this.exec(script, keys, args), onLate);
+  }
+
+  private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     const options = { keys: [...keys], arguments: args.map(String) };
     try {
       return await this.client.evalSha(script.sha, options);
@@ -236,6 +361,7 @@ export class NodeRedisAdapter implements RedisAdapter {
   }
 
   async close(): Promise<void> {
+    this.health?.detach();
     if (this.owned) await closeNodeRedis(this.client);
   }
 }
@@ -256,8 +382,15 @@ function quitIoRedis(c: IoRedisLike): Promise<void> {
       clearTimeout(timer);
       resolve();
     });
-    if (c.status === 'ready') c.quit().catch(() => c.disconnect());
+    const status = c.status;
+    if (status === 'ready') c.quit().catch(() => c.disconnect());
     else c.disconnect();
+    // Between reconnect attempts there is no socket: disconnect() only cancels the next attempt,
+    // and no 'end' follows.
+    if (status === 'reconnecting' || status === 'close') {
+      clearTimeout(timer);
+      resolve();
+    }
   });
 }
 
