@@ -332,8 +332,20 @@ async function main(): Promise<void> {
           [
             `${seconds} s per library per rep after a 0.5 s untimed round of the same contention; cycles/s counts cycles finished inside the window.`,
             're-taken: share of releases after which the same process took the lock next (from the counter order); lost updates: counter values seen twice (must be 0).',
+            'commands/cycle: every command the server ran during the window (Lua-internal calls count) / cycles, including the GET + SET of the work itself. Per command (INFO commandstats, median rep):',
+            ...libsFor(s).map((spec) => {
+              const runs = results.get(spec.id) ?? [];
+              const mid = [...runs].sort((x, y) => x.commandsPerCycle - y.commandsPerCycle)[Math.floor(runs.length / 2)];
+              const parts = (mid?.commandBreakdown ?? []).filter(([, n]) => n >= 0.01).map(([cmd, n]) => `${cmd} ${fmt(n)}`);
+              return `  ${spec.name}: ${fmt(mid?.commandsPerCycle ?? Number.NaN)} = ${parts.join(' + ')}`;
+            }),
           ],
         );
+        if (json) {
+          for (const spec of libsFor(s)) {
+            console.log(JSON.stringify({ scenario: s, id: spec.id, commandBreakdownPerRep: (results.get(spec.id) ?? []).map((r) => Object.fromEntries(r.commandBreakdown)) }));
+          }
+        }
       }
     }
     if (idsScenario) {
