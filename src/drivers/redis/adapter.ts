@@ -201,6 +201,14 @@ export class ConnectionHealth {
   }
 }
 
+/** Run `work` unless the link is known down (then fail at once); fail it early if the link fails meanwhile. */
+function guarded<T>(health: ConnectionHealth | undefined, work: () => Promise<T>, onLate: ((value: T) => void) | undefined): Promise<T> {
+  if (!health) return work();
+  const down = health.down;
+  if (down !== undefined) return Promise.reject(down);
+  return health.guard(work(), onLate);
+}
+
 /** Options of the adapters. */
 export interface AdapterOptions {
   /** Fail commands at once while the connection is known down (see {@link ConnectionHealth}). */
@@ -218,11 +226,7 @@ export class IoRedisAdapter implements RedisAdapter {
   }
 
   run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
-    const health = this.health;
-    if (!health) return this.exec(script, keys, args);
-    const down = health.down;
-    if (down !== undefined) return Promise.reject(down);
-    return health.guard(this.exec(script, keys, args), onLate);
+    return guarded(this.health, () => this.exec(script, keys, args), onLate);
   }
 
   private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
@@ -290,11 +294,7 @@ export class NodeRedisAdapter implements RedisAdapter {
   }
 
   run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
-    const health = this.health;
-    if (!health) return this.exec(script, keys, args);
-    const down = health.down;
-    if (down !== undefined) return Promise.reject(down);
-    return health.guard(this.exec(script, keys, args), onLate);
+    return guarded(this.health, () => this.exec(script, keys, args), onLate);
   }
 
   private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
