@@ -26,6 +26,8 @@ export interface ContendedResult {
   lostUpdates: number;
   giveUps: number;
   commandsPerCycle: number;
+  /** Calls per cycle of each Redis command (INFO commandstats), largest first. */
+  commandBreakdown: Array<[command: string, perCycle: number]>;
   serverCpuPct: number;
 }
 
@@ -78,9 +80,11 @@ export class WorkerPool {
         return this.all({ type: 'go', startAt: String(startAt), stopAt: String(stopAt), warmup }, 'done');
       };
       await go(opts.warmupSeconds, true); // the same contention, untimed: JIT and connections warm
+      const statsA = await monitor.commandStats();
       const a = await snapshot(monitor);
       const done = await go(opts.seconds, false);
       const b = await snapshot(monitor);
+      const statsB = await monitor.commandStats();
 
       // Acquisition order = counter order. Who took value v+1 after the holder of v released?
       const byValue = new Map<number, number>();
@@ -103,6 +107,10 @@ export class WorkerPool {
       const errors = done.flatMap((d) => d.errors);
       if (errors.length > 0) process.stderr.write(`  ${spec.name}: ${errors.length} acquire errors, e.g. ${errors[0]}\n`);
       const d = between(a, b);
+      const commandBreakdown: Array<[string, number]> = [...statsB]
+        .map(([cmd, calls]): [string, number] => [cmd, (calls - (statsA.get(cmd) ?? 0)) / Math.max(1, total)])
+        .filter(([cmd, perCycle]) => cmd !== 'info' && perCycle > 0)
+        .sort((x, y) => y[1] - x[1]);
       return {
         cyclesPerSecond: inWindow / opts.seconds,
         maxWaitMs: waits[waits.length - 1] ?? Number.NaN,
@@ -112,6 +120,7 @@ export class WorkerPool {
         giveUps: done.reduce((s, x) => s + x.giveUps, 0),
         // Everything sent while the processes ran (including the GET/SET of the work itself).
         commandsPerCycle: d.commands / Math.max(1, total),
+        commandBreakdown,
         serverCpuPct: d.serverCpuPct,
       };
     } finally {

@@ -7,6 +7,11 @@
  * 5 ms + uniform(0, max(10 ms, the library's retry period)) after the waiter started waiting,
  * so a poller is caught anywhere in its sleep, as in real life.
  *
+ * The floor, in the same loop: before each handoff, one PING on a connection of its own after an
+ * idle pause drawn like dlock's release pause (5 ms + uniform(0, 10 ms)). A direct handoff costs
+ * one such round trip at least (release -> server -> grant message), so `p50 / pingAfterIdleP50`
+ * is how far a library is from the floor, measured under the same load at the same moments.
+ *
  * Also measured: Redis commands per handoff (everything the two instances send during the timed
  * handoffs, divided by their number) and the cost of waiting (commands/s on the server while the
  * holder keeps the lock for `idleMs` and one waiter waits).
@@ -27,17 +32,29 @@ export interface HandoffResult {
   max: number;
   commandsPerHandoff: number;
   idleCommandsPerSecond: number;
+  /** PING round trip p50 after a 5–15 ms idle pause, interleaved with the timed handoffs. */
+  pingAfterIdleP50: number;
+  /** PING round trip p50 back to back on the same connection (a busy connection). */
+  pingBusyP50: number;
 }
 
 export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMonitor, opts: HandoffOptions, tag: string): Promise<HandoffResult> {
   const holder = await spec.create(url);
   const waiter = await spec.create(url);
+  const { Redis } = await import('ioredis');
+  const ping = new Redis(url);
   try {
+    await ping.ping();
+    const pings: number[] = [];
     const key = `bench:handoff:${spec.id}:${tag}`;
     const phaseMs = Math.max(10, spec.pollMs);
     const run = async (n: number): Promise<number[]> => {
       const latencies: number[] = [];
       for (let i = 0; i < n; i++) {
+        await delay(5 + Math.random() * 10);
+        const p0 = now();
+        await ping.ping();
+        pings.push(msBetween(p0, now()));
         const held = await holder.acquire(key);
         let gotAt: bigint | undefined;
         const waiting = waiter.acquire(key).then((h) => {
@@ -57,10 +74,19 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
     };
 
     await run(opts.warmup);
+    pings.length = 0;
     const c0 = await monitor.commands();
     const latencies = await run(opts.handoffs);
     const c1 = await monitor.commands();
     latencies.sort((a, b) => a - b);
+    pings.sort((a, b) => a - b);
+    const busy: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const p0 = now();
+      await ping.ping();
+      busy.push(msBetween(p0, now()));
+    }
+    busy.sort((a, b) => a - b);
 
     // The cost of waiting: the lock is held, one waiter waits, nothing changes.
     const held = await holder.acquire(key);
@@ -79,37 +105,13 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
       p90: quantile(latencies, 0.9),
       p99: quantile(latencies, 0.99),
       max: latencies[latencies.length - 1] ?? Number.NaN,
-      commandsPerHandoff: (c1 - c0) / opts.handoffs,
+      // Less the one PING per handoff of the floor measurement.
+      commandsPerHandoff: (c1 - c0 - opts.handoffs) / opts.handoffs,
       idleCommandsPerSecond: (i1 - i0) / idleSeconds,
+      pingAfterIdleP50: quantile(pings, 0.5),
+      pingBusyP50: quantile(busy, 0.5),
     };
   } finally {
-    await Promise.all([holder.close(), waiter.close()]);
-  }
-}
-
-/** PING round trips on a fresh connection: back to back, and after a 5–15 ms idle pause (the handoff's situation). */
-export async function roundTrips(url: string): Promise<{ busyP50: number; afterIdleP50: number }> {
-  const { Redis } = await import('ioredis');
-  const c = new Redis(url);
-  try {
-    await c.ping();
-    const busy: number[] = [];
-    for (let i = 0; i < 100; i++) {
-      const t = now();
-      await c.ping();
-      busy.push(msBetween(t, now()));
-    }
-    const idle: number[] = [];
-    for (let i = 0; i < 40; i++) {
-      await delay(5 + Math.random() * 10);
-      const t = now();
-      await c.ping();
-      idle.push(msBetween(t, now()));
-    }
-    busy.sort((a, b) => a - b);
-    idle.sort((a, b) => a - b);
-    return { busyP50: quantile(busy, 0.5), afterIdleP50: quantile(idle, 0.5) };
-  } finally {
-    await c.quit();
+    await Promise.all([holder.close(), waiter.close(), ping.quit().then(() => undefined, () => ping.disconnect())]);
   }
 }

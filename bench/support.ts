@@ -44,6 +44,18 @@ export class ServerMonitor {
     return Number(m[1]) - (this.infoCalls - 1);
   }
 
+  /**
+   * `INFO commandstats` as calls per command (lower case; Lua-internal calls count, as in
+   * `total_commands_processed`). The INFO calls of this monitor are included under `info`.
+   */
+  async commandStats(): Promise<Map<string, number>> {
+    const info = await this.conn.info('commandstats');
+    this.infoCalls += 1;
+    const out = new Map<string, number>();
+    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1] ?? '?', Number(m[2]));
+    return out;
+  }
+
   /** CPU seconds the server has used (user + system), from /proc/<pid>/stat. */
   cpuSeconds(): number {
     const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');

@@ -21,7 +21,13 @@ export interface Subscriber {
 export type WaitOutcome = { readonly acked: number } | { readonly refused: Error } | { readonly failed: unknown };
 
 export interface RedisAdapter {
-  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown>;
+  /**
+   * Run a script. With `failFast` (see {@link ConnectionHealth}) it rejects at once while the
+   * connection is down, and also when the connection fails while the script is pending; the
+   * client may still run it after a reconnect, and `onLate` then receives its reply (so a grant
+   * nobody waits for any more can be given back).
+   */
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown>;
   /**
    * Run `script` and `WAIT replicas timeoutMs` right behind it, pipelined on the SAME connection
    * (WAIT only counts that connection's writes; on a cluster both are routed by `keys[0]`), so a
@@ -83,6 +89,7 @@ export interface NodeRedisLike {
   /** Cluster client (node-redis 5.x and later): the connection to the node serving `key`'s slot. */
   getNodeClientForKey?(key: string, isReadonly: boolean): NodeRedisLike | Promise<NodeRedisLike>;
   isOpen?: boolean;
+  isReady?: boolean;
 }
 
 export function isNodeRedis(c: unknown): c is NodeRedisLike {
@@ -115,6 +122,106 @@ function waitOutcome(ok: boolean, value: unknown): WaitOutcome {
 }
 
 /**
+ * Whether a client's connection is down, from the client's own events: the last connection
+ * error since the last 'ready'. While it is down, commands fail at once with that error (the
+ * client's own: ECONNREFUSED, ENOTFOUND, ...) instead of waiting in the client's offline queue
+ * through its reconnect attempts (ioredis: `maxRetriesPerRequest` times its retry delay, 20 by
+ * default: seconds), and a client-side "gave up" error (ioredis `MaxRetriesPerRequestError`,
+ * "Connection is closed.", node-redis `ClientClosedError`...) is replaced by that cause.
+ *
+ * A command pending when the connection fails (written, or queued by the client before the
+ * first error was seen) is reported failed with that error at once ({@link guard}); the client
+ * may still resend it after a reconnect, and its late reply then goes to `onLate`. Attaching an
+ * 'error' listener also silences ioredis's "Unhandled error event" print on a client passed in;
+ * `detach()` removes it.
+ */
+export class ConnectionHealth {
+  private lastError: Error | undefined;
+  private readonly detachers: Array<() => void> = [];
+  /** Rejecters of the commands in flight. */
+  private readonly pending = new Set<(e: Error) => void>();
+
+  constructor(
+    client: IoRedisLike | NodeRedisLike,
+    private readonly isUp: () => boolean,
+  ) {
+    const listen = (event: string, fn: (e: unknown) => void): void => {
+      client.on(event, fn);
+      // Both clients are EventEmitters (left out of the structural types: their overloads differ).
+      this.detachers.push(() => (client as unknown as { removeListener(e: string, f: typeof fn): unknown }).removeListener(event, fn));
+    };
+    listen('error', (e: unknown) => {
+      // An error while connected is a command's or a subscriber's business, not the link's; so
+      // is a server's refusal during the handshake (a SELECT of a db it lacks: see checkDb).
+      if (this.isUp() || isErrorReply(e)) return;
+      const error = e instanceof Error ? e : new Error(`Redis connection error: ${String(e)}`);
+      this.lastError = error;
+      for (const fail of [...this.pending]) fail(error);
+    });
+    listen('ready', () => {
+      this.lastError = undefined;
+    });
+  }
+
+  /** The connection error to fail a command with now, or undefined when the link may be up. */
+  get down(): Error | undefined {
+    if (this.lastError === undefined || this.isUp()) return undefined;
+    return this.lastError;
+  }
+
+  /** `e` from a command, or the connection error behind it when `e` only says the client gave up. */
+  explain(e: unknown): unknown {
+    const cause = this.down;
+    if (cause === undefined || isErrorReply(e)) return e;
+    return cause;
+  }
+
+  /** `work`, rejected early with the connection error if the link fails while it is pending. */
+  guard<T>(work: Promise<T>, onLate: ((value: T) => void) | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let failed = false;
+      const fail = (e: Error): void => {
+        failed = true;
+        this.pending.delete(fail);
+        reject(e);
+      };
+      this.pending.add(fail);
+      work.then(
+        (v) => {
+          this.pending.delete(fail);
+          if (failed) onLate?.(v);
+          else resolve(v);
+        },
+        (e: unknown) => {
+          this.pending.delete(fail);
+          if (failed) return;
+          const error = this.explain(e);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
+  }
+
+  detach(): void {
+    for (const d of this.detachers.splice(0)) d();
+  }
+}
+
+/** Run `work` unless the link is known down (then fail at once); fail it early if the link fails meanwhile. */
+function guarded<T>(health: ConnectionHealth | undefined, work: () => Promise<T>, onLate: ((value: T) => void) | undefined): Promise<T> {
+  if (!health) return work();
+  const down = health.down;
+  if (down !== undefined) return Promise.reject(down);
+  return health.guard(work(), onLate);
+}
+
+/** Options of the adapters. */
+export interface AdapterOptions {
+  /** Fail commands at once while the connection is known down (see {@link ConnectionHealth}). */
+  readonly failFast?: boolean;
+}
+
+/**
  * The error of a `SELECT <db>` the server refused: ioredis only emits it as an 'error' event
  * during its handshake and then goes on in db 0, which would put the locks in the wrong database.
  */
@@ -129,6 +236,7 @@ function databaseError(db: number, where: string, cause: Error): OutOfRangeError
 }
 
 export class IoRedisAdapter implements RedisAdapter {
+  private readonly health: ConnectionHealth | undefined;
   /** A db > 0 not yet confirmed by the server (see {@link checkDb}); undefined once confirmed or for db 0. */
   private db: number | undefined;
   private dbCheck: Promise<void> | undefined;
@@ -136,7 +244,9 @@ export class IoRedisAdapter implements RedisAdapter {
   constructor(
     private readonly client: IoRedisLike,
     private readonly owned: boolean,
+    options: AdapterOptions = {},
   ) {
+    if (options.failFast) this.health = new ConnectionHealth(client, () => client.status === 'ready');
     const db = isClusterClient(client) ? undefined : client.options?.db;
     if (typeof db === 'number' && db > 0 && typeof client.call === 'function') this.db = db;
   }
@@ -164,7 +274,11 @@ export class IoRedisAdapter implements RedisAdapter {
     return this.dbCheck;
   }
 
-  async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
+    return guarded(this.health, () => this.exec(script, keys, args), onLate);
+  }
+
+  private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     if (this.db !== undefined) await this.checkDb(this.db);
     try {
       return await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
@@ -181,6 +295,8 @@ export class IoRedisAdapter implements RedisAdapter {
     replicas: number,
     timeoutMs: number,
   ): Promise<{ reply: unknown; wait: WaitOutcome }> {
+    const down = this.health?.down;
+    if (down !== undefined) throw down;
     if (this.db !== undefined) await this.checkDb(this.db);
     // A pipeline: one write, one connection (on a Cluster, the node of keys[0]'s slot).
     const once = async (p: IoRedisPipelineLike): Promise<Array<[Error | null, unknown]>> =>
@@ -189,7 +305,7 @@ export class IoRedisAdapter implements RedisAdapter {
     if (isNoScript(results[0]?.[0])) results = await once(this.client.pipeline().eval(script.source, keys.length, ...keys, ...args));
     const [ran, waited] = results;
     if (!ran) throw new Error('dlock: the pipeline returned no script reply');
-    if (ran[0]) throw ran[0];
+    if (ran[0]) throw this.health ? this.health.explain(ran[0]) : ran[0];
     if (!waited) return { reply: ran[1], wait: { failed: new Error('the pipeline returned no WAIT reply') } };
     return { reply: ran[1], wait: waited[0] ? waitOutcome(false, waited[0]) : waitOutcome(true, waited[1]) };
   }
@@ -210,20 +326,29 @@ export class IoRedisAdapter implements RedisAdapter {
   }
 
   async close(): Promise<void> {
+    this.health?.detach();
     if (this.owned) await quitIoRedis(this.client);
   }
 }
 
 export class NodeRedisAdapter implements RedisAdapter {
   private readonly cluster: boolean;
+  private readonly health: ConnectionHealth | undefined;
   constructor(
     private readonly client: NodeRedisLike,
     private readonly owned: boolean,
+    options: AdapterOptions = {},
   ) {
     this.cluster = isClusterClient(client);
+    // Cluster clients have no isReady: their per-node clients reconnect on their own.
+    if (options.failFast && typeof client.isReady === 'boolean') this.health = new ConnectionHealth(client, () => client.isReady === true);
   }
 
-  async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
+    return guarded(this.health, () => this.exec(script, keys, args), onLate);
+  }
+
+  private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     const options = { keys: [...keys], arguments: args.map(String) };
     try {
       return await this.client.evalSha(script.sha, options);
@@ -287,6 +412,7 @@ export class NodeRedisAdapter implements RedisAdapter {
   }
 
   async close(): Promise<void> {
+    this.health?.detach();
     if (this.owned) await closeNodeRedis(this.client);
   }
 }
@@ -307,8 +433,15 @@ function quitIoRedis(c: IoRedisLike): Promise<void> {
       clearTimeout(timer);
       resolve();
     });
-    if (c.status === 'ready') c.quit().catch(() => c.disconnect());
+    const status = c.status;
+    if (status === 'ready') c.quit().catch(() => c.disconnect());
     else c.disconnect();
+    // Between reconnect attempts there is no socket: disconnect() only cancels the next attempt,
+    // and no 'end' follows.
+    if (status === 'reconnecting' || status === 'close') {
+      clearTimeout(timer);
+      resolve();
+    }
   });
 }
 

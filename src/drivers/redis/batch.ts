@@ -46,10 +46,12 @@ export class ReplicaAckError extends Error {
 }
 
 interface Pending {
+  /** The group key (see {@link OpBatcher.submit}). */
+  readonly group: string;
   /** Routes the batch (KEYS[1]). */
   readonly firstLock: string;
   readonly parts: string[];
-  readonly settle: Array<{ op: OpCode; resolve: (v: string) => void; reject: (e: unknown) => void }>;
+  readonly settle: Array<{ op: OpCode; lock: string; owner: string; resolve: (v: string) => void; reject: (e: unknown) => void }>;
   /** Holds a grant or a renewal, whose write replicas may have to acknowledge. */
   writes: boolean;
 }
@@ -68,7 +70,13 @@ export class OpBatcher {
 
   constructor(
     private readonly script: LuaScript,
-    private readonly run: (script: LuaScript, keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>,
+    /** Runs one batch; `onLate` receives the reply of a batch the connection failed under but that ran after all. */
+    private readonly run: (
+      script: LuaScript,
+      keys: readonly string[],
+      args: readonly (string | number)[],
+      onLate: (reply: unknown) => void,
+    ) => Promise<unknown>,
     /**
      * Optional: runs each batch instead of `run` (KEYS and the packed ops; `writes`: the batch may
      * grant or renew), and may report that its writes went unacknowledged by replicas.
@@ -82,11 +90,11 @@ export class OpBatcher {
       let p = this.groups.get(group);
       if (!p || p.settle.length >= MAX_OPS) {
         if (p) this.send(p);
-        p = { firstLock: lock, parts: [], settle: [], writes: false };
+        p = { group, firstLock: lock, parts: [], settle: [], writes: false };
         this.groups.set(group, p);
       }
       p.parts.push(op + field(lock) + field(owner) + field(arg));
-      p.settle.push({ op, resolve, reject });
+      p.settle.push({ op, lock, owner, resolve, reject });
       if (op === 'a' || op === 'q' || op === 'e') p.writes = true;
       if (!this.scheduled) {
         this.scheduled = true;
@@ -111,7 +119,15 @@ export class OpBatcher {
       for (const s of p.settle) s.reject(error);
     };
     if (this.runAcked) this.runAcked(keys, packed, p.writes).then(({ reply, unacked }) => this.answer(p, reply, unacked), fail);
-    else this.run(this.script, keys, [packed]).then((reply) => this.answer(p, reply, undefined), fail);
+    else this.run(this.script, keys, [packed], (reply) => this.late(p, reply)).then((reply) => this.answer(p, reply, undefined), fail);
+  }
+
+  /** A batch reported failed ran after all (resent after a reconnect): give back its grants. */
+  private late(p: Pending, reply: unknown): void {
+    const lines = String(reply).split('\n');
+    p.settle.forEach((s, i) => {
+      if ((s.op === 'a' || s.op === 'q') && lines[i]?.charCodeAt(0) === 49) this.submit(p.group, 'r', s.lock, s.owner, '').catch(() => undefined);
+    });
   }
 
   private answer(p: Pending, reply: unknown, unacked: string | undefined): void {

@@ -190,12 +190,12 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     this.acks = validateReplicaAcks(options.replicaAcks ?? parsed?.replicaAcks);
     this.batcher = new OpBatcher(
       scripts.ops,
-      (script, keys, args) => this.run(script, keys, args),
+      (script, keys, args, onLate) => this.run(script, keys, args, onLate),
       this.acks ? (keys, packed, writes) => this.runAcked(keys, packed, writes) : undefined,
     );
     if (client !== undefined) {
-      if (isNodeRedis(client)) this.adapter = new NodeRedisAdapter(client, false);
-      else if (isIoRedis(client)) this.adapter = new IoRedisAdapter(client, false);
+      if (isNodeRedis(client)) this.adapter = new NodeRedisAdapter(client, false, { failFast: true });
+      else if (isIoRedis(client)) this.adapter = new IoRedisAdapter(client, false, { failFast: true });
       else throw new InvalidArgumentError('client must be an ioredis Redis/Cluster or a node-redis client.');
       this.adapterReady = Promise.resolve(this.adapter);
     } else if (parsed) {
@@ -373,12 +373,12 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     return this.batcher.submit(this.cluster ? key : '', code, lock, owner, arg);
   }
 
-  private run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  private run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[], onLate?: (reply: unknown) => void): Promise<unknown> {
     if (this.closed) return Promise.reject(new ClosedError('redis driver'));
     // Queued lock operations go first: a release followed by an inspect must be seen in that order.
     if (script !== scripts.ops) this.batcher.flush();
-    if (this.adapter) return this.adapter.run(script, keys, args);
-    return this.adapterReady.then((a) => a.run(script, keys, args));
+    if (this.adapter) return this.adapter.run(script, keys, args, onLate);
+    return this.adapterReady.then((a) => a.run(script, keys, args, onLate));
   }
 
   /** Run one ops batch followed by WAIT (see {@link RedisDriverOptions.replicaAcks}). */
@@ -416,7 +416,7 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
       connectTimeout: 5000,
     });
     client.on('error', (error: unknown) => this.logger?.warn?.(`dlock redis: connection error (${redactUrl(url)})`, { error }));
-    this.adapter = new IoRedisAdapter(client, true);
+    this.adapter = new IoRedisAdapter(client, true, { failFast: true });
     return this.adapter;
   }
 }
