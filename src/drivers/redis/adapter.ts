@@ -48,7 +48,7 @@ export interface IoRedisLike {
   duplicate(): IoRedisLike;
   subscribe(...channels: string[]): Promise<unknown>;
   unsubscribe(...channels: string[]): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
   quit(): Promise<unknown>;
   disconnect(): void;
   pipeline(): IoRedisPipelineLike;
@@ -75,7 +75,7 @@ export interface NodeRedisLike {
   connect(): Promise<unknown>;
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
   unsubscribe(channel: string): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
   quit?(): Promise<unknown>;
   close?(): Promise<unknown>;
   /** Client: `sendCommand(args)`; cluster client: `sendCommand(firstKey, isReadonly, args)`. */
@@ -197,7 +197,7 @@ export class IoRedisAdapter implements RedisAdapter {
   subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
     sub.on('error', onError);
-    sub.on('message', (channel: never, message: never) => onMessage(channel, message));
+    sub.on('message', (channel: unknown, message: unknown) => onMessage(String(channel), String(message)));
     return Promise.resolve({
       subscribe: async (channel) => {
         await sub.subscribe(channel);
