@@ -59,8 +59,14 @@ export interface Grant {
 
 /** The answer of a single try. */
 export type TryResult =
-  | { readonly ok: true; readonly grant: Grant }
   | {
+      /** Granted. */
+      readonly ok: true;
+      /** The grant: token, and for session drivers the session. */
+      readonly grant: Grant;
+    }
+  | {
+      /** Busy: someone else holds the key. */
       readonly ok: false;
       /** The holder's remaining TTL in ms as the engine sees it; -1 when unknown. */
       readonly retryAfterMs: number;
@@ -68,6 +74,7 @@ export type TryResult =
 
 /** A lock handed to a waiter by the engine itself (direct handoff), delivered through its watch. */
 export interface HandedOver {
+  /** The fencing token of the handed-over lock. */
   readonly token: bigint;
 }
 
@@ -85,7 +92,9 @@ export interface ChangeWatch {
 
 /** Who holds a key, as the engine sees it. */
 export interface LockState {
+  /** Owner id of the holder (`host:pid:clientId:seq`). */
   readonly owner: string;
+  /** The holder's fencing token. */
   readonly token: bigint;
   /** Remaining TTL on the engine in ms; -1 when the lock lives as long as a session. */
   readonly remainingMs: number;
@@ -93,8 +102,11 @@ export interface LockState {
 
 /** Renewal request for one held key. */
 export interface ExtendItem {
+  /** The lock key. */
   readonly key: string;
+  /** The owner id that must still hold it. */
   readonly owner: string;
+  /** The new TTL, in ms. */
   readonly ttlMs: number;
 }
 
@@ -120,6 +132,7 @@ export interface DriverInfo {
 
 /** What every kind of driver implements besides its way of waiting. */
 export interface DriverBase {
+  /** What the driver declares about itself (name, liveness, fairness, scope). */
   readonly info: DriverInfo;
   /**
    * Exactly one attempt; never waits for the holder. Try-set drivers: with `queue`, the caller is
@@ -298,6 +311,7 @@ export class SessionListeners {
     }
   }
 
+  /** Remove every listener. */
   clear(): void {
     this.listeners.clear();
   }

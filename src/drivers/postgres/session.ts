@@ -113,6 +113,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
   private closed = false;
   private readonly sql: Record<'tryLock' | 'waitLock' | 'release' | 'extend' | 'inspect' | 'held' | 'register', string>;
 
+  /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: SessionModeOptions) {
     this.n = o.names;
     // Pipelined: concurrent statements (tries, releases, renewals of many leases) share the wire

@@ -106,9 +106,13 @@ const MAX_ATTEMPTS = 5;
 
 /** What `zookeeper://` URLs carry. */
 export interface ParsedZooKeeperUrl {
+  /** `host:port,host:port,...` for the ZooKeeper client. */
   readonly connectionString: string;
+  /** The znode under which dlock keeps its locks (the URL path; default `/dlock`). */
   readonly root: string;
+  /** From `sessionTimeoutMs=N`. */
   readonly sessionTimeoutMs?: number;
+  /** From `spinDelayMs=N`. */
   readonly spinDelayMs?: number;
 }
 
@@ -255,13 +259,18 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     return this.endedRequests + (this.session?.requests ?? 0);
   }
 
-  /** Waits in progress and watch callbacks still registered (0 and 0 when idle). */
   /** Times a wait queued again because the session carrying its znode ended (see the header). */
   get requeuedWaits(): number {
     return this.requeued;
   }
 
-  get waitResidue(): { waits: number; watchCallbacks: number } {
+  /** Waits in progress and watch callbacks still registered (0 and 0 when idle). */
+  get waitResidue(): {
+    /** Waits in progress. */
+    waits: number;
+    /** Watch callbacks registered on the session. */
+    watchCallbacks: number;
+  } {
     return { waits: this.waiting, watchCallbacks: this.session?.watchCount ?? 0 };
   }
 
