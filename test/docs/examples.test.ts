@@ -23,6 +23,7 @@ const run = (name: string, extra: NodeJS.ProcessEnv = {}): Promise<RunResult> =>
 function ok(r: RunResult): string {
   expect(r.timedOut, `did not exit within ${LIMIT_MS} ms\n${r.stdout}${r.stderr}`).toBe(false);
   expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+  expect(r.stderr, 'a library never writes to the console (nor makes Node warn)').toBe('');
   return r.stdout;
 }
 
