@@ -27,7 +27,7 @@ const server = createServer((req, res) => {
       if (!lease) return void res.writeHead(409).end('payment in progress\n');
       try {
         if (paid.has(order)) return void res.writeHead(200).end('already paid\n');
-        await sleep(200, undefined, { signal: lease.signal }); // charge the card; stops if the lock is lost
+        await sleep(1_000, undefined, { signal: lease.signal }); // charge the card; stops if the lock is lost
         paid.add(order);
         res.writeHead(201).end('paid\n');
       } finally {
