@@ -159,6 +159,7 @@ export interface DriverBase {
 
 /** A try-set engine: try once, watch for a change (see the file header). */
 export interface TrySetDriver extends DriverBase {
+  /** How the core waits on this driver: try, watch for a release, try again. */
   readonly kind: 'try-set';
   /** Open change notifications for a key (pub/sub, file watch...). Absent: jittered backoff. */
   watch?(key: string, owner: string): Promise<ChangeWatch>;
@@ -171,6 +172,7 @@ export interface TrySetDriver extends DriverBase {
 
 /** A server-blocking engine: try once, or block on the server (see the file header). */
 export interface BlockingDriver extends DriverBase {
+  /** How the core waits on this driver: the engine blocks the request until granted. */
   readonly kind: 'server-blocking';
   /**
    * One blocking attempt: wait on the server for the lock at most `maxMs`, then answer (a busy
@@ -210,13 +212,19 @@ export type GoneResult =
 
 /** A queue engine: enqueue, read the queue, wait for an entry to go, withdraw (see the file header). */
 export interface QueueDriver extends DriverBase {
+  /** How the core waits on this driver: a queue entry on the engine, granted in order. */
   readonly kind: 'queue';
   /**
    * Create `req.owner`'s entry for `req.key` on the current session (opening one if needed) and
    * read the queue before it, in one step where the engine allows. Idempotent per owner: a
    * retried call finds the entry it created. Rejects on engine errors (the core backs off).
    */
-  enqueue(req: AcquireRequest): Promise<{ readonly entry: QueueEntry; readonly view: QueueView }>;
+  enqueue(req: AcquireRequest): Promise<{
+    /** The caller's entry. */
+    readonly entry: QueueEntry;
+    /** The queue as seen right after enqueuing. */
+    readonly view: QueueView;
+  }>;
   /** Read the queue before `entry` (one round trip). */
   look(req: AcquireRequest, entry: QueueEntry): Promise<QueueView>;
   /**
@@ -245,7 +253,9 @@ export interface QueueDriver extends DriverBase {
  * @deprecated
  */
 export interface NativeWaitDriver extends DriverBase {
+  /** How the core waits on this driver: the driver's own `acquire` does the whole wait. */
   readonly kind: 'native';
+  /** Wait until granted (the grant) or the deadline (`null`); reject with the wait signal's reason when it aborts. */
   acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
 }
 

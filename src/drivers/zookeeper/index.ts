@@ -532,6 +532,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     return { ok: false, retryAfterMs: -1 };
   }
 
+  /** Wait until granted (the grant) or the deadline (`null`); rejects with the wait signal's reason when it aborts. */
   async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
     const what = `Acquiring lock "${req.key}"`;
     const scope = new WaitScope([wait.signal], wait.deadline, monotonicNow());
@@ -679,6 +680,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
+  /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */
   async readMark(key: string): Promise<bigint> {
     const what = `Reading the mark of "${key}"`;
     try {
@@ -695,6 +697,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
+  /** Raise the mark of `key` to `mark` while `owner` holds it; false when it no longer holds it. */
   async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
     const what = `Raising the mark of "${key}"`;
     try {
