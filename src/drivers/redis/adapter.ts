@@ -41,6 +41,11 @@ export interface RedisAdapter {
   close(): Promise<void>;
 }
 
+/** The fields of ioredis `Redis#options` the adapter reads. */
+function connectionOptions(c: IoRedisLike): { db?: unknown; host?: unknown; port?: unknown } | undefined {
+  return c.options;
+}
+
 /** Structural view of an ioredis `Redis` or `Cluster`. */
 export interface IoRedisLike {
   /** EVALSHA. */
@@ -63,8 +68,11 @@ export interface IoRedisLike {
   pipeline(): IoRedisPipelineLike;
   /** Any command (ioredis `Redis#call`): used for the one-time `SELECT` check of a db > 0. */
   call?(command: string, ...args: (string | number)[]): Promise<unknown>;
-  /** ioredis `Redis#options` (`db` from the URL or the options; a Cluster has none). */
-  options?: { db?: unknown; host?: unknown; port?: unknown };
+  /**
+   * ioredis `Redis#options`: `db`, `host` and `port` are read from it (a Cluster has no `db`). Typed
+   * `object` so that a `Cluster`, whose options share none of these names, is accepted too.
+   */
+  options?: object;
   /** Connection status (`ready`, `end`, ...). */
   status?: string;
 }
@@ -161,7 +169,7 @@ export class IoRedisAdapter implements RedisAdapter {
     private readonly client: IoRedisLike,
     private readonly owned: boolean,
   ) {
-    const db = isClusterClient(client) ? undefined : client.options?.db;
+    const db = isClusterClient(client) ? undefined : connectionOptions(client)?.db;
     if (typeof db === 'number' && db > 0 && typeof client.call === 'function') this.db = db;
   }
 
@@ -180,7 +188,7 @@ export class IoRedisAdapter implements RedisAdapter {
           this.dbCheck = undefined;
           throw e;
         }
-        const o = this.client.options;
+        const o = connectionOptions(this.client);
         const port = typeof o?.port === 'number' || typeof o?.port === 'string' ? o.port : 6379;
         throw databaseError(db, typeof o?.host === 'string' ? `${o.host}:${port}` : 'this server', e);
       },
