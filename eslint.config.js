@@ -17,8 +17,8 @@ export default tseslint.config(
     },
   },
   {
-    // Only the CLI, tests and benchmarks may print.
-    files: ['src/cli/**', 'test/**', 'bench/**'],
+    // Only the CLI, tests, benchmarks and examples may print.
+    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**'],
     rules: { 'no-console': 'off' },
   },
   {

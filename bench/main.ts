@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { WorkerPool, type ContendedResult } from './contended.js';
 import { handoffOnce, type HandoffResult } from './handoff.js';
 import { ID_LIBS, runIds } from './ids.js';
+import { captureReport } from './report.js';
 import { BASELINE_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenario } from './libs.js';
 import { ServerMonitor, fmt, fmtSpread, rotate, spread, startServer, table, type Spread } from './support.js';
 import { uncontendedRep, type UncontendedResult } from './uncontended.js';
@@ -31,7 +32,8 @@ const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|ids|redloc
   --count N         ids per library per rep in 'ids' (default 1000000)
   --only a,b        only these libraries; ratios need the baseline '${BASELINE_ID}' (ids: ${LIBS.map((l) => l.id).join(', ')};
                     in 'ids': ${ID_LIBS.join(', ')})
-  --src             load dlock from src/ via tsx instead of the built dist/`;
+  --src             load dlock from src/ via tsx instead of the built dist/
+  --report FILE     also draw the results: FILE.svg (charts) or FILE.html (charts and every figure)`;
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -46,6 +48,7 @@ const { values, positionals } = parseArgs({
     count: { type: 'string', default: '1000000' },
     only: { type: 'string' },
     src: { type: 'boolean', default: false },
+    report: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -77,7 +80,8 @@ if (only && which !== 'engines' && which !== 'redlock') {
 }
 const dlockSource = values.src ? 'src' : 'dist';
 useDlockFrom(dlockSource);
-const json = values.json;
+const report = values.report ? captureReport(values.report, values.json) : undefined;
+const json = values.json || report !== undefined;
 
 const log = (s: string): void => {
   process.stderr.write(`${s}\n`);
@@ -370,7 +374,10 @@ const enginesScenario = which === 'all' || which === 'engines';
     }
   })
   .then(
-  () => process.exit(0),
+  () => {
+    report?.finish(`npm run bench -- ${which}: node ${process.version}, ${availableParallelism()} cpus, ${reps} reps; median [min–max]`);
+    process.exit(0);
+  },
   (e: unknown) => {
     console.error(e);
     process.exit(1);

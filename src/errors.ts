@@ -27,6 +27,7 @@ export type DlockErrorCode =
 
 /** Base class of the errors that are not about caller input. */
 export class DlockError extends Error {
+  /** Stable code of the error, `DLOCK_...`: match on it rather than on the message. */
   readonly code: DlockErrorCode;
   constructor(code: DlockErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -37,6 +38,7 @@ export class DlockError extends Error {
 
 /** A key or option of the wrong type (for example an empty key). */
 export class InvalidArgumentError extends TypeError {
+  /** Always `DLOCK_INVALID_ARGUMENT`. */
   readonly code = 'DLOCK_INVALID_ARGUMENT' as const;
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -46,6 +48,7 @@ export class InvalidArgumentError extends TypeError {
 
 /** A numeric option out of its range (NaN, Infinity, negative, fractional, above 2^31-1...). */
 export class OutOfRangeError extends RangeError {
+  /** Always `DLOCK_OUT_OF_RANGE`. */
   readonly code = 'DLOCK_OUT_OF_RANGE' as const;
   /** The name of the offending option, e.g. `ttlMs`. */
   readonly option: string;
@@ -58,7 +61,9 @@ export class OutOfRangeError extends RangeError {
 
 /** `acquire()` waited `waitMs` and the lock never became free. */
 export class LockTimeoutError extends DlockError {
+  /** The lock key. */
   readonly key: string;
+  /** How long the acquire waited, in ms. */
   readonly waitMs: number;
   constructor(key: string, waitMs: number, options?: { cause?: unknown }) {
     super(
@@ -74,6 +79,7 @@ export class LockTimeoutError extends DlockError {
 
 /** The caller's AbortSignal aborted a wait; `cause` is the signal's reason. */
 export class LockAbortedError extends DlockError {
+  /** The lock key. */
   readonly key: string;
   constructor(key: string, reason: unknown) {
     super('DLOCK_ABORTED', `Waiting for lock "${key}" was aborted by the caller's signal; nothing is held.`, {
@@ -101,7 +107,9 @@ export type LockLostReason =
  * `lease.assertHeld()` / `lease.extend()` throw. Stop touching the protected resource.
  */
 export class LockLostError extends DlockError {
+  /** The lock key. */
   readonly key: string;
+  /** Why the lock was lost. */
   readonly reason: LockLostReason;
   constructor(key: string, reason: LockLostReason, options?: { cause?: unknown }) {
     const what: Record<LockLostReason, string> = {
@@ -123,6 +131,7 @@ export class LockLostError extends DlockError {
 
 /** `extend()` on a lease that was released or lost. */
 export class LockNotHeldError extends DlockError {
+  /** The lock key. */
   readonly key: string;
   constructor(key: string, detail: string) {
     super('DLOCK_NOT_HELD', `Lock "${key}" is not held by this lease (${detail}). Acquire it again.`);
@@ -206,7 +215,9 @@ export class UnsupportedUrlError extends DlockError {
  * resource has already seen: a newer holder has read or written it, so this holder's lock was lost.
  */
 export class StaleTokenError extends DlockError {
+  /** The token the refused write carried. */
   readonly token: bigint;
+  /** The highest token the resource had accepted. */
   readonly highest: bigint;
   /** Which fenced operation was refused. */
   readonly operation: 'read' | 'write';
@@ -257,6 +268,7 @@ export class IdsExhaustedError extends DlockError {
  * `appendfsync always`) and raise the counter above the highest id ever issued.
  */
 export class IdsRegressedError extends DlockError {
+  /** The counter (generator name) that went back. */
   readonly counter: string;
   /** The highest id this generator had issued or held. */
   readonly highest: bigint;
@@ -288,6 +300,7 @@ export class ClockBackwardsError extends DlockError {
   readonly behindMs: number;
   /** How long the generator waited before giving up, in ms. */
   readonly waitedMs: number;
+  /** `clock`: the clock read behind the last id; `mark`: the durable high-water mark is ahead of it. */
   readonly source: 'clock' | 'mark';
   constructor(source: 'clock' | 'mark', behindMs: number, waitedMs: number, detail: string) {
     super('DLOCK_CLOCK_BACKWARDS', detail);
@@ -303,7 +316,9 @@ export class ClockBackwardsError extends DlockError {
  * its ids. Start a new generator. `cause` is the lease's {@link LockLostError} when there is one.
  */
 export class WorkerLeaseLostError extends DlockError {
+  /** The generator name. */
   readonly generator: string;
+  /** The worker id whose lease was lost. */
   readonly workerId: number;
   constructor(generator: string, workerId: number, why: string, options?: { cause?: unknown }) {
     super(
@@ -322,7 +337,9 @@ export class WorkerLeaseLostError extends DlockError {
  * has not accepted a newer mark (slow or unreachable). Ids resume as soon as a mark write succeeds.
  */
 export class WorkerMarkStalledError extends DlockError {
+  /** The generator name. */
   readonly generator: string;
+  /** The worker id of the generator. */
   readonly workerId: number;
   /** The time the last accepted mark covers, in ms since 1970. */
   readonly coveredUntilMs: number;
@@ -342,6 +359,7 @@ export class WorkerMarkStalledError extends DlockError {
 
 /** Every worker id an id generator may use is leased by a live generator. */
 export class NoFreeWorkerError extends DlockError {
+  /** The generator name. */
   readonly generator: string;
   /** How many worker ids were tried. */
   readonly tried: number;
@@ -358,7 +376,10 @@ export class NoFreeWorkerError extends DlockError {
 }
 
 /** True for any error thrown by dlock (they all carry a `code` starting with `DLOCK_`). */
-export function isDlockError(e: unknown): e is { code: DlockErrorCode } & Error {
+export function isDlockError(e: unknown): e is {
+  /** The error's stable code. */
+  code: DlockErrorCode;
+} & Error {
   const code = e instanceof Error ? (e as unknown as { code?: unknown }).code : undefined;
   return typeof code === 'string' && code.startsWith('DLOCK_');
 }

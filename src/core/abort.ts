@@ -1,6 +1,7 @@
 /**
  * Small helpers that keep waits bounded and never leak a rejection.
  */
+import { setMaxListeners } from 'node:events';
 
 /** The reason a {@link WaitScope} aborts with when its deadline passes. */
 export const DEADLINE = Symbol('dlock.deadline');
@@ -73,6 +74,16 @@ export interface LinkedSignal {
   abort(reason: unknown): void;
   /** Stop listening to the inputs. Idempotent. */
   dispose(): void;
+}
+
+/**
+ * An AbortController whose signal may carry any number of abort listeners without Node printing
+ * MaxListenersExceededWarning: for dlock's own signals that every concurrent wait listens to.
+ */
+export function unboundedController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
 }
 
 /**

@@ -63,6 +63,7 @@ export interface AcquireOptions {
 
 /** Who holds a key, as returned by {@link LockClient.inspect}. */
 export interface LockInfo {
+  /** The lock key. */
   readonly key: string;
   /** The raw owner id. */
   readonly owner: string;
@@ -267,7 +268,18 @@ export class LockClient {
   }
 
   /** The client's defaults (from its options), which per-call options override. */
-  get defaults(): { readonly ttlMs: number; readonly waitMs: number; readonly renew: boolean; readonly reentrant: boolean; readonly maxHoldMs: number | undefined } {
+  get defaults(): {
+    /** Default TTL of a lock, in ms. */
+    readonly ttlMs: number;
+    /** Default wait of `acquire()`, in ms. */
+    readonly waitMs: number;
+    /** Whether held locks are renewed. */
+    readonly renew: boolean;
+    /** Whether acquisitions are reentrant. */
+    readonly reentrant: boolean;
+    /** Hold limit after which renewal stops, in ms; undefined: none. */
+    readonly maxHoldMs: number | undefined;
+  } {
     return { ttlMs: this.ttlMs, waitMs: this.waitMs, renew: this.renew, reentrant: this.reentrant, maxHoldMs: this.maxHoldMs };
   }
 

@@ -25,23 +25,77 @@ export type WaitOutcome = 'timeout' | 'aborted' | 'closed' | 'unavailable';
 /** Every event of {@link LockEvents}, by name. */
 export interface LockEventMap {
   /** A lock was granted. `waitMs`: from the acquire call to the grant; `waited`: it had to wait. */
-  acquired: LockEventBase & { readonly token: bigint; readonly waitMs: number; readonly waited: boolean; readonly reentrant: boolean };
+  acquired: LockEventBase & {
+    /** The fencing token of the hold. */
+    readonly token: bigint;
+    /** Ms from the acquire call to this event. */
+    readonly waitMs: number;
+    /** Whether it had to wait. */
+    readonly waited: boolean;
+    /** Whether it re-entered a hold of the same owner. */
+    readonly reentrant: boolean;
+  };
   /** An acquire found the lock busy and started waiting. */
   waiting: LockEventBase;
   /** A wait (or a single try that was refused) ended without a grant. */
-  'not-acquired': LockEventBase & { readonly outcome: WaitOutcome | 'busy'; readonly waitMs: number; readonly error?: unknown };
+  'not-acquired': LockEventBase & {
+    /** How it ended: `busy` for a refused single try. */
+    readonly outcome: WaitOutcome | 'busy';
+    /** Ms from the acquire call to this event. */
+    readonly waitMs: number;
+    /** The error behind it, if any. */
+    readonly error?: unknown;
+  };
   /** A hold was released. `ok`: the engine still had it (the release took effect). */
-  released: LockEventBase & { readonly token: bigint; readonly holdMs: number; readonly ok: boolean };
+  released: LockEventBase & {
+    /** The fencing token of the hold. */
+    readonly token: bigint;
+    /** How long the lock was held, in ms. */
+    readonly holdMs: number;
+    /** Whether the engine still had it. */
+    readonly ok: boolean;
+  };
   /** A hold was lost (its `lease.signal` aborted) with this reason. */
-  lost: LockEventBase & { readonly token: bigint; readonly holdMs: number; readonly reason: LockLostReason; readonly error: Error };
+  lost: LockEventBase & {
+    /** The fencing token of the hold. */
+    readonly token: bigint;
+    /** How long the lock was held, in ms. */
+    readonly holdMs: number;
+    /** Why it was lost. */
+    readonly reason: LockLostReason;
+    /** The error behind it, if any. */
+    readonly error: Error;
+  };
   /** A renewal of this hold failed (it is retried until the local deadline). */
-  'renewal-failed': LockEventBase & { readonly token: bigint; readonly error: unknown };
+  'renewal-failed': LockEventBase & {
+    /** The fencing token of the hold. */
+    readonly token: bigint;
+    /** The error behind it, if any. */
+    readonly error: unknown;
+  };
   /** The engine handed the lock to this waiter directly (no extra round trip). */
-  'handed-over': LockEventBase & { readonly token: bigint };
+  'handed-over': LockEventBase & {
+    /** The fencing token of the hold. */
+    readonly token: bigint;
+  };
   /** The engine failed a request (during a wait, a release, an inspect...). */
-  unavailable: { readonly engine: string; readonly key?: string; readonly operation: string; readonly error: unknown };
+  unavailable: {
+    /** The driver name (`redis`, `zookeeper`, ...). */
+    readonly engine: string;
+    /** The lock key, when the request was about one. */
+    readonly key?: string;
+    /** What was being done (`acquire`, `release`, `inspect`, ...). */
+    readonly operation: string;
+    /** The error behind it, if any. */
+    readonly error: unknown;
+  };
   /** The driver's session changed state (session engines only). */
-  session: { readonly engine: string; readonly state: SessionState };
+  session: {
+    /** The driver name (`redis`, `zookeeper`, ...). */
+    readonly engine: string;
+    /** The new session state. */
+    readonly state: SessionState;
+  };
 }
 
 /** The name of an event. */

@@ -3,7 +3,9 @@ import { hostname } from 'node:os';
 
 /** Who holds a lock, decoded from an owner id. */
 export interface OwnerInfo {
+  /** Host name of the owner process. */
   readonly host: string;
+  /** Process id of the owner. */
   readonly pid: number;
   /** Random per client instance. */
   readonly clientId: string;

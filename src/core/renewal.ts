@@ -4,7 +4,9 @@ import type { HeldLock } from './lease.js';
 
 /** Optional diagnostics sink; dlock never writes to the console itself. */
 export interface Logger {
+  /** Details: renewals, retries, connection events. */
   debug?(message: string, context?: Record<string, unknown>): void;
+  /** Something went wrong that dlock handles (a failed renewal it retries, a connection error). */
   warn?(message: string, context?: Record<string, unknown>): void;
 }
 

@@ -59,8 +59,14 @@ export interface Grant {
 
 /** The answer of a single try. */
 export type TryResult =
-  | { readonly ok: true; readonly grant: Grant }
   | {
+      /** Granted. */
+      readonly ok: true;
+      /** The grant: token, and for session drivers the session. */
+      readonly grant: Grant;
+    }
+  | {
+      /** Busy: someone else holds the key. */
       readonly ok: false;
       /** The holder's remaining TTL in ms as the engine sees it; -1 when unknown. */
       readonly retryAfterMs: number;
@@ -68,6 +74,7 @@ export type TryResult =
 
 /** A lock handed to a waiter by the engine itself (direct handoff), delivered through its watch. */
 export interface HandedOver {
+  /** The fencing token of the handed-over lock. */
   readonly token: bigint;
 }
 
@@ -85,7 +92,9 @@ export interface ChangeWatch {
 
 /** Who holds a key, as the engine sees it. */
 export interface LockState {
+  /** Owner id of the holder (`host:pid:clientId:seq`). */
   readonly owner: string;
+  /** The holder's fencing token. */
   readonly token: bigint;
   /** Remaining TTL on the engine in ms; -1 when the lock lives as long as a session. */
   readonly remainingMs: number;
@@ -93,8 +102,11 @@ export interface LockState {
 
 /** Renewal request for one held key. */
 export interface ExtendItem {
+  /** The lock key. */
   readonly key: string;
+  /** The owner id that must still hold it. */
   readonly owner: string;
+  /** The new TTL, in ms. */
   readonly ttlMs: number;
 }
 
@@ -120,6 +132,7 @@ export interface DriverInfo {
 
 /** What every kind of driver implements besides its way of waiting. */
 export interface DriverBase {
+  /** What the driver declares about itself (name, liveness, fairness, scope). */
   readonly info: DriverInfo;
   /**
    * Exactly one attempt; never waits for the holder. Try-set drivers: with `queue`, the caller is
@@ -146,6 +159,7 @@ export interface DriverBase {
 
 /** A try-set engine: try once, watch for a change (see the file header). */
 export interface TrySetDriver extends DriverBase {
+  /** How the core waits on this driver: try, watch for a release, try again. */
   readonly kind: 'try-set';
   /** Open change notifications for a key (pub/sub, file watch...). Absent: jittered backoff. */
   watch?(key: string, owner: string): Promise<ChangeWatch>;
@@ -158,6 +172,7 @@ export interface TrySetDriver extends DriverBase {
 
 /** A server-blocking engine: try once, or block on the server (see the file header). */
 export interface BlockingDriver extends DriverBase {
+  /** How the core waits on this driver: the engine blocks the request until granted. */
   readonly kind: 'server-blocking';
   /**
    * One blocking attempt: wait on the server for the lock at most `maxMs`, then answer (a busy
@@ -197,13 +212,19 @@ export type GoneResult =
 
 /** A queue engine: enqueue, read the queue, wait for an entry to go, withdraw (see the file header). */
 export interface QueueDriver extends DriverBase {
+  /** How the core waits on this driver: a queue entry on the engine, granted in order. */
   readonly kind: 'queue';
   /**
    * Create `req.owner`'s entry for `req.key` on the current session (opening one if needed) and
    * read the queue before it, in one step where the engine allows. Idempotent per owner: a
    * retried call finds the entry it created. Rejects on engine errors (the core backs off).
    */
-  enqueue(req: AcquireRequest): Promise<{ readonly entry: QueueEntry; readonly view: QueueView }>;
+  enqueue(req: AcquireRequest): Promise<{
+    /** The caller's entry. */
+    readonly entry: QueueEntry;
+    /** The queue as seen right after enqueuing. */
+    readonly view: QueueView;
+  }>;
   /** Read the queue before `entry` (one round trip). */
   look(req: AcquireRequest, entry: QueueEntry): Promise<QueueView>;
   /**
@@ -232,7 +253,9 @@ export interface QueueDriver extends DriverBase {
  * @deprecated
  */
 export interface NativeWaitDriver extends DriverBase {
+  /** How the core waits on this driver: the driver's own `acquire` does the whole wait. */
   readonly kind: 'native';
+  /** Wait until granted (the grant) or the deadline (`null`); reject with the wait signal's reason when it aborts. */
   acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
 }
 
@@ -298,6 +321,7 @@ export class SessionListeners {
     }
   }
 
+  /** Remove every listener. */
   clear(): void {
     this.listeners.clear();
   }

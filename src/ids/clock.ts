@@ -22,6 +22,7 @@
 
 /** What the id generators read: ms since 1970 (fractional allowed). */
 export interface IdClock {
+  /** The current time in ms since 1970; never goes back for the logical clock. */
   now(): number;
 }
 
@@ -76,6 +77,7 @@ export class LogicalClock implements IdClock {
     this.nextCheck = m + this.recheckEveryMs;
   }
 
+  /** Logical time in ms since 1970: the wall clock read once plus the monotonic clock since, never going back. */
   now(): number {
     const m = this.mono();
     // Two compares on the hot path; the second also re-arms after the monotonic clock went back.
@@ -106,7 +108,11 @@ export class LogicalClock implements IdClock {
 
 /** A clock you move by hand (tests, simulations). */
 export class ManualClock implements IdClock {
-  constructor(public ms: number) {}
+  constructor(
+    /** The current time in ms since 1970; set it to move the clock. */
+    public ms: number,
+  ) {}
+  /** The time set by the test (`ms`). */
   now(): number {
     return this.ms;
   }

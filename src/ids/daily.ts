@@ -77,7 +77,9 @@ const MAX_DIGITS = 11;
  * ```
  */
 export class RedisDailyIds {
+  /** The counter name. */
   readonly name: string;
+  /** Digits of the daily counter part (the id is `YYYYMMDD * 10^digits + counter`). */
   readonly digits: number;
   /** The Redis key of the counter hash. */
   readonly key: string;

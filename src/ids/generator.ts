@@ -236,6 +236,7 @@ export class IdGenerator extends Snowflake {
     return this.closing;
   }
 
+  /** `await using`: the same as {@link IdGenerator.close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -41,12 +41,15 @@ export interface LayoutOptions {
 export interface IdParts {
   /** Time units since the epoch. */
   readonly time: number;
+  /** The worker id field. */
   readonly worker: number;
+  /** The sequence within the time unit. */
   readonly sequence: number;
 }
 
 /** What {@link IdLayout.decode} tells about an id. */
 export interface DecodedId extends IdParts {
+  /** The id itself. */
   readonly id: bigint;
   /** Start of the id's time unit, in ms since 1970. */
   readonly timestampMs: number;
@@ -56,10 +59,15 @@ export interface DecodedId extends IdParts {
 
 /** A validated layout. Immutable; share one between generators and decoders. */
 export class IdLayout {
+  /** Bits of the time field. */
   readonly timeBits: number;
+  /** Bits of the worker field. */
   readonly workerBits: number;
+  /** Bits of the sequence field. */
   readonly sequenceBits: number;
+  /** Epoch of the time field, in ms since 1970 (UTC). */
   readonly epochMs: number;
+  /** Length of one time unit, in ms. */
   readonly unitMs: number;
   /** Largest time field value: 2^timeBits - 1. */
   readonly maxTime: number;
@@ -183,7 +191,10 @@ export class IdLayout {
   }
 
   /** Plain options that rebuild this layout (JSON-safe). */
-  toJSON(): Required<Omit<LayoutOptions, 'epochMs'>> & { epochMs: number } {
+  toJSON(): Required<Omit<LayoutOptions, 'epochMs'>> & {
+    /** Epoch in ms since 1970 (UTC). */
+    epochMs: number;
+  } {
     return {
       timeBits: this.timeBits,
       workerBits: this.workerBits,

@@ -70,6 +70,7 @@ export interface SegmentIdsStats {
   readonly issued: bigint;
   /** `allocateRange` calls made: engine round trips, including failed ones. */
   readonly fetches: number;
+  /** `allocateRange` calls that failed (engine unreachable or refused). */
   readonly failedFetches: number;
   /** Calls that found no id loaded and had to wait for the engine (0 in steady state). */
   readonly waits: number;

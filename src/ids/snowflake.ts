@@ -40,7 +40,9 @@ export type ClockBehindPolicy = 'wait' | 'throw';
 
 /** A warning for operators; delivered through `onWarning` and `logger.warn`. */
 export interface IdWarning {
+  /** Always `DLOCK_IDS_TIME_RUNNING_OUT`. */
   readonly code: 'DLOCK_IDS_TIME_RUNNING_OUT';
+  /** What to do about it. */
   readonly message: string;
   /** Ms left before the time field runs out. */
   readonly remainingMs: number;
@@ -89,7 +91,9 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /** See the file header. */
 export class Snowflake {
+  /** The bit layout of the ids. */
   readonly layout: IdLayout;
+  /** The worker id written into every id. */
   readonly workerId: number;
   protected readonly clock: IdClock;
   /** For messages: "worker 5" or the IdGenerator's name. */

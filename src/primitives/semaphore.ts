@@ -16,6 +16,7 @@
  */
 import type { AcquireOptions, LockClient, LockInfo } from '../core/client.js';
 import { monotonicNow } from '../core/clock.js';
+import { unboundedController } from '../core/abort.js';
 import type { Lease } from '../core/lease.js';
 import { validateKey, validateMs, validateSignal } from '../core/validate.js';
 import { usingHeld } from './using.js';
@@ -94,7 +95,7 @@ export class Semaphore {
     if (remaining === 0) throw new LockTimeoutError(this.name, waitMs);
 
     // Every permit is busy: wait on all of them, keep the first grant, give back the others.
-    const race = new AbortController();
+    const race = unboundedController(); // one listener per permit
     const onCaller = (): void => race.abort(caller?.reason);
     caller?.addEventListener('abort', onCaller, { once: true });
     let winner: Lease | undefined;

@@ -5,7 +5,7 @@
  */
 import { createCluster } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisDriver, type NodeRedisLike } from '../../src/drivers/redis/index.js';
+import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
 import { clusterEngine, isolatedCluster, type ClusterHooks } from './redis-cluster-engine.js';
 import { defineConformanceSuite } from './suite.js';
@@ -23,7 +23,7 @@ async function driverOn(c: RedisCluster): Promise<RedisDriver> {
   client.on('error', () => undefined); // reconnects are expected while a test takes the cluster down
   clients.push(client);
   await client.connect();
-  const driver = new RedisDriver({ client: client as unknown as NodeRedisLike });
+  const driver = new RedisDriver({ client });
   return driver;
 }
 

@@ -5,7 +5,7 @@
  */
 import { createClient } from 'redis';
 import { afterAll, inject } from 'vitest';
-import { RedisDriver, type NodeRedisLike } from '../../src/drivers/redis/index.js';
+import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { isolatedRedis, redisEngine } from './redis-engine.js';
 import { defineConformanceSuite } from './suite.js';
 
@@ -19,7 +19,7 @@ async function driverOn(serverUrl: string): Promise<RedisDriver> {
   client.on('error', () => undefined); // reconnects are expected while a test stops the server
   clients.push(client);
   await client.connect();
-  return new RedisDriver({ client: client as unknown as NodeRedisLike });
+  return new RedisDriver({ client });
 }
 
 afterAll(async () => {

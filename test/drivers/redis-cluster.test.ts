@@ -37,13 +37,13 @@ async function clusterClient(kind: Kind): Promise<IoRedisLike | NodeRedisLike> {
     const c = new Cluster(cluster.nodes.map((n) => ({ ...n })));
     c.on('error', () => undefined);
     closers.push(() => c.quit());
-    return c as unknown as IoRedisLike;
+    return c;
   }
   const c = createCluster({ rootNodes: cluster.nodes.map((n) => ({ url: `redis://${n.host}:${n.port}` })) });
   c.on('error', () => undefined);
   await c.connect();
   closers.push(() => c.close());
-  return c as unknown as NodeRedisLike;
+  return c;
 }
 
 function driverOver(client: IoRedisLike | NodeRedisLike, options: { cluster?: boolean } = {}): RedisDriver {

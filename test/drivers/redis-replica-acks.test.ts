@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
-import { RedisDriver, type NodeRedisLike } from '../../src/drivers/redis/index.js';
+import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { LockLostError } from '../../src/errors.js';
 import { startRedisSentinel, type RedisSentinelSetup } from '../support/redis-sentinel.js';
 
@@ -132,7 +132,7 @@ describe('replicaAcks with a replica', () => {
     const nodeClient = createClient({ url: setup.master.url });
     nodeClient.on('error', () => undefined);
     await nodeClient.connect();
-    const driver = new RedisDriver({ client: nodeClient as unknown as NodeRedisLike, replicaAcks: { replicas: 1, timeoutMs: 150 } });
+    const driver = new RedisDriver({ client: nodeClient, replicaAcks: { replicas: 1, timeoutMs: 150 } });
     const c = new LockClient(driver);
     try {
       const k = key('node-redis');

@@ -48,7 +48,7 @@ async function lockClient(kind: Kind, port: number, connected: boolean): Promise
     connecting.catch(() => undefined);
     cleanups.push(() => (redis.isOpen ? redis.destroy() : undefined));
     if (connected) await connecting;
-    driver = new RedisDriver({ client: redis as unknown as NodeRedisLike });
+    driver = new RedisDriver({ client: redis });
   }
   const lc = new LockClient(driver);
   cleanups.push(() => lc.close());

@@ -8,7 +8,6 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import type { NodeRedisLike } from '../../src/drivers/redis/adapter.js';
 import { IdsExhaustedError, InvalidArgumentError, OutOfRangeError } from '../../src/errors.js';
 import { RedisDailyIds, type RedisDailyIdsOptions } from '../../src/ids/daily.js';
 
@@ -73,7 +72,7 @@ describe('RedisDailyIds', () => {
     try {
       const gens = [
         ...(await Promise.all(Array.from({ length: 4 }, () => open({ name: shared })))),
-        await RedisDailyIds.open({ client: nodeRedis as unknown as NodeRedisLike, name: shared }),
+        await RedisDailyIds.open({ client: nodeRedis, name: shared }),
         await RedisDailyIds.open({ url: inject('redisUrl'), name: shared }),
       ];
       const per = await Promise.all(

@@ -84,8 +84,11 @@ export interface EtcdDriverOptions {
 
 /** Anything that names a held lock: a core `Lease`, or `{ key, owner, token }`. */
 export interface HeldLockRef {
+  /** The lock key. */
   readonly key: string;
+  /** The owner id. */
   readonly owner: string;
+  /** The fencing token (the holder key's create revision). */
   readonly token: bigint;
 }
 
@@ -824,8 +827,11 @@ function wholeNumber(option: string, value: unknown, min: number, max: number, f
 export interface EtcdUrl {
   /** `http://host:port` endpoints. */
   readonly hosts: string[];
+  /** From `leaseTtlS=N`. */
   readonly leaseTtlS?: number;
+  /** From `prefix=...`. */
   readonly prefix?: string;
+  /** From `timeoutMs=N`. */
   readonly timeoutMs?: number;
 }
 

@@ -79,6 +79,7 @@ export class MemoryDriver implements TrySetDriver, MarkStore, RangeStore {
     return Promise.resolve(cur ? { owner: cur.owner, token: cur.token, remainingMs: Math.ceil(cur.expiresAt - now) } : null);
   }
 
+  /** Open a change watch on `key` (see `LockDriver.watch`). */
   watch(key: string): Promise<ChangeWatch> {
     let set = this.listeners.get(key);
     if (!set) this.listeners.set(key, (set = new Set()));

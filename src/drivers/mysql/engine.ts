@@ -145,12 +145,14 @@ export abstract class MysqlEngine {
     return { owner: row.owner.toString('utf8'), token: BigInt(row.token), remainingMs };
   }
 
+  /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */
   async readMark(key: string): Promise<bigint> {
     const n = this.namesOf(key);
     const rows = await this.onHome<Array<{ mark: string }>>(n.id, `SELECT mark FROM ${this.locks} WHERE id = ?`, [n.id]);
     return rows[0] ? BigInt(rows[0].mark) : 0n;
   }
 
+  /** Raise the mark of `key` to `mark` while `owner` holds it; false when it no longer holds it. */
   async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
     const n = this.namesOf(key);
     const r = await this.onHome<{ affectedRows: number }>(

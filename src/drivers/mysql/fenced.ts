@@ -3,6 +3,7 @@ import { fenceTokenArg } from '../fenced-token.js';
 
 /** What {@link FencedMysqlTable} needs: a mysql2 promise Pool, Connection or PoolConnection. */
 export interface MysqlQueryable {
+  /** Run one parameterized statement (a `mysql2/promise` Pool or Connection has it). */
   query(sql: string, values?: unknown): Promise<[unknown, unknown]>;
 }
 

@@ -62,9 +62,13 @@ export function sqlState(e: unknown): string | undefined {
 
 /** Options taken from a `postgres://` URL's query string (see `connect.ts`), the rest is for `pg`. */
 export interface UrlOptions {
+  /** The URL for `pg`, without dlock's parameters. */
   readonly connection: string;
+  /** From `mode=` (default `session`). */
   readonly mode: 'session' | 'table';
+  /** From `tablePrefix=`. */
   readonly tablePrefix: string | undefined;
+  /** From `maxConnections=N`. */
   readonly maxConnections: number | undefined;
 }
 

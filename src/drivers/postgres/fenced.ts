@@ -4,7 +4,11 @@ import { fenceTokenArg } from '../fenced-token.js';
 
 /** Anything that runs a parameterised statement: a pg `Client`, `Pool` or `PoolClient`. */
 export interface PgQueryable {
-  query(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
+  /** Run one parameterized statement (a `pg` Pool, Client or PoolClient has it). */
+  query(text: string, values?: unknown[]): Promise<{
+    /** The rows returned. */
+    rows: unknown[];
+  }>;
 }
 
 /** Which row(s) a fenced statement touches, see {@link fencedRead} and {@link fencedUpdate}. */

@@ -40,7 +40,7 @@ export { PostgresSessionDriver } from './session.js';
 export { PostgresTableDriver } from './table.js';
 export { fencedRead, fencedUpdate, type FencedRow, type FencedUpdate, type PgQueryable } from './fenced.js';
 export { parsePostgresUrl } from './connection.js';
-export type { ConnectionSettings } from './connection.js';
+export type { ConnectionSettings, UrlOptions } from './connection.js';
 
 /** Default base of session-mode advisory keys: "dlk" in the top bytes, ids below. */
 export const DEFAULT_ADVISORY_BASE = 0x646c6b0000000000n;
@@ -68,6 +68,7 @@ export interface PostgresDriverOptions {
   listen?: ConnectionSettings;
   /** Longest a non-waiting statement may take before it fails, in ms. Default 10,000. */
   opTimeoutMs?: number;
+  /** Where dlock reports what it handles (connection errors, retries); it never writes to the console. */
   logger?: Logger;
 }
 

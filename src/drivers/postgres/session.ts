@@ -113,6 +113,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
   private closed = false;
   private readonly sql: Record<'tryLock' | 'waitLock' | 'release' | 'extend' | 'inspect' | 'held' | 'register', string>;
 
+  /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: SessionModeOptions) {
     this.n = o.names;
     // Pipelined: concurrent statements (tries, releases, renewals of many leases) share the wire
@@ -221,6 +222,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
+  /** Wait until granted (the grant) or the deadline (`null`); rejects with the wait signal's reason when it aborts. */
   async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
     this.assertOpen();
     if (!this.gates.has(req.key) && !wait.signal.aborted) {
@@ -319,14 +321,17 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     return { owner: String(row.owner), token: int8(row.token), remainingMs: remaining > 0 ? remaining : -1 };
   }
 
+  /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */
   async readMark(key: string): Promise<bigint> {
     return readMark(await this.runner(), this.n, key);
   }
 
+  /** Raise the mark of `key` to `mark` while `owner` holds it; false when it no longer holds it. */
   async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
     return raiseMark(await this.runner(), this.n, this.sql.held, key, owner, mark);
   }
 
+  /** Take `count` ids from the counter `name`; resolves the first of the range (segment ids). */
   async allocateRange(name: string, count: bigint): Promise<bigint> {
     return allocateRange(await this.runner(), this.n, name, count);
   }

@@ -47,6 +47,7 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   private closed = false;
   private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'held', string>;
 
+  /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: TableModeOptions) {
     this.n = o.names;
     this.pool = new pg.Pool({ ...clientConfig(o.connection), max: o.poolSize, idleTimeoutMillis: 10_000, allowExitOnIdle: true });

@@ -47,47 +47,79 @@ export interface RedisAdapter {
   close(): Promise<void>;
 }
 
+/** The fields of ioredis `Redis#options` the adapter reads. */
+function connectionOptions(c: IoRedisLike): { db?: unknown; host?: unknown; port?: unknown } | undefined {
+  return c.options;
+}
+
 /** Structural view of an ioredis `Redis` or `Cluster`. */
 export interface IoRedisLike {
+  /** EVALSHA. */
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /** EVAL (after NOSCRIPT). */
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /** A new connection with the same options (the subscriber). */
   duplicate(): IoRedisLike;
+  /** SUBSCRIBE. */
   subscribe(...channels: string[]): Promise<unknown>;
+  /** UNSUBSCRIBE. */
   unsubscribe(...channels: string[]): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  /** Event listener (`error`, `message`, `end`). */
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  /** Close gracefully. */
   quit(): Promise<unknown>;
+  /** Close at once. */
   disconnect(): void;
+  /** A pipeline (script and `WAIT` on one connection). */
   pipeline(): IoRedisPipelineLike;
   /** Any command (ioredis `Redis#call`): used for the one-time `SELECT` check of a db > 0. */
   call?(command: string, ...args: (string | number)[]): Promise<unknown>;
-  /** ioredis `Redis#options` (`db` from the URL or the options; a Cluster has none). */
-  options?: { db?: unknown; host?: unknown; port?: unknown };
+  /**
+   * ioredis `Redis#options`: `db`, `host` and `port` are read from it (a Cluster has no `db`). Typed
+   * `object` so that a `Cluster`, whose options share none of these names, is accepted too.
+   */
+  options?: object;
+  /** Connection status (`ready`, `end`, ...). */
   status?: string;
 }
 
 /** The part of an ioredis `Pipeline` the driver uses. */
 export interface IoRedisPipelineLike {
+  /** Queue EVALSHA. */
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): IoRedisPipelineLike;
+  /** Queue EVAL. */
   eval(script: string, numKeys: number, ...args: (string | number)[]): IoRedisPipelineLike;
+  /** Queue any command. */
   call(command: string, ...args: (string | number)[]): IoRedisPipelineLike;
+  /** Send the queued commands; one `[error, reply]` per command. */
   exec(): Promise<Array<[Error | null, unknown]> | null>;
 }
 
 /** Structural view of a node-redis client (v4 and later). */
 export interface NodeRedisLike {
+  /** EVALSHA. */
   evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  /** EVAL (after NOSCRIPT). */
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  /** A new client with the same options (the subscriber). */
   duplicate(): NodeRedisLike;
+  /** Open the connection. */
   connect(): Promise<unknown>;
+  /** SUBSCRIBE with a listener. */
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  /** UNSUBSCRIBE. */
   unsubscribe(channel: string): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  /** Event listener (`error`, `end`). */
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  /** Close gracefully (node-redis 4). */
   quit?(): Promise<unknown>;
+  /** Close gracefully (node-redis 5). */
   close?(): Promise<unknown>;
   /** Client: `sendCommand(args)`; cluster client: `sendCommand(firstKey, isReadonly, args)`. */
   sendCommand(...args: unknown[]): Promise<unknown>;
   /** Cluster client (node-redis 5.x and later): the connection to the node serving `key`'s slot. */
   getNodeClientForKey?(key: string, isReadonly: boolean): NodeRedisLike | Promise<NodeRedisLike>;
+  /** Whether the connection is open. */
   isOpen?: boolean;
   isReady?: boolean;
 }
@@ -247,7 +279,7 @@ export class IoRedisAdapter implements RedisAdapter {
     options: AdapterOptions = {},
   ) {
     if (options.failFast) this.health = new ConnectionHealth(client, () => client.status === 'ready');
-    const db = isClusterClient(client) ? undefined : client.options?.db;
+    const db = isClusterClient(client) ? undefined : connectionOptions(client)?.db;
     if (typeof db === 'number' && db > 0 && typeof client.call === 'function') this.db = db;
   }
 
@@ -266,7 +298,7 @@ export class IoRedisAdapter implements RedisAdapter {
           this.dbCheck = undefined;
           throw e;
         }
-        const o = this.client.options;
+        const o = connectionOptions(this.client);
         const port = typeof o?.port === 'number' || typeof o?.port === 'string' ? o.port : 6379;
         throw databaseError(db, typeof o?.host === 'string' ? `${o.host}:${port}` : 'this server', e);
       },
@@ -313,7 +345,7 @@ export class IoRedisAdapter implements RedisAdapter {
   subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
     sub.on('error', onError);
-    sub.on('message', (channel: never, message: never) => onMessage(channel, message));
+    sub.on('message', (channel: unknown, message: unknown) => onMessage(String(channel), String(message)));
     return Promise.resolve({
       subscribe: async (channel) => {
         await sub.subscribe(channel);

@@ -38,6 +38,7 @@ export interface OpsReply {
 export class ReplicaAckError extends Error {
   constructor(
     message: string,
+    /** The op's own answer ("1<token>" for a grant). */
     readonly answer: string,
   ) {
     super(message);

@@ -70,8 +70,8 @@ import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedR
 
 export { FencedRedisHash } from './fenced.js';
 export { ReplicaAckError } from './batch.js';
-export type { IoRedisLike, NodeRedisLike } from './adapter.js';
-export { parseRedisUrl, type ParsedRedisUrl, type ReplicaAcks } from './url.js';
+export type { IoRedisLike, IoRedisPipelineLike, NodeRedisLike } from './adapter.js';
+export { parseRedisUrl, type ParsedRedisUrl, type RedisNode, type ReplicaAcks } from './url.js';
 
 /** Options of {@link RedisDriver}. Give exactly one of `client` or `url`. */
 export interface RedisDriverOptions {
@@ -115,6 +115,7 @@ export interface RedisDriverOptions {
    * ```
    */
   replicaAcks?: ReplicaAcks;
+  /** Where dlock reports what it handles (connection errors, retries); it never writes to the console. */
   logger?: Logger;
 }
 
@@ -316,7 +317,12 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
    * Replica acknowledgements: `off`, `on`, or `refused` once the server refused WAIT (with
    * `onRefused: 'degrade'` the driver then goes on without them; see {@link RedisDriverOptions.replicaAcks}).
    */
-  get replicaAcks(): { state: 'off' | 'on' | 'refused'; reason?: string } {
+  get replicaAcks(): {
+    /** `off`: not asked for; `on`: every grant waits for replicas; `refused`: the server refuses WAIT. */
+    state: 'off' | 'on' | 'refused';
+    /** The server's refusal, when `refused`. */
+    reason?: string;
+  } {
     if (!this.acks) return { state: 'off' };
     return this.acksRefused === undefined ? { state: 'on' } : { state: 'refused', reason: this.acksRefused };
   }

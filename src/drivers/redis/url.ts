@@ -30,28 +30,50 @@ export interface ReplicaAcks {
   readonly onRefused?: 'degrade' | 'fail';
 }
 
+/** A Redis node address (a cluster seed or a Sentinel). */
 export interface RedisNode {
+  /** Host name or IP. */
   readonly host: string;
+  /** TCP port. */
   readonly port: number;
 }
 
 /** What a dlock Redis URL says. */
 export type ParsedRedisUrl =
-  | { readonly kind: 'single'; readonly url: string; readonly replicaAcks: ReplicaAcks | undefined }
   | {
-      readonly kind: 'cluster';
-      readonly nodes: readonly RedisNode[];
-      readonly username: string | undefined;
-      readonly password: string | undefined;
+      /** `redis://` or `rediss://`: one server. */
+      readonly kind: 'single';
+      /** The URL for ioredis / node-redis, without dlock's own parameters. */
+      readonly url: string;
+      /** From `replicaAcks=N` (and its companions); undefined when absent. */
       readonly replicaAcks: ReplicaAcks | undefined;
     }
   | {
-      readonly kind: 'sentinel';
-      readonly sentinels: readonly RedisNode[];
-      readonly name: string;
-      readonly db: number;
+      /** `redis+cluster://`: a Redis Cluster. */
+      readonly kind: 'cluster';
+      /** The seed nodes. */
+      readonly nodes: readonly RedisNode[];
+      /** Redis user from the URL. */
       readonly username: string | undefined;
+      /** Redis password from the URL. */
       readonly password: string | undefined;
+      /** From `replicaAcks=N` (and its companions); undefined when absent. */
+      readonly replicaAcks: ReplicaAcks | undefined;
+    }
+  | {
+      /** `redis+sentinel://`: a master followed through Sentinel. */
+      readonly kind: 'sentinel';
+      /** The Sentinels. */
+      readonly sentinels: readonly RedisNode[];
+      /** The master group name. */
+      readonly name: string;
+      /** Database number. */
+      readonly db: number;
+      /** Redis (data node) user from the URL. */
+      readonly username: string | undefined;
+      /** Redis (data node) password from the URL. */
+      readonly password: string | undefined;
+      /** From `replicaAcks=N` (and its companions); undefined when absent. */
       readonly replicaAcks: ReplicaAcks | undefined;
     };
 

@@ -106,6 +106,7 @@ export interface RedlockDriverOptions {
   nodeTimeoutMs?: number;
   /** After a split vote, a waiter retries after a random delay of up to this, in ms. Default 50. */
   retryJitterMs?: number;
+  /** Where dlock reports what it handles (connection errors, retries); it never writes to the console. */
   logger?: Logger;
 }
 
@@ -781,9 +782,13 @@ function nodeIdentity(url: string): string {
 
 /** What a `redlock://` URL says. */
 export interface ParsedRedlockUrl {
+  /** `redis://host:port` of each node. */
   readonly nodes: string[];
+  /** From `prefix=...`. */
   readonly prefix?: string;
+  /** From `nodeTimeoutMs=N`. */
   readonly nodeTimeoutMs?: number;
+  /** From `retryJitterMs=N`. */
   readonly retryJitterMs?: number;
 }
 

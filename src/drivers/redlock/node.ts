@@ -134,7 +134,7 @@ export class RedlockNode {
       const { Redis } = await import('ioredis');
       const sub = new Redis(url, { connectTimeout: this.timeoutMs, retryStrategy: (times) => Math.min(times * 50, 1000) });
       sub.on('error', onError);
-      sub.on('message', (channel: string) => onMessage(channel));
+      sub.on('message', (channel: unknown) => onMessage(String(channel)));
       this.owned.push(sub);
       return sub;
     };

@@ -106,9 +106,13 @@ const MAX_ATTEMPTS = 5;
 
 /** What `zookeeper://` URLs carry. */
 export interface ParsedZooKeeperUrl {
+  /** `host:port,host:port,...` for the ZooKeeper client. */
   readonly connectionString: string;
+  /** The znode under which dlock keeps its locks (the URL path; default `/dlock`). */
   readonly root: string;
+  /** From `sessionTimeoutMs=N`. */
   readonly sessionTimeoutMs?: number;
+  /** From `spinDelayMs=N`. */
   readonly spinDelayMs?: number;
 }
 
@@ -255,13 +259,18 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     return this.endedRequests + (this.session?.requests ?? 0);
   }
 
-  /** Waits in progress and watch callbacks still registered (0 and 0 when idle). */
   /** Times a wait queued again because the session carrying its znode ended (see the header). */
   get requeuedWaits(): number {
     return this.requeued;
   }
 
-  get waitResidue(): { waits: number; watchCallbacks: number } {
+  /** Waits in progress and watch callbacks still registered (0 and 0 when idle). */
+  get waitResidue(): {
+    /** Waits in progress. */
+    waits: number;
+    /** Watch callbacks registered on the session. */
+    watchCallbacks: number;
+  } {
     return { waits: this.waiting, watchCallbacks: this.session?.watchCount ?? 0 };
   }
 
@@ -523,6 +532,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     return { ok: false, retryAfterMs: -1 };
   }
 
+  /** Wait until granted (the grant) or the deadline (`null`); rejects with the wait signal's reason when it aborts. */
   async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
     const what = `Acquiring lock "${req.key}"`;
     const scope = new WaitScope([wait.signal], wait.deadline, monotonicNow());
@@ -670,6 +680,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
+  /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */
   async readMark(key: string): Promise<bigint> {
     const what = `Reading the mark of "${key}"`;
     try {
@@ -686,6 +697,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
+  /** Raise the mark of `key` to `mark` while `owner` holds it; false when it no longer holds it. */
   async raiseMark(key: string, owner: string, mark: bigint): Promise<boolean> {
     const what = `Raising the mark of "${key}"`;
     try {
