@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
-import { RedisDriver, type NodeRedisLike } from '../../src/drivers/redis/index.js';
+import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { UnavailableError } from '../../src/errors.js';
 import { freePort } from '../support/ports.js';
 import { startRedis } from '../support/redis.js';
