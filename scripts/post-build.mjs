@@ -9,6 +9,12 @@ import ts from 'typescript';
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url));
 writeFileSync(join(dist, 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
+// src/core/peer-require.ts takes `import.meta.url`, which CommonJS has not: there the module's
+// own `require` is the one that resolves from dlock's directory.
+writeFileSync(
+  join(dist, 'cjs', 'core', 'peer-require.js'),
+  '"use strict";\nObject.defineProperty(exports, "__esModule", { value: true });\nexports.peerRequire = require;\n',
+);
 
 function strip(dir) {
   for (const name of readdirSync(dir)) {

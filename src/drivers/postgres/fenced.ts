@@ -1,4 +1,4 @@
-import pg from 'pg';
+import { pgModule } from './connection.js';
 import { InvalidArgumentError, StaleTokenError } from '../../errors.js';
 
 /** Anything that runs a parameterised statement: a pg `Client`, `Pool` or `PoolClient`. */
@@ -44,15 +44,15 @@ export interface FencedUpdate {
  * ```
  */
 export async function fencedUpdate(db: PgQueryable, u: FencedUpdate): Promise<number> {
-  const table = typeof u.table === 'string' ? pg.escapeIdentifier(u.table) : u.table.map((p) => pg.escapeIdentifier(p)).join('.');
-  const fence = pg.escapeIdentifier(u.fenceColumn ?? 'fence');
+  const table = typeof u.table === 'string' ? pgModule().escapeIdentifier(u.table) : u.table.map((p) => pgModule().escapeIdentifier(p)).join('.');
+  const fence = pgModule().escapeIdentifier(u.fenceColumn ?? 'fence');
   const values: unknown[] = [u.token.toString()];
   const param = (v: unknown): string => {
     values.push(typeof v === 'bigint' ? v.toString() : v);
     return `$${values.length}`;
   };
-  const sets = Object.entries(u.set).map(([c, v]) => `${pg.escapeIdentifier(c)} = ${param(v)}`);
-  const conds = Object.entries(u.where).map(([c, v]) => `${pg.escapeIdentifier(c)} = ${param(v)}`);
+  const sets = Object.entries(u.set).map(([c, v]) => `${pgModule().escapeIdentifier(c)} = ${param(v)}`);
+  const conds = Object.entries(u.where).map(([c, v]) => `${pgModule().escapeIdentifier(c)} = ${param(v)}`);
   if (sets.length === 0 || conds.length === 0) throw new InvalidArgumentError('fencedUpdate needs at least one column in `set` and one in `where`.');
   const where = conds.join(' AND ');
   // One statement: the write, and (when refused) the highest token the rows have seen.
