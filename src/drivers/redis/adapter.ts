@@ -47,7 +47,10 @@ export interface IoRedisLike {
   duplicate(): IoRedisLike;
   subscribe(...channels: string[]): Promise<unknown>;
   unsubscribe(...channels: string[]): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  // `any[]`, as ioredis declares it: `Cluster.on` takes `(...args: any[]) => void`, which
+  // neither `never[]` nor `unknown[]` would accept, and a Cluster must be assignable here.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  on(event: string, listener: (...args: any[]) => void): unknown;
   quit(): Promise<unknown>;
   disconnect(): void;
   pipeline(): IoRedisPipelineLike;
@@ -70,7 +73,9 @@ export interface NodeRedisLike {
   connect(): Promise<unknown>;
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
   unsubscribe(channel: string): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  // `any[]` as node-redis declares it (see IoRedisLike.on).
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  on(event: string, listener: (...args: any[]) => void): unknown;
   quit?(): Promise<unknown>;
   close?(): Promise<unknown>;
   /** Client: `sendCommand(args)`; cluster client: `sendCommand(firstKey, isReadonly, args)`. */
@@ -146,7 +151,7 @@ export class IoRedisAdapter implements RedisAdapter {
   subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
     sub.on('error', onError);
-    sub.on('message', (channel: never, message: never) => onMessage(channel, message));
+    sub.on('message', (channel: string, message: string) => onMessage(channel, message));
     return Promise.resolve({
       subscribe: async (channel) => {
         await sub.subscribe(channel);
