@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { redactUrl } from '../drivers/redis/url.js';
 
 /** Where the CLI writes; injectable for tests. */
 export interface CliIo {
@@ -76,11 +77,6 @@ export function engineOf(url: string): string {
   if (scheme === 'mysql' || scheme === 'mariadb') return 'MySQL';
   if (scheme === 'zookeeper') return 'ZooKeeper';
   return 'the lock engine';
-}
-
-/** A URL without its password. */
-export function redactUrl(url: string): string {
-  return url.replace(/^([a-z+]+:\/\/[^:@/]*:)[^@/]*@/i, '$1***@');
 }
 
 /** The same line on every command when an engine does not answer. */
