@@ -23,7 +23,9 @@ export type DlockErrorCode =
   | 'DLOCK_CLOCK_BACKWARDS'
   | 'DLOCK_WORKER_LEASE_LOST'
   | 'DLOCK_WORKER_MARK_STALLED'
-  | 'DLOCK_NO_FREE_WORKER';
+  | 'DLOCK_NO_FREE_WORKER'
+  | 'DLOCK_MISSING_PEER'
+  | 'DLOCK_NATIVE_MODULE';
 
 /** Base class of the errors that are not about caller input. */
 export class DlockError extends Error {
@@ -372,6 +374,65 @@ export class NoFreeWorkerError extends DlockError {
     );
     this.generator = generator;
     this.tried = tried;
+  }
+}
+
+/**
+ * A driver needs an engine's client that is not installed (each is an optional peer dependency
+ * of dlock): `packageName` is the package, `installCommand` the command that installs it.
+ */
+export class MissingPeerError extends DlockError {
+  /** The npm package to install, e.g. `etcd3`. */
+  readonly packageName: string;
+  /** The driver that needs it, e.g. `etcd`. */
+  readonly engine: string;
+  /** The command that fixes it, e.g. `npm install etcd3`. */
+  readonly installCommand: string;
+  constructor(packageName: string, engine: string, options?: { cause?: unknown }) {
+    const installCommand = `npm install ${packageName}`;
+    super(
+      'DLOCK_MISSING_PEER',
+      `The ${engine} driver needs the "${packageName}" package, which is not installed: run \`${installCommand}\` ` +
+        '(each engine client is an optional peer dependency of dlock: install the ones you use).',
+      options,
+    );
+    this.packageName = packageName;
+    this.engine = engine;
+    this.installCommand = installCommand;
+  }
+}
+
+/**
+ * An engine client's native module was built for another Node.js (after switching Node versions,
+ * or copying node_modules between machines): `fixCommand` rebuilds it for the Node that runs now.
+ */
+export class NativeModuleError extends DlockError {
+  /** The package whose native module does not load, e.g. `better-sqlite3`. */
+  readonly packageName: string;
+  /** The Node.js running now, e.g. `v22.11.0`. */
+  readonly nodeVersion: string;
+  /** The ABI (NODE_MODULE_VERSION) of this Node, e.g. `127`. */
+  readonly nodeAbi: number;
+  /** The ABI the module was built for, when Node's message says. */
+  readonly builtForAbi: number | undefined;
+  /** The command that fixes it, e.g. `npm rebuild better-sqlite3`. */
+  readonly fixCommand: string;
+  constructor(packageName: string, builtForAbi: number | undefined, options?: { cause?: unknown }) {
+    const fixCommand = `npm rebuild ${packageName}`;
+    const nodeAbi = Number(process.versions.modules);
+    const builtFor = builtForAbi === undefined ? 'another Node.js' : `another Node.js (NODE_MODULE_VERSION ${builtForAbi})`;
+    super(
+      'DLOCK_NATIVE_MODULE',
+      `The native module of "${packageName}" was built for ${builtFor}, not for the Node.js running now ` +
+        `(${process.version}, NODE_MODULE_VERSION ${nodeAbi}): run \`${fixCommand}\` with this Node ` +
+        '(or reinstall the dependencies with it).',
+      options,
+    );
+    this.packageName = packageName;
+    this.nodeVersion = process.version;
+    this.nodeAbi = nodeAbi;
+    this.builtForAbi = builtForAbi;
+    this.fixCommand = fixCommand;
   }
 }
 

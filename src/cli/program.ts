@@ -1,9 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { flashSaleCommand } from './commands/flash-sale.js';
-import { idsCommand } from './commands/ids.js';
+import { defaultIdsUrl, idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
 import { DemoError } from './flash-sale/store.js';
-import { CliError, describeError, packageVersion, type CliIo } from './output.js';
+import { CliError, URL_RULE, describeError, packageVersion, type CliIo } from './output.js';
 
 /** The `dlock` command tree. Actions report their exit code through `setExitCode`. */
 export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
@@ -15,7 +15,11 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
       writeErr: (s) => io.stderr.write(s),
     })
     .exitOverride()
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect: none (--url or DLOCK_URL is required).`,
+    );
 
   program
     .command('demo')

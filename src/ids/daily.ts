@@ -19,6 +19,7 @@
  */
 import { inspect } from 'node:util';
 import { IdsExhaustedError, InvalidArgumentError, OutOfRangeError } from '../errors.js';
+import { importIoredis } from '../drivers/redis/peer.js';
 import {
   IoRedisAdapter,
   NodeRedisAdapter,
@@ -112,7 +113,7 @@ export class RedisDailyIds {
       const adapter = isNodeRedis(c) ? new NodeRedisAdapter(c, false) : new IoRedisAdapter(c, false);
       return new RedisDailyIds(adapter, options);
     }
-    const { Redis } = await import('ioredis');
+    const { Redis } = await importIoredis();
     const client = new Redis(options.url ?? '', { maxRetriesPerRequest: 2, connectTimeout: 5000 });
     // Errors reach the caller through the rejected commands; the event only keeps Node from throwing.
     client.on('error', () => undefined);

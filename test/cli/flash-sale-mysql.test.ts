@@ -11,5 +11,5 @@ defineFlashSaleTests({
   start: () => startMysql(),
   stop: (server) => server.stop(),
   targets: ['session', 'table'].map((mode) => ({ title: `mysql (${mode} mode)`, url: (server: MysqlServer) => `${server.url}?mode=${mode}` })),
-  unreachable: { url: 'mysql://root@127.0.0.1:1/dlock', message: /Cannot connect to MySQL at 127\.0\.0\.1:1\/dlock/ },
+  unreachable: { url: 'mysql://root@127.0.0.1:1/dlock', message: /Cannot reach MySQL at 127\.0\.0\.1:1\/dlock: .*Check that it is running there/ },
 });

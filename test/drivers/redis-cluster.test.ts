@@ -166,14 +166,14 @@ describe('replicaAcks on a cluster with a replica per master', () => {
               const c = new Cluster(withReplicas.nodes.map((n) => ({ ...n })));
               c.on('error', () => undefined);
               closers.push(() => c.quit());
-              return c as unknown as IoRedisLike;
+              return c;
             })()
           : await (async () => {
               const c = createCluster({ rootNodes: withReplicas.nodes.map((n) => ({ url: `redis://${n.host}:${n.port}` })) });
               c.on('error', () => undefined);
               await c.connect();
               closers.push(() => c.close());
-              return c as unknown as NodeRedisLike;
+              return c;
             })();
       // 2 s: on a loaded CI machine a healthy replica can take more than 200 ms to acknowledge.
       const driver = new RedisDriver({ client, replicaAcks: { replicas: 1, timeoutMs: 2000 } });

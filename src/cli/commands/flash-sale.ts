@@ -4,7 +4,7 @@ import { summaryJson, summaryTable } from '../flash-sale/report.js';
 import { runFlashSale } from '../flash-sale/run.js';
 import { supportedSchemesText } from '../flash-sale/store.js';
 import { intArg } from '../options.js';
-import { CliError, type CliIo } from '../output.js';
+import { CliError, URL_RULE, type CliIo } from '../output.js';
 
 interface Flags {
   url?: string;
@@ -37,6 +37,7 @@ export function flashSaleCommand(io: CliIo, setExitCode: (code: number) => void)
     .addOption(new Option('--ttl-ms <ms>', 'lock TTL in ms').argParser(intArg(30, MAX_MS)).default(10_000))
     .addOption(new Option('--wait-ms <ms>', 'how long a buyer waits for the lock, in ms').argParser(intArg(0, MAX_MS)).default(120_000))
     .option('--json', 'print one JSON object (last line) instead of the table and progress', false)
+    .addHelpText('after', `\n${URL_RULE} demo flash-sale: a new temporary SQLite file, removed at the end.`)
     .action(async (flags: Flags) => {
       const ac = new AbortController();
       const onSignal = (sig: NodeJS.Signals): void => {

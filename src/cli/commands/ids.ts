@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { IdGenerator } from '../../ids/generator.js';
 import { IdLayout, type LayoutOptions } from '../../ids/layout.js';
 import { intArg } from '../options.js';
-import { withTimeout, type CliIo } from '../output.js';
+import { URL_RULE, reaching, withTimeout, type CliIo } from '../output.js';
 
 /** Where `dlock ids next` leases worker ids when no URL is given: one SQLite file per host. */
 export function defaultIdsUrl(): string {
@@ -66,10 +66,11 @@ export function idsCommand(io: CliIo, setExitCode: (code: number) => void): Comm
         .addOption(new Option('--count <n>', 'how many ids').argParser(intArg(1, 10_000_000)).default(1))
         .addOption(new Option('--url <url>', `engine that leases the worker id (default: ${defaultIdsUrl()})`).env('DLOCK_URL'))
         .addOption(new Option('--name <name>', 'the id space: generators with the same name share worker ids').default('default'))
-        .option('--json', 'print one JSON object: {"name", "workerId", "ids": [decimal strings]}', false),
+        .option('--json', 'print one JSON object: {"name", "workerId", "ids": [decimal strings]}', false)
+        .addHelpText('after', `\n${URL_RULE} ids next: ${defaultIdsUrl()}.`),
     ).action(async (flags: NextFlags) => {
       const url = flags.url ?? defaultIdsUrl();
-      const gen = await withTimeout(IdGenerator.start({ url, name: flags.name, layout: layoutOf(flags) }), 30_000, `Leasing a worker id on ${url}`);
+      const gen = await reaching(url, IdGenerator.start({ url, name: flags.name, layout: layoutOf(flags) }), 15_000);
       try {
         const out: string[] = [];
         for (let left = flags.count; left > 0; ) {

@@ -1,10 +1,10 @@
 import { Command, Option } from 'commander';
 import { connect } from '../../connect.js';
 import type { LockInfo } from '../../core/client.js';
-import { withTimeout, type CliIo } from '../output.js';
+import { CliError, URL_RULE, reaching, withTimeout, type CliIo } from '../output.js';
 
 interface Flags {
-  url: string;
+  url?: string;
   json: boolean;
 }
 
@@ -16,12 +16,17 @@ export function inspectCommand(io: CliIo, setExitCode: (code: number) => void): 
   return new Command('inspect')
     .description('Show who holds a lock (owner, host, pid, fencing token, remaining TTL), or that it is free.')
     .argument('<key>', 'the lock key')
-    .addOption(new Option('--url <url>', 'lock engine URL (sqlite:PATH, redis://HOST:PORT, ...)').env('DLOCK_URL').makeOptionMandatory())
+    .addOption(new Option('--url <url>', 'lock engine URL (sqlite:PATH, redis://HOST:PORT, ...); no default: required here').env('DLOCK_URL'))
     .option('--json', 'print one JSON object', false)
+    .addHelpText('after', `\n${URL_RULE} inspect has no default (a new database would hold no locks).`)
     .action(async (key: string, flags: Flags) => {
-      const client = await connect(flags.url);
+      const url = flags.url;
+      if (url === undefined) {
+        throw new CliError('dlock inspect needs the engine to look at: pass --url URL or set DLOCK_URL (e.g. sqlite:/var/tmp/myapp-locks.db, redis://127.0.0.1:6379).', 2);
+      }
+      const client = await connect(url);
       try {
-        const info = await withTimeout(client.inspect(key), 15_000, `Inspecting "${key}" on ${flags.url}`);
+        const info = await reaching(url, client.inspect(key), 15_000);
         if (flags.json) {
           const body = info
             ? {

@@ -35,7 +35,8 @@
  * - poll: a waiter sends nothing while its predecessor holds (keep-alives are per driver, not
  *   per waiter); a failed watch stream makes waiters re-check once and watch again.
  */
-import { Etcd3, type IKeyValue, type IRequestOp, type ITxnResponse, CompareResult, CompareTarget, SortOrder, SortTarget, EtcdLeaseInvalidError, type ICompare } from 'etcd3';
+import type { Etcd3, IKeyValue, IRequestOp, ITxnResponse, ICompare } from 'etcd3';
+import { etcd3 } from './peer.js';
 import { backoffMs, raceAbort, settleWithin, WaitScope } from '../../core/abort.js';
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
@@ -167,6 +168,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError('EtcdDriver needs options: { url }, { hosts } or { client }.');
     }
+    etcd3(); // MissingPeerError (npm install etcd3) here rather than at the first lock
     const given = [options.client, options.hosts, options.url].filter((v) => v !== undefined).length;
     if (given !== 1) {
       throw new InvalidArgumentError('EtcdDriver needs exactly one of { url }, { hosts } or { client }.');
@@ -189,7 +191,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       }
       // A channel option of its own: grpc-js then gives this client its own connection instead of
       // sharing one with other clients in the process, so that close() can wait for it to end.
-      this.client = new Etcd3({ hosts: [...hosts], grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}` } });
+      this.client = new (etcd3().Etcd3)({ hosts: [...hosts], grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}` } });
       this.ownsClient = true;
     }
     this.watches = new DeletionWatches(this.client);
@@ -288,7 +290,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
 
   /** A failed write with our lease id: etcd no longer knows the lease. End it (a new one is granted next). */
   private leaseGone(session: LeaseSession, e: unknown): boolean {
-    if (!(e instanceof EtcdLeaseInvalidError)) return false;
+    if (!(e instanceof etcd3().EtcdLeaseInvalidError)) return false;
     this.track(session.end('lost', e));
     return true;
   }
@@ -339,8 +341,8 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   fenceCompare(lease: HeldLockRef): ICompare {
     return {
       key: Buffer.from(this.holderKey(lease.key, lease.owner)),
-      target: CompareTarget.Create,
-      result: CompareResult.Equal,
+      target: etcd3().CompareTarget.Create,
+      result: etcd3().CompareResult.Equal,
       create_revision: lease.token.toString(),
     };
   }
@@ -356,7 +358,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       try {
         const r = await this.txn({
           // Nobody under the prefix: neither a holder nor a waiter (arrivals never barge past the queue).
-          compare: [{ key: prefix, range_end: prefixEnd(prefix), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+          compare: [{ key: prefix, range_end: prefixEnd(prefix), target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
           success: [this.putContender(req, session)],
           failure: [],
         });
@@ -453,14 +455,14 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   private async enqueue(req: AcquireRequest, myKey: Buffer, session: LeaseSession): Promise<Enqueued> {
     const prefix = Buffer.from(this.lockPrefix(req.key));
     const end = prefixEnd(prefix);
-    const first: IRequestOp = { request_range: { key: prefix, range_end: end, sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, limit: 1 } };
+    const first: IRequestOp = { request_range: { key: prefix, range_end: end, sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend, limit: 1 } };
     for (let attempt = 0; ; attempt++) {
       const r = await this.txn({
-        compare: [{ key: myKey, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+        compare: [{ key: myKey, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
         success: [
           this.putContender(req, session),
           first,
-          { request_range: { key: prefix, range_end: end, sort_target: SortTarget.Create, sort_order: SortOrder.Descend, limit: 2, keys_only: true } },
+          { request_range: { key: prefix, range_end: end, sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Descend, limit: 2, keys_only: true } },
         ],
         // Already there: a retried request that had been applied, or a key of an earlier lease.
         failure: [{ request_range: { key: myKey } }, first],
@@ -479,7 +481,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       // Our key from a lease that was lost: it no longer counts as ours. Remove it and enqueue anew.
       if (mine && attempt < 3) {
         await this.txn({
-          compare: [{ key: myKey, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: mine.create_revision }],
+          compare: [{ key: myKey, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: mine.create_revision }],
           success: [{ request_delete_range: { key: myKey } }],
           failure: [],
         });
@@ -554,8 +556,8 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
               key: prefix,
               range_end: prefixEnd(prefix),
               max_create_revision: (rev - 1n).toString(),
-              sort_target: SortTarget.Create,
-              sort_order: SortOrder.Descend,
+              sort_target: etcd3().SortTarget.Create,
+              sort_order: etcd3().SortOrder.Descend,
               limit: 1,
               keys_only: true,
             },
@@ -608,7 +610,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   async inspect(key: string): Promise<LockState | null> {
     const prefix = Buffer.from(this.lockPrefix(key));
     const r = await this.client.kv.range(
-      { key: prefix, range_end: prefixEnd(prefix), sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, limit: 1 },
+      { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend, limit: 1 },
       this.callOptions(),
     );
     const kv = r.kvs[0];
@@ -644,16 +646,16 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       const value = current ? BigInt(current.value.toString()) : 0n;
       const r = await this.txn({
         compare: [
-          { key: mine, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: held.create_revision },
+          { key: mine, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: held.create_revision },
           // Every key under the prefix was created at or after ours: ours is the first, the holder.
           {
             key: prefix,
             range_end: prefixEnd(prefix),
-            target: CompareTarget.Create,
-            result: CompareResult.Greater,
+            target: etcd3().CompareTarget.Create,
+            result: etcd3().CompareResult.Greater,
             create_revision: (BigInt(held.create_revision) - 1n).toString(),
           },
-          { key: markKey, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: current?.mod_revision ?? '0' },
+          { key: markKey, target: etcd3().CompareTarget.Mod, result: etcd3().CompareResult.Equal, mod_revision: current?.mod_revision ?? '0' },
         ],
         success: mark > value ? [{ request_put: { key: markKey, value: Buffer.from(mark.toString()) } }] : [],
         failure: [],
@@ -682,7 +684,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       const next = known.value + count;
       if (next > MAX_INT64) throw new IdsExhaustedError(name, 'the etcd counter would pass 2^63 - 1');
       const r = await this.txn({
-        compare: [{ key, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: known.mod }],
+        compare: [{ key, target: etcd3().CompareTarget.Mod, result: etcd3().CompareResult.Equal, mod_revision: known.mod }],
         success: [{ request_put: { key, value: Buffer.from(next.toString()) } }],
         failure: [{ request_range: { key } }],
       });

@@ -9,7 +9,8 @@
  * wakes every waiter instead of reconnecting on a timer; each waiter re-checks in one read and
  * watches again, which opens a new stream.
  */
-import { FilterType, type Etcd3, type IWatchResponse } from 'etcd3';
+import type { Etcd3, IWatchResponse } from 'etcd3';
+import { etcd3 } from './peer.js';
 import { stopStream } from './connections.js';
 
 type WatchStream = Awaited<ReturnType<Etcd3['watchClient']['watch']>>;
@@ -56,7 +57,7 @@ export class DeletionWatches {
     stream.then(
       (s) => {
         // Server-chosen ids would need one create/answer handshake at a time; our own ids do not.
-        if (!done) s.write({ create_request: { key, filters: [FilterType.Noput], watch_id: id } });
+        if (!done) s.write({ create_request: { key, filters: [etcd3().FilterType.Noput], watch_id: id } });
       },
       () => fire('woken'),
     );

@@ -7,11 +7,15 @@
  * connection that is blocked in a server-side wait. A pool hands out whichever connection is idle.
  */
 import { monotonicNow } from '../../core/clock.js';
+import { lazyPeer } from '../../core/peer.js';
 import type { Logger } from '../../core/renewal.js';
 
 /** The mysql2 connection options the driver passes through (host, port, user, ssl...). */
 export type ConnectionOptions = import('mysql2').ConnectionOptions;
 type RawConnection = import('mysql2').Connection;
+
+/** The `mysql2` module, loaded at the first driver construction (MissingPeerError when absent). */
+export const mysql2 = lazyPeer<typeof import('mysql2')>('mysql2');
 
 /** An error mysql2 reports for a query or a connection (the fields we read). */
 export interface MysqlError extends Error {
@@ -144,7 +148,7 @@ function connectionClosed(): MysqlError {
 
 /** Open one connection; rejects (never throws an 'error' event) when the server is unreachable. */
 export async function openConn(options: ConnectionOptions, logger: Logger | undefined): Promise<Conn> {
-  const mysql = await import('mysql2');
+  const mysql = mysql2();
   const openedAt = monotonicNow();
   return new Promise<Conn>((resolve, reject) => {
     const raw = mysql.createConnection({

@@ -5,7 +5,7 @@
 import { monotonicNow } from '../../core/clock.js';
 import { ClosedError, IdsExhaustedError, UnavailableError } from '../../errors.js';
 import type { LockState } from '../driver.js';
-import { Conn, openConn, type MysqlError } from './connection.js';
+import { Conn, mysql2, openConn, type MysqlError } from './connection.js';
 import { keyNames, resolveOptions, slotOf, type KeyNames, type MysqlDriverOptions, type ResolvedOptions } from './options.js';
 
 /** The error number MySQL/MariaDB answer when BIGINT arithmetic overflows (ER_DATA_OUT_OF_RANGE). */
@@ -118,6 +118,7 @@ export abstract class MysqlEngine {
 
   protected constructor(options: MysqlDriverOptions) {
     this.o = resolveOptions(options);
+    mysql2(); // MissingPeerError (npm install mysql2) here rather than at the first lock
     this.locks = `\`${this.o.prefix}locks\``;
     this.sequences = `\`${this.o.prefix}sequences\``;
     this.homes = Array.from({ length: this.o.connections }, () => undefined);

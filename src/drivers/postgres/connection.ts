@@ -2,8 +2,12 @@
  * Connections for the PostgreSQL driver: one `pg.Client` per dedicated connection (never a
  * pooled connection for session locks), every 'error' event handled, int8 as exact bigints.
  */
-import pg from 'pg';
+import type pg from 'pg';
+import { lazyPeer } from '../../core/peer.js';
 import { InvalidArgumentError } from '../../errors.js';
+
+/** The `pg` module, loaded at the first driver construction (MissingPeerError when absent). */
+export const pgModule = lazyPeer<typeof pg>('pg');
 
 /** How to reach the server: a URL, or a `pg` client configuration (host, port, user, ssl...). */
 export type ConnectionSettings = string | pg.ClientConfig;
@@ -17,7 +21,7 @@ export function clientConfig(settings: ConnectionSettings, extra: pg.ClientConfi
 
 /** A connected client whose failures are reported through `onDeath` (never as an 'error' event). */
 export async function openClient(config: pg.ClientConfig, onDeath: (cause: unknown) => void): Promise<pg.Client> {
-  const client = new pg.Client(config);
+  const client = new (pgModule().Client)(config);
   let connected = false;
   client.on('error', (e: unknown) => {
     if (connected) onDeath(e);

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import { pgModule } from './connection.js';
 import { InvalidArgumentError, StaleTokenError } from '../../errors.js';
 import { fenceTokenArg } from '../fenced-token.js';
 
@@ -104,7 +104,7 @@ export async function fencedUpdate(db: PgQueryable, u: FencedUpdate): Promise<nu
     set = set(rows[0]!);
   }
   const { table, fence, values, where, param } = statement(u, 'write');
-  const sets = Object.entries(set).map(([c, v]) => `${pg.escapeIdentifier(c)} = ${param(v)}`);
+  const sets = Object.entries(set).map(([c, v]) => `${pgModule().escapeIdentifier(c)} = ${param(v)}`);
   if (sets.length === 0) throw new InvalidArgumentError('fencedUpdate needs at least one column in `set`.');
   // One statement: the write, and (when refused) the highest token the rows have seen.
   const { rows } = await db.query(
@@ -130,14 +130,14 @@ function name(table: FencedRow['table']): string {
 
 /** The quoted names and the `where` clause of a fenced statement; `$1` is the token. */
 function statement(r: FencedRow, op: 'read' | 'write') {
-  const table = typeof r.table === 'string' ? pg.escapeIdentifier(r.table) : r.table.map((p) => pg.escapeIdentifier(p)).join('.');
-  const fence = pg.escapeIdentifier(r.fenceColumn ?? 'fence');
+  const table = typeof r.table === 'string' ? pgModule().escapeIdentifier(r.table) : r.table.map((p) => pgModule().escapeIdentifier(p)).join('.');
+  const fence = pgModule().escapeIdentifier(r.fenceColumn ?? 'fence');
   const values: unknown[] = [fenceTokenArg(op === 'read' ? 'fencedRead' : 'fencedUpdate', op, r.token, 'a plain SELECT')];
   const param = (v: unknown): string => {
     values.push(typeof v === 'bigint' ? v.toString() : v);
     return `$${values.length}`;
   };
-  const conds = Object.entries(r.where).map(([c, v]) => `${pg.escapeIdentifier(c)} = ${param(v)}`);
+  const conds = Object.entries(r.where).map(([c, v]) => `${pgModule().escapeIdentifier(c)} = ${param(v)}`);
   if (conds.length === 0) throw new InvalidArgumentError(`${op === 'read' ? 'fencedRead' : 'fencedUpdate'} needs at least one column in \`where\`.`);
   return { table, fence, values, param, where: conds.join(' AND ') };
 }

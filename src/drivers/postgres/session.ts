@@ -17,7 +17,7 @@
  *   them). Renewal (`extend`) confirms in one statement, through `pg_locks`, that the holder's
  *   backend still holds each key, and records a lease expiry that `inspect` reports.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { settleWithin, backoffMs, WaitScope } from '../../core/abort.js';
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
 import { KeyGates } from '../../core/key-gates.js';
@@ -36,7 +36,7 @@ import type {
   TryResult,
   WaitContext,
 } from '../driver.js';
-import { backendPid, clientConfig, int8, openClient, sqlState, timed, type ConnectionSettings } from './connection.js';
+import { backendPid, clientConfig, int8, openClient, pgModule, sqlState, timed, type ConnectionSettings } from './connection.js';
 import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
 
 export interface SessionModeOptions {
@@ -115,6 +115,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: SessionModeOptions) {
+    pgModule(); // MissingPeerError (npm install pg) here rather than at the first lock
     this.n = o.names;
     // Pipelined: concurrent statements (tries, releases, renewals of many leases) share the wire
     // instead of queueing one round trip each. A blocking wait runs alone on its own connection.
@@ -605,7 +606,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
   private async open(): Promise<Conn> {
     if (this.o.createTables && !this.schema) {
       const creating = (async () => {
-        const c = new pg.Client(clientConfig(this.o.connection));
+        const c = new (pgModule().Client)(clientConfig(this.o.connection));
         c.on('error', () => undefined);
         try {
           await c.connect();

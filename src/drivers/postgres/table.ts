@@ -9,14 +9,14 @@
  * the pool cannot carry LISTEN). A lost notification costs at most the holder's remaining TTL.
  */
 import { createHash } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError } from '../../errors.js';
 import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, TrySetDriver, LockState, TryResult } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
-import { clientConfig, int8, openClient, timed, type ConnectionSettings } from './connection.js';
+import { clientConfig, int8, openClient, pgModule, timed, type ConnectionSettings } from './connection.js';
 import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
 
 /** NOTIFY payloads are limited to 8000 bytes: long keys are sent as a digest. */
@@ -49,8 +49,9 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: TableModeOptions) {
+    pgModule(); // MissingPeerError (npm install pg) here rather than at the first lock
     this.n = o.names;
-    this.pool = new pg.Pool({ ...clientConfig(o.connection), max: o.poolSize, idleTimeoutMillis: 10_000, allowExitOnIdle: true });
+    this.pool = new (pgModule().Pool)({ ...clientConfig(o.connection), max: o.poolSize, idleTimeoutMillis: 10_000, allowExitOnIdle: true });
     // An idle pooled connection that dies is replaced on the next query; never an unhandled event.
     this.pool.on('error', (error) => o.logger?.warn?.('dlock postgres: idle connection failed', { error }));
     const { locks, tokensRegclass } = this.n;

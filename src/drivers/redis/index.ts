@@ -64,6 +64,7 @@ import {
   type Subscriber,
 } from './adapter.js';
 import { OpBatcher, ReplicaAckError, type OpCode, type OpsReply } from './batch.js';
+import { ioredis } from './peer.js';
 import type { LuaScript } from './script.js';
 import * as scripts from './scripts.generated.js';
 import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedRedisUrl, type ReplicaAcks } from './url.js';
@@ -186,6 +187,7 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     if (url !== undefined) {
       if (typeof url !== 'string') throw new InvalidArgumentError('url must be a string such as redis://host:port.');
       parsed = parseRedisUrl(url);
+      ioredis(); // MissingPeerError (npm install ioredis) here rather than at the first lock
     }
     this.cluster = options.cluster ?? (parsed ? parsed.kind === 'cluster' : isClusterClient(client));
     this.acks = validateReplicaAcks(options.replicaAcks ?? parsed?.replicaAcks);

@@ -14,6 +14,7 @@
  * without auth (pass your own client for more).
  */
 import { InvalidArgumentError } from '../../errors.js';
+import { importIoredis } from './peer.js';
 import type { IoRedisLike } from './adapter.js';
 
 /** Wait for replicas after each grant and renewal: see {@link RedisDriverOptions.replicaAcks}. */
@@ -211,7 +212,7 @@ export interface IoRedisTuning {
 
 /** Open the ioredis client a parsed URL names (ioredis is an optional peer: imported here only). */
 export async function ioredisFor(parsed: ParsedRedisUrl, tuning: IoRedisTuning): Promise<{ client: IoRedisLike; cluster: boolean }> {
-  const { Redis, Cluster } = await import('ioredis');
+  const { Redis, Cluster } = await importIoredis();
   const { retryStrategy, ...node } = tuning;
   switch (parsed.kind) {
     case 'single':

@@ -78,6 +78,7 @@ import { isIoRedis, isNodeRedis } from '../redis/adapter.js';
 import * as scripts from '../redis/scripts.generated.js';
 import type { MarkStore } from '../id-store.js';
 import { RedlockNode, type RedlockNodeSpec } from './node.js';
+import { ioredis } from '../redis/peer.js';
 import { count, describe, failures, majorityFreeInMs, quorumOf, round, type Replies } from './quorum.js';
 
 export type { RedlockNodeSpec } from './node.js';
@@ -246,6 +247,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     this.nodeTimeoutMs = positiveInt('nodeTimeoutMs', options.nodeTimeoutMs ?? fromUrl?.nodeTimeoutMs, 2000);
     this.retryJitterMs = positiveInt('retryJitterMs', options.retryJitterMs ?? fromUrl?.retryJitterMs, 50);
     const labels = specs.map((s, i) => labelOf(s, i));
+    if (specs.some((s) => typeof s === 'string')) ioredis(); // MissingPeerError (npm install ioredis) now
     const seen = new Set<unknown>();
     // Everything is checked before the first connection opens.
     specs.forEach((s, i) => {

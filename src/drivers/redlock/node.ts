@@ -9,6 +9,7 @@
  */
 import type { Logger } from '../../core/renewal.js';
 import { InvalidArgumentError, OutOfRangeError } from '../../errors.js';
+import { importIoredis } from '../redis/peer.js';
 import {
   IoRedisAdapter,
   NodeRedisAdapter,
@@ -109,7 +110,7 @@ export class RedlockNode {
   }
 
   private async open(url: string): Promise<RedisAdapter> {
-    const { Redis } = await import('ioredis');
+    const { Redis } = await importIoredis();
     const client = new Redis(url, {
       lazyConnect: true,
       // Fail fast while disconnected: a dead node must not hold a quorum round up.
@@ -131,7 +132,7 @@ export class RedlockNode {
     // A dedicated connection (the URL client is in fail-fast mode; a subscription may wait for a
     // node that is down, and ioredis re-subscribes after a reconnect).
     const create = async (): Promise<IoRedis> => {
-      const { Redis } = await import('ioredis');
+      const { Redis } = await importIoredis();
       const sub = new Redis(url, { connectTimeout: this.timeoutMs, retryStrategy: (times) => Math.min(times * 50, 1000) });
       sub.on('error', onError);
       sub.on('message', (channel: unknown) => onMessage(String(channel)));

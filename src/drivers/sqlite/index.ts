@@ -21,8 +21,9 @@
  * better-sqlite3 is synchronous: a transaction that finds the file locked blocks the event loop
  * for at most `busyTimeoutMs`, then fails with SQLITE_BUSY and the core retries with backoff.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { monotonicNow } from '../../core/clock.js';
+import { classifyPeerError, lazyPeer } from '../../core/peer.js';
 import { validateMs } from '../../core/validate.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
 import type {
@@ -96,6 +97,7 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError('SqliteDriver options must be an object such as { path: "/var/tmp/locks.db" }.');
     }
+    betterSqlite3(); // MissingPeerError (npm install better-sqlite3), not a file error
     const { path } = options;
     if (typeof path !== 'string' || path.trim().length === 0) {
       throw new InvalidArgumentError('SqliteDriver path must be a non-empty string naming the database file.');
@@ -314,6 +316,9 @@ function ms(value: number): bigint {
   return BigInt(Math.ceil(value));
 }
 
+/** The `better-sqlite3` module, loaded at the first driver construction (MissingPeerError when absent). */
+const betterSqlite3 = lazyPeer<typeof Database>('better-sqlite3');
+
 /** Open the file, switch it to WAL and create the tables; every failure names the path. */
 function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
   // Many processes starting at once race to create the file, switch it to WAL and create the
@@ -335,7 +340,7 @@ function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Data
 function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
   let db: Database.Database | undefined;
   try {
-    db = new Database(path, { timeout: busyTimeoutMs });
+    db = new (betterSqlite3())(path, { timeout: busyTimeoutMs });
     db.defaultSafeIntegers(true);
     // Only switch when needed: changing the journal mode needs the file to ourselves.
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
@@ -354,6 +359,9 @@ function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string): Dat
     } catch {
       // already failing; the original error is the one to report
     }
+    // Not about the file: better-sqlite3 missing, or its native module built for another Node.
+    const packaging = classifyPeerError('better-sqlite3', e);
+    if (packaging) throw packaging;
     const reason = e instanceof Error ? e.message : String(e);
     throw new UnavailableError(
       `Cannot open the SQLite lock database "${path}" (${reason}). Create its directory, or pass a path to a ` +

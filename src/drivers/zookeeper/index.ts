@@ -68,7 +68,7 @@ import type {
 } from '../driver.js';
 import type { Stat } from 'node-zookeeper-client';
 import { childPrefix, encodeName, normalizeRoot, queueOf, type Contender } from './paths.js';
-import { Code, MultiError, SessionEndedError, ZkSession, czxidOf, zkCode } from './session.js';
+import { Code, MultiError, SessionEndedError, ZkSession, czxidOf, zkClient, zkCode } from './session.js';
 
 /** Options of {@link ZooKeeperDriver}. Give `url` or `connectionString`. */
 export interface ZooKeeperDriverOptions {
@@ -218,6 +218,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError('ZooKeeperDriver options must be an object such as { url: "zookeeper://127.0.0.1:2181" }.');
     }
+    zkClient(); // MissingPeerError (npm install node-zookeeper-client) here rather than at the first lock
     let parsed: Partial<ParsedZooKeeperUrl> = {};
     if (options.url !== undefined) {
       if (typeof options.url !== 'string') throw new InvalidArgumentError('ZooKeeperDriver url must be a string.');

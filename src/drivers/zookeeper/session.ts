@@ -20,9 +20,13 @@
  * - while suspended the deadline stops advancing; when it passes, the session is `lost`.
  */
 import type { Socket } from 'node:net';
-import * as zk from 'node-zookeeper-client';
+import type * as zk from 'node-zookeeper-client';
+import { lazyPeer } from '../../core/peer.js';
 import { driftFor, monotonicNow } from '../../core/clock.js';
 import type { SessionState } from '../driver.js';
+
+/** The `node-zookeeper-client` module, loaded at the first use (MissingPeerError when absent). */
+export const zkClient = lazyPeer<typeof zk>('node-zookeeper-client');
 
 /** ZooKeeper error codes the driver handles. */
 export const Code = {
@@ -36,7 +40,7 @@ export const Code = {
 
 /** The ZooKeeper error code of `e`, or undefined when it is not a ZooKeeper exception. */
 export function zkCode(e: unknown): number | undefined {
-  if (e instanceof zk.Exception) return e.getCode();
+  if (e instanceof zkClient().Exception) return e.getCode();
   return undefined;
 }
 
@@ -152,7 +156,7 @@ export class ZkSession {
 
   constructor(private readonly options: SessionOptions) {
     this.timeoutMs = options.sessionTimeoutMs;
-    this.client = zk.createClient(options.connectionString, {
+    this.client = zkClient().createClient(options.connectionString, {
       sessionTimeout: options.sessionTimeoutMs,
       spinDelay: options.spinDelayMs,
       retries: 0,

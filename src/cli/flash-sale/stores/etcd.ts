@@ -1,5 +1,6 @@
 import { Etcd3, type IRequestOp } from 'etcd3';
 import { parseEtcdUrl, type EtcdUrl } from '../../../drivers/etcd/index.js';
+import { unreachableLine } from '../../output.js';
 import { DemoError, type Store, type StoreFactory } from '../store.js';
 
 function parse(url: string): EtcdUrl {
@@ -83,7 +84,7 @@ export const etcdStore: StoreFactory = {
       await etcd.maintenance.status({ deadline: Date.now() + 3000 });
     } catch (e) {
       etcd.close();
-      throw new DemoError(`Cannot reach etcd at ${hosts.join(', ')}: ${(e as Error).message}. Is etcd running there?`, { cause: e });
+      throw new DemoError(unreachableLine('etcd', hosts.join(', '), (e as Error).message), { cause: e });
     }
     return new EtcdStore(etcd, prefix ?? 'dlock/', item);
   },

@@ -1,5 +1,6 @@
 import type { Connection } from 'mysql2/promise';
 import { resolveOptions } from '../../../drivers/mysql/options.js';
+import { unreachableLine } from '../../output.js';
 import { DemoError, type Store, type StoreFactory } from '../store.js';
 
 const SCHEMA = `
@@ -101,7 +102,7 @@ export const mysqlStore: StoreFactory = {
     try {
       db = await mysql.createConnection({ ...o.connection, multipleStatements: true });
     } catch (e) {
-      throw new DemoError(`Cannot connect to MySQL at ${o.display}: ${(e as Error).message}`, { cause: e });
+      throw new DemoError(unreachableLine('MySQL', o.display, (e as Error).message), { cause: e });
     }
     db.on('error', () => undefined);
     return new MysqlStore(db, item);

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { unreachableLine } from '../../output.js';
 import { DemoError, type Store, type StoreFactory } from '../store.js';
 
 const SCHEMA = `
@@ -101,7 +102,7 @@ export const postgresStore: StoreFactory = {
       await pool.query('SELECT 1');
     } catch (e) {
       await pool.end().catch(() => undefined);
-      throw new DemoError(`Cannot reach PostgreSQL at ${redacted(pgUrl(url).toString())}: ${(e as Error).message}. Is the server running there?`, {
+      throw new DemoError(unreachableLine('PostgreSQL', redacted(pgUrl(url).toString()), (e as Error).message), {
         cause: e,
       });
     }

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { ioredisFor, parseRedisUrl, redactUrl, type ParsedRedisUrl } from '../../../drivers/redis/url.js';
+import { unreachableLine } from '../../output.js';
 import { DemoError, type Store, type StoreFactory } from '../store.js';
 
 /** Safety net: a run that dies before its cleanup leaves nothing behind for long. */
@@ -119,7 +120,7 @@ export const redisStore: StoreFactory = {
     } catch (e) {
       redis.disconnect();
       const why = (socketError ?? (e as Error)).message.replace(/\.$/, '');
-      throw new DemoError(`Cannot reach Redis at ${redacted(url)}: ${why}. Is redis-server running there?`, {
+      throw new DemoError(unreachableLine('Redis', redacted(url), why), {
         cause: socketError ?? e,
       });
     }

@@ -1,6 +1,7 @@
 import * as zk from 'node-zookeeper-client';
 import { parseZooKeeperUrl } from '../../../drivers/zookeeper/index.js';
 import { encodeName } from '../../../drivers/zookeeper/paths.js';
+import { unreachableLine } from '../../output.js';
 import { DemoError, type Store, type StoreFactory } from '../store.js';
 
 const CONNECT_TIMEOUT_MS = 5000;
@@ -142,7 +143,7 @@ export const zookeeperStore: StoreFactory = {
       if (cm) cm.connect = () => undefined;
       client.close();
       cm?.socket?.destroy();
-      throw new DemoError(`Cannot reach ZooKeeper at ${url}: no connection within ${CONNECT_TIMEOUT_MS} ms. Is a ZooKeeper server running there?`);
+      throw new DemoError(unreachableLine('ZooKeeper', url, `no connection within ${CONNECT_TIMEOUT_MS} ms`));
     }
     return new ZooKeeperStore(client, root, item);
   },
