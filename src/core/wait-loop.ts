@@ -124,6 +124,8 @@ class WaitRun {
 /** See the file header. One per client. */
 export class WaitLoop {
   private readonly gates = new KeyGates();
+  /** Server-blocking engines with `maxBlocking`: the attempts on the server at once. */
+  private slots: Slots | undefined;
   private readonly runs = new Set<WaitRun>();
   /** Waits in progress, with the exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
@@ -333,13 +335,34 @@ export class WaitLoop {
     }
   }
 
-  /** Server-blocking engines: block on the server for what is left of the wait, cancellably. */
+  /**
+   * Server-blocking engines: block on the server for what is left of the wait, cancellably, at
+   * most `maxBlocking` at once. A busy answer (the server's wait ran out or was interrupted)
+   * blocks again while time is left; the deadline and aborts end it through the wait's signal.
+   */
   private async blocking(d: BlockingDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | undefined> {
     for (;;) {
-      const r = await run.call(d.block(req, Math.ceil(run.remaining()), run.signal), (late) => this.giveBack(req, late));
+      const slots = this.blockSlots(d);
+      if (slots) await slots.take(run.signal);
+      let work: Promise<TryResult>;
+      try {
+        work = d.block(req, Math.ceil(run.remaining()), run.signal);
+      } catch (e) {
+        slots?.leave();
+        throw e;
+      }
+      // The slot is the driver's connection: it is free once the attempt settled.
+      if (slots) void work.then(() => slots.leave(), () => slots.leave());
+      const r = await run.call(work, (late) => this.giveBack(req, late));
       if (r.ok) return r.grant;
-      // The server's wait ran out or was interrupted: the loop checks the time again.
     }
+  }
+
+  private blockSlots(d: BlockingDriver): Slots | undefined {
+    const max = d.maxBlocking;
+    if (max === undefined || !(max >= 1)) return undefined;
+    this.slots ??= new Slots(max);
+    return this.slots;
   }
 
   /** Queue engines: the queue algorithm (see the file header). */
@@ -385,5 +408,42 @@ export class WaitLoop {
         await settleWithin(withdraw, EXIT_WAIT_MS);
       }
     }
+  }
+}
+
+/** A FIFO semaphore of `max` slots whose waiters leave on abort (see {@link BlockingDriver.maxBlocking}). */
+class Slots {
+  private free: number;
+  private readonly queue: Array<() => void> = [];
+
+  constructor(max: number) {
+    this.free = max;
+  }
+
+  take(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    if (this.free > 0) {
+      this.free -= 1;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const go = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        const i = this.queue.indexOf(go);
+        if (i >= 0) this.queue.splice(i, 1);
+        reject(signal.reason as Error);
+      };
+      this.queue.push(go);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  leave(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.free += 1;
   }
 }

@@ -173,7 +173,7 @@ describe('postgres session mode: abort while the wait opens its connection', () 
     // The waiter reaches the server through a delaying proxy: opening its wait connection is slow.
     const proxy = await startDelayProxy(server.port);
     try {
-      const waiter = client('session', { ...server, url: `postgres://postgres@127.0.0.1:${proxy.port}/postgres` } as PostgresServer);
+      const waiter = client('session', { ...server, url: `postgres://postgres@127.0.0.1:${proxy.port}/postgres` });
       // Warm up the main connection (a try opens it and registers the key): no spare wait connection yet.
       expect(await waiter.tryAcquire(key)).toBeNull();
       proxy.setDelay(500);
