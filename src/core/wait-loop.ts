@@ -353,7 +353,21 @@ export class WaitLoop {
       }
       // The slot is the driver's connection: it is free once the attempt settled.
       if (slots) void work.then(() => slots.leave(), () => slots.leave());
-      const r = await run.call(work, (late) => this.giveBack(req, late));
+      let r: TryResult;
+      try {
+        r = await run.call(work);
+      } catch (e) {
+        // Ended (abort, deadline, close): the driver cancels its server wait; wait for that
+        // (bounded), and give back a grant that landed meanwhile, so that nothing of this wait
+        // is left waiting or held on the server when it ends.
+        if (run.signal.aborted) {
+          await settleWithin(
+            work.then((late) => (late.ok ? this.driver.release(req.key, req.owner) : undefined)),
+            EXIT_WAIT_MS,
+          );
+        }
+        throw e;
+      }
       if (r.ok) return r.grant;
     }
   }

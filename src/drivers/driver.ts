@@ -162,11 +162,12 @@ export interface BlockingDriver extends DriverBase {
   /**
    * One blocking attempt: wait on the server for the lock at most `maxMs`, on a connection of its
    * own, then answer (a busy answer when the server's wait ran out or was interrupted). When
-   * `signal` aborts, cancel the server's wait and settle promptly (reject with `signal.reason`):
-   * a grant that lands anyway is given back by the core (`release`). An abort that comes while
-   * the attempt is still getting its connection must stop it before anything waits on the
-   * server. Engine errors reject (the core backs off and tries again). No loops, no timers: the
-   * core calls again while the wait lasts.
+   * `signal` aborts, cancel the server's wait and settle once it is over (one round trip): reject
+   * with `signal.reason`, or resolve what the server answered first (a grant that landed is
+   * given back by the core, which waits for this at most a second). An abort that comes while
+   * the attempt is still getting its connection stops it before anything waits on the server.
+   * Engine errors reject (the core backs off and calls again). No loops, no timers: the core
+   * calls again while the wait lasts.
    */
   block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult>;
   /**

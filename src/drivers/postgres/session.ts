@@ -76,6 +76,8 @@ interface Conn {
   busy: boolean;
   /** Monotonic time the last reply on this connection arrived (the server had our session then). */
   repliedAt: number;
+  /** A cancel of this connection's wait on its way (see `cancelWait`). */
+  cancelling?: Promise<void>;
 }
 
 interface Hold {
@@ -260,16 +262,13 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     // ends it first and cancels it).
     const waiting = conn.client.query(this.sql.waitLock, [id.toString(), this.advisory(id), req.key, req.owner, Math.ceil(req.ttlMs), `${left + 100}ms`]);
     return new Promise<TryResult>((resolve, reject) => {
+      // An abort cancels the server's wait (the statement then fails, unless it got the lock first).
       const onAbort = (): void => {
-        // Settle now; cancel the server's wait in the background (a grant that landed meanwhile
-        // is unlocked), and the connection serves again once clean.
-        this.track(this.cancelWait(conn, waiting));
-        reject(signal.reason as Error);
+        conn.cancelling = this.cancelWait(conn);
       };
       signal.addEventListener('abort', onAbort, { once: true });
       waiting.then(
         (r) => {
-          if (signal.aborted) return;
           signal.removeEventListener('abort', onAbort);
           this.waits.delete(conn);
           const token = (r.rows as Array<Record<string, unknown>>)[0]?.token;
@@ -282,17 +281,18 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
           conn.busy = false;
           // The lock is ours from its grant until the session ends (no server TTL), and the wait
           // may have lasted long: the lease's local TTL counts from the reply, when the server
-          // surely still had our session (see SESSION_GUARANTEE_MS).
+          // surely still had our session (see SESSION_GUARANTEE_MS). Also when it landed as the
+          // wait was given up: the core gives it back.
           conn.repliedAt = monotonicNow();
           resolve({ ok: true, grant: this.hold(conn, req, id, int8(token), conn.repliedAt) });
         },
         (error: unknown) => {
-          if (signal.aborted) return;
           signal.removeEventListener('abort', onAbort);
           this.waits.delete(conn);
           // The lock may have been granted before the statement failed: make sure it holds nothing.
           if (!conn.dead) this.track(this.cleanUp(conn));
-          if (sqlState(error) === '55P03') resolve(BUSY); // lock_timeout
+          if (signal.aborted) reject(signal.reason as Error);
+          else if (sqlState(error) === '55P03') resolve(BUSY); // lock_timeout
           else reject(error instanceof Error ? error : new Error(String(error)));
         },
       );
@@ -416,18 +416,18 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
 
   // ------------------------------------------------------------------ after a wait
 
-  /** Cancel a blocking wait (pg_cancel_backend from `main`), then make sure it holds nothing. */
-  private async cancelWait(conn: Conn, waiting: Promise<unknown>): Promise<void> {
+  /**
+   * Cancel the blocking wait running on `conn` (pg_cancel_backend from `main`). The next
+   * statement on `conn` waits for it (see {@link query}): a cancel that arrives while the
+   * connection is idle is ignored, but one that arrives during a later statement would fail it.
+   */
+  private async cancelWait(conn: Conn): Promise<void> {
     try {
       const main = await this.mainConn();
-      // Awaited before anything else runs on `conn`: a cancel that arrives while it is idle is ignored.
       await this.query(main, 'SELECT pg_cancel_backend($1)', [conn.pid]);
     } catch {
       // main unreachable: the wait ends by lock_timeout, or with the connection
     }
-    await waiting.catch(() => undefined);
-    this.waits.delete(conn);
-    await this.cleanUp(conn);
   }
 
   /** Release whatever a failed or abandoned wait may hold on `conn`, then hand the connection on. */
@@ -679,6 +679,11 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   }
 
   private async query(conn: Conn, text: string, values?: readonly unknown[]): Promise<Array<Record<string, unknown>>> {
+    if (conn.cancelling) {
+      const cancelling = conn.cancelling;
+      await cancelling;
+      if (conn.cancelling === cancelling) conn.cancelling = undefined;
+    }
     const r = await conn.client.query(timed(text, values, this.o.opTimeoutMs));
     conn.repliedAt = monotonicNow();
     conn.session?.confirmed(conn.repliedAt);
