@@ -117,7 +117,7 @@ export class MysqlSessionDriver extends MysqlEngine implements BlockingDriver, S
   /**
    * One `GET_LOCK(name, maxMs)` on a connection of its own (a blocked GET_LOCK occupies its
    * connection). Getting the connection races `signal`; once the wait is on the server, an abort
-   * kills that connection (the server frees whatever it got) and this settles at once.
+   * kills that connection (the server frees whatever it got), and this settles when it is gone.
    */
   async block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult> {
     if (this.closed) throw this.closedError();
