@@ -13,6 +13,9 @@
  *   process queue here, so only the head talks to the engine (10,000 local waiters cost one
  *   engine waiter) and a local releaser cannot barge ahead of local waiters. Queue engines need
  *   none: their queue is the engine's, and every local waiter takes its place in it;
+ * - for server-blocking engines, at most `maxBlocking` server waits at once (FIFO, abortable), and
+ *   on an abort or the deadline a bounded wait for the driver's cancel, so that nothing of the
+ *   wait is left waiting or held on the server when it returns;
  * - giving back a grant that lands after the wait ended (abort, deadline, close);
  * - the queue algorithm of queue engines, written once: enqueue (and read the queue before us in
  *   the same step), take the turn when nobody is ahead, else wait for the entry just ahead of us
