@@ -16,6 +16,7 @@ import { LockClient } from '../../src/core/client.js';
 import type { SessionState } from '../../src/drivers/driver.js';
 import { createMysqlDriver, keyNames, MysqlSessionDriver, type MysqlMode } from '../../src/drivers/mysql/index.js';
 import { isDlockError, LockAbortedError, LockLostError } from '../../src/errors.js';
+import { abortWhileConnecting } from '../support/abort-while-connecting.js';
 import { startDelayProxy } from '../support/delay-proxy.js';
 import { startMysql, type MysqlServer } from '../support/mysql.js';
 import { forkWorker, killWorkers, startTogether } from '../support/workers.js';
@@ -279,25 +280,9 @@ describe('mysql session mode: abort while the wait opens its connection', () => 
     const proxy = await startDelayProxy(server.port);
     const waiter = new LockClient(createMysqlDriver({ url: `mysql://root@127.0.0.1:${proxy.port}/dlock?mode=session` }));
     try {
-      // Warm up the home connection (a try opens it): no spare wait connection yet.
-      expect(await waiter.tryAcquire(key)).toBeNull();
-      proxy.setDelay(500);
-      // One round trip through the proxy (the wait's first try costs the same)...
-      const t0 = performance.now();
-      expect(await waiter.tryAcquire(key)).toBeNull();
-      const tryMs = performance.now() - t0;
-      const ac = new AbortController();
-      const waiting = waiter.acquire(key, { waitMs: 20_000, signal: ac.signal }).then(
-        () => 'acquired',
-        (e: unknown) => e,
-      );
-      // ...then the wait opens a connection of its own (a few round trips): abort inside that.
-      await sleep(tryMs + 300);
-      const abortedAt = performance.now();
-      ac.abort(new Error('stop'));
-      const outcome = await waiting;
+      const { outcome, settledAfterMs } = await abortWhileConnecting(waiter, proxy, key);
       expect(outcome).toBeInstanceOf(LockAbortedError);
-      expect(performance.now() - abortedAt).toBeLessThan(1000);
+      expect(settledAfterMs).toBeLessThan(1000);
       // Long enough for the slow connection to open and a missed abort to start its server wait.
       await sleep(4000);
       const waits = (await server.sql(
