@@ -13,6 +13,9 @@
  *   process queue here, so only the head talks to the engine (10,000 local waiters cost one
  *   engine waiter) and a local releaser cannot barge ahead of local waiters. Queue engines need
  *   none: their queue is the engine's, and every local waiter takes its place in it;
+ * - for server-blocking engines, at most `maxBlocking` server waits at once (FIFO, abortable), and
+ *   on an abort or the deadline a bounded wait for the driver's cancel, so that nothing of the
+ *   wait is left waiting or held on the server when it returns;
  * - giving back a grant that lands after the wait ended (abort, deadline, close);
  * - the queue algorithm of queue engines, written once: enqueue (and read the queue before us in
  *   the same step), take the turn when nobody is ahead, else wait for the entry just ahead of us
@@ -177,6 +180,8 @@ function follow(signal: AbortSignal, run: WaitRun): () => void {
 /** See the file header. One per client. */
 export class WaitLoop {
   private readonly gates = new KeyGates();
+  /** Server-blocking engines with `maxBlocking`: the attempts on the server at once. */
+  private slots: Slots | undefined;
   private readonly runs = new Set<WaitRun>();
   /** Waits in progress, with the exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
@@ -405,13 +410,48 @@ export class WaitLoop {
     }
   }
 
-  /** Server-blocking engines: block on the server for what is left of the wait, cancellably. */
+  /**
+   * Server-blocking engines: block on the server for what is left of the wait, cancellably, at
+   * most `maxBlocking` at once. A busy answer (the server's wait ran out or was interrupted)
+   * blocks again while time is left; the deadline and aborts end it through the wait's signal.
+   */
   private async blocking(d: BlockingDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | undefined> {
     for (;;) {
-      const r = await run.call(d.block(req, Math.ceil(run.remaining()), run.signal), (late) => this.giveBack(req, late));
+      const slots = this.blockSlots(d);
+      if (slots) await slots.take(run.signal);
+      let work: Promise<TryResult>;
+      try {
+        work = d.block(req, Math.ceil(run.remaining()), run.signal);
+      } catch (e) {
+        slots?.leave();
+        throw e;
+      }
+      // The slot is the driver's connection: it is free once the attempt settled.
+      if (slots) void work.then(() => slots.leave(), () => slots.leave());
+      let r: TryResult;
+      try {
+        r = await run.call(work);
+      } catch (e) {
+        // Ended (abort, deadline, close): the driver cancels its server wait; wait for that
+        // (bounded), and give back a grant that landed meanwhile, so that nothing of this wait
+        // is left waiting or held on the server when it ends.
+        if (run.signal.aborted) {
+          await settleWithin(
+            work.then((late) => (late.ok ? this.driver.release(req.key, req.owner) : undefined)),
+            EXIT_WAIT_MS,
+          );
+        }
+        throw e;
+      }
       if (r.ok) return r.grant;
-      // The server's wait ran out or was interrupted: the loop checks the time again.
     }
+  }
+
+  private blockSlots(d: BlockingDriver): Slots | undefined {
+    const max = d.maxBlocking;
+    if (max === undefined || !(max >= 1)) return undefined;
+    this.slots ??= new Slots(max);
+    return this.slots;
   }
 
   /** Queue engines: the queue algorithm (see the file header). */
@@ -457,5 +497,42 @@ export class WaitLoop {
         await settleWithin(withdraw, EXIT_WAIT_MS);
       }
     }
+  }
+}
+
+/** A FIFO semaphore of `max` slots whose waiters leave on abort (see {@link BlockingDriver.maxBlocking}). */
+class Slots {
+  private free: number;
+  private readonly queue: Array<() => void> = [];
+
+  constructor(max: number) {
+    this.free = max;
+  }
+
+  take(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    if (this.free > 0) {
+      this.free -= 1;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const go = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        const i = this.queue.indexOf(go);
+        if (i >= 0) this.queue.splice(i, 1);
+        reject(signal.reason as Error);
+      };
+      this.queue.push(go);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  leave(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.free += 1;
   }
 }

@@ -175,12 +175,21 @@ export interface BlockingDriver extends DriverBase {
   /** How the core waits on this driver: the engine blocks the request until granted. */
   readonly kind: 'server-blocking';
   /**
-   * One blocking attempt: wait on the server for the lock at most `maxMs`, then answer (a busy
-   * answer when the server's wait ran out). When `signal` aborts, cancel the server's wait and
-   * settle promptly (reject with `signal.reason`, or resolve what the server answered first): the
-   * core gives back a grant that lands after it stopped waiting. Engine errors reject.
+   * One blocking attempt: wait on the server for the lock at most `maxMs`, on a connection of its
+   * own, then answer (a busy answer when the server's wait ran out or was interrupted). When
+   * `signal` aborts, cancel the server's wait and settle once it is over (one round trip): reject
+   * with `signal.reason`, or resolve what the server answered first (a grant that landed is
+   * given back by the core, which waits for this at most a second). An abort that comes while
+   * the attempt is still getting its connection stops it before anything waits on the server.
+   * Engine errors reject (the core backs off and calls again). No loops, no timers: the core
+   * calls again while the wait lasts.
    */
   block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult>;
+  /**
+   * Optional: at most this many `block()` calls at once (each occupies a connection of its own);
+   * the core queues the others in arrival order, abortably, within their wait.
+   */
+  readonly maxBlocking?: number;
 }
 
 /** One contender's entry in a queue engine (a znode, an etcd key). */

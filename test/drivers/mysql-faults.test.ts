@@ -15,7 +15,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import type { SessionState } from '../../src/drivers/driver.js';
 import { createMysqlDriver, keyNames, MysqlSessionDriver, type MysqlMode } from '../../src/drivers/mysql/index.js';
-import { isDlockError, LockLostError } from '../../src/errors.js';
+import { isDlockError, LockAbortedError, LockLostError } from '../../src/errors.js';
+import { abortWhileConnecting } from '../support/abort-while-connecting.js';
+import { startDelayProxy } from '../support/delay-proxy.js';
 import { startMysql, type MysqlServer } from '../support/mysql.js';
 import { forkWorker, killWorkers, startTogether } from '../support/workers.js';
 
@@ -267,4 +269,34 @@ describe.each(['session', 'table'] as const)('mysql %s mode: server restart whil
       expect(await lease.release()).toBe(true);
     }
   }, 90_000);
+});
+
+describe('mysql session mode: abort while the wait opens its connection', () => {
+  it('ends the wait promptly and leaves nothing waiting or held on the server', async () => {
+    const key = uniqueKey('abort-connecting');
+    const holder = client('session');
+    const held = await holder.acquire(key, { ttlMs: 10_000 });
+    // The waiter reaches the server through a delaying proxy: opening its wait connection is slow.
+    const proxy = await startDelayProxy(server.port);
+    const waiter = new LockClient(createMysqlDriver({ url: `mysql://root@127.0.0.1:${proxy.port}/dlock?mode=session` }));
+    try {
+      const { outcome, settledAfterMs } = await abortWhileConnecting(waiter, proxy, key);
+      expect(outcome).toBeInstanceOf(LockAbortedError);
+      expect(settledAfterMs).toBeLessThan(1000);
+      // Long enough for the slow connection to open and a missed abort to start its server wait.
+      await sleep(4000);
+      const waits = (await server.sql(
+        `SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE '%GET_LOCK%' AND ID <> CONNECTION_ID()`,
+      )) as Array<{ n: number }>;
+      expect(Number(waits[0]?.n)).toBe(0);
+      // The holder still holds it alone; once released, anyone gets it at once.
+      expect(await held.release()).toBe(true);
+      const next = await client('session').tryAcquire(key);
+      expect(next).not.toBeNull();
+      expect(await next?.release()).toBe(true);
+    } finally {
+      await waiter.close();
+      await proxy.close();
+    }
+  }, 30_000);
 });

@@ -11,7 +11,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import type { SessionState } from '../../src/drivers/driver.js';
 import { createPostgresDriver, PostgresSessionDriver } from '../../src/drivers/postgres/index.js';
-import { LockLostError } from '../../src/errors.js';
+import { LockAbortedError, LockLostError } from '../../src/errors.js';
+import { abortWhileConnecting } from '../support/abort-while-connecting.js';
+import { startDelayProxy } from '../support/delay-proxy.js';
 import { startPostgres, type PostgresServer } from '../support/postgres.js';
 import { forkWorker, killWorkers, startTogether } from '../support/workers.js';
 
@@ -162,4 +164,32 @@ describe.each(['session', 'table'] as const)('postgres %s mode: server restart w
       expect(await l.release()).toBe(true);
     }
   }, 60_000);
+});
+
+describe('postgres session mode: abort while the wait opens its connection', () => {
+  it('ends the wait promptly and leaves nothing waiting or held on the server', async () => {
+    const key = `faults:abort-connecting:${Date.now()}`;
+    const holder = client('session');
+    const held = await holder.acquire(key);
+    // The waiter reaches the server through a delaying proxy: opening its wait connection is slow.
+    const proxy = await startDelayProxy(server.port);
+    try {
+      const waiter = client('session', { ...server, url: `postgres://postgres@127.0.0.1:${proxy.port}/postgres` });
+      const { outcome, settledAfterMs } = await abortWhileConnecting(waiter, proxy, key);
+      expect(outcome).toBeInstanceOf(LockAbortedError);
+      expect(settledAfterMs).toBeLessThan(1000);
+      // Long enough for the slow connection to open and a missed abort to start its server wait.
+      await sleep(3000);
+      const waits = await server.sql<{ n: string }>(`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`);
+      expect(Number(waits[0]?.n)).toBe(0);
+      // The holder still holds it alone; once released, anyone gets it at once.
+      expect(await held.release()).toBe(true);
+      const next = await client('session').tryAcquire(key);
+      expect(next).not.toBeNull();
+      expect(await next?.release()).toBe(true);
+    } finally {
+      await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+      await proxy.close();
+    }
+  }, 30_000);
 });

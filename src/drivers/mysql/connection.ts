@@ -37,6 +37,7 @@ export class Conn {
   /** Statements in flight (a blocked GET_LOCK counts). */
   inFlight = 0;
   private readonly closeListeners = new Set<(error: MysqlError | undefined) => void>();
+  private readonly confirmListeners = new Set<(sentAt: number) => void>();
   private ended: Promise<void> | undefined;
 
   constructor(
@@ -92,6 +93,12 @@ export class Conn {
     return () => this.closeListeners.delete(listener);
   }
 
+  /** Called with the send time of every statement the server answered (the session was alive then). */
+  onConfirm(listener: (sentAt: number) => void): () => void {
+    this.confirmListeners.add(listener);
+    return () => this.confirmListeners.delete(listener);
+  }
+
   /** Quit politely (bounded), then make sure the socket is gone. Idempotent. */
   close(graceMs = 1000): Promise<void> {
     this.ended ??= new Promise<void>((resolve) => {
@@ -122,6 +129,13 @@ export class Conn {
 
   private confirm(sentAt: number): void {
     if (sentAt > this.confirmedAt) this.confirmedAt = sentAt;
+    for (const l of this.confirmListeners) {
+      try {
+        l(sentAt);
+      } catch {
+        // a listener never breaks the connection
+      }
+    }
   }
 
   private gone(error: MysqlError | undefined): void {
@@ -136,6 +150,7 @@ export class Conn {
       }
     }
     this.closeListeners.clear();
+    this.confirmListeners.clear();
   }
 }
 

@@ -1,6 +1,7 @@
 /**
- * What both MySQL modes share: the schema, the driver's private connections, local turn-taking
- * for waits, and the statements that do not depend on the mode (inspect, marks, id ranges).
+ * What both MySQL modes share: the schema, the driver's private connections (home connections
+ * chosen by key, spare connections for blocking statements), interrupting a blocked statement,
+ * and the statements that do not depend on the mode (inspect, marks, id ranges).
  */
 import { monotonicNow } from '../../core/clock.js';
 import { ClosedError, IdsExhaustedError, UnavailableError } from '../../errors.js';
@@ -20,86 +21,6 @@ const KILL_TIMEOUT_MS = 2000;
  */
 export const LIVE = `(owner IS NOT NULL AND IF(session_id IS NULL, expires_at > UTC_TIMESTAMP(6), IS_USED_LOCK(?) <=> session_id))`;
 
-/**
- * Local FIFO turns per key (only the first local waiter of a key waits on the server, so 10,000
- * local waiters cost one server wait) and a cap on server waits at once (each blocks a connection).
- */
-export class WaitTurns {
-  private readonly keys = new Map<string, Array<() => void>>();
-  private slotsFree: number;
-  private readonly slotQueue: Array<() => void> = [];
-
-  constructor(maxWaits: number) {
-    this.slotsFree = maxWaits;
-  }
-
-  /** Whether `key` has local waiters (an arrival must not barge ahead of them). */
-  has(key: string): boolean {
-    return this.keys.has(key);
-  }
-
-  /** Wait for this key's turn and a free wait slot; rejects with `signal.reason` on abort. */
-  async enter(key: string, signal: AbortSignal): Promise<void> {
-    const queue = this.keys.get(key);
-    if (!queue) this.keys.set(key, []);
-    else await this.park(queue, signal, () => this.leaveKey(key));
-    if (this.slotsFree > 0) {
-      this.slotsFree--;
-      return;
-    }
-    try {
-      await this.park(this.slotQueue, signal, () => this.freeSlot());
-    } catch (e) {
-      this.leaveKey(key);
-      throw e;
-    }
-  }
-
-  /** Give up the turn and the slot taken by {@link enter}. */
-  leave(key: string): void {
-    this.freeSlot();
-    this.leaveKey(key);
-  }
-
-  private park(queue: Array<() => void>, signal: AbortSignal, passOn: () => void): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const go = (): void => {
-        signal.removeEventListener('abort', onAbort);
-        // Our turn came after an abort: hand it on at once.
-        if (signal.aborted) {
-          passOn();
-          reject(signal.reason as Error);
-        } else resolve();
-      };
-      const onAbort = (): void => {
-        const i = queue.indexOf(go);
-        if (i >= 0) queue.splice(i, 1);
-        reject(signal.reason as Error);
-      };
-      if (signal.aborted) {
-        reject(signal.reason as Error);
-        return;
-      }
-      queue.push(go);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  private freeSlot(): void {
-    const next = this.slotQueue.shift();
-    if (next) next();
-    else this.slotsFree++;
-  }
-
-  private leaveKey(key: string): void {
-    const queue = this.keys.get(key);
-    if (!queue) return;
-    const next = queue.shift();
-    if (next) next();
-    else this.keys.delete(key);
-  }
-}
-
 /** The shared half of both MySQL drivers. */
 export abstract class MysqlEngine {
   protected readonly o: ResolvedOptions;
@@ -114,7 +35,6 @@ export abstract class MysqlEngine {
   protected readonly open = new Set<Conn>();
   private schema: Promise<void> | undefined;
   protected closed = false;
-  protected readonly turns: WaitTurns;
 
   protected constructor(options: MysqlDriverOptions) {
     this.o = resolveOptions(options);
@@ -122,7 +42,6 @@ export abstract class MysqlEngine {
     this.locks = `\`${this.o.prefix}locks\``;
     this.sequences = `\`${this.o.prefix}sequences\``;
     this.homes = Array.from({ length: this.o.connections }, () => undefined);
-    this.turns = new WaitTurns(this.o.maxWaits);
   }
 
   /** The MySQL names of `key` (row id, session lock name, wake-up signal name). */
@@ -221,7 +140,7 @@ export abstract class MysqlEngine {
 
   /** A connection that holds and waits for nothing again: keep a few, close the rest. */
   protected giveBack(conn: Conn): void {
-    if (!conn.alive) return;
+    if (!conn.alive || this.spares.includes(conn)) return;
     if (this.closed || this.spares.length >= 2) {
       this.open.delete(conn);
       void conn.close();
@@ -230,11 +149,15 @@ export abstract class MysqlEngine {
     this.spares.push(conn);
   }
 
-  /** Interrupt the statement running on `conn` (a blocked GET_LOCK returns NULL). */
-  protected async interrupt(conn: Conn): Promise<void> {
+  /**
+   * Interrupt the statement running on `conn` (`QUERY`: a blocked GET_LOCK returns NULL; a KILL
+   * that lands before the statement started is lost), or end the connection (`CONNECTION`: lands
+   * whatever it is doing; the server frees its locks).
+   */
+  protected async interrupt(conn: Conn, what: 'QUERY' | 'CONNECTION' = 'QUERY'): Promise<void> {
     if (!conn.alive) return;
-    // KILL QUERY: own connections (same user) need no privilege. Integer, not a parameter.
-    const kill = this.home(0).then((home) => home.query(`KILL QUERY ${Math.trunc(conn.threadId)}`));
+    // Own connections (same user) need no privilege. Integer, not a parameter.
+    const kill = this.home(0).then((home) => home.query(`KILL ${what} ${Math.trunc(conn.threadId)}`));
     let timer: NodeJS.Timeout | undefined;
     const landed = await Promise.race([
       kill.then(

@@ -1,43 +1,29 @@
-import { DEADLINE, WaitScope, backoffMs, settleWithin } from '../../core/abort.js';
-import { driftFor, sleep } from '../../core/clock.js';
-import { LockLostError, UnavailableError } from '../../errors.js';
-import { SessionListeners } from '../driver.js';
-import type {
-  AcquireRequest,
-  DriverInfo,
-  ExtendItem,
-  Grant,
-  NativeWaitDriver,
-  SessionSource,
-  SessionState,
-  TryResult,
-  WaitContext,
-} from '../driver.js';
-import type { Conn, MysqlError } from './connection.js';
-import { MysqlEngine } from './engine.js';
-import type { KeyNames, MysqlDriverOptions } from './options.js';
-import { slotOf } from './options.js';
-
-/** One lock this driver holds: which connection holds it, and the signal its session aborts. */
-interface Held {
-  readonly key: string;
-  readonly owner: string;
-  readonly names: KeyNames;
-  readonly conn: Conn;
-  ttlMs: number;
-  readonly session: AbortController;
-}
-
-/** A server-side wait may not outlive its deadline by more than this before we cut it off. */
-const WAIT_GRACE_MS = 2000;
-/** An aborted server wait is interrupted every KILL_REPEAT_MS until it ends, at most this often; then its connection is dropped. */
-const KILL_REPEATS = 40;
-const KILL_REPEAT_MS = 50;
-
 /**
- * Session mode: the lock IS a MySQL user lock (`GET_LOCK`) held by one of this driver's own
- * connections; a row per key beside it records the owner, the fencing token and the lease's
- * renewal deadline (for `inspect`). See the module header in ./index.ts for what it guarantees.
+ * MySQL/MariaDB session mode: the lock IS a user lock (`GET_LOCK`) held by one of this driver's
+ * own connections; a row per key beside it records the owner, the fencing token and the lease's
+ * renewal deadline (for `inspect`). A server-blocking driver ({@link BlockingDriver}): one try on
+ * the key's home connection, or one blocking `GET_LOCK` on a connection of its own; the core's
+ * wait loop (src/core/wait-loop.ts) does the rest (deadline, aborts, retries with backoff, the
+ * local FIFO gate per key, at most `maxWaits` server waits at once, giving back a late grant).
+ *
+ * Guarantees (see also ./index.ts):
+ * - a lock lives as long as the connection that took it: the server frees it when it sees the
+ *   connection end (crash, kill -9, `KILL <id>`, a restart), and the driver then aborts
+ *   `Grant.session` of every lease that connection held;
+ * - a silent holder (paused, cut off) loses its locks about one TTL after its last statement:
+ *   the connection's `wait_timeout` is the largest TTL it holds (whole seconds, rounded up), and
+ *   each grant's local deadline ({@link EngineSession}, one per grant: its TTL rounded up, from the
+ *   send time of the last statement answered on its connection) is never later than that;
+ * - waiters are served in arrival order (the server's lock queue is FIFO); an abort ends a server
+ *   wait at once with `KILL CONNECTION` (which, unlike `KILL QUERY`, cannot miss a statement that
+ *   has not started yet), and an abort while the wait still opens its connection stops it before
+ *   anything waits; at the deadline the server's own `GET_LOCK` timeout ends it;
+ * - a grant after a long server wait is confirmed by one more statement, whose send time starts
+ *   the lease (the server's idle countdown started at some unknown moment during the wait).
+ * Does not:
+ * - survive a failover to an asynchronous replica, or work through a multiplexing proxy;
+ * - keep a grant's local deadline in step with a later `extend()` to a longer TTL: the grant's
+ *   session counts its TTL at grant time (renewals at the usual cadence keep it alive).
  *
  * @example
  * ```ts
@@ -50,9 +36,39 @@ const KILL_REPEAT_MS = 50;
  * await locks.close();
  * ```
  */
-export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver, SessionSource {
-  /** Transitional: this driver still waits by itself (being ported to its kind). */
-  readonly kind = 'native' as const;
+import { DEADLINE, raceAbort } from '../../core/abort.js';
+import { EngineSession } from '../../core/session.js';
+import { SessionListeners } from '../driver.js';
+import type {
+  AcquireRequest,
+  BlockingDriver,
+  DriverInfo,
+  ExtendItem,
+  Grant,
+  SessionSource,
+  SessionState,
+  TryResult,
+} from '../driver.js';
+import type { Conn, MysqlError } from './connection.js';
+import { MysqlEngine } from './engine.js';
+import type { KeyNames, MysqlDriverOptions } from './options.js';
+import { slotOf } from './options.js';
+
+/** One lock this driver holds: which connection holds it, and the session its lease rides on. */
+interface Held {
+  readonly key: string;
+  readonly owner: string;
+  readonly names: KeyNames;
+  readonly conn: Conn;
+  ttlMs: number;
+  readonly session: EngineSession;
+}
+
+const BUSY: TryResult = { ok: false, retryAfterMs: -1 };
+
+/** See the file header. */
+export class MysqlSessionDriver extends MysqlEngine implements BlockingDriver, SessionSource {
+  readonly kind = 'server-blocking' as const;
   readonly info: DriverInfo = { name: 'mysql', liveness: 'session', fair: true, scope: 'distributed' };
   /** Held locks by owner id. */
   private readonly held = new Map<string, Held>();
@@ -60,13 +76,16 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
   private readonly byConn = new Map<Conn, Set<Held>>();
   /** Connections that carry a blocking wait right now. */
   private readonly waiting = new Set<Conn>();
-  /** Waits in progress (close() lets them finish their clean-up). */
-  private readonly busy = new Set<Promise<unknown>>();
   private state: SessionState = 'lost';
   private readonly listeners = new SessionListeners();
 
   constructor(options: MysqlDriverOptions) {
     super(options);
+  }
+
+  /** At most `maxWaits` server waits at once (each blocks a connection of its own). */
+  get maxBlocking(): number {
+    return this.o.maxWaits;
   }
 
   /** `connected` while the driver has a working connection; `lost` before the first and after one that carried locks dropped. */
@@ -92,122 +111,63 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
     const names = this.namesOf(req.key);
     const conn = await this.home(slotOf(names.id, this.o.connections));
     const grant = await this.grantOn(conn, req, names, 0);
-    return grant ? { ok: true, grant } : { ok: false, retryAfterMs: -1 };
+    return grant ? { ok: true, grant } : BUSY;
   }
 
   /**
-   * Wait in the server: `GET_LOCK(name, remaining wait)` on a connection of its own (a blocked
-   * GET_LOCK occupies its connection). Local waiters of one key queue behind the first, which
-   * alone waits on the server. An abort interrupts the server wait with `KILL QUERY`.
+   * One `GET_LOCK(name, maxMs)` on a connection of its own (a blocked GET_LOCK occupies its
+   * connection). Getting the connection races `signal`; once the wait is on the server, an abort
+   * kills that connection (the server frees whatever it got), and this settles when it is gone.
    */
-  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+  async block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult> {
     if (this.closed) throw this.closedError();
-    if (!this.turns.has(req.key) && !wait.signal.aborted) {
-      try {
-        // Through the instance method: one attempt, no connection of its own.
-        const first = await this.tryAcquire(req);
-        if (first.ok) return first.grant;
-        if (this.now() >= wait.deadline) return null;
-      } catch {
-        // the wait below retries and reports unavailability
-      }
+    const startedAt = this.now();
+    const conn = await raceAbort(this.takeSpare(), signal, (late) => this.giveBack(late));
+    const left = maxMs - (this.now() - startedAt);
+    if (signal.aborted || left <= 0) {
+      this.giveBack(conn);
+      if (signal.aborted) throw signal.reason as Error;
+      return BUSY;
     }
-    const scope = new WaitScope([wait.signal], wait.deadline, this.now());
-    const work = this.waitInServer(req, scope);
-    this.busy.add(work);
-    try {
-      return await work;
-    } finally {
-      this.busy.delete(work);
-      scope.dispose();
-    }
-  }
-
-  private async waitInServer(req: AcquireRequest, scope: WaitScope): Promise<Grant | null> {
-    try {
-      await this.turns.enter(req.key, scope.signal);
-    } catch (e) {
-      if (scope.timedOut) return null;
-      throw e;
-    }
-    const names = this.namesOf(req.key);
-    let lastError: unknown;
-    try {
-      for (let attempt = 0; ; attempt++) {
-        const remaining = scope.deadline - this.now();
-        if (remaining <= 0 || scope.signal.aborted) break;
-        let conn: Conn | undefined;
-        try {
-          conn = await this.takeSpare();
-          const grant = await this.waitOn(conn, req, names, remaining, scope.signal);
-          if (grant) {
-            if (scope.signal.aborted) {
-              // Granted as the wait was given up: give it straight back.
-              await this.release(req.key, req.owner).catch(() => false);
-              break;
-            }
-            return grant;
-          }
-          if (!conn.alive) throw conn.failure ?? new Error('The MySQL connection was closed.');
-          this.giveBack(conn);
-          conn = undefined;
-          // GET_LOCK answered 0 (its timeout passed) or NULL (interrupted): loop re-checks time.
-          if (!scope.signal.aborted && scope.deadline - this.now() > 50) continue;
-          lastError = undefined;
-          break;
-        } catch (e) {
-          if (conn) this.giveBack(conn);
-          if (scope.signal.aborted) break;
-          lastError = e;
-          await sleep(Math.min(backoffMs(attempt), Math.max(0, scope.deadline - this.now())), scope.signal).catch(() => undefined);
-        }
-      }
-    } finally {
-      this.turns.leave(req.key);
-    }
-    if (scope.signal.aborted && !scope.timedOut) throw scope.signal.reason as Error;
-    if (lastError !== undefined) {
-      throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: lastError });
-    }
-    return null;
-  }
-
-  /** One blocking GET_LOCK on `conn`, interrupted on abort; a grant (or null). */
-  private async waitOn(conn: Conn, req: AcquireRequest, names: KeyNames, remainingMs: number, signal: AbortSignal): Promise<Grant | null> {
-    if (signal.aborted) return null;
     this.waiting.add(conn);
-    let settled = false;
-    let killing: Promise<void> | undefined;
-    const onAbort = (): void => {
-      // At the deadline the server's own GET_LOCK timeout ends the wait: nothing to interrupt.
-      if (signal.reason === DEADLINE) return;
-      killing = (async () => {
-        // A KILL QUERY that reaches the server before the statement starts is lost (it does not
-        // carry over to the next statement): repeat it until the statement has ended.
-        for (let i = 0; i < KILL_REPEATS && !settled && conn.alive; i++) {
-          await this.interrupt(conn);
-          await sleep(KILL_REPEAT_MS);
-        }
-        if (!settled) conn.destroy();
-      })();
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    // Should the server stop answering, do not wait far past the deadline.
-    const watchdog = setTimeout(() => conn.destroy(), remainingMs + WAIT_GRACE_MS);
-    // Once the wait's statement has ended: stop interrupting, and let a KILL QUERY still on its
-    // way land before the next statement on this connection (clean-up or confirmation).
-    const afterWait = async (): Promise<void> => {
-      settled = true;
-      clearTimeout(watchdog);
-      signal.removeEventListener('abort', onAbort);
-      if (killing) await killing;
-    };
-    try {
-      return await this.grantOn(conn, req, names, remainingMs / 1000, afterWait);
-    } finally {
-      await afterWait();
-      this.waiting.delete(conn);
-    }
+    const work = this.grantOn(conn, req, this.namesOf(req.key), left / 1000);
+    return new Promise<TryResult>((resolve, reject) => {
+      // An abort ends the server wait at once: KILL CONNECTION lands whether or not the statement
+      // has started (KILL QUERY would miss one not started yet), and the server frees whatever the
+      // connection got. At the deadline the server's own GET_LOCK timeout ends it.
+      const onAbort = (): void => {
+        if (signal.reason !== DEADLINE) void this.interrupt(conn, 'CONNECTION');
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      // A killed connection may never answer its statement: its end settles the wait.
+      const offClose = conn.onClose((error) => settle(() => reject(error ?? new Error('The MySQL connection was closed.'))));
+      let done = false;
+      const settle = (fn: () => void): void => {
+        if (done) return;
+        done = true;
+        signal.removeEventListener('abort', onAbort);
+        offClose();
+        this.waitEnded(conn);
+        if (signal.aborted && !this.byConn.has(conn)) reject(signal.reason as Error);
+        else fn();
+      };
+      work.then(
+        (grant) =>
+          settle(() => {
+            // A grant (also one that landed as the wait was given up: the core gives it back).
+            if (grant) resolve({ ok: true, grant });
+            else if (conn.alive) resolve(BUSY); // GET_LOCK answered 0 (its timeout passed) or NULL (interrupted)
+            else reject(conn.failure ?? new Error('The MySQL connection was closed.'));
+          }),
+        (error: unknown) => settle(() => reject(error instanceof Error ? error : new Error(String(error)))),
+      );
+    });
+  }
+
+  /** A wait's statement ended: its connection serves again unless it won the lock (then it holds it). */
+  private waitEnded(conn: Conn): void {
+    this.waiting.delete(conn);
+    if (!this.byConn.has(conn)) this.giveBack(conn);
   }
 
   /**
@@ -215,13 +175,7 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
    * MariaDB and MySQL count nested GET_LOCKs), unless a lease-table holder of the same key is
    * live; then bump the key's fencing counter and record owner, connection and lease deadline.
    */
-  private async grantOn(
-    conn: Conn,
-    req: AcquireRequest,
-    n: KeyNames,
-    waitSeconds: number,
-    afterWait?: () => Promise<void>,
-  ): Promise<Grant | null> {
+  private async grantOn(conn: Conn, req: AcquireRequest, n: KeyNames, waitSeconds: number): Promise<Grant | null> {
     const us = Math.ceil(req.ttlMs) * 1000;
     const idleSeconds = this.idleLimit(conn, req.ttlMs);
     let sentAt = this.now();
@@ -241,9 +195,7 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
         [n.lock, n.lock, waitSeconds, n.id, n.lock, n.id, req.key, req.owner, us, req.owner, us, idleSeconds, n.id],
       );
       rows = r[r.length - 1] as typeof rows;
-      await afterWait?.();
     } catch (e) {
-      await afterWait?.();
       // The lock may be ours without its row (an error or a KILL after GET_LOCK): give it back.
       if ((e as MysqlError).fatal !== true && conn.alive && !this.holdsOn(conn, req.key)) {
         await conn
@@ -254,14 +206,11 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
     }
     const row = rows[0];
     if (Number(row?.got) !== 1 || row?.token == null) return null;
-    const held: Held = { key: req.key, owner: req.owner, names: n, conn, ttlMs: req.ttlMs, session: new AbortController() };
-    this.held.set(req.owner, held);
     let set = this.byConn.get(conn);
     if (!set) {
       set = new Set();
       this.byConn.set(conn, set);
     }
-    set.add(held);
     if (this.now() - sentAt > req.ttlMs / 4) {
       // A long server wait: the grant (and the server's idle countdown) started at some unknown
       // moment after we sent it. Confirm with one more statement, whose send time is then a
@@ -275,29 +224,25 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
         );
         if (r.affectedRows === 0) throw new Error('the lock was not held after the wait');
       } catch (e) {
-        await this.dropHeld(held).catch(() => false);
+        if (set.size === 0) this.byConn.delete(conn);
+        if (conn.alive) await conn.query(`DO IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), RELEASE_LOCK(?), 0)`, [n.lock, n.lock]).catch(() => undefined);
         throw e;
       }
       sentAt = confirmAt;
     }
+    // The connection's wait_timeout is at least this TTL (rounded up) while the grant is held.
+    const timeoutMs = Math.max(1, Math.ceil(req.ttlMs / 1000)) * 1000;
+    const session = new EngineSession(`MySQL connection ${conn.threadId}`, timeoutMs, sentAt);
+    const held: Held = { key: req.key, owner: req.owner, names: n, conn, ttlMs: req.ttlMs, session };
+    this.held.set(req.owner, held);
+    set.add(held);
+    if (!conn.alive) void session.end('lost', conn.failure);
     return {
       token: BigInt(row.token),
       sentAt,
-      session: held.session.signal,
-      validUntil: () => this.sessionDeadline(conn),
+      session: session.grantSignal(req.key, req.owner),
+      validUntil: () => session.validUntil(),
     };
-  }
-
-  /**
-   * The engine frees the locks of a connection that stays silent for `wait_timeout` seconds (the
-   * driver sets it to the largest TTL held on the connection, rounded up): a paused or cut-off
-   * holder loses its locks about one TTL after its last renewal, as with a lease. So the session's
-   * local deadline is the last confirmed statement plus that timeout.
-   */
-  private sessionDeadline(conn: Conn): number {
-    if (!conn.alive) return Number.NEGATIVE_INFINITY;
-    const ms = this.idleLimit(conn, 0) * 1000;
-    return conn.confirmedAt + ms - driftFor(ms);
   }
 
   /** wait_timeout (s) for `conn`: the largest TTL it holds (and `extraTtlMs`), rounded up. */
@@ -382,6 +327,8 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
     const set = this.byConn.get(h.conn);
     set?.delete(h);
     if (set?.size === 0) this.byConn.delete(h.conn);
+    h.session.forget(h.owner);
+    void h.session.end('closed');
   }
 
   private homeSet = new WeakSet<Conn>();
@@ -398,7 +345,15 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
 
   protected override onOpen(conn: Conn): void {
     this.setState('connected');
-    conn.onClose((error) => this.sessionEnded(conn, error));
+    // Every answer on a connection confirms the sessions of the locks it holds.
+    conn.onConfirm((sentAt) => {
+      for (const h of this.byConn.get(conn) ?? []) h.session.confirmed(sentAt);
+    });
+    conn.onClose((error) => {
+      // A killed connection may never answer its statement: it counts as a wait until it is gone.
+      this.waiting.delete(conn);
+      this.sessionEnded(conn, error);
+    });
   }
 
   /** A connection ended: every lock it held is gone (the server released them). */
@@ -406,11 +361,10 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
     const set = this.byConn.get(conn);
     this.byConn.delete(conn);
     if (!set || set.size === 0 || this.closed) return;
-    const now = this.now();
     for (const h of set) {
       if (this.held.get(h.owner) === h) this.held.delete(h.owner);
-      const expired = now >= conn.confirmedAt + this.idleLimit(conn, h.ttlMs) * 1000;
-      h.session.abort(new LockLostError(h.key, expired ? 'expired' : 'session-lost', { cause: error }));
+      // 'expired' when its deadline had passed already, else 'session-lost'.
+      void h.session.end('lost', error);
     }
     this.setState('lost');
   }
@@ -421,11 +375,9 @@ export class MysqlSessionDriver extends MysqlEngine implements NativeWaitDriver,
     this.listeners.emit(next);
   }
 
-  /** Interrupt waits, release what is held (best effort), close every connection. Idempotent. */
+  /** Release what is held (best effort), close every connection. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
-    // Waits aborted by the client's close interrupt their server wait and clean up first.
-    await settleWithin(Promise.allSettled([...this.busy]), 2000);
     await Promise.allSettled([...this.held.values()].map((h) => this.dropHeld(h)));
     this.setState('lost');
     await this.closeConnections();

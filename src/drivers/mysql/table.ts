@@ -22,8 +22,11 @@ const FREE_BACKOFF_CAP_MS = 60_000;
 
 /**
  * Lease-table mode: a row per key holds owner, fencing token and expiry by the server's clock
- * (`UTC_TIMESTAMP(6)`); the core renews it. Every statement is atomic on its own (autocommit), so
- * the lock does not depend on any connection staying up. See ./index.ts for the guarantees.
+ * (`UTC_TIMESTAMP(6)`); the core renews it. A try-set driver: every statement is atomic on its
+ * own (autocommit), so the lock does not depend on any connection staying up; the core's wait
+ * loop waits. See ./index.ts for the guarantees of both modes. Does not: free a crashed
+ * holder's lock before its TTL, order waiters fairly, or hand the lock over directly (a woken
+ * waiter takes it with its own try).
  *
  * Waking waiters without LISTEN/NOTIFY: the holder also takes a per-key "signal" user lock
  * (`GET_LOCK(signal, 0.05)`, best effort) on the connection that granted it, and releases it with

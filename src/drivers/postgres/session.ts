@@ -1,40 +1,54 @@
 /**
  * PostgreSQL session mode: session-level advisory locks, held by dedicated connections.
+ * A server-blocking driver ({@link BlockingDriver}): one try on the main connection, or one
+ * blocking wait in the server's lock queue on a connection of its own. The core's wait loop
+ * (src/core/wait-loop.ts) does the rest: deadline, aborts, retries with backoff, the local FIFO
+ * gate per key, giving back a grant that lands too late.
  *
- * - Key mapping: `<prefix>session_locks` gives each key text a unique id (an identity column);
- *   the advisory lock is `pg_advisory_lock(advisoryBase + id)`. Two different keys never share an
- *   advisory key, and every statement re-checks that the id still belongs to the key.
- * - Connections: `main` runs the non-blocking work (try-locks, registry, renewals, inspect) and
- *   holds what a try-lock granted. A wait runs a blocking `pg_advisory_lock` on a connection of
- *   its own, which holds nothing else: when granted, that connection carries the lock until it is
- *   released (then it serves the next wait). At most `maxConnections` connections; waits beyond
- *   that queue locally. In one driver, waiters for one key queue locally (FIFO) and only the first
- *   one waits on the server, so 10,000 local waiters cost one connection.
- * - Waiting is server-side: the lock manager queues waiters (FIFO) and wakes the first one when the
- *   holder releases or its session ends (kill -9, pg_terminate_backend, network loss detected by
- *   TCP keepalive). `lock_timeout` bounds the wait; an abort cancels it (pg_cancel_backend).
- * - A connection that dies aborts `Grant.session` of every lease it carried (the server released
- *   them). Renewal (`extend`) confirms in one statement, through `pg_locks`, that the holder's
- *   backend still holds each key, and records a lease expiry that `inspect` reports.
+ * Guarantees:
+ * - exclusion by the server's lock manager; the lock of key text `k` is
+ *   `pg_advisory_lock(advisoryBase + id)`, where `<prefix>session_locks` gives each key text a
+ *   unique id (identity column): two keys never share an advisory key, and every statement
+ *   re-checks that the id still belongs to the key;
+ * - a lock lives exactly as long as the connection that took it (its session): the server frees
+ *   it when that connection ends (release, kill -9, pg_terminate_backend, a dropped connection
+ *   seen by TCP keepalive), and the driver then aborts `Grant.session` of every lease that
+ *   connection carried (one {@link EngineSession} per connection that holds locks);
+ * - waiting is server-side (no polling): FIFO among the waiters that reach the server; a blocking
+ *   wait runs alone on its connection, bounded by `lock_timeout`, and an abort cancels it
+ *   (`pg_cancel_backend`) and leaves nothing waiting or held, also when it comes while the wait
+ *   is still opening its connection or resolving the key's id;
+ * - a lease's local validity stops SESSION_GUARANTEE_MS after the server last answered on its
+ *   connection (the server drops a silent client after 30-35 s), so a silently dead connection
+ *   loses the lease before the server can give the lock to someone else;
+ * - renewal (`extend`) confirms in one statement, through `pg_locks`, that the holder's backend
+ *   still holds each key, and records a lease expiry that `inspect` reports;
+ * - at most `maxConnections` connections (main, holders, waiters, spares): a wait that finds
+ *   none free waits for one (abortably); a connection that won a lock by waiting carries it
+ *   until it is released, then serves the next wait.
+ * Does not:
+ * - work through transaction poolers (PgBouncer transaction mode, RDS Proxy): use table mode;
+ * - free the lock of a holder that is paused but still connected (its own lease expires locally;
+ *   use fencing tokens);
+ * - notice a silently dead connection before TCP keepalive or the local deadline does.
  */
 import type pg from 'pg';
-import { settleWithin, backoffMs, WaitScope } from '../../core/abort.js';
-import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
-import { KeyGates } from '../../core/key-gates.js';
+import { raceAbort, settleWithin } from '../../core/abort.js';
+import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
+import { EngineSession } from '../../core/session.js';
 import { ClosedError, LockLostError, UnavailableError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
+  BlockingDriver,
   DriverInfo,
   ExtendItem,
   Grant,
   LockState,
-  NativeWaitDriver,
   SessionSource,
   SessionState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
 import { backendPid, clientConfig, int8, openClient, pgModule, sqlState, timed, type ConnectionSettings } from './connection.js';
 import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
@@ -55,11 +69,15 @@ interface Conn {
   readonly pid: number;
   /** Keys whose advisory lock this connection holds. */
   readonly holds: Map<string, Hold>;
+  /** The session of the locks it holds; present while it holds any. */
+  session: EngineSession | undefined;
   dead: boolean;
   /** In a blocking wait, or cleaning up after one: not available. */
   busy: boolean;
   /** Monotonic time the last reply on this connection arrived (the server had our session then). */
-  confirmedAt: number;
+  repliedAt: number;
+  /** A cancel of this connection's wait on its way (see `cancelWait`). */
+  cancelling?: Promise<void>;
 }
 
 interface Hold {
@@ -67,11 +85,8 @@ interface Hold {
   readonly owner: string;
   readonly id: bigint;
   readonly conn: Conn;
-  readonly controller: AbortController;
-  lostAt: number;
 }
 
-/** Local FIFO of waiters for one key. */
 /**
  * Server-side options of every session connection: the server drops a silent (dead) client after
  * 30-35 s of silence and frees its locks (TCP keepalive: 5 s idle, then 6 probes 5 s apart), and
@@ -82,17 +97,18 @@ const SESSION_SERVER_OPTIONS =
 /**
  * How long after we last heard from the server it surely still keeps our session: our kernel ACKs
  * every reply on receipt, and the server drops a connection only after `interval x count` (30 s)
- * of silence from us (admin termination aside: that is what fencing is for).
+ * of silence from us (admin termination aside: that is what fencing is for). So a session counts
+ * from the arrival of each reply (passed to {@link EngineSession.confirmed}).
  */
 export const SESSION_GUARANTEE_MS = 30_000;
 
 const ID_CACHE_MAX = 10_000;
 const IDLE_SPARES = 2;
+const BUSY: TryResult = { ok: false, retryAfterMs: -1 };
 
 /** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
-export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
-  /** Transitional: this driver still waits by itself (being ported to its kind). */
-  readonly kind = 'native' as const;
+export class PostgresSessionDriver implements BlockingDriver, SessionSource {
+  readonly kind = 'server-blocking' as const;
   readonly info: DriverInfo = { name: 'postgres', liveness: 'session', fair: true, scope: 'distributed' };
   private readonly n: Names;
   private readonly config: pg.ClientConfig;
@@ -100,10 +116,12 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
   private readonly conns = new Set<Conn>();
   private opening = 0;
   private readonly spares: Conn[] = [];
+  /** Waits for a connection when all `maxConnections` are taken (abortable; see {@link takeConn}). */
   private readonly connQueue: Array<(c: Conn | undefined) => void> = [];
   private readonly holds = new Map<string, Hold>();
   private readonly trying = new Set<string>();
-  private readonly gates = new KeyGates();
+  /** Connections in a server wait or cleaning up after one. */
+  private readonly waits = new Set<Conn>();
   private readonly ids = new Map<string, bigint>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly listeners = new SessionListeners();
@@ -174,6 +192,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
 
   // ------------------------------------------------------------------ session state
 
+  /** `connected` while the main connection is up and answers, `suspended` while it fails, `lost` without it. */
   get sessionState(): SessionState {
     if (this.closed || !this.main) return 'lost';
     return this.lastState;
@@ -195,7 +214,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     this.assertOpen();
     // A session lock is reentrant on its own connection: another owner of this driver must not
     // take a key this driver holds (or is taking) through it.
-    if (this.holds.has(req.key) || this.trying.has(req.key)) return { ok: false, retryAfterMs: -1 };
+    if (this.holds.has(req.key) || this.trying.has(req.key)) return BUSY;
     this.trying.add(req.key);
     try {
       const conn = await this.mainConn();
@@ -211,7 +230,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
           await this.unlockQuietly(conn, id);
           throw e;
         }
-        if (row?.ok !== true) return { ok: false, retryAfterMs: -1 };
+        if (row?.ok !== true) return BUSY;
         if (row.token !== null && row.token !== undefined) return { ok: true, grant: this.hold(conn, req, id, int8(row.token), sentAt) };
         // The id no longer belongs to the key (its row was deleted and re-created): re-resolve.
         await this.unlockQuietly(conn, id);
@@ -223,34 +242,63 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
-  /** Wait until granted (the grant) or the deadline (`null`); rejects with the wait signal's reason when it aborts. */
-  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+  /**
+   * One blocking wait in the server's lock queue, on a connection of its own, for at most `maxMs`
+   * (`lock_timeout`). Every step before the wait reaches the server (main connection, key id, a
+   * wait connection) races `signal`, so an abort there stops it before anything waits.
+   */
+  async block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult> {
     this.assertOpen();
-    if (!this.gates.has(req.key) && !wait.signal.aborted) {
-      try {
-        const first = await this.tryAcquire(req);
-        if (first.ok) return first.grant;
-      } catch {
-        // the slow path retries and reports unavailability
-      }
-      if (monotonicNow() >= wait.deadline) return null;
+    const startedAt = monotonicNow();
+    const main = await raceAbort(this.mainConn(), signal);
+    const id = await raceAbort(this.keyId(main, req.key), signal);
+    const conn = await this.takeConn(signal);
+    const left = Math.ceil(maxMs - (monotonicNow() - startedAt));
+    if (signal.aborted || left <= 0) {
+      this.free(conn);
+      if (signal.aborted) throw signal.reason as Error;
+      return BUSY;
     }
-    const scope = new WaitScope([wait.signal], wait.deadline, monotonicNow());
-    try {
-      try {
-        await this.gates.take(req.key, scope.signal);
-      } catch (e) {
-        if (scope.timedOut) return null;
-        throw e;
-      }
-      try {
-        return await this.waitLoop(req, scope);
-      } finally {
-        this.gates.leave(req.key);
-      }
-    } finally {
-      scope.dispose();
-    }
+    this.waits.add(conn);
+    // The server bounds the wait too (a little later than the core's deadline, which normally
+    // ends it first and cancels it).
+    const waiting = conn.client.query(this.sql.waitLock, [id.toString(), this.advisory(id), req.key, req.owner, Math.ceil(req.ttlMs), `${left + 100}ms`]);
+    return new Promise<TryResult>((resolve, reject) => {
+      // An abort cancels the server's wait (the statement then fails, unless it got the lock first).
+      const onAbort = (): void => {
+        conn.cancelling = this.cancelWait(conn);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      waiting.then(
+        (r) => {
+          signal.removeEventListener('abort', onAbort);
+          this.waits.delete(conn);
+          const token = (r.rows as Array<Record<string, unknown>>)[0]?.token;
+          if (token === null || token === undefined) {
+            this.ids.delete(req.key);
+            this.track(this.cleanUp(conn));
+            reject(new UnavailableError(`The key registry row of lock "${req.key}" changed during the wait`));
+            return;
+          }
+          conn.busy = false;
+          // The lock is ours from its grant until the session ends (no server TTL), and the wait
+          // may have lasted long: the lease's local TTL counts from the reply, when the server
+          // surely still had our session (see SESSION_GUARANTEE_MS). Also when it landed as the
+          // wait was given up: the core gives it back.
+          conn.repliedAt = monotonicNow();
+          resolve({ ok: true, grant: this.hold(conn, req, id, int8(token), conn.repliedAt) });
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          this.waits.delete(conn);
+          // The lock may have been granted before the statement failed: make sure it holds nothing.
+          if (!conn.dead) this.track(this.cleanUp(conn));
+          if (signal.aborted) reject(signal.reason as Error);
+          else if (sqlState(error) === '55P03') resolve(BUSY); // lock_timeout
+          else reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
   }
 
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
@@ -271,6 +319,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
       // The socket is open but the check failed or timed out: validity is in doubt.
       if (!conn.dead) {
         this.suspended = true;
+        conn.session?.suspend();
         this.setState('suspended');
       }
       throw e;
@@ -342,9 +391,9 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     return this.conns.size;
   }
 
-  /** Keys with local waiters (for tests: 0 once no wait is in progress). */
+  /** Server waits in progress, or cleaning up after one (for tests: 0 once no wait is in progress). */
   get waitingKeys(): number {
-    return this.gates.size;
+    return this.waits.size;
   }
 
   /** The backend pid of the connection that holds `key` for this driver (tests, diagnostics). */
@@ -357,12 +406,10 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     this.closed = true;
     for (const give of this.connQueue.splice(0)) give(undefined);
     await settleWithin(Promise.allSettled([...this.background]), 2000);
-    for (const hold of [...this.holds.values()]) {
-      this.forget(hold);
-      hold.controller.abort(new LockLostError(hold.key, 'closed'));
-    }
+    for (const hold of [...this.holds.values()]) this.forget(hold, new LockLostError(hold.key, 'closed'));
     const ends = [...this.conns].map((c) => {
       c.dead = true;
+      void c.session?.end('closed');
       return settleWithin(c.client.end(), 2000);
     });
     this.conns.clear();
@@ -372,136 +419,27 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     this.setState('lost');
   }
 
-  // ------------------------------------------------------------------ waiting
+  // ------------------------------------------------------------------ after a wait
 
-  private async waitLoop(req: AcquireRequest, scope: WaitScope): Promise<Grant | null> {
-    let lastError: unknown;
-    for (let attempt = 0; ; attempt++) {
-      if (scope.signal.aborted) break;
-      try {
-        // A local holder may have released while we queued: a try costs one round trip and no connection.
-        if (attempt === 0 || lastError !== undefined) {
-          const r = await this.tryAcquire(req);
-          if (r.ok) return this.lateCheck(req, r.grant, scope);
-        }
-        return await this.waitOnServer(req, scope);
-      } catch (e) {
-        if (scope.signal.aborted) break;
-        lastError = e;
-      }
-      try {
-        await sleep(Math.min(backoffMs(attempt), Math.max(0, scope.deadline - monotonicNow())), scope.signal);
-      } catch {
-        break;
-      }
-    }
-    if (!scope.timedOut) throw scope.signal.reason as Error;
-    if (lastError !== undefined) throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: lastError });
-    return null;
-  }
-
-  /** A grant that raced with the end of the wait is given back. */
-  private lateCheck(req: AcquireRequest, grant: Grant, scope: WaitScope): Grant | null {
-    if (!scope.signal.aborted) return grant;
-    this.release(req.key, req.owner).catch(() => undefined);
-    if (scope.timedOut) return null;
-    throw scope.signal.reason as Error;
-  }
-
-  /** One blocking wait on a connection of its own; null when lock_timeout ran out. */
-  private async waitOnServer(req: AcquireRequest, scope: WaitScope): Promise<Grant | null> {
-    const conn = await this.takeConn(scope.signal);
-    let handedOff = false;
-    try {
-      const id = await this.keyId(conn, req.key);
-      const remaining = Math.ceil(scope.deadline - monotonicNow());
-      if (remaining <= 0) return null;
-      // The server bounds the wait too (a little later than ours, which normally ends it first).
-      const waiting = conn.client.query(this.sql.waitLock, [
-        id.toString(),
-        this.advisory(id),
-        req.key,
-        req.owner,
-        Math.ceil(req.ttlMs),
-        `${remaining + 100}ms`,
-      ]);
-      const outcome = await new Promise<{ rows: Array<Record<string, unknown>> } | { error: unknown } | 'aborted'>((resolve) => {
-        const onAbort = (): void => resolve('aborted');
-        scope.signal.addEventListener('abort', onAbort, { once: true });
-        waiting.then(
-          (r) => {
-            scope.signal.removeEventListener('abort', onAbort);
-            resolve({ rows: r.rows as Array<Record<string, unknown>> });
-          },
-          (error: unknown) => {
-            scope.signal.removeEventListener('abort', onAbort);
-            resolve({ error });
-          },
-        );
-      });
-      if (outcome === 'aborted') {
-        // Cancel the server-side wait in the background; the connection comes back once clean.
-        handedOff = true;
-        this.track(this.cancelWait(conn, waiting));
-        if (scope.timedOut) return null;
-        throw scope.signal.reason as Error;
-      }
-      if ('error' in outcome) {
-        // The lock may have been granted before the statement failed (lock_timeout on the row).
-        if (!conn.dead) {
-          handedOff = true;
-          this.track(this.cleanUp(conn));
-        }
-        if (sqlState(outcome.error) === '55P03') return null; // lock_timeout
-        throw outcome.error;
-      }
-      const token = outcome.rows[0]?.token;
-      if (token === null || token === undefined) {
-        handedOff = true;
-        this.ids.delete(req.key);
-        this.track(this.cleanUp(conn));
-        throw new UnavailableError(`The key registry row of lock "${req.key}" changed during the wait`);
-      }
-      handedOff = true;
-      conn.busy = false;
-      // The lock is ours from its grant until the session ends (no server TTL), and the wait may
-      // have lasted long: the lease's local TTL counts from the reply, when the server surely
-      // still had our session (see SESSION_GUARANTEE_MS).
-      conn.confirmedAt = monotonicNow();
-      return this.hold(conn, req, id, int8(token), conn.confirmedAt);
-    } finally {
-      if (!handedOff) {
-        conn.busy = false;
-        this.connFreed(conn);
-      }
-    }
-  }
-
-  /** Cancel a blocking wait (pg_cancel_backend from `main`), then make sure it holds nothing. */
-  private async cancelWait(conn: Conn, waiting: Promise<unknown>): Promise<void> {
+  /**
+   * Cancel the blocking wait running on `conn` (pg_cancel_backend from `main`). The next
+   * statement on `conn` waits for it (see {@link query}): a cancel that arrives while the
+   * connection is idle is ignored, but one that arrives during a later statement would fail it.
+   */
+  private async cancelWait(conn: Conn): Promise<void> {
     try {
       const main = await this.mainConn();
-      // Awaited before anything else runs on `conn`: a cancel that arrives while it is idle is ignored.
       await this.query(main, 'SELECT pg_cancel_backend($1)', [conn.pid]);
     } catch {
       // main unreachable: the wait ends by lock_timeout, or with the connection
     }
-    await waiting.catch(() => undefined);
-    await this.cleanUp(conn);
   }
 
   /** Release whatever a failed or abandoned wait may hold on `conn`, then hand the connection on. */
   private async cleanUp(conn: Conn): Promise<void> {
-    for (let i = 0; i < 3 && !conn.dead; i++) {
-      try {
-        // Safe: a waiting connection holds nothing but what this wait may have obtained.
-        await this.query(conn, 'SELECT pg_advisory_unlock_all()');
-        break;
-      } catch (e) {
-        // Retry only when a stray cancel hit it; otherwise end the session (it frees everything).
-        if (sqlState(e) !== '57014' || i === 2) this.abandon(conn, e);
-      }
-    }
+    // Safe: a waiting connection holds nothing but what this wait may have obtained. If that
+    // fails (a stray cancel, the network), end the session: the server then frees everything.
+    if (!conn.dead) await this.query(conn, 'SELECT pg_advisory_unlock_all()').catch((e: unknown) => this.abandon(conn, e));
     conn.busy = false;
     this.connFreed(conn);
   }
@@ -514,45 +452,56 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
 
   // ------------------------------------------------------------------ connections
 
-  /** A connection for one wait: a spare, a new one (below the limit), or the next one freed. */
-  private async takeConn(signal: AbortSignal): Promise<Conn> {
-    for (;;) {
-      this.assertOpen();
-      const spare = this.spares.pop();
-      if (spare && !spare.dead) {
-        spare.busy = true;
-        return spare;
-      }
-      if (spare) continue;
-      if (this.conns.size + this.opening < this.o.maxConnections) {
-        this.opening++;
-        let conn: Conn;
-        try {
-          conn = await this.open();
-        } finally {
-          this.opening--;
-        }
-        conn.busy = true;
-        return conn;
-      }
-      const conn = await new Promise<Conn | undefined>((resolve, reject) => {
-        const give = (c: Conn | undefined): void => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(c);
-        };
-        const onAbort = (): void => {
-          const i = this.connQueue.indexOf(give);
-          if (i >= 0) this.connQueue.splice(i, 1);
-          reject(signal.reason as Error);
-        };
-        this.connQueue.push(give);
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
-      if (conn && !conn.dead) {
-        conn.busy = true;
-        return conn;
-      }
+  /**
+   * A connection for one wait: a spare, a new one (below the limit), or the next one freed.
+   * Rejects with `signal.reason` when it aborts first; a connection opened after that goes back.
+   */
+  private takeConn(signal: AbortSignal): Promise<Conn> {
+    this.assertOpen();
+    let spare = this.spares.pop();
+    while (spare?.dead) spare = this.spares.pop();
+    if (spare) {
+      spare.busy = true;
+      return Promise.resolve(spare);
     }
+    if (this.conns.size + this.opening < this.o.maxConnections) {
+      this.opening++;
+      const opened = this.open().finally(() => this.opening--);
+      return raceAbort(
+        opened.then((c) => {
+          c.busy = true;
+          return c;
+        }),
+        signal,
+        (late) => this.free(late),
+      );
+    }
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    return new Promise<Conn>((resolve, reject) => {
+      const give = (c: Conn | undefined): void => {
+        signal.removeEventListener('abort', onAbort);
+        if (c && !c.dead) {
+          c.busy = true;
+          resolve(c);
+        } else {
+          // A slot came free (a connection closed): open one, or queue again.
+          this.takeConn(signal).then(resolve, reject);
+        }
+      };
+      const onAbort = (): void => {
+        const i = this.connQueue.indexOf(give);
+        if (i >= 0) this.connQueue.splice(i, 1);
+        reject(signal.reason as Error);
+      };
+      this.connQueue.push(give);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** A wait connection that was not used after all (the wait was aborted). */
+  private free(conn: Conn): void {
+    conn.busy = false;
+    this.connFreed(conn);
   }
 
   /** A non-main connection may serve the next wait once it holds nothing and is not busy. */
@@ -625,7 +574,7 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     const client = await openClient(this.config, (cause) => {
       if (ref.conn) this.died(ref.conn, cause);
     });
-    const conn: Conn = (ref.conn = { client, pid: backendPid(client), holds: new Map(), dead: false, busy: false, confirmedAt: monotonicNow() });
+    const conn: Conn = (ref.conn = { client, pid: backendPid(client), holds: new Map(), session: undefined, dead: false, busy: false, repliedAt: monotonicNow() });
     if (this.closed) {
       conn.dead = true;
       await client.end().catch(() => undefined);
@@ -643,19 +592,19 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
     const i = this.spares.indexOf(conn);
     if (i >= 0) this.spares.splice(i, 1);
     conn.client.end().catch(() => undefined);
-    const lost = [...conn.holds.values()];
-    const now = monotonicNow();
-    for (const hold of lost) {
-      this.forget(hold);
-      hold.lostAt = now;
-      hold.controller.abort(new LockLostError(hold.key, 'session-lost', { cause }));
-    }
+    const lost = conn.holds.size;
+    for (const hold of [...conn.holds.values()]) if (this.holds.get(hold.key) === hold) this.holds.delete(hold.key);
+    conn.holds.clear();
+    // The server released every lock of this session: its leases hear it at once.
+    const session = conn.session;
+    conn.session = undefined;
+    void session?.end('lost', cause);
     void this.main?.then(
       (m) => {
         if (m === conn && !this.closed) {
           this.main = undefined;
           this.setState('lost');
-        } else if (lost.length > 0 && !this.closed) {
+        } else if (lost > 0 && !this.closed) {
           this.setState('lost');
           this.setState(this.suspended ? 'suspended' : 'connected');
         }
@@ -666,30 +615,41 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
   }
 
   private hold(conn: Conn, req: AcquireRequest, id: bigint, token: bigint, sentAt: number): Grant {
-    const controller = new AbortController();
-    const hold: Hold = { key: req.key, owner: req.owner, id, conn, controller, lostAt: Number.POSITIVE_INFINITY };
     if (conn.dead || this.closed) {
-      hold.lostAt = monotonicNow();
-      controller.abort(new LockLostError(req.key, this.closed ? 'closed' : 'session-lost'));
-    } else {
-      this.holds.set(req.key, hold);
-      conn.holds.set(req.key, hold);
+      const lost = new AbortController();
+      lost.abort(new LockLostError(req.key, this.closed ? 'closed' : 'session-lost'));
+      return { token, sentAt, session: lost.signal, validUntil: () => Number.NEGATIVE_INFINITY };
     }
+    const hold: Hold = { key: req.key, owner: req.owner, id, conn };
+    this.holds.set(req.key, hold);
+    conn.holds.set(req.key, hold);
     // No server TTL: valid while the connection lives, and at most SESSION_GUARANTEE_MS after the
-    // server last answered on it (renewal refreshes that), so that a silently dead connection
-    // loses the lease before the server can have dropped the session and granted the lock again.
-    const guarantee = SESSION_GUARANTEE_MS - driftFor(SESSION_GUARANTEE_MS);
-    return {
-      token,
-      sentAt,
-      session: controller.signal,
-      validUntil: () => (hold.lostAt !== Number.POSITIVE_INFINITY ? hold.lostAt : conn.confirmedAt + guarantee),
-    };
+    // server last answered on it (renewal refreshes that).
+    conn.session ??= new EngineSession(`PostgreSQL backend ${conn.pid}`, SESSION_GUARANTEE_MS, conn.repliedAt, {
+      // Past its deadline the server may have dropped the session: end the connection, so that
+      // it surely frees whatever it still holds.
+      ended: (how) => {
+        if (how === 'expired') this.abandon(conn, new Error('no reply from PostgreSQL within the session guarantee'));
+        return Promise.resolve();
+      },
+    });
+    const session = conn.session;
+    return { token, sentAt, session: session.grantSignal(req.key, req.owner), validUntil: () => session.validUntil() };
   }
 
-  private forget(hold: Hold): void {
+  /** Stop tracking a hold; a connection that holds nothing any more has no session. */
+  private forget(hold: Hold, lost?: LockLostError): void {
     if (this.holds.get(hold.key) === hold) this.holds.delete(hold.key);
-    hold.conn.holds.delete(hold.key);
+    const conn = hold.conn;
+    if (conn.holds.get(hold.key) !== hold) return;
+    conn.holds.delete(hold.key);
+    if (lost) conn.session?.loseGrant(hold.owner, lost);
+    else conn.session?.forget(hold.owner);
+    if (conn.holds.size === 0 && conn.session) {
+      const done = conn.session;
+      conn.session = undefined;
+      void done.end('closed');
+    }
   }
 
   private async keyId(conn: Conn, key: string): Promise<bigint> {
@@ -724,8 +684,14 @@ export class PostgresSessionDriver implements NativeWaitDriver, SessionSource {
   }
 
   private async query(conn: Conn, text: string, values?: readonly unknown[]): Promise<Array<Record<string, unknown>>> {
+    if (conn.cancelling) {
+      const cancelling = conn.cancelling;
+      await cancelling;
+      if (conn.cancelling === cancelling) conn.cancelling = undefined;
+    }
     const r = await conn.client.query(timed(text, values, this.o.opTimeoutMs));
-    conn.confirmedAt = monotonicNow();
+    conn.repliedAt = monotonicNow();
+    conn.session?.confirmed(conn.repliedAt);
     if (this.suspended) {
       void this.main?.then((m) => {
         if (m === conn && this.suspended) {

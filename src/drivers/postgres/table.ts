@@ -1,12 +1,21 @@
 /**
  * PostgreSQL lease-table mode: a row per held key (owner, fencing token, expiry by the server's
  * clock), for users behind transaction poolers (PgBouncer `pool_mode=transaction`, RDS Proxy...)
- * where session-level advisory locks do not work. Each operation is one autocommit statement
- * (no prepared statement names, no session state), so any pooled connection may run it.
+ * where session-level advisory locks do not work. A try-set driver: each operation is one
+ * autocommit statement (no prepared statement names, no session state), so any pooled
+ * connection may run it; the core's wait loop (src/core/wait-loop.ts) waits.
  *
- * Waiting: the core's wait loop (src/core/wait-loop.ts); a release NOTIFYs `<prefix>release` with the key,
- * and each driver keeps one dedicated LISTEN connection (`listen` option: a direct connection when
- * the pool cannot carry LISTEN). A lost notification costs at most the holder's remaining TTL.
+ * Guarantees:
+ * - exclusion by one upsert that grants only a free or expired row (the row is locked while it
+ *   decides); tokens from one sequence, strictly increasing per key;
+ * - a release NOTIFYs `<prefix>release` with the key, and each driver keeps one dedicated LISTEN
+ *   connection (`listen` option: a direct connection when the pool cannot carry LISTEN), opened
+ *   before the waiter's decisive try, so a release after it cannot go unseen; a lost
+ *   notification (the LISTEN connection dropped) costs at most the holder's remaining TTL.
+ * Does not:
+ * - free a crashed holder's lock before its TTL runs out (no session to end);
+ * - order waiters fairly (a NOTIFY wakes every local waiter of the key; the first try wins);
+ * - hand the lock over directly: a woken waiter takes it with its own try (one more round trip).
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
