@@ -6,11 +6,14 @@
  *
  * The state machine lives here, not in the drivers:
  * - `connected` → `suspended` when the driver reports the connection down ({@link suspend}) or,
- *   with keep-alives, when an answer is overdue (two intervals without one);
+ *   with keep-alives, when an answer is overdue (`suspectAfterMs` without one, counted from the
+ *   later of the last confirmation and the return to `connected`);
  * - `suspended` → `connected` when the engine confirms the session again ({@link confirmed});
  * - any → `lost` at the local deadline (last confirmed send time + timeout − drift, on the
  *   monotonic clock, even while the network hangs), or when the driver reports the engine ended
  *   it ({@link end}). `lost` is final: the driver opens a new session for the next acquisition.
+ *   Grants it carried abort with a {@link LockLostError}: `expired` past the deadline, `closed`
+ *   when the driver closed it, `session-lost` otherwise.
  *
  * One unref'd timer drives keep-alives (when the driver sends them: `keepAlive`), suspicion and
  * the deadline; nothing is left running after `end()`.
@@ -35,6 +38,11 @@ export interface SessionHooks {
   /** Keep-alive interval in ms; default a third of the timeout (as etcd's Go client does). */
   keepAliveEveryMs?: number;
   /**
+   * With `keepAlive`: how long without a confirmation makes the session `suspended` (an answer
+   * overdue: the engine or the path to it went silent). Default two keep-alive intervals.
+   */
+  suspectAfterMs?: number;
+  /**
    * The session ended: give its locks back on the engine where that is possible (revoke the
    * lease, close the connection). Best effort; the session waits for it at most `endWaitMs`.
    */
@@ -52,6 +60,9 @@ export class EngineSession {
   private readonly controller = new AbortController();
   /** Monotonic send time of the last request the engine answered with the session alive. */
   private confirmedAt: number;
+  /** Monotonic time of the last return to `connected` (suspicion counts from no earlier). */
+  private resumedAt = Number.NEGATIVE_INFINITY;
+  private timeout: number;
   private nextKeepAliveAt: number;
   private timer: NodeJS.Timeout | undefined;
   private endPromise: Promise<void> | undefined;
@@ -65,13 +76,34 @@ export class EngineSession {
    */
   constructor(
     readonly name: string,
-    readonly timeoutMs: number,
+    timeoutMs: number,
     confirmedAt: number,
     private readonly hooks: SessionHooks = {},
   ) {
+    this.timeout = timeoutMs;
     this.confirmedAt = confirmedAt;
     this.nextKeepAliveAt = confirmedAt + this.interval();
     this.arm();
+  }
+
+  /** How long the engine keeps the session without hearing from us, in ms. */
+  get timeoutMs(): number {
+    return this.timeout;
+  }
+
+  /**
+   * The engine settled on another timeout than the one asked for (ZooKeeper negotiates it when
+   * the session is established): the deadline follows it from now on.
+   */
+  retime(timeoutMs: number): void {
+    if (this.stateNow === 'lost' || timeoutMs === this.timeout) return;
+    this.timeout = timeoutMs;
+    this.arm();
+  }
+
+  /** Monotonic send time of the newest request the engine answered with the session alive. */
+  get lastConfirmedAt(): number {
+    return this.confirmedAt;
   }
 
   /** `connected`, `suspended` or `lost` (see the file header). */
@@ -91,7 +123,7 @@ export class EngineSession {
 
   /** The local deadline (monotonic ms): last confirmed send time + timeout − drift. */
   validUntil(): number {
-    return this.confirmedAt + this.timeoutMs - driftFor(this.timeoutMs);
+    return this.confirmedAt + this.timeout - driftFor(this.timeout);
   }
 
   /**
@@ -131,6 +163,8 @@ export class EngineSession {
       return;
     }
     if (sentAt > this.confirmedAt) this.confirmedAt = sentAt;
+    if (this.stateNow === 'connected' && this.timer) return; // a timer that fires early re-arms itself
+    this.resumedAt = monotonicNow();
     this.setState('connected');
     this.arm();
   }
@@ -157,7 +191,7 @@ export class EngineSession {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const expired = how === 'expired' || (how === 'lost' && monotonicNow() >= this.validUntil());
-    const reason = expired ? 'expired' : 'session-lost';
+    const reason = expired ? 'expired' : how === 'closed' ? 'closed' : 'session-lost';
     const why = cause === undefined ? undefined : { cause };
     // Set before anyone hears of the end, so that a listener calling end() gets this promise.
     this.endPromise = this.hooks.ended ? settleWithin(this.hooks.ended(how), END_WAIT_MS) : Promise.resolve();
@@ -169,7 +203,12 @@ export class EngineSession {
   }
 
   private interval(): number {
-    return this.hooks.keepAliveEveryMs ?? this.timeoutMs / 3;
+    return this.hooks.keepAliveEveryMs ?? this.timeout / 3;
+  }
+
+  /** When an answer is overdue: `suspectAfterMs` after the last confirmation or return to `connected`. */
+  private suspectAt(): number {
+    return Math.max(this.confirmedAt, this.resumedAt) + (this.hooks.suspectAfterMs ?? this.interval() * 2);
   }
 
   /** One unref'd timer: the next keep-alive, suspicion (an answer overdue), the deadline. */
@@ -179,7 +218,7 @@ export class EngineSession {
     let at = this.validUntil();
     if (this.hooks.keepAlive) {
       at = Math.min(at, this.nextKeepAliveAt);
-      if (this.stateNow === 'connected') at = Math.min(at, this.confirmedAt + this.interval() * 2);
+      if (this.stateNow === 'connected') at = Math.min(at, this.suspectAt());
     }
     this.timer = setTimeout(() => this.onTimer(), Math.max(0, Math.ceil(at - monotonicNow())));
     this.timer.unref();
@@ -193,7 +232,7 @@ export class EngineSession {
       return;
     }
     if (this.hooks.keepAlive) {
-      if (now >= this.confirmedAt + this.interval() * 2) this.setState('suspended');
+      if (now >= this.suspectAt()) this.setState('suspended');
       if (now >= this.nextKeepAliveAt) {
         // While answers are missing, try more often, but not in a tight loop.
         this.nextKeepAliveAt = now + (this.stateNow === 'connected' ? this.interval() : Math.min(this.interval(), 100));

@@ -21,7 +21,10 @@
  *   the same step), take the turn when nobody is ahead, else wait for the entry just ahead of us
  *   to go, then look again, unless it was the only one ahead: then the turn is ours without a
  *   second look (the entry we watched was the holder), unless our own entry went meanwhile, which
- *   the driver's `waitGone` reports. Withdraw on any exit without a grant.
+ *   the driver's `waitGone` reports. The entry is kept across engine errors (the next look says
+ *   whether it is still ours); one that went out of use (its session ended, someone deleted it)
+ *   is withdrawn and the wait enqueues again; any exit without a grant withdraws the entry, also
+ *   one whose enqueue is still in flight.
  */
 import type {
   AcquireRequest,
@@ -32,6 +35,7 @@ import type {
   NativeWaitDriver,
   QueueDriver,
   QueueEntry,
+  QueueView,
   TryResult,
   TrySetDriver,
 } from '../drivers/driver.js';
@@ -177,6 +181,15 @@ function follow(signal: AbortSignal, run: WaitRun): () => void {
   return () => mine.delete(run);
 }
 
+/** A queue engine's entry across the rounds of one wait (kept across engine errors). */
+interface QueuePlace {
+  /** Our entry, while it is ours. */
+  entry: QueueEntry | undefined;
+  /** The last enqueue, until it resolved: it may still create an entry that the exit withdraws. */
+  enqueuing: Promise<{ readonly entry: QueueEntry }> | undefined;
+  granted: boolean;
+}
+
 /** See the file header. One per client. */
 export class WaitLoop {
   private readonly gates = new KeyGates();
@@ -261,6 +274,7 @@ export class WaitLoop {
     const gated = d.kind === 'try-set' || d.kind === 'server-blocking';
     let inGate = false;
     let triedOnce = justTried;
+    const place: QueuePlace | undefined = d.kind === 'queue' ? { entry: undefined, enqueuing: undefined, granted: false } : undefined;
     try {
       // The fast path of a caller with a signal (see acquire()), raced with the whole wait.
       if (fastPathHere && gated && !this.gates.has(req.key)) {
@@ -286,7 +300,7 @@ export class WaitLoop {
       for (let attempt = 0, requeues = 0; ; ) {
         try {
           run.remaining();
-          const grant = await this.step(req, run, triedOnce && run.lastError === undefined);
+          const grant = await this.step(req, run, triedOnce && run.lastError === undefined, place);
           if (grant) return grant;
           // Our queue entry or session went: enqueue again, at once the first time.
           if (requeues > 0) await sleep(Math.min(backoffMs(requeues), run.remaining()), run.signal);
@@ -303,6 +317,9 @@ export class WaitLoop {
       if (!run.timedOut) throw e;
     } finally {
       if (inGate) this.gates.leave(req.key);
+      // Leave nothing behind in the engine's queue. Bounded: an unreachable engine must not hold
+      // up the caller's timeout or abort; the session's end frees the entry at the latest.
+      if (place && !place.granted) await settleWithin(this.leaveQueue(req, place), EXIT_WAIT_MS);
     }
     const lastError = run.lastError;
     // An engine error that already says what failed (a quorum error listing every node) is the answer.
@@ -319,7 +336,7 @@ export class WaitLoop {
   }
 
   /** One round of waiting, by kind: a grant, `undefined` to enqueue again, or an engine error. */
-  private step(req: AcquireRequest, run: WaitRun, justTried: boolean): Promise<Grant | undefined> {
+  private step(req: AcquireRequest, run: WaitRun, justTried: boolean, place: QueuePlace | undefined): Promise<Grant | undefined> {
     const d = this.driver;
     switch (d.kind) {
       case 'try-set':
@@ -327,7 +344,8 @@ export class WaitLoop {
       case 'server-blocking':
         return this.blocking(d, req, run);
       case 'queue':
-        return this.queue(d, req, run);
+        if (!place) throw new Error('unreachable: a queue wait has a place');
+        return this.queue(d, req, run, place);
       case 'native':
         throw new Error('unreachable: native drivers wait by themselves');
     }
@@ -454,49 +472,73 @@ export class WaitLoop {
     return this.slots;
   }
 
-  /** Queue engines: the queue algorithm (see the file header). */
-  private async queue(d: QueueDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | undefined> {
-    const enqueued = d.enqueue(req);
-    let entry: QueueEntry | undefined;
-    let granted = false;
-    try {
-      const first = await run.call(enqueued);
-      entry = first.entry;
-      let view = first.view;
-      for (;;) {
-        if (!view.mine) return undefined;
-        if (view.ahead === 0) {
-          const grant = d.grant(req, entry, view.sentAt);
-          granted = grant !== null;
-          return grant ?? undefined;
-        }
-        this.reportWaiting(req, run);
-        if (view.predecessor) {
-          const gone = await run.call(d.waitGone(req, view.predecessor, entry, run.signal));
-          if (gone === 'mine-gone') return undefined;
-          if (view.ahead === 1) {
-            // The one entry ahead of us, the holder, went: the turn is ours, no second look.
-            const grant = d.grant(req, entry, monotonicNow());
-            granted = grant !== null;
-            return grant ?? undefined;
-          }
-        }
-        view = await run.call(d.look(req, entry));
-      }
-    } finally {
-      if (!granted) {
-        // Leave nothing behind, also when the enqueue is still in flight (its entry is withdrawn
-        // once it settles). Bounded; the session's end frees the entry at the latest.
-        const mine = entry;
-        const withdraw = mine
-          ? d.withdraw(req, mine)
-          : enqueued.then(
-              (r) => d.withdraw(req, r.entry),
-              () => d.withdraw(req, undefined),
-            );
-        await settleWithin(withdraw, EXIT_WAIT_MS);
-      }
+  /**
+   * Queue engines: the queue algorithm (see the file header). Resolves the grant, or `undefined`
+   * when our entry went out of use (the caller enqueues again); rejects on engine errors with the
+   * entry kept in `place`, so that the next round looks again instead of losing its place.
+   */
+  private async queue(d: QueueDriver, req: AcquireRequest, run: WaitRun, place: QueuePlace): Promise<Grant | undefined> {
+    let view: QueueView;
+    let entry = place.entry;
+    if (entry) {
+      view = await run.call(d.look(req, entry));
+    } else {
+      const enqueuing = d.enqueue(req);
+      place.enqueuing = enqueuing;
+      const first = await run.call(enqueuing);
+      place.enqueuing = undefined;
+      place.entry = entry = first.entry;
+      view = first.view;
     }
+    for (;;) {
+      if (!view.mine) return this.dropEntry(d, req, place);
+      if (view.ahead === 0) return this.takeTurn(d, req, place, entry, view.sentAt);
+      this.reportWaiting(req, run);
+      if (view.predecessor) {
+        const gone = await run.call(d.waitGone(req, view.predecessor, entry, run.signal));
+        if (gone === 'mine-gone') return this.dropEntry(d, req, place);
+        // The one entry ahead of us, the holder, went: the turn is ours, no second look.
+        if (gone === 'gone' && view.ahead === 1) return this.takeTurn(d, req, place, entry, monotonicNow());
+      }
+      view = await run.call(d.look(req, entry));
+    }
+  }
+
+  /** The turn is ours: the grant, or (its session unusable) drop the entry to enqueue again. */
+  private takeTurn(d: QueueDriver, req: AcquireRequest, place: QueuePlace, entry: QueueEntry, sentAt: number): Grant | undefined {
+    const grant = d.grant(req, entry, sentAt);
+    if (!grant) return this.dropEntry(d, req, place);
+    place.granted = true;
+    return grant;
+  }
+
+  /**
+   * Our entry went out of use (gone, or on a session that ended): withdraw what may remain of it
+   * in the background (tracked: {@link drain} waits for it), and enqueue again.
+   */
+  private dropEntry(d: QueueDriver, req: AcquireRequest, place: QueuePlace): undefined {
+    const old = place.entry;
+    place.entry = undefined;
+    if (old) this.track(d.withdraw(req, old));
+    return undefined;
+  }
+
+  /** Withdraw the entry of a wait that ends without a grant, also one still being created. */
+  private leaveQueue(req: AcquireRequest, place: QueuePlace): Promise<void> {
+    const d = this.driver as QueueDriver;
+    if (place.entry) return d.withdraw(req, place.entry);
+    if (!place.enqueuing) return Promise.resolve();
+    return place.enqueuing.then(
+      (r) => d.withdraw(req, r.entry),
+      () => d.withdraw(req, undefined),
+    );
+  }
+
+  /** Background work that {@link drain} waits for (bounded, errors dropped). */
+  private track(work: Promise<unknown>): void {
+    const bounded = settleWithin(work, EXIT_WAIT_MS);
+    this.busy.add(bounded);
+    void bounded.then(() => this.busy.delete(bounded));
   }
 }
 

@@ -192,7 +192,11 @@ export interface BlockingDriver extends DriverBase {
   readonly maxBlocking?: number;
 }
 
-/** One contender's entry in a queue engine (a znode, an etcd key). */
+/**
+ * One contender's entry in a queue engine (a znode, an etcd key). A driver may return a subtype
+ * that carries what it needs to find the entry again (the session it was created on, its token):
+ * the core hands back the very object the driver gave it.
+ */
 export interface QueueEntry {
   /** The entry's name on the engine (znode path, etcd key), for watching and withdrawing. */
   readonly id: string;
@@ -202,9 +206,17 @@ export interface QueueEntry {
 
 /** The queue as it stands before one entry, read in one step. */
 export interface QueueView {
-  /** False when the entry is gone or no longer belongs to this driver's live session. */
+  /**
+   * False when the entry is gone or no longer belongs to this driver's live session (then the
+   * core enqueues again).
+   */
   readonly mine: boolean;
-  /** Number of entries ahead of ours. */
+  /**
+   * Number of entries ahead of ours. Exclusive requests only need to know whether it is 0 (the
+   * turn is ours), 1 (the one ahead is the holder: when it goes, the turn is ours) or more, so an
+   * engine that cannot count in the same read may answer 2 for "two or more" (etcd's range
+   * filters leave its count unfiltered).
+   */
   readonly ahead: number;
   /** The entry just ahead of ours (undefined when none is). */
   readonly predecessor: QueueEntry | undefined;
@@ -214,46 +226,65 @@ export interface QueueView {
 
 /** How a {@link QueueDriver.waitGone} ended. */
 export type GoneResult =
-  /** The watched entry is gone (or changed): look again, or take the turn. */
+  /** The watched entry is gone: take the turn if it was the only one ahead, else look again. */
   | 'gone'
   /** Our own entry went (deleted by someone else, or its session ended): enqueue again. */
-  | 'mine-gone';
+  | 'mine-gone'
+  /**
+   * The engine can no longer tell (its watch stream failed, the connection dropped before the
+   * watch was in place): look at the queue again, whatever was ahead.
+   */
+  | 'look';
 
-/** A queue engine: enqueue, read the queue, wait for an entry to go, withdraw (see the file header). */
-export interface QueueDriver extends DriverBase {
+/**
+ * A queue engine: enqueue, read the queue, wait for an entry to go, withdraw (see the file header).
+ * Each method is one step (one round trip where the engine allows); the core runs the algorithm:
+ * enqueue → the turn is ours when nobody is ahead → else `waitGone(predecessor, mine)` → the turn
+ * is ours when the predecessor was the only one ahead, else `look()` again. It keeps the entry
+ * across engine errors (a later `look()` says whether it is still ours), enqueues again when
+ * `mine` goes, and withdraws an entry that goes out of use without a grant.
+ */
+export interface QueueDriver<E extends QueueEntry = QueueEntry> extends DriverBase {
   /** How the core waits on this driver: a queue entry on the engine, granted in order. */
   readonly kind: 'queue';
   /**
    * Create `req.owner`'s entry for `req.key` on the current session (opening one if needed) and
-   * read the queue before it, in one step where the engine allows. Idempotent per owner: a
-   * retried call finds the entry it created. Rejects on engine errors (the core backs off).
+   * read the queue before it, in one step where the engine allows. Idempotent per owner: a call
+   * retried after an error finds the entry the failed one may have created. Rejects on engine
+   * errors (the core backs off).
    */
   enqueue(req: AcquireRequest): Promise<{
     /** The caller's entry. */
-    readonly entry: QueueEntry;
+    readonly entry: E;
     /** The queue as seen right after enqueuing. */
     readonly view: QueueView;
   }>;
   /** Read the queue before `entry` (one round trip). */
-  look(req: AcquireRequest, entry: QueueEntry): Promise<QueueView>;
+  look(req: AcquireRequest, entry: E): Promise<QueueView>;
   /**
-   * Resolve once `watched` is gone, or `mine` went (its session ended, or someone deleted it);
-   * reject with `signal.reason` when it aborts, or on an engine error. Sends nothing while both
-   * stay. The watch must be in place before it checks that `watched` still exists.
+   * Resolve once `watched` is gone ('gone'), once `mine` went ('mine-gone': its session ended,
+   * or someone deleted it), or when the engine can no longer tell ('look'); reject with
+   * `signal.reason` when it aborts, or on an engine error. The watches on both entries must be
+   * in place before it checks that they still exist, so that a deletion is never missed, and
+   * `mine` going must be reported ahead of `watched` going when both went: the core takes the
+   * turn on 'gone' without a second look when `watched` was the only entry ahead. Sends nothing
+   * while both stay.
    */
-  waitGone(req: AcquireRequest, watched: QueueEntry, mine: QueueEntry, signal: AbortSignal): Promise<GoneResult>;
+  waitGone(req: AcquireRequest, watched: QueueEntry, mine: E, signal: AbortSignal): Promise<GoneResult>;
   /**
    * Our turn came (`view.ahead` is 0, or the entry we waited for went and it was the only one
    * ahead): the grant, riding on the entry's session. `sentAt` bounds the TTL-based validity.
-   * Resolves null when the session that carries `entry` is no longer usable (then the core
-   * enqueues again).
+   * Returns null when the session that carries `entry` is no longer usable (then the core
+   * withdraws the entry and enqueues again). No round trip.
    */
-  grant(req: AcquireRequest, entry: QueueEntry, sentAt: number): Grant | null;
+  grant(req: AcquireRequest, entry: E, sentAt: number): Grant | null;
   /**
-   * Remove our entry (the wait ended without a grant). Must not fail the caller; the core bounds
-   * how long it waits for it. Safe to call while the `enqueue` that creates it is in flight.
+   * Remove our entry: the wait ended without a grant, or the entry went out of use (its session
+   * ended). Never removes a newer entry of the same owner. `entry` undefined: the enqueue that
+   * would have created it failed, and may still have created it. Must not fail the caller; the
+   * core bounds how long it waits for it.
    */
-  withdraw(req: AcquireRequest, entry: QueueEntry | undefined): Promise<void>;
+  withdraw(req: AcquireRequest, entry: E | undefined): Promise<void>;
 }
 
 /**

@@ -1,27 +1,34 @@
 /**
  * etcd driver: fair (FIFO) locks on an etcd v3 cluster, through `etcd3` (gRPC), the way etcd's own
- * `clientv3/concurrency` Mutex works.
+ * `clientv3/concurrency` Mutex works. A queue engine ({@link QueueDriver}): it does the steps
+ * (enqueue, read the queue, watch an entry, withdraw); the core's wait loop runs the algorithm.
  *
  * Guarantees:
- * - Liveness by one etcd lease per driver (its session), kept alive by the driver: every key it
- *   creates is attached to that lease, so the locks of a process that dies are freed by etcd when
- *   the lease's TTL runs out (`leaseTtlS`). When the lease is lost (etcd says it is gone, or its
- *   local deadline passes while keep-alives go unanswered), every grant it carried is told at once
- *   (`Grant.session` aborts) and the next acquisition opens a new lease.
+ * - Liveness by one etcd lease per driver (its session: the core's EngineSession, kept alive by
+ *   ./session.ts): every key it creates is attached to that lease, so the locks of a process that
+ *   dies are freed by etcd when the lease's TTL runs out (`leaseTtlS`). When the lease is lost
+ *   (etcd says it is gone, or its local deadline passes while keep-alives go unanswered), every
+ *   grant it carried is told at once (`Grant.session` aborts) and the next acquisition opens a
+ *   new lease.
  * - Queue: each acquisition creates its own key `<prefix>lock/<key>/<owner>` (the owner id is
  *   unique per acquisition, so several owners of one driver queue independently) in one
- *   transaction (create revision compare = 0) that also reads the first-created key: the lowest
- *   create revision under the lock's prefix holds the lock (an uncontended acquire is one round
- *   trip). A waiter watches only the key created just before its own, for deletion (no herd: a
- *   release wakes exactly one waiter), then re-checks in one read: handoff = the release's commit
- *   + one read. Grants follow arrival order across processes and hosts (`info.fair`).
- *   `tryAcquire` is one transaction that creates the key only when nobody holds or waits
- *   (a compare over the whole prefix), so it never barges and leaves nothing to withdraw.
+ *   transaction (create revision compare = 0) that also reads the newest keys: the lowest create
+ *   revision under the lock's prefix holds the lock (an uncontended acquire is one round trip).
+ *   A waiter watches the key created just before its own, and its own key, for deletion (no herd:
+ *   a release wakes exactly one waiter); grants follow arrival order across processes and hosts
+ *   (`info.fair`). `tryAcquire` is one transaction that creates the key only when nobody holds or
+ *   waits (a compare over the whole prefix), so it never barges and leaves nothing to withdraw.
+ * - Handoff in about one round trip: a waiter whose predecessor was the holder takes the turn
+ *   when the predecessor's deletion arrives, without reading the queue again: its own key was
+ *   read alive (attached to its lease) after both watches were in place, the watches share one
+ *   stream whose events come in revision order (its own key going would be seen first), and the
+ *   grant is refused once the lease is past its local deadline, which comes before etcd could
+ *   expire it. So no grant rides on a key that is gone (etcd issue #11456: a lock granted after
+ *   its lease had expired). A waiter whose own key goes (deleted by someone else, or with its
+ *   lease) enqueues again, at the back.
  * - Fencing: the token is the holder key's create revision, which only grows (it is etcd's global
  *   revision). {@link EtcdDriver.fenceCompare} gives a compare to put in your own etcd transaction
  *   so that a write lands only while the lease still holds the lock.
- * - A grant after a wait is reported only after a read that finds the waiter's own key (attached to
- *   its live lease) still there (etcd issue #11456: a lock granted after its lease had expired).
  * - Linearizable: every read and write goes through the Raft leader; a minority partition grants
  *   nothing.
  *
@@ -33,12 +40,15 @@
  *   lock back when its lease runs out locally (`ttlMs` without a renewal, `maxHoldMs`), and a
  *   renewal (`extend`) confirms in one read that each key still exists with this driver's lease;
  * - poll: a waiter sends nothing while its predecessor holds (keep-alives are per driver, not
- *   per waiter); a failed watch stream makes waiters re-check once and watch again.
+ *   per waiter); a failed watch stream makes waiters read the queue again and watch again;
+ * - wait, retry or back off by itself: each method is one step; the core's wait loop does the
+ *   rest (the id-store operations `raiseMark` and `allocateRange` retry their compare-and-set
+ *   when another writer moved the value).
  */
 import type { Etcd3, IKeyValue, IRequestOp, ITxnResponse, ICompare } from 'etcd3';
 import { etcd3 } from './peer.js';
-import { backoffMs, raceAbort, settleWithin, WaitScope } from '../../core/abort.js';
-import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
+import { settleWithin } from '../../core/abort.js';
+import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, OutOfRangeError, UnavailableError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
@@ -46,14 +56,17 @@ import type {
   AcquireRequest,
   DriverInfo,
   ExtendItem,
+  GoneResult,
   Grant,
   LockState,
-  NativeWaitDriver,
+  QueueDriver,
+  QueueEntry,
+  QueueView,
   SessionSource,
   SessionState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
+import type { MarkStore, RangeStore } from '../id-store.js';
 import { type ClosingConnection, openConnections } from './connections.js';
 import { LeaseSession } from './session.js';
 import { DeletionWatches } from './watch.js';
@@ -112,13 +125,12 @@ interface Contender {
   ttlMs: number;
 }
 
-/** Where a fresh contender stands after its enqueue transaction. */
-interface Enqueued {
-  /** Create revision of our key: our place in the queue and, once granted, the token. */
-  readonly rev: bigint;
-  readonly first: boolean;
-  /** The key created just before ours, when the transaction saw it. */
-  readonly predecessor: Buffer | undefined;
+/** Our key in a lock's queue. */
+interface EtcdEntry extends QueueEntry {
+  /** The key itself (`id` as bytes). */
+  readonly key: Buffer;
+  /** The lease it is attached to. */
+  readonly lease: LeaseSession;
 }
 
 /**
@@ -135,9 +147,8 @@ interface Enqueued {
  * await locks.close();
  * ```
  */
-export class EtcdDriver implements NativeWaitDriver, SessionSource {
-  /** Transitional: this driver still waits by itself (being ported to its kind). */
-  readonly kind = 'native' as const;
+export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkStore, RangeStore {
+  readonly kind = 'queue' as const;
   readonly info: DriverInfo = { name: 'etcd', liveness: 'session', fair: true, scope: 'distributed' };
   /** The etcd3 client (yours when you passed `client`). */
   readonly client: Etcd3;
@@ -148,7 +159,6 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   private readonly ownsClient: boolean;
   private readonly timeoutMs: number;
   private readonly logger: Logger | undefined;
-  private readonly closing = new AbortController();
   private closePromise: Promise<void> | undefined;
   /** Set once close() began: no new work. */
   private closed = false;
@@ -157,7 +167,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   private opening: Promise<LeaseSession> | undefined;
   private live: LeaseSession | undefined;
   private readonly listeners = new SessionListeners();
-  /** Waits in progress (close() lets them withdraw their keys first) and background lease revokes. */
+  /** Background lease revokes (close() waits for them). */
   private readonly busy = new Set<Promise<unknown>>();
   /** Deletion watches of waiters (one stream). */
   private readonly watches: DeletionWatches;
@@ -219,24 +229,20 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
     return this.watches.size;
   }
 
-  private notify(state: SessionState): void {
-    this.listeners.emit(state);
-  }
-
   /** The live session, or a new one (one grant shared by concurrent callers). */
   private session(): Promise<LeaseSession> {
     if (this.closed) return Promise.reject(new ClosedError('Using the etcd driver'));
     const live = this.live;
-    if (live && live.state !== 'lost') return Promise.resolve(live);
+    if (live && this.usable(live)) return Promise.resolve(live);
     this.opening ??= LeaseSession.open(this.client, this.leaseTtlS, this.timeoutMs, (s, state) => {
       // The lease revoke of a session that ended on its own: close() waits for it.
       if (state === 'lost') this.track(s.end('lost'));
       if (this.live !== s) return; // not (or no longer) the current session
       if (state === 'lost') {
         this.live = undefined;
-        this.logger?.warn?.('dlock: etcd lease lost', { lease: s.hexId, reason: s.signal.reason });
+        this.logger?.warn?.('dlock: etcd lease lost', { lease: s.hexId, reason: s.session.signal.reason });
       }
-      this.notify(state);
+      this.listeners.emit(state);
     }).then(
       (s) => {
         this.opening = undefined;
@@ -245,9 +251,9 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
           this.track(s.end('closed'));
           throw new ClosedError('Using the etcd driver');
         }
-        if (s.state === 'lost') throw new UnavailableError('Opening an etcd lease', { cause: s.signal.reason });
+        if (s.state === 'lost') throw new UnavailableError('Opening an etcd lease', { cause: s.session.signal.reason });
         this.live = s;
-        this.notify('connected');
+        this.listeners.emit('connected');
         return s;
       },
       (e: unknown) => {
@@ -259,40 +265,18 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   }
 
   /**
-   * A grant rides on the session: its validity is the session's (a write attached to a lease does
-   * not refresh the lease, so only keep-alive answers move that deadline).
+   * Whether grants may still ride on `lease`. Its deadline can pass before its timer runs (a
+   * starved event loop): end it now, as the timer would (the revoke deletes its keys).
    */
-  private grantOf(session: LeaseSession, req: AcquireRequest, token: bigint, sentAt: number): Grant {
-    return { token, sentAt, session: session.grantSignal(req.key, req.owner), validUntil: () => session.validUntil() };
-  }
-
-  /**
-   * Whether grants may still ride on `session`. Its deadline can pass before its timer runs (a
-   * starved event loop): end it now, as the timer would, so that the caller enqueues on a new
-   * lease instead of reporting a grant the core would refuse.
-   */
-  private usable(session: LeaseSession): boolean {
-    if (session.state !== 'lost' && monotonicNow() < session.validUntil()) return true;
-    this.track(session.end('expired'));
+  private usable(lease: LeaseSession): boolean {
+    if (lease.state !== 'lost' && !lease.session.isOver) return true;
+    this.track(lease.end('expired'));
     return false;
   }
 
-  /**
-   * The core refuses a grant that arrives after its own validity (`sentAt + ttlMs - drift`, only
-   * possible with tiny TTLs or a starved process) and gives the key back in the background. On a
-   * session engine that key would live on meanwhile: delete it before answering instead.
-   */
-  private async arrivedExpired(req: AcquireRequest, sentAt: number): Promise<boolean> {
-    if (monotonicNow() < sentAt + req.ttlMs - driftFor(req.ttlMs)) return false;
-    await settleWithin(this.client.kv.deleteRange({ key: Buffer.from(this.holderKey(req.key, req.owner)) }, this.callOptions()), 1000);
-    return true;
-  }
-
-  /** A failed write with our lease id: etcd no longer knows the lease. End it (a new one is granted next). */
-  private leaseGone(session: LeaseSession, e: unknown): boolean {
-    if (!(e instanceof etcd3().EtcdLeaseInvalidError)) return false;
-    this.track(session.end('lost', e));
-    return true;
+  /** A write refused for our lease id: etcd no longer knows the lease. End it (a new one is granted next). */
+  private leaseGone(lease: LeaseSession, e: unknown): void {
+    if (e instanceof etcd3().EtcdLeaseInvalidError) this.track(lease.end('lost', e));
   }
 
   // ------------------------------------------------------------------ keys
@@ -351,224 +335,185 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
 
   /** One transaction: take the lock if nobody holds or waits for it; never queues. */
   async tryAcquire(req: AcquireRequest): Promise<TryResult> {
-    for (let attempt = 0; ; attempt++) {
-      const session = await this.session();
-      const sentAt = monotonicNow();
-      const prefix = Buffer.from(this.lockPrefix(req.key));
-      try {
-        const r = await this.txn({
-          // Nobody under the prefix: neither a holder nor a waiter (arrivals never barge past the queue).
-          compare: [{ key: prefix, range_end: prefixEnd(prefix), target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
-          success: [this.putContender(req, session)],
-          failure: [],
-        });
-        if (!r.succeeded) return { ok: false, retryAfterMs: -1 };
-        // Ending the session revokes the lease, which deletes the key we just created.
-        if (!this.usable(session)) {
-          await settleWithin(session.end('expired'), 1000);
-          if (attempt === 0) continue;
-        }
-        if (await this.arrivedExpired(req, sentAt)) return { ok: false, retryAfterMs: -1 };
-        return { ok: true, grant: this.grantOf(session, req, BigInt(r.header.revision), sentAt) };
-      } catch (e) {
-        if (attempt === 0 && this.leaseGone(session, e)) continue;
-        throw e;
-      }
-    }
-  }
-
-  /**
-   * Enqueue, then wait for the predecessor's key to go (a watch), bounded by `wait`. On abort or
-   * timeout the own key is deleted: nothing is left behind. Engine errors are retried with
-   * jittered backoff until the deadline, then reported as {@link UnavailableError}.
-   */
-  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
-    if (this.closed) throw new ClosedError(`Acquiring lock "${req.key}"`);
-    const scope = new WaitScope([wait.signal, this.closing.signal], wait.deadline, monotonicNow());
-    const run = this.waitFor(req, scope);
-    this.busy.add(run);
-    try {
-      return await run;
-    } finally {
-      this.busy.delete(run);
-      scope.dispose();
-    }
-  }
-
-  private async waitFor(req: AcquireRequest, scope: WaitScope): Promise<Grant | null> {
-    const { signal } = scope;
-    const myKey = Buffer.from(this.holderKey(req.key, req.owner));
-    /** The last write that may have created our key: withdrawing waits for it to settle. */
-    let wrote: Promise<unknown> | undefined;
-    let granted = false;
-    let lastError: unknown;
-    let attempt = 0;
-    try {
-      for (;;) {
-        let session: LeaseSession | undefined;
-        try {
-          session = await raceAbort(this.session(), signal);
-          const sentAt = monotonicNow();
-          const enqueue = this.enqueue(req, myKey, session);
-          wrote = enqueue;
-          const q = await raceAbort(enqueue, signal);
-          lastError = undefined;
-          attempt = 0;
-          const grant = q.first ? this.grantOf(session, req, q.rev, sentAt) : await this.waitTurn(req, myKey, session, q, signal);
-          // A grant on a lease past its local deadline would be refused: enqueue again on a new lease.
-          if (grant && this.usable(session) && !(await this.arrivedExpired(req, grant.sentAt))) {
-            granted = true;
-            return grant;
-          }
-          // Our key is gone (lease lost, or removed behind our back): enqueue again, at the end.
-        } catch (e) {
-          if (signal.aborted) throw e;
-          lastError = e;
-          if (session) this.leaseGone(session, e);
-          const remaining = scope.deadline - monotonicNow();
-          if (remaining <= 0) break;
-          await sleep(Math.min(remaining, backoffMs(attempt++)), signal);
-        }
-      }
-    } catch (e) {
-      if (!scope.timedOut) throw e;
-    } finally {
-      if (!granted && wrote) {
-        // Leave nothing behind. Delete only once the write that may have created the key settled
-        // (the server may apply two requests of one connection in either order). Bounded: an
-        // unreachable engine must not hold up the caller's timeout or abort; the delete still
-        // goes out, and the lease frees the key at the latest.
-        const withdraw = wrote.then(noop, noop).then(() => this.client.kv.deleteRange({ key: myKey }, this.callOptions()));
-        await settleWithin(withdraw, 1000);
-      }
-    }
-    if (lastError !== undefined) {
-      throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: lastError });
-    }
-    return null;
-  }
-
-  /**
-   * Create our key (if absent) attached to the lease, and in the same transaction read the first
-   * key (the holder) and the two newest (us, and the one just before us).
-   */
-  private async enqueue(req: AcquireRequest, myKey: Buffer, session: LeaseSession): Promise<Enqueued> {
+    const lease = await this.session();
+    const sentAt = monotonicNow();
     const prefix = Buffer.from(this.lockPrefix(req.key));
-    const end = prefixEnd(prefix);
-    const first: IRequestOp = { request_range: { key: prefix, range_end: end, sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend, limit: 1 } };
-    for (let attempt = 0; ; attempt++) {
-      const r = await this.txn({
-        compare: [{ key: myKey, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
-        success: [
-          this.putContender(req, session),
-          first,
-          { request_range: { key: prefix, range_end: end, sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Descend, limit: 2, keys_only: true } },
-        ],
-        // Already there: a retried request that had been applied, or a key of an earlier lease.
-        failure: [{ request_range: { key: myKey } }, first],
-      });
-      const seen = BigInt(r.header.revision);
-      if (r.succeeded) {
-        const holder = kvsOf(r, 1)[0];
-        return { rev: seen, first: holder !== undefined && BigInt(holder.create_revision) === seen, predecessor: kvsOf(r, 2)[1]?.key };
-      }
-      const mine = kvsOf(r, 0)[0];
-      if (mine && mine.lease === session.id) {
-        const rev = BigInt(mine.create_revision);
-        const holder = kvsOf(r, 1)[0];
-        return { rev, first: holder !== undefined && BigInt(holder.create_revision) === rev, predecessor: undefined };
-      }
-      // Our key from a lease that was lost: it no longer counts as ours. Remove it and enqueue anew.
-      if (mine && attempt < 3) {
-        await this.txn({
-          compare: [{ key: myKey, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: mine.create_revision }],
-          success: [{ request_delete_range: { key: myKey } }],
-          failure: [],
-        });
-        continue;
-      }
-      throw new UnavailableError(`Enqueueing for lock "${req.key}" kept finding a stale key ${myKey.toString()}`);
-    }
+    const r = await this.txn({
+      // Nobody under the prefix: neither a holder nor a waiter (arrivals never barge past the queue).
+      compare: [{ key: prefix, range_end: prefixEnd(prefix), target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
+      success: [this.putContender(req, lease)],
+      failure: [],
+    }).catch((e: unknown) => {
+      this.leaseGone(lease, e);
+      throw e;
+    });
+    if (!r.succeeded) return { ok: false, retryAfterMs: -1 };
+    // A lease past its deadline is revoked (usable() ends it), and the key we just created with it.
+    const grant = this.grant(req, this.entryOf(req, lease, BigInt(r.header.revision)), sentAt);
+    return grant ? { ok: true, grant } : { ok: false, retryAfterMs: -1 };
   }
 
   /**
-   * Wait for our turn: watch the predecessor (the key created just before ours) for deletion,
-   * confirm it is still there once the watch is in place, sleep until it goes, then re-check in
-   * one read: the newest key created before ours (watch that one next) and our own key. Our key
-   * still there with our lease: the grant is valid (etcd #11456). Gone: resolve null so that the
-   * caller enqueues again.
+   * Create our key (if absent) attached to the lease, and in the same transaction read the two
+   * newest keys (ours, and the one just before it) and how many there are. Retried after an
+   * error, it finds its own key; a key of ours from an earlier lease is removed and created anew.
    */
-  private async waitTurn(req: AcquireRequest, myKey: Buffer, session: LeaseSession, q: Enqueued, signal: AbortSignal): Promise<Grant | null> {
-    let predecessor = q.predecessor;
-    let recheck = predecessor === undefined;
-    for (;;) {
-      if (recheck) {
-        const c = await this.checkTurn(req, myKey, q.rev, signal);
-        if (c.mine !== session.id || session.state === 'lost') return null;
-        if (!c.predecessor) return this.grantOf(session, req, q.rev, c.sentAt);
-        predecessor = c.predecessor;
-      }
-      if (!predecessor) {
-        recheck = true;
-        continue;
-      }
-      const watched = predecessor;
-      let woke: (how: 'changed' | 'session-lost') => void = () => undefined;
-      const woken = new Promise<'changed' | 'session-lost'>((resolve) => (woke = resolve));
-      const onSession = (): void => woke('session-lost');
-      session.signal.addEventListener('abort', onSession, { once: true });
-      const watch = this.watches.watch(watched, () => woke('changed'));
-      try {
-        await raceAbort(watch.ready, signal);
-        // The watch is in place: a deletion from now on wakes us. Was it deleted before?
-        const c = await this.checkTurn(req, myKey, q.rev, signal);
-        if (c.mine !== session.id || session.state === 'lost') return null;
-        if (!c.predecessor) return this.grantOf(session, req, q.rev, c.sentAt);
-        if (!c.predecessor.equals(watched)) {
-          predecessor = c.predecessor;
-          recheck = false;
-          continue;
-        }
-        if ((await raceAbort(woken, signal)) === 'session-lost') return null;
-        recheck = true;
-      } finally {
-        session.signal.removeEventListener('abort', onSession);
-        watch.cancel();
-      }
+  async enqueue(req: AcquireRequest): Promise<{ entry: EtcdEntry; view: QueueView }> {
+    const lease = await this.session();
+    const first = await this.create(req, lease);
+    if ('entry' in first) return first;
+    const kv = first.existing;
+    if (kv?.lease === lease.id) {
+      // A retried enqueue whose first attempt had been applied: our place is kept.
+      const entry = this.entryOf(req, lease, BigInt(kv.create_revision));
+      return { entry, view: await this.look(req, entry) };
     }
+    // Our key from a lease that ended: it no longer counts as ours. Remove it and enqueue anew.
+    if (kv) await this.deleteEntry(kv.key, kv.create_revision);
+    const again = await this.create(req, lease);
+    if ('entry' in again) return again;
+    throw new UnavailableError(`Enqueueing for lock "${req.key}" kept finding a stale key ${this.holderKey(req.key, req.owner)}`);
   }
 
-  /** One read: the newest key created before `rev` under the lock's prefix, and our own key's lease. */
-  private async checkTurn(
-    req: AcquireRequest,
-    myKey: Buffer,
-    rev: bigint,
-    signal: AbortSignal,
-  ): Promise<{ predecessor: Buffer | undefined; mine: string | undefined; sentAt: number }> {
+  /** The enqueue transaction; `existing`: our key was there already (create revision compare failed). */
+  private async create(req: AcquireRequest, lease: LeaseSession): Promise<{ entry: EtcdEntry; view: QueueView } | { existing: IKeyValue | undefined }> {
+    const key = Buffer.from(this.holderKey(req.key, req.owner));
     const prefix = Buffer.from(this.lockPrefix(req.key));
     const sentAt = monotonicNow();
-    const r = await raceAbort(
-      this.txn({
-        compare: [],
-        success: [
-          {
-            request_range: {
-              key: prefix,
-              range_end: prefixEnd(prefix),
-              max_create_revision: (rev - 1n).toString(),
-              sort_target: etcd3().SortTarget.Create,
-              sort_order: etcd3().SortOrder.Descend,
-              limit: 1,
-              keys_only: true,
-            },
+    const r = await this.txn({
+      compare: [{ key, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
+      success: [
+        this.putContender(req, lease),
+        { request_range: { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Descend, limit: 2, keys_only: true } },
+      ],
+      failure: [{ request_range: { key, keys_only: true } }],
+    }).catch((e: unknown) => {
+      this.leaseGone(lease, e);
+      throw e;
+    });
+    if (!r.succeeded) return { existing: kvsOf(r, 0)[0] };
+    const range = r.responses[1]?.response_range;
+    const before = range?.kvs[1];
+    // Ours is the newest key under the prefix: every other one is ahead of it.
+    return {
+      entry: this.entryOf(req, lease, BigInt(r.header.revision)),
+      view: { mine: true, ahead: Math.max(0, Number(range?.count ?? 1) - 1), predecessor: before ? refOf(before) : undefined, sentAt },
+    };
+  }
+
+  /**
+   * One read: the newest key created before ours (and whether there are more) and our own key,
+   * which must still be there with the create revision and lease of `entry`.
+   */
+  async look(req: AcquireRequest, entry: EtcdEntry): Promise<QueueView> {
+    const sentAt = monotonicNow();
+    if (entry.lease.state === 'lost') return { mine: false, ahead: 0, predecessor: undefined, sentAt };
+    const prefix = Buffer.from(this.lockPrefix(req.key));
+    const r = await this.txn({
+      compare: [],
+      success: [
+        {
+          request_range: {
+            key: prefix,
+            range_end: prefixEnd(prefix),
+            max_create_revision: (entry.seq - 1n).toString(),
+            sort_target: etcd3().SortTarget.Create,
+            sort_order: etcd3().SortOrder.Descend,
+            limit: 1,
+            keys_only: true,
           },
-          { request_range: { key: myKey, keys_only: true } },
-        ],
-        failure: [],
-      }),
-      signal,
-    );
-    return { predecessor: kvsOf(r, 0)[0]?.key, mine: kvsOf(r, 1)[0]?.lease, sentAt };
+        },
+        { request_range: { key: entry.key, keys_only: true } },
+      ],
+      failure: [],
+    });
+    const range = r.responses[0]?.response_range;
+    const before = range?.kvs[0];
+    return {
+      mine: this.isEntry(kvsOf(r, 1)[0], entry),
+      // etcd counts the range before its revision filter: `more` says whether others are ahead.
+      ahead: before ? (range?.more ? 2 : 1) : 0,
+      predecessor: before ? refOf(before) : undefined,
+      sentAt,
+    };
+  }
+
+  /** Whether `kv` is still `entry`: same create revision, on its lease, which lives. */
+  private isEntry(kv: IKeyValue | undefined, entry: EtcdEntry): boolean {
+    return kv !== undefined && kv.lease === entry.lease.id && BigInt(kv.create_revision) === entry.seq && entry.lease.state !== 'lost';
+  }
+
+  /**
+   * Watch the predecessor's key and ours for deletion (one stream: events in revision order),
+   * then, with both watches in place, read both once: gone before the watches started? 'gone' is
+   * answered only once our own key was read alive after its watch was in place.
+   */
+  waitGone(req: AcquireRequest, watched: QueueEntry, mine: EtcdEntry, signal: AbortSignal): Promise<GoneResult> {
+    const lease = mine.lease;
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    if (lease.state === 'lost') return Promise.resolve('mine-gone');
+    const watchedKey = Buffer.from(watched.id);
+    return new Promise<GoneResult>((resolve, reject) => {
+      let done = false;
+      const finish = (settle: () => void): void => {
+        if (done) return;
+        done = true;
+        own.cancel();
+        ahead.cancel();
+        lease.session.signal.removeEventListener('abort', onEnded);
+        signal.removeEventListener('abort', onAbort);
+        settle();
+      };
+      const onAbort = (): void => finish(() => reject(signal.reason as Error));
+      const onEnded = (): void => finish(() => resolve('mine-gone'));
+      const failed = (e: unknown): void => finish(() => reject(e instanceof Error ? e : new Error(String(e))));
+      const own = this.watches.watch(mine.key, (deleted) => finish(() => resolve(deleted ? 'mine-gone' : 'look')));
+      const ahead = this.watches.watch(watchedKey, (deleted) => {
+        if (!deleted) finish(() => resolve('look'));
+        else void alive.then((ok) => finish(() => resolve(ok ? 'gone' : 'mine-gone')), failed);
+      });
+      lease.session.signal.addEventListener('abort', onEnded, { once: true });
+      signal.addEventListener('abort', onAbort, { once: true });
+      const check = Promise.all([own.ready, ahead.ready]).then(() =>
+        this.txn({ compare: [], success: [{ request_range: { key: mine.key, keys_only: true } }, { request_range: { key: watchedKey, keys_only: true } }], failure: [] }),
+      );
+      const alive = check.then((r) => this.isEntry(kvsOf(r, 0)[0], mine));
+      check.then((r) => {
+        const before = kvsOf(r, 1)[0];
+        if (!this.isEntry(kvsOf(r, 0)[0], mine)) finish(() => resolve('mine-gone'));
+        // Gone, or a newer key of the same name (behind us now).
+        else if (!before || BigInt(before.create_revision) !== watched.seq) finish(() => resolve('gone'));
+      }, failed);
+    });
+  }
+
+  /** The turn is ours: the grant, riding on the key's lease (null once that is past its deadline). */
+  grant(req: AcquireRequest, entry: EtcdEntry, sentAt: number): Grant | null {
+    if (!this.usable(entry.lease)) return null;
+    const s = entry.lease.session;
+    // A grant rides on the lease: its validity is the lease's (a write attached to a lease does
+    // not refresh the lease, so only keep-alive answers move that deadline).
+    return { token: entry.seq, sentAt, session: s.grantSignal(req.key, req.owner), validUntil: () => s.validUntil() };
+  }
+
+  /**
+   * Delete our key: only the entry we were given (a newer enqueue of the same owner has another
+   * create revision); without one, whatever the failed enqueue may have created. Errors are
+   * absorbed: the lease frees the key at the latest.
+   */
+  async withdraw(req: AcquireRequest, entry: EtcdEntry | undefined): Promise<void> {
+    await this.deleteEntry(Buffer.from(this.holderKey(req.key, req.owner)), entry?.seq.toString()).catch(noop);
+  }
+
+  /** Delete `key`, only while its create revision is `createRevision` when one is given. */
+  private async deleteEntry(key: Buffer, createRevision: string | undefined): Promise<void> {
+    const compare: ICompare[] = createRevision === undefined ? [] : [{ key, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: createRevision }];
+    await this.txn({ compare, success: [{ request_delete_range: { key } }], failure: [] });
+  }
+
+  private entryOf(req: AcquireRequest, lease: LeaseSession, rev: bigint): EtcdEntry {
+    const id = this.holderKey(req.key, req.owner);
+    return { id, key: Buffer.from(id), seq: rev, lease };
   }
 
   /**
@@ -597,7 +542,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   /** Delete `owner`'s key of `key` (held or queued). `true` when it was there. */
   async release(key: string, owner: string): Promise<boolean> {
     if (this.closedFully) throw new ClosedError(`Releasing lock "${key}"`);
-    this.live?.forget(owner);
+    this.live?.session.forget(owner);
     const r = await this.client.kv.deleteRange({ key: Buffer.from(this.holderKey(key, owner)) }, this.callOptions());
     return r.deleted !== '0';
   }
@@ -702,7 +647,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
   // ------------------------------------------------------------------ close
 
   /**
-   * Abort waits (they withdraw their keys), cancel watches, revoke the lease (etcd deletes every
+   * Cancel watches, revoke the lease (etcd deletes every
    * key it carried) and close the client if the driver created it. Idempotent.
    */
   close(): Promise<void> {
@@ -720,8 +665,6 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       }
     };
     if (this.ownsClient) collect();
-    this.closing.abort(new ClosedError('Waiting for a lock'));
-    await settleWithin(Promise.allSettled([...this.busy]), 2000);
     const session = this.live ?? (await settleOrUndefined(this.opening, 1000));
     this.live = undefined;
     this.watches.close();
@@ -739,7 +682,7 @@ export class EtcdDriver implements NativeWaitDriver, SessionSource {
       await new Promise<void>((resolve) => setImmediate(resolve));
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    this.notify('lost');
+    this.listeners.emit('lost');
   }
 
   // ------------------------------------------------------------------ helpers
@@ -788,6 +731,11 @@ function settleOrUndefined<T>(p: Promise<T> | undefined, ms: number): Promise<T 
       },
     );
   });
+}
+
+/** A key of the queue as an entry (its create revision is its place). */
+function refOf(kv: IKeyValue): QueueEntry {
+  return { id: kv.key.toString(), seq: BigInt(kv.create_revision) };
 }
 
 /** The kvs of the `i`-th range answer of a transaction. */

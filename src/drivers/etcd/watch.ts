@@ -6,8 +6,8 @@
  * including after the last watcher was cancelled and after `close()` (so a process is kept alive
  * for a moment after the driver closed), and it throws from a stream handler on a response it
  * cannot match. Waiters need much less: "wake me once this key is deleted". Here a failed stream
- * wakes every waiter instead of reconnecting on a timer; each waiter re-checks in one read and
- * watches again, which opens a new stream.
+ * wakes every waiter (saying it can no longer tell) instead of reconnecting on a timer; each
+ * waiter reads the queue again and watches again, which opens a new stream.
  */
 import type { Etcd3, IWatchResponse } from 'etcd3';
 import { etcd3 } from './peer.js';
@@ -19,7 +19,7 @@ type WatchStream = Awaited<ReturnType<Etcd3['watchClient']['watch']>>;
 export class DeletionWatches {
   private stream: Promise<WatchStream> | undefined;
   /** Open watches by the watch id we gave them. */
-  private readonly waits = new Map<string, (how: 'created' | 'woken') => void>();
+  private readonly waits = new Map<string, (how: 'created' | 'deleted' | 'unknown') => void>();
   private nextId = 1;
   private closed = false;
 
@@ -32,25 +32,26 @@ export class DeletionWatches {
 
   /**
    * Watch `key` for its deletion from now on. `ready` resolves once etcd confirmed the watch (or
-   * it failed): a deletion after that is certain to call `wake`. `wake` is called once, on the
-   * deletion, or when the watch can no longer tell (stream failed, watch cancelled by the server),
-   * so that the waiter re-checks. `cancel()` is idempotent.
+   * it failed): a deletion after that is certain to call `wake`. `wake` is called once: with
+   * `true` on the deletion, with `false` when the watch can no longer tell (stream failed, watch
+   * cancelled by the server), so that the waiter reads again. `cancel()` is idempotent. Watches
+   * of one driver share one stream, whose events come in revision order.
    *
    * "From now", not from the revision the waiter read: etcd serves a watch that starts at a past
    * revision from its slow catch-up path (a ~100 ms loop), and under contention the revision moves
    * on between the read and the watch. Waiters confirm `ready`, then re-read instead.
    */
-  watch(key: Buffer, wake: () => void): { ready: Promise<void>; cancel: () => void } {
+  watch(key: Buffer, wake: (deleted: boolean) => void): { ready: Promise<void>; cancel: () => void } {
     const id = String(this.nextId++);
     let done = false;
     let created: () => void = () => undefined;
     const ready = new Promise<void>((resolve) => (created = resolve));
-    const fire = (how: 'created' | 'woken'): void => {
+    const fire = (how: 'created' | 'deleted' | 'unknown'): void => {
       created();
       if (how === 'created' || done) return;
       done = true;
       this.waits.delete(id);
-      wake();
+      wake(how === 'deleted');
     };
     this.waits.set(id, fire);
     const stream = this.open();
@@ -59,7 +60,7 @@ export class DeletionWatches {
         // Server-chosen ids would need one create/answer handshake at a time; our own ids do not.
         if (!done) s.write({ create_request: { key, filters: [etcd3().FilterType.Noput], watch_id: id } });
       },
-      () => fire('woken'),
+      () => fire('unknown'),
     );
     const cancel = (): void => {
       created();
@@ -106,7 +107,8 @@ export class DeletionWatches {
     const fire = this.waits.get(String(res.watch_id));
     if (!fire) return;
     // A deletion (the only events we asked for), or the server cancelled the watch.
-    if (res.events.length > 0 || res.canceled) fire('woken');
+    if (res.events.length > 0) fire('deleted');
+    else if (res.canceled) fire('unknown');
     else if (res.created) fire('created');
   }
 
@@ -119,6 +121,6 @@ export class DeletionWatches {
       (s) => stopStream(s),
       () => undefined,
     );
-    for (const fire of [...this.waits.values()]) fire('woken');
+    for (const fire of [...this.waits.values()]) fire('unknown');
   }
 }

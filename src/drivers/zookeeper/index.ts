@@ -1,29 +1,36 @@
 /**
  * ZooKeeper driver: fair (FIFO) locks on a ZooKeeper ensemble, the standard lock recipe, through
- * `node-zookeeper-client`.
+ * `node-zookeeper-client`. A queue engine ({@link QueueDriver}): it does the steps (enqueue, read
+ * the queue, watch an entry, withdraw); the core's wait loop runs the algorithm over them.
  *
  * How: every contender creates an EPHEMERAL_SEQUENTIAL znode `<root>/locks/<key>/lock-<owner>-N`.
  * The lowest sequence holds the lock; every other contender watches only the znode just ahead of
- * it (no herd) and re-reads the queue when it goes. The owner id in the name lets a create whose
+ * it (no herd), and its own znode, in one round trip. The owner id in the name lets a create whose
  * reply was lost with the connection find its own znode instead of leaving an orphan behind.
  *
  * Guarantees:
  * - exclusion and FIFO order across processes and hosts, as far as ZooKeeper's own guarantees go
  *   (a quorum must accept every create and delete; reads are the server's view, ordered after
- *   this session's writes);
+ *   this session's writes; watch events reach a session in the order of the changes);
  * - fencing: the token is the holder znode's creation zxid (`czxid`). Zxids are global to the
  *   ensemble and only grow (a new leader epoch raises them), and the holder is always the oldest
  *   znode in the queue, so tokens strictly increase per key, across sessions and restarts. The
  *   sequence number would not do: it belongs to the parent znode, which is deleted when the
  *   queue empties, and then restarts at 0;
- * - liveness is the session: a holder that dies (or is cut off) loses its znodes when the server
- *   expires its session, `sessionTimeoutMs` after it last heard from it. Locally a grant is valid
- *   until the last confirmed contact plus the session timeout, minus drift: disconnected, that
- *   deadline stops advancing (`sessionState` is `suspended`) and `lease.isHeld()` turns false no
- *   later than the server could expire the session; at the deadline (or when the server reports
- *   the session expired) the session is `lost` and every `Grant.session` it carried aborts;
- * - waiting costs nothing while the lock does not change hands: a release deletes one znode, one
- *   waiter's watch fires, and it confirms with one read (handoff in about one round trip);
+ * - liveness is the session (the core's EngineSession, fed by ./session.ts): a holder that dies
+ *   (or is cut off) loses its znodes when the server expires its session, `sessionTimeoutMs` after
+ *   it last heard from it. Locally a grant is valid until the last confirmed contact plus the
+ *   session timeout, minus drift: disconnected, that deadline stops advancing (`sessionState` is
+ *   `suspended`) and `lease.isHeld()` turns false no later than the server could expire the
+ *   session; at the deadline (or when the server reports the session expired) the session is
+ *   `lost` and every `Grant.session` it carried aborts;
+ * - handoff in about one round trip: a release deletes one znode and the next waiter's watch
+ *   fires; a waiter whose predecessor was the holder takes the turn without reading the queue
+ *   again, because the watch on its own znode (set in the same round trip) would have told it
+ *   first if that znode had gone (deleted by someone else, or with the session). A waiter whose
+ *   own znode goes queues again, at the back, on the current session;
+ * - waiting costs nothing while the lock does not change hands (no polling; heartbeats are per
+ *   session, and only when it is otherwise idle);
  * - abandoned queues do not pile up: after a release or withdrawal the driver deletes the key's
  *   parent znode if it is empty (NOTEMPTY ignored), `cleanupDelayMs` later (so a key locked over
  *   and over does not pay two extra writes per cycle) and at close. ZooKeeper 3.5+ container
@@ -39,33 +46,36 @@
  *   holder's session);
  * - keep a waiter's place across a session loss: its znode goes with the session, so the waiter
  *   queues again, at the back, on a new session (while its wait lasts);
+ * - wait, retry or back off by itself: each method is one step; the core's wait loop does the rest;
  * - support sequence numbers past 2^31 per parent (ZooKeeper's counter overflows); the parent
  *   is recreated whenever a key's queue empties, which resets it.
  *
  * Client choice: node-zookeeper-client (pure JavaScript, no native build, works on every Node
  * version and platform) rather than `zookeeper` (bindings to the C client, compiled at install).
- * It lacks a read timeout, visible ping replies and container nodes; ./session.ts adds the
- * first two, and empty parents are deleted by hand. Its queued requests survive reconnects, its
- * watches are re-registered after them, and multi (check/create/setData/delete) is supported.
+ * It lacks a read timeout, visible ping replies and container nodes; ./session.ts makes up for
+ * the first two, and empty parents are deleted by hand. Its queued requests survive reconnects,
+ * its watches are re-registered after them, and multi (check/create/setData/delete) is supported.
  */
-import { WaitScope, backoffMs, raceAbort } from '../../core/abort.js';
-import { monotonicNow, sleep } from '../../core/clock.js';
+import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { validateMs } from '../../core/validate.js';
-import { ClosedError, InvalidArgumentError, LockLostError, UnavailableError, isDlockError } from '../../errors.js';
+import { ClosedError, InvalidArgumentError, UnavailableError, isDlockError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
   DriverInfo,
   ExtendItem,
+  GoneResult,
   Grant,
   LockState,
-  NativeWaitDriver,
+  QueueDriver,
+  QueueEntry,
+  QueueView,
   SessionSource,
   SessionState,
   TryResult,
-  WaitContext,
 } from '../driver.js';
+import type { MarkStore } from '../id-store.js';
 import type { Stat } from 'node-zookeeper-client';
 import { childPrefix, encodeName, normalizeRoot, queueOf, type Contender } from './paths.js';
 import { Code, MultiError, SessionEndedError, ZkSession, czxidOf, zkClient, zkCode } from './session.js';
@@ -101,8 +111,10 @@ const DEFAULT_SPIN_DELAY_MS = 500;
 const DEFAULT_CLEANUP_DELAY_MS = 1000;
 const PERSISTENT = 0;
 const EPHEMERAL_SEQUENTIAL = 3;
-/** Attempts at one step that a concurrent change can undo (a parent deleted under a create...). */
+/** Attempts at a compare-and-set of a mark that concurrent raises can undo. */
 const MAX_ATTEMPTS = 5;
+/** How many of the first contenders inspect() reads at once (the holder may go between two reads). */
+const INSPECT_READS = 4;
 
 /** What `zookeeper://` URLs carry. */
 export interface ParsedZooKeeperUrl {
@@ -158,20 +170,18 @@ interface Held {
   readonly path: string;
   readonly token: bigint;
   readonly session: ZkSession;
-  readonly controller: AbortController;
 }
 
-/** A contender's znode. */
-interface Node {
+/** Our znode in a key's queue. */
+interface ZkEntry extends QueueEntry {
+  /** The session that created it (it lives as long as that session). */
+  readonly session: ZkSession;
+  /** The key's parent znode. */
+  readonly dir: string;
+  /** The znode's name under `dir`. */
   readonly name: string;
-  readonly path: string;
-}
-
-/** A read of a key's queue: the contenders in order, our index (-1: not there), our stat when asked. */
-interface QueueRead {
-  readonly queue: Contender[];
-  readonly index: number;
-  readonly stat: Stat | null | undefined;
+  /** Its creation zxid (the token), learnt from the reads of the znode. */
+  token: bigint | undefined;
 }
 
 /**
@@ -189,9 +199,8 @@ interface QueueRead {
  * await locks.close();
  * ```
  */
-export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
-  /** Transitional: this driver still waits by itself (being ported to its kind). */
-  readonly kind = 'native' as const;
+export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, MarkStore {
+  readonly kind = 'queue' as const;
   readonly info: DriverInfo = { name: 'zookeeper', liveness: 'session', fair: true, scope: 'distributed' };
   /** Parent znode of everything this driver creates. */
   readonly root: string;
@@ -204,15 +213,17 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
   private readonly held = new Map<string, Held>();
   private readonly stateListeners = new SessionListeners();
   private endedRequests = 0;
-  private waiting = 0;
+  /** waitGone() calls in progress. */
+  private watching = 0;
   private closed = false;
-  private requeued = 0;
   private readonly cleanupDelayMs: number;
   /** Key parents to delete when empty, `cleanupDelayMs` after a release. */
   private readonly sweep = new Set<string>();
   private sweepTimer: NodeJS.Timeout | undefined;
-  /** Key parents under which this driver has a contender right now (count per parent). */
-  private readonly busyDirs = new Map<string, number>();
+  /** Our znodes in queues (not granted, not withdrawn): their parents must not be swept. */
+  private readonly queued = new Set<ZkEntry>();
+  /** Owners whose last create failed with the connection: it may have been applied. */
+  private readonly uncertain = new Set<string>();
 
   constructor(options: ZooKeeperDriverOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -260,19 +271,14 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     return this.endedRequests + (this.session?.requests ?? 0);
   }
 
-  /** Times a wait queued again because the session carrying its znode ended (see the header). */
-  get requeuedWaits(): number {
-    return this.requeued;
-  }
-
-  /** Waits in progress and watch callbacks still registered (0 and 0 when idle). */
+  /** Waits watching a znode, and watch callbacks still registered (0 and 0 when idle). */
   get waitResidue(): {
     /** Waits in progress. */
     waits: number;
     /** Watch callbacks registered on the session. */
     watchCallbacks: number;
   } {
-    return { waits: this.waiting, watchCallbacks: this.session?.watchCount ?? 0 };
+    return { waits: this.watching, watchCallbacks: this.session?.watchCount ?? 0 };
   }
 
   /** The znode under which `key`'s contenders queue. */
@@ -297,65 +303,49 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
-  /** The live session, opened when there is none (the previous one ended). */
-  private sessionNow(what: string): ZkSession {
+  /**
+   * The live session, once it has connected (requests made while it reconnects wait for it): a
+   * new one when there is none (the previous one ended). The first connection may take up to the
+   * session timeout (the session's deadline ends it then).
+   */
+  private async connected(what: string): Promise<ZkSession> {
     if (this.closed) throw new ClosedError(what);
-    if (!this.session || this.session.isEnded) {
-      this.session = new ZkSession({
+    let s = this.session;
+    // Past its deadline, but its timer has not run yet (a starved event loop): end it now.
+    if (s?.engine.isOver) void s.engine.end('expired');
+    if (!s || s.isEnded) {
+      s = new ZkSession({
         connectionString: this.connectionString,
         sessionTimeoutMs: this.sessionTimeoutMs,
         spinDelayMs: this.spinDelayMs,
-        onEnded: (s, e) => this.onSessionEnded(s, e),
-        onState: (s, state) => {
-          if (s !== this.session) return;
-          this.logger?.debug?.('dlock: zookeeper session state', { state, connectionString: this.connectionString });
-          this.stateListeners.emit(state);
-        },
+        onState: (session, state) => this.onState(session, state),
       });
+      this.session = s;
     }
-    return this.session;
+    await s.ready;
+    return s;
   }
 
-  /**
-   * A session that has connected at least once (requests made while it reconnects wait for it).
-   * The first connection may take up to the session timeout, and no longer than `signal` allows.
-   */
-  private async connected(what: string, signal?: AbortSignal): Promise<ZkSession> {
-    const s = this.sessionNow(what);
-    if (s.hasConnected) return s;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const e = new Error(`no connection to ${this.connectionString} within ${this.sessionTimeoutMs} ms`);
-        s.end(new SessionEndedError('session-lost', { cause: e }));
-        reject(e);
-      }, this.sessionTimeoutMs);
-    });
-    try {
-      const ready = Promise.race([s.ready, timeout]);
-      await (signal ? raceAbort(ready, signal) : ready);
-      return s;
-    } finally {
-      clearTimeout(timer);
+  private onState(s: ZkSession, state: SessionState): void {
+    if (state === 'lost') {
+      this.endedRequests += s.requests;
+      s.requests = 0;
     }
+    if (s !== this.session) return;
+    this.logger?.debug?.('dlock: zookeeper session state', { state, connectionString: this.connectionString });
+    this.stateListeners.emit(state);
   }
 
-  /**
-   * Abort every grant the session carried. They stay known until released, so that a release
-   * answers false at once (the znodes go with the session) instead of opening a new session.
-   */
-  private onSessionEnded(s: ZkSession, e: SessionEndedError): void {
-    this.endedRequests += s.requests;
-    s.requests = 0;
-    for (const h of this.held.values()) {
-      if (h.session === s) h.controller.abort(new LockLostError(h.key, e.why, { cause: e }));
-    }
+  /** The current session if it can carry requests now (never opens one). */
+  private liveSession(): ZkSession | undefined {
+    const s = this.session;
+    return s && !s.isEnded && s.hasConnected ? s : undefined;
   }
 
   /** A dlock error for a failure of `what`. */
   private failure(what: string, e: unknown): Error {
     if (isDlockError(e)) return e;
-    if (this.closed && e instanceof SessionEndedError && e.why === 'closed') return new ClosedError(what);
+    if (this.closed && e instanceof SessionEndedError && e.how === 'closed') return new ClosedError(what);
     return new UnavailableError(what, { cause: e });
   }
 
@@ -375,32 +365,49 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
   }
 
   /**
-   * Join `dir`'s queue: create our EPHEMERAL_SEQUENTIAL znode. A create that fails with a lost
-   * connection may still have been applied: look for our own znode (its name carries the owner
-   * id) before creating again. A create whose reply comes after its timeout is deleted.
+   * Join `dir`'s queue: create our EPHEMERAL_SEQUENTIAL znode (the key's parent first when it is
+   * missing: a second NONODE, a parent swept again meanwhile, is an error the core retries). A
+   * create that failed with the connection may still have been applied: the next call looks for
+   * our own znode (its name carries the owner id) before creating again.
    */
-  private async enqueue(s: ZkSession, dir: string, owner: string): Promise<Node> {
-    const prefix = childPrefix(owner);
-    let lastError: unknown;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      try {
-        const path = await s.create(`${dir}/${prefix}`, null, EPHEMERAL_SEQUENTIAL, (late) => this.removeQuietly(s, late, dir));
-        return { path, name: path.slice(dir.length + 1) };
-      } catch (e) {
-        lastError = e;
-        const code = zkCode(e);
-        if (code === Code.NO_NODE) {
-          // The key's parent does not exist yet, or an empty queue's parent was just deleted.
-          await this.ensurePath(s, dir);
-        } else if (code === Code.CONNECTION_LOSS) {
-          const mine = (await s.getChildren(dir).catch(() => [] as string[])).find((c) => c.startsWith(prefix) && /^\d{10}$/.test(c.slice(prefix.length)));
-          if (mine) return { path: `${dir}/${mine}`, name: mine };
-        } else {
-          throw e;
-        }
-      }
+  private async createEntry(s: ZkSession, dir: string, owner: string): Promise<ZkEntry> {
+    if (this.uncertain.delete(owner)) {
+      const found = await this.findOwn(s, dir, owner);
+      if (found) return this.entryOf(s, dir, found);
     }
-    throw lastError;
+    const path = `${dir}/${childPrefix(owner)}`;
+    const create = (): Promise<string> =>
+      s.create(path, null, EPHEMERAL_SEQUENTIAL).catch((e: unknown) => {
+        if (zkCode(e) === Code.CONNECTION_LOSS) this.uncertain.add(owner);
+        throw e;
+      });
+    let created: string;
+    try {
+      created = await create();
+    } catch (e) {
+      if (zkCode(e) !== Code.NO_NODE) throw e;
+      await this.ensurePath(s, dir);
+      created = await create();
+    }
+    return this.entryOf(s, dir, created.slice(dir.length + 1));
+  }
+
+  private entryOf(s: ZkSession, dir: string, name: string): ZkEntry {
+    const seq = BigInt(name.slice(-10));
+    const entry: ZkEntry = { id: `${dir}/${name}`, seq, session: s, dir, name, token: undefined };
+    this.queued.add(entry);
+    return entry;
+  }
+
+  /** The name of `owner`'s znode under `dir`, if there is one. */
+  private async findOwn(s: ZkSession, dir: string, owner: string): Promise<string | undefined> {
+    const prefix = childPrefix(owner);
+    try {
+      return (await s.getChildren(dir)).find((c) => c.startsWith(prefix) && /^\d{10}$/.test(c.slice(prefix.length)));
+    } catch (e) {
+      if (zkCode(e) === Code.NO_NODE) return undefined;
+      throw e;
+    }
   }
 
   /**
@@ -437,9 +444,10 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
    * driver still has a contender wait for its release.
    */
   private sweepNow(): void {
-    const s = this.session;
-    if (!s || s.isEnded) return;
-    const busy = new Set(this.busyDirs.keys());
+    const s = this.liveSession();
+    if (!s) return;
+    const busy = new Set<string>();
+    for (const e of this.queued) busy.add(e.dir);
     for (const h of this.held.values()) busy.add(h.path.slice(0, h.path.lastIndexOf('/')));
     for (const dir of this.sweep) {
       if (!busy.has(dir)) s.remove(dir).catch(() => undefined);
@@ -447,162 +455,151 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     this.sweep.clear();
   }
 
-  /** Count `dir` busy while `work` runs (its parent must not be swept meanwhile). */
-  private async busy<T>(dir: string, work: () => Promise<T>): Promise<T> {
-    this.busyDirs.set(dir, (this.busyDirs.get(dir) ?? 0) + 1);
-    try {
-      return await work();
-    } finally {
-      const n = (this.busyDirs.get(dir) ?? 1) - 1;
-      if (n > 0) this.busyDirs.set(dir, n);
-      else this.busyDirs.delete(dir);
-    }
+  /** The queue before `entry` as `children` show it, `stat` being our znode's (null: gone). */
+  private viewOf(entry: ZkEntry, children: readonly string[], stat: Stat | null, sentAt: number): QueueView {
+    const queue: Contender[] = queueOf(children);
+    const index = queue.findIndex((c) => c.name === entry.name);
+    const mine = index >= 0 && this.ours(entry, stat);
+    const ahead = queue[index - 1];
+    return {
+      mine,
+      ahead: Math.max(0, index),
+      predecessor: ahead ? { id: `${entry.dir}/${ahead.name}`, seq: BigInt(ahead.seq) } : undefined,
+      sentAt,
+    };
   }
 
-  /** {@link removeOwn} in the background, errors absorbed (the session's end removes it anyway). */
-  private removeQuietly(s: ZkSession, path: string, dir: string): void {
-    this.removeOwn(s, path, dir).catch(() => undefined);
-  }
-
-  /** Read `dir`'s queue and, the first time, our znode's stat (for the token). Pipelined: one round trip. */
-  private async readQueue(s: ZkSession, dir: string, node: Node, withStat: boolean): Promise<QueueRead> {
-    const [children, stat] = await Promise.all([s.getChildren(dir), withStat ? s.exists(node.path) : Promise.resolve(undefined)]);
-    const queue = queueOf(children);
-    return { queue, index: queue.findIndex((c) => c.name === node.name), stat };
-  }
-
-  private grant(s: ZkSession, key: string, owner: string, node: Node, token: bigint, sentAt: number): Grant {
-    const controller = new AbortController();
-    this.held.set(owner, { key, path: node.path, token, session: s, controller });
-    return { token, sentAt, session: controller.signal, validUntil: () => s.validUntil() };
-  }
-
-  /** Resolve once `path` is gone (or changed), reject when `signal` aborts or the session ends. */
-  private waitGone(s: ZkSession, path: string, signal: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let finished = false;
-      const finish = (settle: () => void): void => {
-        if (finished) return;
-        finished = true;
-        watch.cancel();
-        offEnd();
-        signal.removeEventListener('abort', onAbort);
-        settle();
-      };
-      const onAbort = (): void => finish(() => reject(signal.reason as Error));
-      const watch = s.watch(path, () => finish(resolve));
-      const offEnd = s.onEnd((e) => finish(() => reject(e)));
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-      watch.ready.then(
-        () => undefined,
-        // A lost connection leaves no watch behind: read the queue again once reconnected.
-        (e: Error) => finish(() => (zkCode(e) === Code.CONNECTION_LOSS ? resolve() : reject(e))),
-      );
-    });
+  /** Whether `stat` is our znode's on its live session; learns the token from it. */
+  private ours(entry: ZkEntry, stat: Stat | null): boolean {
+    if (!stat || entry.session.isEnded || !stat.ephemeralOwner.equals(entry.session.sessionId)) return false;
+    entry.token = czxidOf(stat);
+    return true;
   }
 
   // ------------------------------------------------------------------ contract
 
+  /** Enqueue; keep the znode if it is first, else withdraw it before answering busy. */
   async tryAcquire(req: AcquireRequest): Promise<TryResult> {
     const what = `Trying lock "${req.key}"`;
+    let entry: ZkEntry | undefined;
     try {
       const s = await this.connected(what);
-      const dir = this.lockPath(req.key);
-      return await this.busy(dir, () => this.tryOnce(s, req, dir));
+      entry = await this.createEntry(s, this.lockPath(req.key), req.owner);
+      const view = await this.look(req, entry);
+      const grant = view.mine && view.ahead === 0 ? this.grant(req, entry, view.sentAt) : null;
+      if (grant) return { ok: true, grant };
     } catch (e) {
+      void this.withdraw(req, entry);
       throw this.failure(what, e);
     }
-  }
-
-  /** Enqueue; keep the znode if it is first, else withdraw it before answering busy. */
-  private async tryOnce(s: ZkSession, req: AcquireRequest, dir: string): Promise<TryResult> {
-    const node = await this.enqueue(s, dir, req.owner);
-    let first: { token: bigint; sentAt: number } | undefined;
-    try {
-      const sentAt = monotonicNow();
-      const { index, stat } = await this.readQueue(s, dir, node, true);
-      if (index === 0 && stat) first = { token: czxidOf(stat), sentAt };
-    } catch (e) {
-      this.removeQuietly(s, node.path, dir);
-      throw e;
-    }
-    if (first) return { ok: true, grant: this.grant(s, req.key, req.owner, node, first.token, first.sentAt) };
     // Busy: withdraw before answering, so that the queue holds only real contenders.
-    await this.removeOwn(s, node.path, dir).catch(() => false);
+    await this.withdraw(req, entry);
     return { ok: false, retryAfterMs: -1 };
   }
 
-  /** Wait until granted (the grant) or the deadline (`null`); rejects with the wait signal's reason when it aborts. */
-  async acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null> {
+  /** Create our znode, then read the queue and our znode's stat (pipelined: one round trip). */
+  async enqueue(req: AcquireRequest): Promise<{ entry: ZkEntry; view: QueueView }> {
     const what = `Acquiring lock "${req.key}"`;
-    const scope = new WaitScope([wait.signal], wait.deadline, monotonicNow());
-    // The last failure of a session (never connected, or ended while we queued): reported as
-    // unavailability if the wait runs out before a session carries us again.
-    let lastError: unknown;
-    let connectedOnce = false;
-    this.waiting += 1;
     try {
-      for (let attempt = 0; ; attempt++) {
-        let session: ZkSession | undefined;
-        try {
-          session = await this.connected(what, scope.signal);
-          connectedOnce = true;
-          lastError = undefined;
-          const s = session;
-          return await this.busy(this.lockPath(req.key), () => this.queueAndWait(s, req, scope.signal));
-        } catch (e) {
-          // The session that carried our place ended (cut off past its deadline, expired on the
-          // server, or it never connected): the znode went with it. Like the try-set drivers'
-          // wait, start over on a new session, with backoff, while the wait lasts.
-          if (scope.signal.aborted || this.closed || (session && !session.isEnded)) throw e;
-          lastError = e;
-          if (session) this.requeued += 1;
-          this.logger?.debug?.('dlock: zookeeper session ended while waiting; queueing again', { key: req.key, error: e });
-          await sleep(backoffMs(attempt), scope.signal);
-        }
-      }
+      const s = await this.connected(what);
+      const entry = await this.createEntry(s, this.lockPath(req.key), req.owner);
+      return { entry, view: await this.look(req, entry) };
     } catch (e) {
-      if (scope.timedOut) {
-        if (connectedOnce && lastError === undefined) return null;
-        throw new UnavailableError(`${what}: no ZooKeeper session before the wait ran out`, { cause: lastError ?? e });
-      }
-      if (wait.signal.aborted) throw wait.signal.reason;
       throw this.failure(what, e);
-    } finally {
-      this.waiting -= 1;
-      scope.dispose();
     }
   }
 
-  /** Enqueue, then wait for every znode ahead to go; withdraw on any failure or abort. */
-  private async queueAndWait(s: ZkSession, req: AcquireRequest, signal: AbortSignal): Promise<Grant> {
-    const dir = this.lockPath(req.key);
-    // If the wait ends while the create is in flight, the znode it makes is withdrawn when it comes.
-    const node = await raceAbort(this.enqueue(s, dir, req.owner), signal, (late) => this.removeQuietly(s, late.path, dir));
+  /** One round trip: the key's children and our znode's stat, pipelined. */
+  async look(req: AcquireRequest, entry: ZkEntry): Promise<QueueView> {
+    const s = entry.session;
+    const sentAt = monotonicNow();
+    const gone: QueueView = { mine: false, ahead: 0, predecessor: undefined, sentAt };
+    if (s.isEnded) return gone;
     try {
-      let token: bigint | undefined;
-      for (;;) {
-        const sentAt = monotonicNow();
-        let read: QueueRead;
-        try {
-          read = await raceAbort(this.readQueue(s, dir, node, token === undefined), signal);
-        } catch (e) {
-          // Reads are safe to repeat: after a lost connection, read again once reconnected.
-          if (zkCode(e) === Code.CONNECTION_LOSS && !signal.aborted) continue;
-          throw e;
-        }
-        if (read.stat) token = czxidOf(read.stat);
-        if (read.index < 0 || read.stat === null || token === undefined) {
-          throw new Error(`our znode ${node.path} is gone (deleted by someone else, or the session ended)`);
-        }
-        if (read.index === 0) return this.grant(s, req.key, req.owner, node, token, sentAt);
-        const ahead = read.queue[read.index - 1];
-        if (ahead) await this.waitGone(s, `${dir}/${ahead.name}`, signal);
-      }
+      const [children, stat] = await Promise.all([s.getChildren(entry.dir), s.exists(entry.id)]);
+      return this.viewOf(entry, children, stat, sentAt);
     } catch (e) {
-      this.removeQuietly(s, node.path, dir);
-      throw e;
+      // The key's parent is gone (so is our znode), or the session ended under the read.
+      if (zkCode(e) === Code.NO_NODE || s.isEnded) return gone;
+      throw this.failure(`Reading the queue of lock "${req.key}"`, e);
+    }
+  }
+
+  /**
+   * Watch our own znode and the one ahead, in one round trip (ours first: replies and events
+   * reach the session in order, so ours going is seen before the predecessor's). 'gone' is
+   * answered only once our own znode was seen alive with its watch set.
+   */
+  waitGone(req: AcquireRequest, watched: QueueEntry, mine: ZkEntry, signal: AbortSignal): Promise<GoneResult> {
+    const s = mine.session;
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    if (s.isEnded) return Promise.resolve('mine-gone');
+    this.watching += 1;
+    return new Promise<GoneResult>((resolve, reject) => {
+      let done = false;
+      const finish = (settle: () => void): void => {
+        if (done) return;
+        done = true;
+        this.watching -= 1;
+        own.cancel();
+        ahead.cancel();
+        s.engine.signal.removeEventListener('abort', onEnded);
+        signal.removeEventListener('abort', onAbort);
+        settle();
+      };
+      const onAbort = (): void => finish(() => reject(signal.reason as Error));
+      const onEnded = (): void => finish(() => resolve('mine-gone'));
+      const failed = (e: unknown): void =>
+        finish(() => {
+          const code = zkCode(e);
+          if (s.isEnded || code === Code.SESSION_EXPIRED) resolve('mine-gone');
+          // The watch may not be set: read the queue again (it waits for the connection).
+          else if (code === Code.CONNECTION_LOSS) resolve('look');
+          else reject(this.failure(`Watching the queue of lock "${req.key}"`, e));
+        });
+      const own = s.watch(mine.id, () => finish(() => resolve('mine-gone')));
+      const alive = own.ready.then((stat) => this.ours(mine, stat));
+      const ahead = s.watch(watched.id, () => void alive.then((ok) => finish(() => resolve(ok ? 'gone' : 'mine-gone')), failed));
+      s.engine.signal.addEventListener('abort', onEnded, { once: true });
+      signal.addEventListener('abort', onAbort, { once: true });
+      alive.then((ok) => {
+        if (!ok) finish(() => resolve('mine-gone'));
+      }, failed);
+      Promise.all([alive, ahead.ready]).then(([ok, stat]) => {
+        if (stat === null) finish(() => resolve(ok ? 'gone' : 'mine-gone'));
+      }, failed);
+    });
+  }
+
+  /** The turn is ours: the grant, riding on the znode's session (null when it is no longer usable). */
+  grant(req: AcquireRequest, entry: ZkEntry, sentAt: number): Grant | null {
+    const s = entry.session;
+    if (s.isEnded || s.engine.isOver || entry.token === undefined) return null;
+    this.queued.delete(entry);
+    this.held.set(req.owner, { key: req.key, path: entry.id, token: entry.token, session: s });
+    return { token: entry.token, sentAt, session: s.engine.grantSignal(req.key, req.owner), validUntil: () => s.engine.validUntil() };
+  }
+
+  /**
+   * Delete our znode (on its own session, or the current one when that ended: any session may
+   * delete it, and the server would keep it until it expires the old one). Without an entry,
+   * the znode a create lost with the connection may have made. Errors are absorbed: the
+   * session's end removes the znode at the latest.
+   */
+  async withdraw(req: AcquireRequest, entry: ZkEntry | undefined): Promise<void> {
+    if (entry) this.queued.delete(entry);
+    const s = entry && !entry.session.isEnded ? entry.session : this.liveSession();
+    if (!s) return;
+    try {
+      if (entry) {
+        await this.removeOwn(s, entry.id, entry.dir);
+      } else if (this.uncertain.delete(req.owner)) {
+        const dir = this.lockPath(req.key);
+        const name = await this.findOwn(s, dir, req.owner);
+        if (name) await this.removeOwn(s, `${dir}/${name}`, dir);
+      }
+    } catch {
+      // the session's end removes it
     }
   }
 
@@ -616,7 +613,10 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
           if (!h || h.key !== it.key || h.session.isEnded) return false;
           const stat = await h.session.exists(h.path);
           const ok = stat !== null && czxidOf(stat) === h.token && stat.ephemeralOwner.equals(h.session.sessionId);
-          if (!ok && this.held.get(it.owner) === h) this.held.delete(it.owner);
+          if (!ok && this.held.get(it.owner) === h) {
+            this.held.delete(it.owner);
+            h.session.engine.forget(it.owner);
+          }
           return ok;
         }),
       );
@@ -632,6 +632,7 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
       const h = this.held.get(owner);
       if (h && h.key === key) {
         this.held.delete(owner);
+        h.session.engine.forget(owner);
         if (h.session.isEnded) return false;
         // Sent before anything else this call could await: later requests on this session see it done.
         return await this.removeOwn(h.session, h.path, dir);
@@ -656,26 +657,31 @@ export class ZooKeeperDriver implements NativeWaitDriver, SessionSource {
     }
   }
 
+  /**
+   * The holder: the first contender still there. The holder may release between the read of the
+   * children and the read of its znode, so the first few znodes are read at once (one round trip).
+   */
   async inspect(key: string): Promise<LockState | null> {
     const what = `Inspecting lock "${key}"`;
     const dir = this.lockPath(key);
     try {
       const s = await this.connected(what);
-      // The holder may release between the two reads: read again (a few times at most).
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        let children: string[];
-        try {
-          children = await s.getChildren(dir);
-        } catch (e) {
-          if (zkCode(e) === Code.NO_NODE) return null;
-          throw e;
-        }
-        const first = queueOf(children)[0];
-        if (!first) return null;
-        const stat = await s.exists(`${dir}/${first.name}`);
-        if (stat) return { owner: first.owner, token: czxidOf(stat), remainingMs: -1 };
+      let children: string[];
+      try {
+        children = await s.getChildren(dir);
+      } catch (e) {
+        if (zkCode(e) === Code.NO_NODE) return null;
+        throw e;
       }
-      throw new Error(`the queue of ${dir} kept changing while it was read`);
+      const first = queueOf(children).slice(0, INSPECT_READS);
+      if (first.length === 0) return null;
+      const stats = await Promise.all(first.map((c) => s.exists(`${dir}/${c.name}`)));
+      const i = stats.findIndex((st) => st !== null);
+      const holder = first[i];
+      const stat = stats[i];
+      if (holder && stat) return { owner: holder.owner, token: czxidOf(stat), remainingMs: -1 };
+      if (first.length < INSPECT_READS) return null;
+      throw new Error(`the queue of ${dir} changed faster than it could be read`);
     } catch (e) {
       throw this.failure(what, e);
     }

@@ -1,31 +1,36 @@
 /**
- * One ZooKeeper session over one `node-zookeeper-client` Client: promisified requests with a
- * timeout, the session's health (connected / suspended / lost), its local deadline, and one
- * shared watcher per znode.
+ * One ZooKeeper session over one `node-zookeeper-client` Client. The core's {@link EngineSession}
+ * keeps its state (connected / suspended / lost), its local deadline, the signals of the grants it
+ * carries and the one timer; this file turns the client's events and replies into what that
+ * session needs, and makes up for what the client lacks.
  *
- * Why a wrapper: the client has no read timeout (a silent server keeps it "connected" forever),
- * hides ping replies (so it cannot say when the server last confirmed the session), fails queued
- * requests only when a socket closes, and registers one listener per watch call (more than ten
- * on one path prints a MaxListenersExceededWarning). Here:
- * - every reply to a request sent at `t` proves the session was alive on the server at `t`, so
- *   the local deadline is `lastConfirmed + timeout - drift` (the server expires a session no
- *   earlier than the session timeout after it last heard from the client);
- * - a heartbeat (`exists /`, a local read on any server) goes out when nothing was confirmed for
- *   a sixth of the timeout, in place of the client's own pings; nothing confirmed for half the
- *   timeout means the server is silent: the session is `suspended` and the socket is dropped so
- *   that the client reconnects (to another server of the ensemble) while the session still
- *   lives on the servers, as the Java client does with its read timeout;
+ * What it lacks, and how it is made up for:
+ * - it hides ping replies, so it cannot say when the server last confirmed the session: every
+ *   reply to a request sent at `t` proves the session alive on the server at `t`
+ *   (`confirmed(t)`), and a heartbeat (`exists /`) goes out when nothing was confirmed for a
+ *   sixth of the timeout (the session's keep-alive hook);
+ * - it has no read timeout (a silent server keeps it "connected" forever, its requests pending):
+ *   nothing confirmed for half the timeout makes the session `suspended` (the session's
+ *   suspicion), and then the socket is dropped so that the client reconnects, to another server
+ *   of the ensemble, while the session still lives there (as the Java client does);
  * - a server that accepts the TCP connection but never answers the handshake (frozen) would hold
  *   the client forever as well: an attempt gets `timeout / servers` ms, then the next server;
- * - while suspended the deadline stops advancing; when it passes, the session is `lost`.
+ * - it fails queued requests only when a socket closes: the session's end fails them all;
+ * - it registers one listener per watch call (more than ten on one path print a
+ *   MaxListenersExceededWarning): one dispatcher per session, callbacks per path here.
+ * Requests need no timeout of their own: a silent connection is dropped (what was sent then fails
+ * with CONNECTION_LOSS), and what waits for a connection fails when the session ends, at its
+ * local deadline at the latest, also before the first connection (no server within the timeout).
  */
 import type { Socket } from 'node:net';
 import type * as zk from 'node-zookeeper-client';
 import { lazyPeer } from '../../core/peer.js';
-import { driftFor, monotonicNow } from '../../core/clock.js';
+import { settleWithin } from '../../core/abort.js';
+import { monotonicNow } from '../../core/clock.js';
+import { EngineSession, type SessionEnd } from '../../core/session.js';
 import type { SessionState } from '../driver.js';
 
-/** The `node-zookeeper-client` module, loaded at the first use (MissingPeerError when absent). */
+/** The `node-zookeeper-client` module, loaded at the first session (MissingPeerError when absent). */
 export const zkClient = lazyPeer<typeof zk>('node-zookeeper-client');
 
 /** ZooKeeper error codes the driver handles. */
@@ -44,25 +49,13 @@ export function zkCode(e: unknown): number | undefined {
   return undefined;
 }
 
-/** A request got no reply within the request timeout. */
-export class RequestTimeoutError extends Error {
-  constructor(what: string, ms: number) {
-    super(`ZooKeeper ${what} got no reply within ${ms} ms`);
-    this.name = 'RequestTimeoutError';
-  }
-}
-
-/** The session ended (expired on the server, lost locally, or closed). */
+/** The session ended: what its pending and later requests fail with. */
 export class SessionEndedError extends Error {
-  constructor(readonly why: 'expired' | 'session-lost' | 'closed', options?: { cause?: unknown }) {
-    super(
-      why === 'closed'
-        ? 'The ZooKeeper session was closed'
-        : why === 'expired'
-          ? 'The ZooKeeper session passed its local deadline while disconnected'
-          : 'The ZooKeeper session ended (expired on the server, or it never connected)',
-      options,
-    );
+  constructor(
+    readonly how: SessionEnd,
+    message: string,
+  ) {
+    super(message);
     this.name = 'SessionEndedError';
   }
 }
@@ -78,6 +71,8 @@ function socketOf(client: zk.Client): Socket | undefined {
 
 /** The client's own states below this one are CLOSING, CLOSED, SESSION_EXPIRED, AUTH_FAILED. */
 const CLIENT_DISCONNECTED = 0;
+/** Bound on how long close() waits for the server to close the connection. */
+const CLOSE_WAIT_MS = 1500;
 
 /**
  * Stop a client for good. Its reconnect logic treats a socket that closes in some states as a
@@ -120,33 +115,33 @@ export interface SessionOptions {
   readonly connectionString: string;
   readonly sessionTimeoutMs: number;
   readonly spinDelayMs: number;
-  /** Called once when the session ends, with why. */
-  readonly onEnded: (session: ZkSession, error: SessionEndedError) => void;
-  /** Called on every change of {@link ZkSession.state}. */
+  /** Called on every change of {@link ZkSession.state} once the session has connected. */
   readonly onState: (session: ZkSession, state: SessionState) => void;
 }
 
-type Pending = (error: Error) => void;
+/** A watch on one znode: `ready` resolves its stat (null: it does not exist) once it is set. */
+export interface ZnodeWatch {
+  readonly ready: Promise<zk.Stat | null>;
+  cancel(): void;
+}
 
 /** See the file header. */
 export class ZkSession {
   private readonly client: zk.Client;
-  /** Monotonic ms at which the newest request that the server answered was sent. */
-  private lastConfirmed = Number.NEGATIVE_INFINITY;
-  private timeoutMs: number;
-  private current: SessionState | 'connecting' = 'connecting';
-  private ended: SessionEndedError | undefined;
-  private heartbeat: NodeJS.Timeout | undefined;
-  private deadlineTimer: NodeJS.Timeout | undefined;
-  private heartbeatSentAt: number | undefined;
-  /** When the current connection was established (silence is measured from no earlier). */
-  private connectedAt = Number.NEGATIVE_INFINITY;
+  /** The core's session: state, local deadline, grant signals, the timer. */
+  readonly engine: EngineSession;
+  private connectedOnce = false;
+  /** Whether the client has a connection now (it may still be silent). */
+  private connectedNow = false;
+  /** When contact was last lost (or the client created): a handshake after it renewed the session. */
+  private lostContactAt: number;
+  private beating = false;
   /** The socket of the current connection attempt, and when it was first seen. */
   private attempt: { socket: Socket | undefined; since: number } = { socket: undefined, since: 0 };
   private readonly serverCount: number;
-  private readonly pending = new Set<Pending>();
+  private endError: SessionEndedError | undefined;
+  private readonly pending = new Set<(error: Error) => void>();
   private readonly watchers = new Map<string, Set<() => void>>();
-  private readonly endListeners = new Set<(e: SessionEndedError) => void>();
   /** Znodes to delete once the connection is back (their delete could not reach the server). */
   private readonly orphans = new Set<string>();
   /** Requests sent for lock operations (heartbeats not counted). */
@@ -155,57 +150,45 @@ export class ZkSession {
   readonly ready: Promise<void>;
 
   constructor(private readonly options: SessionOptions) {
-    this.timeoutMs = options.sessionTimeoutMs;
-    this.client = zkClient().createClient(options.connectionString, {
-      sessionTimeout: options.sessionTimeoutMs,
-      spinDelay: options.spinDelayMs,
-      retries: 0,
+    const timeoutMs = options.sessionTimeoutMs;
+    this.lostContactAt = monotonicNow();
+    this.client = zkClient().createClient(options.connectionString, { sessionTimeout: timeoutMs, spinDelay: options.spinDelayMs, retries: 0 });
+    this.engine = new EngineSession(`ZooKeeper session on ${options.connectionString}`, timeoutMs, this.lostContactAt, {
+      keepAlive: (now) => this.keepAlive(now),
+      keepAliveEveryMs: Math.max(20, timeoutMs / 6),
+      suspectAfterMs: timeoutMs / 2,
+      ended: (how) => this.ended(how),
+      onState: (_, state) => this.onEngineState(state),
     });
+    // Not connected yet: the deadline runs from now (no server within the timeout ends it).
+    this.engine.suspend();
     this.ready = new Promise<void>((resolve, reject) => {
       this.client.once('connected', () => resolve());
-      this.endListeners.add(reject);
+      this.engine.signal.addEventListener('abort', () => reject(this.endError ?? (this.engine.signal.reason as Error)), { once: true });
     });
     // Handled by whoever awaits it; never an unhandled rejection.
     this.ready.catch(() => undefined);
     this.client.on('connected', () => this.onConnected());
     this.client.on('disconnected', () => this.onDisconnected());
-    this.client.on('expired', () => this.end(new SessionEndedError('session-lost', { cause: new Error('SESSION_EXPIRED') })));
-    this.client.on('authenticationFailed', () => this.end(new SessionEndedError('session-lost', { cause: new Error('AUTH_FAILED') })));
+    this.client.on('expired', () => void this.engine.end('lost', new Error('ZooKeeper reports the session expired')));
+    this.client.on('authenticationFailed', () => void this.engine.end('lost', new Error('ZooKeeper refused the authentication')));
     this.client.on('error', () => undefined);
     this.serverCount = Math.max(1, options.connectionString.split(',').length);
     this.client.connect();
-    this.armTicks();
-  }
-
-  /** Health checks every sixth of the (negotiated) timeout. */
-  private armTicks(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = setInterval(() => this.tick(), Math.max(20, Math.floor(this.timeoutMs / 6)));
-    this.heartbeat.unref();
   }
 
   /** `connected`, `suspended` or `lost` (a session that has not connected yet is not open: `lost`). */
   get state(): SessionState {
-    return this.current === 'connecting' ? 'lost' : this.current;
+    return this.connectedOnce ? this.engine.state : 'lost';
   }
 
   /** Whether the session connected at least once (it has an id). */
   get hasConnected(): boolean {
-    return this.current !== 'connecting';
+    return this.connectedOnce;
   }
 
   get isEnded(): boolean {
-    return this.ended !== undefined;
-  }
-
-  /** Why the session ended, once it has. */
-  get endError(): SessionEndedError | undefined {
-    return this.ended;
-  }
-
-  /** The negotiated session timeout (ms). */
-  get sessionTimeoutMs(): number {
-    return this.timeoutMs;
+    return this.engine.state === 'lost';
   }
 
   /** The session id as the server knows it (8 bytes). */
@@ -213,61 +196,42 @@ export class ZkSession {
     return this.client.getSessionId();
   }
 
-  /**
-   * The session's local deadline (monotonic ms): the send time of the newest answered request
-   * plus the session timeout, minus drift. The server cannot expire the session before it.
-   */
-  validUntil(): number {
-    return this.lastConfirmed + this.timeoutMs - driftFor(this.timeoutMs);
-  }
-
-  /** Call `listener` once when the session ends; returns an unsubscribe function. */
-  onEnd(listener: (e: SessionEndedError) => void): () => void {
-    if (this.ended) {
-      listener(this.ended);
-      return () => undefined;
-    }
-    this.endListeners.add(listener);
-    return () => this.endListeners.delete(listener);
-  }
-
   /** Delete `path` once connected again (a delete that failed with the connection). */
   removeLater(path: string): void {
     this.orphans.add(path);
   }
 
+  /** Close the session: the server deletes its ephemeral nodes at once (see {@link ended}). */
+  close(): Promise<void> {
+    return this.engine.end('closed');
+  }
+
   // ------------------------------------------------------------------ requests
 
-  create(path: string, data: Buffer | null, mode: number, late?: (path: string) => void): Promise<string> {
-    return this.request<string>('create', (cb) => this.client.create(path, data ?? Buffer.alloc(0), mode, cb), late);
+  create(path: string, data: Buffer | null, mode: number): Promise<string> {
+    return this.request<string>((cb) => this.client.create(path, data ?? Buffer.alloc(0), mode, cb));
   }
 
   remove(path: string, version = -1): Promise<void> {
-    return this.request<void>('delete', (cb) => this.client.remove(path, version, (e) => cb(e, undefined)));
+    return this.request<void>((cb) => this.client.remove(path, version, (e) => cb(e, undefined)));
   }
 
   getChildren(path: string): Promise<string[]> {
-    return this.request<string[]>('getChildren', (cb) => this.client.getChildren(path, cb));
+    return this.request<string[]>((cb) => this.client.getChildren(path, cb));
   }
 
   /** The node's stat, or null when it does not exist. */
   exists(path: string): Promise<zk.Stat | null> {
-    return this.request<zk.Stat | null>('exists', (cb) => this.client.exists(path, (e, stat) => cb(e, stat ?? null)));
+    return this.request<zk.Stat | null>((cb) => this.client.exists(path, (e, stat) => cb(e, stat ?? null)));
   }
 
   getData(path: string): Promise<{ data: Buffer; stat: zk.Stat }> {
-    return this.request('getData', (cb) =>
-      this.client.getData(path, (e, data, stat) => cb(e, { data: data ?? Buffer.alloc(0), stat })),
-    );
-  }
-
-  setData(path: string, data: Buffer, version = -1): Promise<zk.Stat> {
-    return this.request<zk.Stat>('setData', (cb) => this.client.setData(path, data, version, cb));
+    return this.request((cb) => this.client.getData(path, (e, data, stat) => cb(e, { data: data ?? Buffer.alloc(0), stat })));
   }
 
   /** Run `ops` atomically; rejects with {@link MultiError} (per-op codes) when one fails. */
   multi(ops: readonly MultiOp[]): Promise<void> {
-    return this.request<void>('multi', (cb) => {
+    return this.request<void>((cb) => {
       const t = this.client.transaction();
       for (const o of ops) {
         if (o.op === 'check') t.check(o.path, o.version);
@@ -286,21 +250,20 @@ export class ZkSession {
   }
 
   /**
-   * Wait for `path` to change or disappear: resolves `true` once it was deleted or changed (at
-   * once when it does not exist). `onEvent` runs at most once. Returns a function that stops
-   * listening (the server-side watch stays until it fires; it is shared by every waiter of this
-   * session on that path).
+   * Watch `path` for its deletion (or a change), in the same request that reads its stat: `ready`
+   * resolves the stat once the watch is set, or null when the znode does not exist (then no watch
+   * is set and `onEvent` is not called). `onEvent` runs at most once. `cancel()` stops listening
+   * (the server-side watch stays until it fires; it is shared by every waiter of this session on
+   * that path).
    */
-  watch(path: string, onEvent: () => void): { ready: Promise<boolean>; cancel: () => void } {
+  watch(path: string, onEvent: () => void): ZnodeWatch {
     let set = this.watchers.get(path);
     if (!set) {
       set = new Set();
       this.watchers.set(path, set);
     }
-    let fired = false;
     const once = (): void => {
-      if (fired) return;
-      fired = true;
+      cancel();
       onEvent();
     };
     set.add(once);
@@ -309,18 +272,18 @@ export class ZkSession {
       s?.delete(once);
       if (s?.size === 0) this.watchers.delete(path);
     };
-    const ready = this.request<boolean>('getData', (cb) =>
-      this.client.getData(path, this.dispatch, (e) => {
-        if (e && zkCode(e) === Code.NO_NODE) cb(null, false);
-        else cb(e, true);
+    const ready = this.request<zk.Stat | null>((cb) =>
+      this.client.getData(path, this.dispatch, (e, _data, stat) => {
+        if (e && zkCode(e) === Code.NO_NODE) cb(null, null);
+        else cb(e, stat);
       }),
-    ).then((exists) => {
-      if (!exists) {
-        cancel();
-        once();
-      }
-      return exists;
-    });
+    );
+    ready.then(
+      (stat) => {
+        if (!stat) cancel();
+      },
+      () => cancel(),
+    );
     return { ready, cancel };
   }
 
@@ -333,52 +296,34 @@ export class ZkSession {
 
   /** One function for every watch of this session, so the client keeps one listener per path. */
   private readonly dispatch = (event: zk.Event): void => {
-    const path = event.getPath();
-    const set = this.watchers.get(path);
+    const set = this.watchers.get(event.getPath());
     if (!set) return;
-    this.watchers.delete(path);
-    for (const fn of set) fn();
+    for (const fn of [...set]) fn();
   };
 
   /**
-   * Send one request through the client, with a timeout. A reply (success or a server-side error
-   * such as NONODE) confirms the session as of the send time. `late` receives a result that
-   * arrives after the timeout (so a create can be undone).
+   * Send one request through the client. A reply (success or a server-side error such as
+   * NONODE) confirms the session as of the send time.
    */
-  private request<T>(
-    what: string,
-    send: (cb: (e: Error | zk.Exception | null, value: T) => void) => void,
-    late?: (value: T) => void,
-    heartbeat = false,
-  ): Promise<T> {
-    if (this.ended) return Promise.reject(this.ended);
+  private request<T>(send: (cb: (e: Error | zk.Exception | null, value: T) => void) => void, heartbeat = false): Promise<T> {
+    if (this.endError) return Promise.reject(this.endError);
     if (!heartbeat) this.requests += 1;
     const sentAt = monotonicNow();
     return new Promise<T>((resolve, reject) => {
       let settled = false;
-      const fail: Pending = (error) => {
+      const fail = (error: Error): void => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
         this.pending.delete(fail);
         reject(error);
       };
-      const timeoutMs = this.timeoutMs;
-      const timer = setTimeout(() => fail(new RequestTimeoutError(what, timeoutMs)), timeoutMs);
-      timer.unref();
       this.pending.add(fail);
       try {
         send((e, value) => {
           const code = zkCode(e);
-          if (e === null || (code !== undefined && code !== Code.CONNECTION_LOSS && code !== Code.SESSION_EXPIRED)) {
-            this.confirm(sentAt);
-          }
-          if (settled) {
-            if (!e) late?.(value);
-            return;
-          }
+          if (e === null || (code !== undefined && code !== Code.CONNECTION_LOSS && code !== Code.SESSION_EXPIRED)) this.engine.confirmed(sentAt);
+          if (settled) return;
           settled = true;
-          clearTimeout(timer);
           this.pending.delete(fail);
           // The client's exceptions are Errors at run time (its typings say otherwise).
           if (e) reject(e instanceof Error ? e : new Error(e.toString()));
@@ -392,138 +337,82 @@ export class ZkSession {
 
   // ------------------------------------------------------------------ health
 
-  private confirm(sentAt: number): void {
-    if (sentAt > this.lastConfirmed) this.lastConfirmed = sentAt;
+  /** The session's keep-alive hook: a heartbeat when idle; while connecting, move past a frozen server. */
+  private keepAlive(now: number): void {
+    const socket = socketOf(this.client);
+    if (this.connectedNow) {
+      this.attempt = { socket: undefined, since: now };
+      if (!this.beating && now - this.engine.lastConfirmedAt >= this.engine.timeoutMs / 6) this.beat();
+      return;
+    }
+    if (socket !== this.attempt.socket) this.attempt = { socket, since: now };
+    else if (socket && !socket.destroyed && now - this.attempt.since > this.engine.timeoutMs / this.serverCount) socket.destroy();
   }
 
-  private setState(state: SessionState): void {
-    if (this.current === state) return;
-    this.current = state;
-    this.options.onState(this, state);
+  private beat(): void {
+    this.beating = true;
+    const done = (): void => {
+      this.beating = false;
+    };
+    this.request<zk.Stat | null>((cb) => this.client.exists('/', (e, stat) => cb(e, stat ?? null)), true).then(done, done);
+  }
+
+  private onEngineState(state: SessionState): void {
+    // Suspected while the client still has a connection: the server went silent. Drop the socket
+    // so that the client reconnects (to another server) while the session still lives.
+    if (state === 'suspended' && this.connectedNow) socketOf(this.client)?.destroy();
+    if (this.connectedOnce) this.options.onState(this, state);
   }
 
   private onConnected(): void {
-    if (this.ended) return;
-    const timeout = this.client.getSessionTimeout();
-    const changed = timeout !== this.timeoutMs;
-    this.timeoutMs = timeout;
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = undefined;
-    this.heartbeatSentAt = undefined;
-    this.connectedAt = monotonicNow();
-    // The connect reply proves the session lives, but its send time is the client's; confirm with
-    // a request whose send time we know.
+    if (this.isEnded) return;
+    this.connectedNow = true;
+    if (!this.connectedOnce) {
+      this.connectedOnce = true;
+      this.engine.retime(this.client.getSessionTimeout());
+    }
+    // The handshake renewed the session on the server, after we lost contact (or started).
+    this.engine.confirmed(this.lostContactAt);
+    // ... and a request whose send time we know confirms it as of now.
     this.beat();
     for (const path of [...this.orphans]) {
       this.orphans.delete(path);
       this.remove(path).catch((e: unknown) => {
-        if (zkCode(e) !== Code.NO_NODE && !this.ended) this.orphans.add(path);
+        if (zkCode(e) !== Code.NO_NODE && !this.isEnded) this.orphans.add(path);
       });
     }
-    if (changed) this.armTicks();
-    this.setState('connected');
   }
 
   private onDisconnected(): void {
-    if (this.ended || this.current === 'connecting') return;
-    this.suspend();
-  }
-
-  private suspend(): void {
-    this.setState('suspended');
-    if (this.deadlineTimer) return;
-    const arm = (): void => {
-      const left = this.validUntil() - monotonicNow();
-      if (left > 0) {
-        this.deadlineTimer = setTimeout(arm, Math.ceil(left));
-        this.deadlineTimer.unref();
-      } else {
-        this.deadlineTimer = undefined;
-        this.end(new SessionEndedError('expired'));
-      }
-    };
-    arm();
-  }
-
-  private tick(): void {
-    if (this.ended) return;
-    const now = monotonicNow();
-    const socket = socketOf(this.client);
-    if (this.current === 'connected') {
-      this.attempt = { socket: undefined, since: now };
-      if (now - Math.max(this.lastConfirmed, this.connectedAt) > this.timeoutMs / 2) {
-        // The server stopped answering but the socket is open: reconnect, to another server if
-        // there is one, while the session still lives (the client would wait forever).
-        this.suspend();
-        socket?.destroy();
-      } else if (this.heartbeatSentAt === undefined && now - this.lastConfirmed >= this.timeoutMs / 6) {
-        this.beat();
-      }
-      return;
-    }
-    // Connecting: give each attempt timeout/servers ms, then move on to the next server.
-    if (socket !== this.attempt.socket) this.attempt = { socket, since: now };
-    else if (socket && !socket.destroyed && now - this.attempt.since > this.timeoutMs / this.serverCount) socket.destroy();
-  }
-
-  private beat(): void {
-    const sentAt = monotonicNow();
-    this.heartbeatSentAt = sentAt;
-    this.request<zk.Stat | null>('heartbeat', (cb) => this.client.exists('/', (e, stat) => cb(e, stat ?? null)), undefined, true).then(
-      () => {
-        if (this.heartbeatSentAt === sentAt) this.heartbeatSentAt = undefined;
-      },
-      () => {
-        if (this.heartbeatSentAt === sentAt) this.heartbeatSentAt = undefined;
-      },
-    );
-  }
-
-  /** End the session for `error`: fail everything pending, notify, drop the connection. */
-  end(error: SessionEndedError): void {
-    if (this.ended) return;
-    this.ended = error;
-    this.stopTimers();
-    for (const fail of [...this.pending]) fail(error);
-    this.watchers.clear();
-    this.setState('lost');
-    for (const l of [...this.endListeners]) {
-      try {
-        l(error);
-      } catch {
-        // a listener never breaks the others
-      }
-    }
-    this.endListeners.clear();
-    this.options.onEnded(this, error);
-    // Nothing more goes through this client (close() shuts a closed one down itself).
-    if (error.why !== 'closed') shutDown(this.client);
+    if (this.isEnded || !this.connectedNow) return;
+    this.connectedNow = false;
+    this.lostContactAt = monotonicNow();
+    this.engine.suspend();
   }
 
   /**
-   * Close the session: the server deletes its ephemeral nodes at once. Waits for the server to
-   * close the connection (at most `waitMs`), then drops the socket.
+   * The session's `ended` hook: fail everything pending, forget the watches, and stop the client
+   * (on close, after the server closed the connection: CLOSE_SESSION goes out after every request
+   * queued before it, and the server deletes the session's ephemeral znodes at once).
    */
-  async close(waitMs = 2000): Promise<void> {
-    if (this.ended) return;
+  private async ended(how: SessionEnd): Promise<void> {
+    const message =
+      how === 'closed'
+        ? 'The ZooKeeper session was closed'
+        : !this.connectedOnce
+          ? `No ZooKeeper server of ${this.options.connectionString} answered within ${this.engine.timeoutMs} ms`
+          : how === 'expired'
+            ? 'The ZooKeeper session passed its local deadline while disconnected'
+            : 'The ZooKeeper session ended (expired on the server)';
+    this.endError = new SessionEndedError(how, message);
+    for (const fail of [...this.pending]) fail(this.endError);
+    this.watchers.clear();
     const socket = socketOf(this.client);
-    const connected = this.current === 'connected' && socket !== undefined && !socket.destroyed;
-    this.end(new SessionEndedError('closed'));
-    if (connected) {
-      // CLOSE_SESSION goes out after every request queued before it; the server then closes.
+    if (how === 'closed' && this.connectedNow && socket && !socket.destroyed) {
       const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
       this.client.close();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
-      clearTimeout(timer);
+      await settleWithin(closed, CLOSE_WAIT_MS);
     }
     shutDown(this.client);
-  }
-
-  private stopTimers(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.heartbeat = undefined;
-    this.deadlineTimer = undefined;
   }
 }
