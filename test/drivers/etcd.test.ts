@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3 } from 'etcd3';
+import { Etcd3, SortOrder, SortTarget } from 'etcd3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { connect } from '../../src/connect.js';
 import { LockClient } from '../../src/core/client.js';
@@ -196,6 +196,46 @@ describe('etcd session', () => {
     expect(d.leaseId).not.toBe(lost);
     expect(lease.token).toBeGreaterThan(held.token);
     expect(await lease.release()).toBe(true);
+  });
+});
+
+describe('etcd queue', () => {
+  it("a waiter whose own key is deleted by someone else queues again at once and gets the lock within its wait", async () => {
+    const d = await driver();
+    const holder = new LockClient(d);
+    closers.push(holder);
+    const waiter = await client();
+    const key = uniqueKey('own-deleted');
+    const prefix = Buffer.from(d.lockPrefix(key));
+    /** The lock's keys, oldest (the holder) first, with their create revisions. */
+    const queue = async (): Promise<Array<{ key: string; rev: string }>> => {
+      const r = await admin.kv.range({ key: prefix, range_end: Buffer.from(`${prefix.toString().slice(0, -1)}0`), sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, keys_only: true });
+      return r.kvs.map((kv) => ({ key: kv.key.toString(), rev: kv.create_revision }));
+    };
+    const held = await holder.acquire(key, { ttlMs: 10_000 });
+    const pending = waiter.acquire(key, { ttlMs: 10_000, waitMs: 15_000 }).then(
+      (lease) => ({ lease }),
+      (error: unknown) => ({ error }),
+    );
+    for (let i = 0; i < 250 && (await queue()).length < 2; i++) await sleep(20);
+    const [holderKey, waiterKey] = await queue();
+    expect(waiterKey).toBeDefined();
+    await sleep(100); // watching
+    // Someone else (a raw etcd3 client, an operator) deletes the waiter's key.
+    await admin.delete().key(waiterKey!.key).exec();
+    // The waiter notices at once (its own key is watched) and queues again behind the holder.
+    const requeued = async (): Promise<boolean> => {
+      const now = await queue();
+      return now.length === 2 && now[0]?.rev === holderKey?.rev && now[1]?.key === waiterKey?.key && now[1]?.rev !== waiterKey?.rev;
+    };
+    let again = false;
+    for (let i = 0; i < 250 && !(again = await requeued()); i++) await sleep(20);
+    expect(await held.release()).toBe(true);
+    const got = await pending;
+    if ('error' in got) throw got.error;
+    expect(got.lease.token).toBeGreaterThan(held.token);
+    expect(again).toBe(true);
+    expect(await got.lease.release()).toBe(true);
   });
 });
 
