@@ -523,15 +523,23 @@ export class WaitLoop {
     return undefined;
   }
 
-  /** Withdraw the entry of a wait that ends without a grant, also one still being created. */
+  /**
+   * Withdraw the entry of a wait that ends without a grant (one round trip, awaited). An entry
+   * still being created is withdrawn once its enqueue settles, in the background: the caller's
+   * abort or timeout does not wait for an engine that is slow to answer.
+   */
   private leaveQueue(req: AcquireRequest, place: QueuePlace): Promise<void> {
     const d = this.driver as QueueDriver;
     if (place.entry) return d.withdraw(req, place.entry);
-    if (!place.enqueuing) return Promise.resolve();
-    return place.enqueuing.then(
-      (r) => d.withdraw(req, r.entry),
-      () => d.withdraw(req, undefined),
-    );
+    if (place.enqueuing) {
+      this.track(
+        place.enqueuing.then(
+          (r) => d.withdraw(req, r.entry),
+          () => d.withdraw(req, undefined),
+        ),
+      );
+    }
+    return Promise.resolve();
   }
 
   /** Background work that {@link drain} waits for (bounded, errors dropped). */
