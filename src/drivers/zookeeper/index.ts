@@ -5,8 +5,9 @@
  *
  * How: every contender creates an EPHEMERAL_SEQUENTIAL znode `<root>/locks/<key>/lock-<owner>-N`.
  * The lowest sequence holds the lock; every other contender watches only the znode just ahead of
- * it (no herd), and its own znode, in one round trip. The owner id in the name lets a create whose
- * reply was lost with the connection find its own znode instead of leaving an orphan behind.
+ * it (no herd), and its own znode (from the read that found it in the queue, for as long as it
+ * waits). The owner id in the name lets a create whose reply was lost with the connection find
+ * its own znode instead of leaving an orphan behind.
  *
  * Guarantees:
  * - exclusion and FIFO order across processes and hosts, as far as ZooKeeper's own guarantees go
@@ -26,9 +27,10 @@
  *   `lost` and every `Grant.session` it carried aborts;
  * - handoff in about one round trip: a release deletes one znode and the next waiter's watch
  *   fires; a waiter whose predecessor was the holder takes the turn without reading the queue
- *   again, because the watch on its own znode (set in the same round trip) would have told it
- *   first if that znode had gone (deleted by someone else, or with the session). A waiter whose
- *   own znode goes queues again, at the back, on the current session;
+ *   again, because the watch on its own znode would have told it first if that znode had gone
+ *   (deleted by someone else, or with the session): ZooKeeper delivers a session's watch events
+ *   in the order of the changes. A waiter whose own znode goes queues again, at the back, on the
+ *   current session;
  * - waiting costs nothing while the lock does not change hands (no polling; heartbeats are per
  *   session, and only when it is otherwise idle);
  * - abandoned queues do not pile up: after a release or withdrawal the driver deletes the key's
@@ -78,7 +80,7 @@ import type {
 import type { MarkStore } from '../id-store.js';
 import type { Stat } from 'node-zookeeper-client';
 import { childPrefix, encodeName, normalizeRoot, queueOf, type Contender } from './paths.js';
-import { Code, MultiError, SessionEndedError, ZkSession, czxidOf, zkClient, zkCode } from './session.js';
+import { Code, MultiError, SessionEndedError, ZkSession, czxidOf, zkClient, zkCode, type ZnodeWatch } from './session.js';
 
 /** Options of {@link ZooKeeperDriver}. Give `url` or `connectionString`. */
 export interface ZooKeeperDriverOptions {
@@ -182,6 +184,12 @@ interface ZkEntry extends QueueEntry {
   readonly name: string;
   /** Its creation zxid (the token), learnt from the reads of the znode. */
   token: bigint | undefined;
+  /** The watch on the znode itself: set by the first read of the queue, kept while it waits. */
+  own: ZnodeWatch | undefined;
+  /** Set when that watch fired: the znode went (deleted by someone, or with the session). */
+  gone: boolean;
+  /** Told when `gone` is set (the waitGone in progress). */
+  onGone: (() => void) | undefined;
 }
 
 /**
@@ -394,7 +402,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
 
   private entryOf(s: ZkSession, dir: string, name: string): ZkEntry {
     const seq = BigInt(name.slice(-10));
-    const entry: ZkEntry = { id: `${dir}/${name}`, seq, session: s, dir, name, token: undefined };
+    const entry: ZkEntry = { id: `${dir}/${name}`, seq, session: s, dir, name, token: undefined, own: undefined, gone: false, onGone: undefined };
     this.queued.add(entry);
     return entry;
   }
@@ -455,11 +463,11 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     this.sweep.clear();
   }
 
-  /** The queue before `entry` as `children` show it, `stat` being our znode's (null: gone). */
-  private viewOf(entry: ZkEntry, children: readonly string[], stat: Stat | null, sentAt: number): QueueView {
+  /** The queue before `entry` as `children` show it (`alive`: our znode is there, on its session). */
+  private viewOf(entry: ZkEntry, children: readonly string[], alive: boolean, sentAt: number): QueueView {
     const queue: Contender[] = queueOf(children);
     const index = queue.findIndex((c) => c.name === entry.name);
-    const mine = index >= 0 && this.ours(entry, stat);
+    const mine = index >= 0 && alive;
     const ahead = queue[index - 1];
     return {
       mine,
@@ -509,15 +517,20 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     }
   }
 
-  /** One round trip: the key's children and our znode's stat, pipelined. */
+  /**
+   * One round trip: the key's children; the first time also our znode's stat, read with a watch
+   * on it that stays while the entry waits (pipelined). Later reads need no stat: that watch
+   * says when our znode goes.
+   */
   async look(req: AcquireRequest, entry: ZkEntry): Promise<QueueView> {
     const s = entry.session;
     const sentAt = monotonicNow();
     const gone: QueueView = { mine: false, ahead: 0, predecessor: undefined, sentAt };
-    if (s.isEnded) return gone;
+    if (s.isEnded || entry.gone) return gone;
     try {
-      const [children, stat] = await Promise.all([s.getChildren(entry.dir), s.exists(entry.id)]);
-      return this.viewOf(entry, children, stat, sentAt);
+      const watching = entry.own !== undefined;
+      const [children, stat] = await Promise.all([s.getChildren(entry.dir), watching ? undefined : this.watchOwn(entry)]);
+      return this.viewOf(entry, children, watching ? !entry.gone : this.ours(entry, stat ?? null), sentAt);
     } catch (e) {
       // The key's parent is gone (so is our znode), or the session ended under the read.
       if (zkCode(e) === Code.NO_NODE || s.isEnded) return gone;
@@ -525,49 +538,69 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     }
   }
 
+  /** Watch our own znode for as long as the entry waits: resolves its stat once the watch is set. */
+  private watchOwn(entry: ZkEntry): Promise<Stat | null> {
+    const own = entry.session.watch(entry.id, () => {
+      entry.gone = true;
+      entry.onGone?.();
+    });
+    entry.own = own;
+    return own.ready.then(
+      (stat) => {
+        if (!stat) entry.own = undefined;
+        return stat;
+      },
+      (e: unknown) => {
+        // Not set (the connection dropped): the next read sets it again.
+        own.cancel();
+        entry.own = undefined;
+        throw e;
+      },
+    );
+  }
+
   /**
-   * Watch our own znode and the one ahead, in one round trip (ours first: replies and events
-   * reach the session in order, so ours going is seen before the predecessor's). 'gone' is
-   * answered only once our own znode was seen alive with its watch set.
+   * Watch the znode ahead (one request). Our own znode is watched since the read that found it
+   * alive, so its going reaches this session before the predecessor's does (watch events come
+   * in the order of the changes, and before any later reply).
    */
   waitGone(req: AcquireRequest, watched: QueueEntry, mine: ZkEntry, signal: AbortSignal): Promise<GoneResult> {
     const s = mine.session;
     if (signal.aborted) return Promise.reject(signal.reason as Error);
-    if (s.isEnded) return Promise.resolve('mine-gone');
+    if (s.isEnded || mine.gone) return Promise.resolve('mine-gone');
+    if (!mine.own) return Promise.resolve('look');
     this.watching += 1;
     return new Promise<GoneResult>((resolve, reject) => {
       let done = false;
-      const finish = (settle: () => void): void => {
+      const finish = (result: GoneResult | Error): void => {
         if (done) return;
         done = true;
         this.watching -= 1;
-        own.cancel();
         ahead.cancel();
+        mine.onGone = undefined;
         s.engine.signal.removeEventListener('abort', onEnded);
         signal.removeEventListener('abort', onAbort);
-        settle();
+        if (result instanceof Error) reject(result);
+        else resolve(mine.gone && result === 'gone' ? 'mine-gone' : result);
       };
-      const onAbort = (): void => finish(() => reject(signal.reason as Error));
-      const onEnded = (): void => finish(() => resolve('mine-gone'));
-      const failed = (e: unknown): void =>
-        finish(() => {
-          const code = zkCode(e);
-          if (s.isEnded || code === Code.SESSION_EXPIRED) resolve('mine-gone');
-          // The watch may not be set: read the queue again (it waits for the connection).
-          else if (code === Code.CONNECTION_LOSS) resolve('look');
-          else reject(this.failure(`Watching the queue of lock "${req.key}"`, e));
-        });
-      const own = s.watch(mine.id, () => finish(() => resolve('mine-gone')));
-      const alive = own.ready.then((stat) => this.ours(mine, stat));
-      const ahead = s.watch(watched.id, () => void alive.then((ok) => finish(() => resolve(ok ? 'gone' : 'mine-gone')), failed));
+      const onAbort = (): void => finish(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
+      const onEnded = (): void => finish('mine-gone');
+      mine.onGone = () => finish('mine-gone');
+      const ahead = s.watch(watched.id, () => finish('gone'));
       s.engine.signal.addEventListener('abort', onEnded, { once: true });
       signal.addEventListener('abort', onAbort, { once: true });
-      alive.then((ok) => {
-        if (!ok) finish(() => resolve('mine-gone'));
-      }, failed);
-      Promise.all([alive, ahead.ready]).then(([ok, stat]) => {
-        if (stat === null) finish(() => resolve(ok ? 'gone' : 'mine-gone'));
-      }, failed);
+      ahead.ready.then(
+        (stat) => {
+          if (stat === null) finish('gone');
+        },
+        (e: unknown) => {
+          const code = zkCode(e);
+          if (s.isEnded || code === Code.SESSION_EXPIRED) finish('mine-gone');
+          // The watch may not be set: read the queue again (it waits for the connection).
+          else if (code === Code.CONNECTION_LOSS) finish('look');
+          else finish(this.failure(`Watching the queue of lock "${req.key}"`, e));
+        },
+      );
     });
   }
 
@@ -576,6 +609,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     const s = entry.session;
     if (s.isEnded || s.engine.isOver || entry.token === undefined) return null;
     this.queued.delete(entry);
+    entry.own?.cancel();
     this.held.set(req.owner, { key: req.key, path: entry.id, token: entry.token, session: s });
     return { token: entry.token, sentAt, session: s.engine.grantSignal(req.key, req.owner), validUntil: () => s.engine.validUntil() };
   }
@@ -587,7 +621,10 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
    * session's end removes the znode at the latest.
    */
   async withdraw(req: AcquireRequest, entry: ZkEntry | undefined): Promise<void> {
-    if (entry) this.queued.delete(entry);
+    if (entry) {
+      this.queued.delete(entry);
+      entry.own?.cancel();
+    }
     const s = entry && !entry.session.isEnded ? entry.session : this.liveSession();
     if (!s) return;
     try {
