@@ -15,6 +15,7 @@ import { EtcdDriver, parseEtcdUrl } from '../../src/drivers/etcd/index.js';
 import { IdsExhaustedError, LockLostError } from '../../src/errors.js';
 import { assertExclusion, contendedGrants, sectionsFrom } from '../support/checkers.js';
 import { startEtcd } from '../support/etcd.js';
+import { ownEntryDeletedCase } from '../support/queue-cases.js';
 import { runLockLoops } from '../support/workers.js';
 
 const server = await startEtcd();
@@ -204,38 +205,19 @@ describe('etcd queue', () => {
     const d = await driver();
     const holder = new LockClient(d);
     closers.push(holder);
-    const waiter = await client();
     const key = uniqueKey('own-deleted');
     const prefix = Buffer.from(d.lockPrefix(key));
-    /** The lock's keys, oldest (the holder) first, with their create revisions. */
-    const queue = async (): Promise<Array<{ key: string; rev: string }>> => {
-      const r = await admin.kv.range({ key: prefix, range_end: Buffer.from(`${prefix.toString().slice(0, -1)}0`), sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, keys_only: true });
-      return r.kvs.map((kv) => ({ key: kv.key.toString(), rev: kv.create_revision }));
-    };
-    const held = await holder.acquire(key, { ttlMs: 10_000 });
-    const pending = waiter.acquire(key, { ttlMs: 10_000, waitMs: 15_000 }).then(
-      (lease) => ({ lease }),
-      (error: unknown) => ({ error }),
-    );
-    for (let i = 0; i < 250 && (await queue()).length < 2; i++) await sleep(20);
-    const [holderKey, waiterKey] = await queue();
-    expect(waiterKey).toBeDefined();
-    await sleep(100); // watching
-    // Someone else (a raw etcd3 client, an operator) deletes the waiter's key.
-    await admin.delete().key(waiterKey!.key).exec();
-    // The waiter notices at once (its own key is watched) and queues again behind the holder.
-    const requeued = async (): Promise<boolean> => {
-      const now = await queue();
-      return now.length === 2 && now[0]?.rev === holderKey?.rev && now[1]?.key === waiterKey?.key && now[1]?.rev !== waiterKey?.rev;
-    };
-    let again = false;
-    for (let i = 0; i < 250 && !(again = await requeued()); i++) await sleep(20);
-    expect(await held.release()).toBe(true);
-    const got = await pending;
-    if ('error' in got) throw got.error;
-    expect(got.lease.token).toBeGreaterThan(held.token);
-    expect(again).toBe(true);
-    expect(await got.lease.release()).toBe(true);
+    const end = Buffer.from(`${prefix.toString().slice(0, -1)}0`);
+    await ownEntryDeletedCase(holder, await client(), key, {
+      // Oldest (the holder) first; named by key and create revision (a re-created key differs).
+      entries: async () => {
+        const r = await admin.kv.range({ key: prefix, range_end: end, sort_target: SortTarget.Create, sort_order: SortOrder.Ascend, keys_only: true });
+        return r.kvs.map((kv) => `${kv.key.toString()}@${kv.create_revision}`);
+      },
+      remove: async (entry) => {
+        await admin.delete().key(entry.slice(0, entry.lastIndexOf('@'))).exec();
+      },
+    });
   });
 });
 

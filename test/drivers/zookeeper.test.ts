@@ -12,6 +12,7 @@ import type { SessionState } from '../../src/drivers/driver.js';
 import { ZooKeeperDriver, parseZooKeeperUrl } from '../../src/drivers/zookeeper/index.js';
 import { LockLostError } from '../../src/errors.js';
 import { startDelayProxy } from '../support/delay-proxy.js';
+import { ownEntryDeletedCase } from '../support/queue-cases.js';
 import { startZooKeeper, zooKeeperAdmin, type ZooKeeperAdmin, type ZooKeeperCluster } from '../support/zookeeper.js';
 
 let zk: ZooKeeperCluster;
@@ -232,35 +233,14 @@ describe('ZooKeeper sessions reach the lease', () => {
 describe('ZooKeeper queue', () => {
   it("a waiter whose own znode is deleted by someone else queues again at once and gets the lock within its wait", async () => {
     const holderDriver = driver();
-    const holder = client(holderDriver);
-    const waiter = client();
     const k = key('own-deleted');
     const dir = holderDriver.lockPath(k);
-    const held = await holder.acquire(k, { ttlMs: 10_000 });
-    const pending = waiter.acquire(k, { ttlMs: 10_000, waitMs: 15_000 }).then(
-      (lease) => ({ lease }),
-      (error: unknown) => ({ error }),
-    );
+    // Znode names end in their 10-digit sequence number: the queue's order.
     const bySeq = (a: string, b: string): number => a.slice(-10).localeCompare(b.slice(-10));
-    for (let i = 0; i < 250 && (await admin.children(dir)).length < 2; i++) await sleep(20);
-    const [holderNode, waiterNode] = (await admin.children(dir)).sort(bySeq);
-    expect(waiterNode).toBeDefined();
-    await sleep(100); // watching
-    // Someone else (a raw client, an operator) deletes the waiter's znode.
-    await admin.remove(`${dir}/${waiterNode}`);
-    // The waiter notices at once (its own znode is watched) and queues again behind the holder.
-    const requeued = async (): Promise<boolean> => {
-      const now = (await admin.children(dir)).sort(bySeq);
-      return now.length === 2 && now[0] === holderNode && now[1] !== waiterNode;
-    };
-    let again = false;
-    for (let i = 0; i < 250 && !(again = await requeued()); i++) await sleep(20);
-    expect(await held.release()).toBe(true);
-    const got = await pending;
-    if ('error' in got) throw got.error;
-    expect(got.lease.token).toBeGreaterThan(held.token);
-    expect(again).toBe(true);
-    expect(await got.lease.release()).toBe(true);
+    await ownEntryDeletedCase(client(holderDriver), client(), k, {
+      entries: async () => (await admin.children(dir)).sort(bySeq),
+      remove: (name) => admin.remove(`${dir}/${name}`),
+    });
   });
 
   it('a release wakes only the next waiter (no herd), which takes the turn without a request; the others send nothing', async () => {
