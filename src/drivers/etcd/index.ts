@@ -125,11 +125,11 @@ interface Contender {
   ttlMs: number;
 }
 
-/** Our key in a lock's queue. */
-interface EtcdEntry extends QueueEntry {
+/** Our key in a lock's queue (what the core hands back to the driver's queue steps). */
+export interface EtcdEntry extends QueueEntry {
   /** The key itself (`id` as bytes). */
   readonly key: Buffer;
-  /** The lease it is attached to. */
+  /** @internal The lease it is attached to. */
   readonly lease: LeaseSession;
 }
 
@@ -358,7 +358,12 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
    * newest keys (ours, and the one just before it) and how many there are. Retried after an
    * error, it finds its own key; a key of ours from an earlier lease is removed and created anew.
    */
-  async enqueue(req: AcquireRequest): Promise<{ entry: EtcdEntry; view: QueueView }> {
+  async enqueue(req: AcquireRequest): Promise<{
+    /** Our key. */
+    entry: EtcdEntry;
+    /** The queue before it. */
+    view: QueueView;
+  }> {
     const lease = await this.session();
     const first = await this.create(req, lease);
     if ('entry' in first) return first;

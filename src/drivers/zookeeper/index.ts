@@ -174,9 +174,9 @@ interface Held {
   readonly session: ZkSession;
 }
 
-/** Our znode in a key's queue. */
-interface ZkEntry extends QueueEntry {
-  /** The session that created it (it lives as long as that session). */
+/** Our znode in a key's queue (what the core hands back to the driver's queue steps). */
+export interface ZkEntry extends QueueEntry {
+  /** @internal The session that created it (it lives as long as that session). */
   readonly session: ZkSession;
   /** The key's parent znode. */
   readonly dir: string;
@@ -184,11 +184,11 @@ interface ZkEntry extends QueueEntry {
   readonly name: string;
   /** Its creation zxid (the token), learnt from the reads of the znode. */
   token: bigint | undefined;
-  /** The watch on the znode itself: set by the first read of the queue, kept while it waits. */
+  /** @internal The watch on the znode itself: set by the first read of the queue, kept while it waits. */
   own: ZnodeWatch | undefined;
   /** Set when that watch fired: the znode went (deleted by someone, or with the session). */
   gone: boolean;
-  /** Told when `gone` is set (the waitGone in progress). */
+  /** @internal Told when `gone` is set (the waitGone in progress). */
   onGone: (() => void) | undefined;
 }
 
@@ -506,7 +506,12 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
   }
 
   /** Create our znode, then read the queue and our znode's stat (pipelined: one round trip). */
-  async enqueue(req: AcquireRequest): Promise<{ entry: ZkEntry; view: QueueView }> {
+  async enqueue(req: AcquireRequest): Promise<{
+    /** Our znode. */
+    entry: ZkEntry;
+    /** The queue before it. */
+    view: QueueView;
+  }> {
     const what = `Acquiring lock "${req.key}"`;
     try {
       const s = await this.connected(what);
