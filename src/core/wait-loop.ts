@@ -32,7 +32,6 @@ import type {
   ChangeWatch,
   Grant,
   LockDriver,
-  NativeWaitDriver,
   QueueDriver,
   QueueEntry,
   QueueView,
@@ -288,7 +287,6 @@ export class WaitLoop {
           this.observer.engineError?.(req, e);
         }
       }
-      if (d.kind === 'native') return await this.native(d, req, run);
       if (gated) this.reportWaiting(req, run);
       if (gated) {
         run.remaining();
@@ -346,8 +344,6 @@ export class WaitLoop {
       case 'queue':
         if (!place) throw new Error('unreachable: a queue wait has a place');
         return this.queue(d, req, run, place);
-      case 'native':
-        throw new Error('unreachable: native drivers wait by themselves');
     }
   }
 
@@ -355,15 +351,6 @@ export class WaitLoop {
     if (run.reported) return;
     run.reported = true;
     this.observer.waiting?.(req);
-  }
-
-  /** Transitional: a driver that still waits by itself (see {@link NativeWaitDriver}). */
-  private async native(d: NativeWaitDriver, req: AcquireRequest, run: WaitRun): Promise<Grant | null> {
-    this.reportWaiting(req, run);
-    // It reports the engine's unavailability itself, and ends its own wait (with its clean-up)
-    // by the signal: awaited as it is, not raced.
-    run.answered = true;
-    return d.acquire(req, { signal: run.signal, deadline: run.deadline });
   }
 
   private giveBack(req: AcquireRequest, r: TryResult): void {

@@ -287,31 +287,8 @@ export interface QueueDriver<E extends QueueEntry = QueueEntry> extends DriverBa
   withdraw(req: AcquireRequest, entry: E | undefined): Promise<void>;
 }
 
-/**
- * Transitional, being removed: a driver that still runs its own wait loop. The core races it with
- * the wait's signal and deadline. New drivers implement one of the three kinds.
- * @deprecated
- */
-export interface NativeWaitDriver extends DriverBase {
-  /** How the core waits on this driver: the driver's own `acquire` does the whole wait. */
-  readonly kind: 'native';
-  /** Wait until granted (the grant) or the deadline (`null`); reject with the wait signal's reason when it aborts. */
-  acquire(req: AcquireRequest, wait: WaitContext): Promise<Grant | null>;
-}
-
-/**
- * Transitional, with {@link NativeWaitDriver}: how the core bounds a native wait.
- * @deprecated
- */
-export interface WaitContext {
-  /** Aborted by the caller's signal, by the deadline, or by `close()`. */
-  readonly signal: AbortSignal;
-  /** Monotonic deadline (ms) after which the driver must give up. */
-  readonly deadline: number;
-}
-
 /** The contract every backend implements: one of the three kinds. */
-export type LockDriver = TrySetDriver | QueueDriver | BlockingDriver | NativeWaitDriver;
+export type LockDriver = TrySetDriver | QueueDriver | BlockingDriver;
 
 /**
  * The health of a session driver's session (ZooKeeper session, etcd lease, SQL connection):

@@ -121,6 +121,7 @@ export interface NodeRedisLike {
   getNodeClientForKey?(key: string, isReadonly: boolean): NodeRedisLike | Promise<NodeRedisLike>;
   /** Whether the connection is open. */
   isOpen?: boolean;
+  /** Whether the connection is open and ready for commands (node-redis 4+; absent on clusters). */
   isReady?: boolean;
 }
 
