@@ -9,7 +9,7 @@
  * postmaster's own, so we stop it by pid). An exit hook kills whatever is left.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -228,6 +228,8 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
     const dir = tempDir('dlock-pg-');
     const data = join(dir, 'data');
     cpSync(tpl, data, { recursive: true });
+    // PostgreSQL refuses a data directory open to others; cpSync keeps the mode on Node 20 only.
+    chmodSync(data, 0o700);
     if (owner) chownTree(dir, owner);
     const tracked: Tracked = { proc: new ServerProcess(killTree), paused: [] };
     const l: Launch = {
