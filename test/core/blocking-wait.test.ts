@@ -7,6 +7,7 @@
  * (given back, before the wait returns).
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { track } from './track.js';
 import { monotonicNow } from '../../src/core/clock.js';
 import { WaitLoop } from '../../src/core/wait-loop.js';
 import type { AcquireRequest, BlockingDriver, DriverInfo, ExtendItem, LockState, TryResult } from '../../src/drivers/driver.js';
@@ -121,15 +122,6 @@ class FakeBlockingDriver implements BlockingDriver {
 
 const req = (owner: string, key = 'k'): AcquireRequest => ({ key, owner, ttlMs: 10_000 });
 
-/** Settle state of a promise without awaiting it. */
-function track<T>(p: Promise<T>): { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } {
-  const t: { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } = { state: 'pending' };
-  p.then(
-    (v) => Object.assign(t, { state: 'resolved', value: v }),
-    (e: unknown) => Object.assign(t, { state: 'rejected', error: e }),
-  );
-  return t;
-}
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });

@@ -5,6 +5,7 @@
  * any real engine); each test controls when its answers come back.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { track } from './track.js';
 import { LatchWatch } from '../../src/core/change-watch.js';
 import { WaitLoop } from '../../src/core/wait-loop.js';
 import type { AcquireRequest, ChangeWatch, ExtendItem, LockState, TryResult, TrySetDriver } from '../../src/drivers/driver.js';
@@ -81,15 +82,6 @@ class ScriptedEngine implements TrySetDriver {
 const req = (owner: string): AcquireRequest => ({ key: 'k', owner, ttlMs: 10_000 });
 const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
 
-/** The settled state of a promise, without waiting for it. */
-function track<T>(p: Promise<T>): { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } {
-  const t: { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } = { state: 'pending' };
-  p.then(
-    (v) => Object.assign(t, { state: 'resolved', value: v }),
-    (e: unknown) => Object.assign(t, { state: 'rejected', error: e }),
-  );
-  return t;
-}
 
 describe('core wait loop (try-set engines, injected clock)', () => {
   beforeEach(() => {
