@@ -164,6 +164,43 @@ describe.each(['session', 'table'] as const)('postgres %s mode: server restart w
       expect(await l.release()).toBe(true);
     }
   }, 60_000);
+
+  it('a shutdown while statements run raises no uncaught exception in the host (busy clients, 3 restarts)', async () => {
+    // pg-pool listens for a connection's errors only while it is idle: the server's FATAL (57P01
+    // on shutdown) reaching a checked-out or discarded pooled connection used to be emitted with
+    // no listener. Session mode opens its own connections; both modes run the same load.
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown): void => void uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const busy = [0, 1, 2, 3].map(() => client(mode, own, 3000));
+        let stop = false;
+        const loops = busy.map(async (c, i) => {
+          while (!stop) {
+            try {
+              const l = await c.acquire(`faults:uncaught:${mode}:${i % 2}`, { waitMs: 500 });
+              await l.release();
+            } catch {
+              await sleep(20);
+            }
+          }
+        });
+        await sleep(300);
+        await own.shutdown();
+        await sleep(500);
+        await own.start();
+        await sleep(300);
+        stop = true;
+        await Promise.all(loops);
+        await Promise.all(busy.map((c) => c.close()));
+      }
+      await sleep(100);
+      expect(uncaught.map((e) => (e as Error).message)).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  }, 60_000);
 });
 
 describe('postgres session mode: abort while the wait opens its connection', () => {

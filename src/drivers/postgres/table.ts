@@ -63,6 +63,11 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
     this.pool = new (pgModule().Pool)({ ...clientConfig(o.connection), max: o.poolSize, idleTimeoutMillis: 10_000, allowExitOnIdle: true });
     // An idle pooled connection that dies is replaced on the next query; never an unhandled event.
     this.pool.on('error', (error) => o.logger?.warn?.('dlock postgres: idle connection failed', { error }));
+    // pg-pool listens for errors only while a connection is idle: one that is checked out, or
+    // being discarded after a failed statement, emits the server's FATAL (a shutdown's 57P01)
+    // with no listener, an uncaught exception in the host process. Every pooled connection gets a
+    // listener of its own for its whole life; the statement that was running gets the error too.
+    this.pool.on('connect', (client) => client.on('error', () => undefined));
     const { locks, tokensRegclass } = this.n;
     this.sql = {
       // Grant when free or expired (one upsert; the row is locked while we decide), else report
