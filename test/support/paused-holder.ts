@@ -168,10 +168,15 @@ export async function runPausedHolder(opts: PausedHolderOptions): Promise<Paused
       for (const c of procs.slice(1)) c.send({ type: 'disarm' });
       gated?.send({ type: 'continue' });
     })();
-    // Start them together once every worker is connected.
+    // Once every worker is connected, the victim goes first and the others once it holds: were
+    // they started together, the others could finish every increment before the victim's first
+    // grant, and no newer holder would come while it is frozen (seen on Redlock).
     const ready = Promise.all(procs.map((c) => new Promise<void>((resolve) => c.on('message', (m: { type: string }) => m.type === 'ready' && resolve()))));
     await Promise.race([ready, Promise.all(done)]);
-    for (const c of procs) c.send({ type: 'go' });
+    victim.send({ type: 'go' });
+    void holding.then(() => {
+      for (const c of procs.slice(1)) c.send({ type: 'go' });
+    });
     const [results] = await Promise.all([Promise.all(done), schedule]);
     const final = await counter.readPlain();
     const accepted = results.reduce((s, d) => s + d.accepted, 0);
