@@ -1,20 +1,14 @@
-// After tsc: mark dist/cjs as CommonJS inside this "type": "module" package, and strip comments
-// from the emitted JavaScript (the TSDoc stays in the .d.ts files, where editors read it). The
-// published package ships no source maps and no src/ copy, so keeping the comments in .js files
-// would only add weight (see the "files" field in package.json).
+// After tsc: strip comments from the emitted JavaScript (the TSDoc stays in the .d.ts files,
+// where editors read it). The published package ships no source maps and no src/ copy, so keeping
+// the comments in .js files would only add weight (see the "files" field in package.json). There
+// is one build, ESM: CommonJS callers load it with require(esm) (Node >= 20.19), which is why the
+// package has no second JavaScript tree and no second type tree.
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url));
-writeFileSync(join(dist, 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
-// src/core/peer-require.ts takes `import.meta.url`, which CommonJS has not: there the module's
-// own `require` is the one that resolves from dlock's directory.
-writeFileSync(
-  join(dist, 'cjs', 'core', 'peer-require.js'),
-  '"use strict";\nObject.defineProperty(exports, "__esModule", { value: true });\nexports.peerRequire = require;\n',
-);
 
 function strip(dir) {
   for (const name of readdirSync(dir)) {
@@ -23,7 +17,7 @@ function strip(dir) {
     else if (name.endsWith('.js')) {
       const code = readFileSync(path, 'utf8');
       // Re-emit the same code without comments (the syntax level is tsc's target: nothing is
-      // down-levelled; module syntax is kept as it is, ESM or CommonJS); not minified, so stack
+      // down-levelled; module syntax is kept as it is); not minified, so stack
       // traces stay readable.
       const out = ts.transpileModule(code, {
         fileName: name,
@@ -34,4 +28,3 @@ function strip(dir) {
   }
 }
 strip(join(dist, 'esm'));
-strip(join(dist, 'cjs'));

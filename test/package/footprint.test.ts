@@ -54,11 +54,10 @@ describe('install footprint', () => {
     expect(js).not.toMatch(/\/\*\*/);
   });
 
-  it('stays small (unpacked, every file of the tarball)', () => {
-    // 3.4 MB before the footprint work; see the README's Install section for the numbers. The
-    // goal is 1 MB: not met yet (ESM + CommonJS builds ~0.86 MB of JS and 2 x 0.26 MB of types);
-    // this guards against growing further.
-    expect(pack.unpackedSize).toBeLessThan(1_600_000);
+  it('stays within 1 MB unpacked (every file of the tarball)', () => {
+    // 3.4 MB before the footprint work, 1.5 MB with ESM + CommonJS builds; one ESM build (CommonJS
+    // callers use require(esm)) brings it under the 1 MB goal. See the README's Install section.
+    expect(pack.unpackedSize).toBeLessThan(1_000_000);
   });
 
   const dirs: string[] = [];
