@@ -18,6 +18,7 @@ export type DlockErrorCode =
   | 'DLOCK_STALE_TOKEN'
   | 'DLOCK_DRIVER_ERROR'
   | 'DLOCK_UNSUPPORTED_DRIVER'
+  | 'DLOCK_UNSUPPORTED_MODE'
   | 'DLOCK_IDS_EXHAUSTED'
   | 'DLOCK_IDS_REGRESSED'
   | 'DLOCK_CLOCK_BACKWARDS'
@@ -249,6 +250,22 @@ export class UnsupportedDriverError extends DlockError {
     );
     this.driver = driver;
     this.capability = capability;
+  }
+}
+
+/**
+ * The driver cannot grant an admission mode safely (a read-write lock, a semaphore) or cannot
+ * offer the fairness asked for. Thrown when the primitive is constructed, before anything waits.
+ */
+export class UnsupportedModeError extends DlockError {
+  /** The driver's `info.name`. */
+  readonly driver: string;
+  /** What was asked: `shared`, `permits`, `fair`. */
+  readonly mode: string;
+  constructor(driver: string, mode: string, why: string, instead: string) {
+    super('DLOCK_UNSUPPORTED_MODE', `The "${driver}" driver cannot grant ${mode}: ${why}. ${instead}`);
+    this.driver = driver;
+    this.mode = mode;
   }
 }
 

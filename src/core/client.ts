@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { isSessionDriver, type AcquireRequest, type Grant, type LockDriver } from '../drivers/driver.js';
+import { isSessionDriver, type AcquireRequest, type Admission, type Grant, type LockDriver, type LockState } from '../drivers/driver.js';
+import { modeOf, permitsOf, validateLimit, validatePermits } from './admission.js';
 import {
   ClosedError,
   InvalidArgumentError,
@@ -9,6 +10,7 @@ import {
   LockTimeoutError,
   OutOfRangeError,
   UnavailableError,
+  UnsupportedModeError,
   isDlockError,
 } from '../errors.js';
 import { raceAbort, settleWithin } from './abort.js';
@@ -37,6 +39,12 @@ export interface LockClientOptions {
   maxHoldMs?: number;
   /** Make acquisitions reentrant by default (see {@link AcquireOptions.reentrant}). Default false. */
   reentrant?: boolean;
+  /**
+   * Strict FIFO by default (see {@link AcquireOptions.fair}). Default false: bounded barging on
+   * drivers that offer the choice, which is faster under contention and still serves every waiter
+   * within the driver's bound plus a handoff.
+   */
+  fair?: boolean;
   /** Diagnostics; silent when omitted. */
   logger?: Logger;
 }
@@ -59,6 +67,17 @@ export interface AcquireOptions {
   renew?: boolean;
   /** Override the client's `maxHoldMs`. */
   maxHoldMs?: number;
+  /**
+   * Strict FIFO for this acquisition: it is not granted while a waiter that queued earlier waits.
+   * `false`: the driver's fast mode (bounded barging where the driver offers the choice, see
+   * `driver.info.fairness`). Default: the client's `fair`.
+   */
+  fair?: boolean;
+  /**
+   * How the acquisition shares the key (the low-level form of {@link ReadWriteLock} and
+   * {@link Semaphore}, which set it): exclusive (default), shared, or permits of a limit.
+   */
+  admission?: Admission;
 }
 
 /** Who holds a key, as returned by {@link LockClient.inspect}. */
@@ -73,6 +92,24 @@ export interface LockInfo {
   readonly token: bigint;
   /** Remaining TTL on the engine in ms; -1 when it lives as long as a session. */
   readonly remainingMs: number;
+  /** How it holds the key: `exclusive`, `shared`, or `permits` (with `permits` and `limit`). */
+  readonly mode: Admission['mode'];
+  /** Permits held (semaphores); 1 for the other modes. */
+  readonly permits: number;
+}
+
+/** Every holder of a key and its queue, as returned by {@link LockClient.inspectAll}. */
+export interface KeyInfo {
+  /** The lock key. */
+  readonly key: string;
+  /** `free`, `exclusive`, `shared` (readers), or `permits` (a semaphore). */
+  readonly mode: 'free' | Admission['mode'];
+  /** Every holder, oldest grant first. */
+  readonly holders: readonly LockInfo[];
+  /** Waiters queued on the engine (0 on engines that keep no queue). */
+  readonly waiters: number;
+  /** Semaphores: the limit their holders asked for. */
+  readonly limit?: number;
 }
 
 /** {@link LockClientOptions} with their defaults applied. */
@@ -83,6 +120,7 @@ interface ClientDefaults {
   reentrant: boolean;
   maxHoldMs: number | undefined;
   renewRatio: number;
+  fair: boolean;
 }
 
 /**
@@ -100,6 +138,7 @@ export function validateClientOptions(options: LockClientOptions = {}): ClientDe
     reentrant: validateBool('reentrant', options.reentrant, false),
     maxHoldMs: options.maxHoldMs === undefined ? undefined : validateMs('maxHoldMs', options.maxHoldMs, 1, 0),
     renewRatio: validateRatio('renewRatio', options.renewRatio, 1 / 3),
+    fair: validateBool('fair', options.fair, false),
   };
 }
 
@@ -111,6 +150,8 @@ interface Resolved {
   reentrant: boolean;
   renew: boolean;
   maxHoldMs: number | undefined;
+  fair: boolean;
+  admission: Admission | undefined;
 }
 
 /**
@@ -133,6 +174,7 @@ export class LockClient {
   private readonly renew: boolean;
   private readonly maxHoldMs: number | undefined;
   private readonly reentrant: boolean;
+  private readonly fair: boolean;
   private readonly owners = new OwnerIds();
   private readonly scheduler: RenewalScheduler;
   private readonly held = new Set<HeldLock>();
@@ -170,8 +212,8 @@ export class LockClient {
     readonly driver: LockDriver,
     options: LockClientOptions = {},
   ) {
-    const { ttlMs, waitMs, renew, reentrant, maxHoldMs, renewRatio } = validateClientOptions(options);
-    [this.ttlMs, this.waitMs, this.renew, this.reentrant, this.maxHoldMs] = [ttlMs, waitMs, renew, reentrant, maxHoldMs];
+    const { ttlMs, waitMs, renew, reentrant, maxHoldMs, renewRatio, fair } = validateClientOptions(options);
+    [this.ttlMs, this.waitMs, this.renew, this.reentrant, this.maxHoldMs, this.fair] = [ttlMs, waitMs, renew, reentrant, maxHoldMs, fair];
     this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger, (held, error) => {
       if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner), token: held.token, error });
     });
@@ -258,13 +300,35 @@ export class LockClient {
     }
   }
 
-  /** Who holds `key` right now, without acquiring it; `null` when free. */
+  /** Who holds `key` right now, without acquiring it (the oldest holder when several share it); `null` when free. */
   async inspect(key: string): Promise<LockInfo | null> {
     validateKey(key);
     this.assertOpen('inspect');
     const state = await this.callDriver(`Inspecting lock "${key}"`, () => this.driver.inspect(key));
-    if (!state) return null;
-    return { key, owner: state.owner, holder: parseOwner(state.owner), token: state.token, remainingMs: state.remainingMs };
+    return state ? lockInfo(key, state) : null;
+  }
+
+  /**
+   * Every holder of `key` (readers of a read-write lock, holders of a semaphore's permits) and the
+   * number of waiters queued on the engine. On a driver that grants exclusive holds only, the one
+   * holder {@link inspect} sees.
+   */
+  async inspectAll(key: string): Promise<KeyInfo> {
+    validateKey(key);
+    this.assertOpen('inspect');
+    const d = this.driver;
+    const state = d.keyState
+      ? await this.callDriver(`Inspecting lock "${key}"`, () => d.keyState!(key))
+      : { holders: await this.callDriver(`Inspecting lock "${key}"`, () => d.inspect(key)).then((s) => (s ? [s] : [])), waiters: 0 };
+    const holders = state.holders.map((h) => lockInfo(key, h));
+    const first = state.holders[0]?.admission;
+    return {
+      key,
+      mode: holders.length === 0 ? 'free' : modeOf(first),
+      holders,
+      waiters: state.waiters,
+      ...(first?.mode === 'permits' ? { limit: first.limit } : {}),
+    };
   }
 
   /** The client's defaults (from its options), which per-call options override. */
@@ -279,8 +343,10 @@ export class LockClient {
     readonly reentrant: boolean;
     /** Hold limit after which renewal stops, in ms; undefined: none. */
     readonly maxHoldMs: number | undefined;
+    /** Whether acquisitions are strictly FIFO. */
+    readonly fair: boolean;
   } {
-    return { ttlMs: this.ttlMs, waitMs: this.waitMs, renew: this.renew, reentrant: this.reentrant, maxHoldMs: this.maxHoldMs };
+    return { ttlMs: this.ttlMs, waitMs: this.waitMs, renew: this.renew, reentrant: this.reentrant, maxHoldMs: this.maxHoldMs, fair: this.fair };
   }
 
   /** Number of locks this client currently holds. */
@@ -337,27 +403,69 @@ export class LockClient {
       reentrant: validateBool('reentrant', options.reentrant, this.reentrant),
       renew,
       maxHoldMs,
+      fair: validateBool('fair', options.fair, this.fair),
+      admission: this.validateAdmission(options.admission),
     };
+  }
+
+  /** Check an admission and that the driver grants its mode (see {@link AcquireOptions.admission}). */
+  private validateAdmission(a: unknown): Admission | undefined {
+    if (a === undefined) return undefined;
+    if (typeof a !== 'object' || a === null) throw new InvalidArgumentError('admission must be an object such as { mode: "shared" }.');
+    const mode = (a as { mode?: unknown }).mode;
+    let checked: Admission;
+    if (mode === 'exclusive' || mode === 'shared') checked = { mode };
+    else if (mode === 'permits') {
+      const limit = validateLimit((a as { limit?: unknown }).limit);
+      checked = { mode, limit, permits: validatePermits((a as { permits?: unknown }).permits, limit) };
+    } else throw new InvalidArgumentError(`admission.mode must be "exclusive", "shared" or "permits", got ${JSON.stringify(mode)}.`);
+    assertMode(this.driver, checked.mode);
+    return checked.mode === 'exclusive' ? undefined : checked;
   }
 
   private async obtain(o: Resolved): Promise<Lease | null> {
     this.assertOpen(`Acquiring lock "${o.key}"`);
     if (o.signal?.aborted) throw new LockAbortedError(o.key, o.signal.reason);
+    let alongside: string | undefined;
     if (o.reentrant) {
       const mine = this.host.scope.getStore()?.get(o.key);
       if (mine?.check()) {
-        mine.holds += 1;
-        if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner), token: mine.token, waitMs: 0, waited: false, reentrant: true });
-        return new Lease(mine, this.host);
+        const had = modeOf(mine.admission);
+        const wants = modeOf(o.admission);
+        if (had === wants && permitsOf(mine.admission) === permitsOf(o.admission)) {
+          mine.holds += 1;
+          if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner), token: mine.token, waitMs: 0, waited: false, reentrant: true });
+          return new Lease(mine, this.host);
+        }
+        // The write holder takes the read side beside its own hold (kept after the write goes).
+        if (had === 'exclusive' && wants === 'shared') alongside = mine.owner;
+        else {
+          throw new InvalidArgumentError(
+            `Lock "${o.key}" is held here in ${had} mode; a ${wants} hold cannot be taken inside it (an upgrade would wait for itself). Release it first, or take the write side first and the read side inside it.`,
+          );
+        }
       }
     }
     const start = monotonicNow();
     let req: AcquireRequest | undefined;
     try {
       for (;;) {
-        req = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
+        req = {
+          key: o.key,
+          owner: this.owners.next(),
+          ttlMs: o.ttlMs,
+          ...(o.admission ? { admission: o.admission } : {}),
+          ...(o.fair ? { fair: true } : {}),
+          ...(alongside ? { alongside } : {}),
+        };
         if (o.waitMs !== 0 && start + o.waitMs - monotonicNow() <= 0) break;
-        const grant = await this.attempt(o, req, start);
+        // Beside our own write hold: one try, past the local queue (a local writer waiting there
+        // waits for our write); if the write hold is gone meanwhile, an ordinary wait.
+        const grant = alongside ? await this.attempt({ ...o, waitMs: 0 }, req, start) : await this.attempt(o, req, start);
+        if (!grant && alongside) {
+          alongside = undefined;
+          continue;
+        }
         if (!grant) break;
         if (this.closing.signal.aborted) {
           this.driver.release(req.key, req.owner).catch(() => undefined);
@@ -415,6 +523,7 @@ export class LockClient {
     const maxHoldUntil = o.maxHoldMs === undefined ? Number.POSITIVE_INFINITY : grant.sentAt + o.maxHoldMs;
     const held = new HeldLock(o.key, req.owner, grant.token, o.ttlMs, grant.sentAt, validUntil, maxHoldUntil);
     held.liveUntil = grant.validUntil;
+    held.admission = req.admission;
     // A grant that arrived after its own validity is never reported (the caller gives it back).
     if (!held.check() || grant.session?.aborted) return null;
     this.held.add(held);
@@ -494,6 +603,35 @@ export class LockClient {
       throw new UnavailableError(what, { cause: e });
     }
   }
+}
+
+/** A driver's LockState as the client reports it. */
+function lockInfo(key: string, s: LockState): LockInfo {
+  return {
+    key,
+    owner: s.owner,
+    holder: parseOwner(s.owner),
+    token: s.token,
+    remainingMs: s.remainingMs,
+    mode: modeOf(s.admission),
+    permits: s.admission?.mode === 'permits' ? s.admission.permits : 1,
+  };
+}
+
+/**
+ * Throw {@link UnsupportedModeError} unless `driver` grants `mode` (see `DriverInfo.modes`).
+ * @internal
+ */
+export function assertMode(driver: LockDriver, mode: Admission['mode']): void {
+  if (mode === 'exclusive') return;
+  if (driver.info.modes?.includes(mode)) return;
+  const what = mode === 'shared' ? 'shared (read) holds' : 'semaphore permits';
+  throw new UnsupportedModeError(
+    driver.info.name,
+    what,
+    `its engine step grants one exclusive holder per key`,
+    'Use a driver that lists it in info.modes (see the README\'s table of engines), or a mutex.',
+  );
 }
 
 /** What ended a wait that threw. */

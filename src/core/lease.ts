@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { LockLostError, LockNotHeldError, UnavailableError, type LockLostReason } from '../errors.js';
 import { monotonicNow } from './clock.js';
+import type { Admission } from '../drivers/driver.js';
 
 /** What a Lease needs from the client that created it. */
 export interface LeaseHost {
@@ -35,6 +36,8 @@ export class HeldLock {
   liveUntil: (() => number) | undefined;
   /** Drops what ties this hold to its session (called on release). */
   detach: (() => void) | undefined;
+  /** How this hold shares its key (absent: exclusive). */
+  admission: Admission | undefined;
   /** Called once when the hold becomes lost (session drivers give the engine's lock back). */
   onLost: ((held: HeldLock, reason: LockLostReason, error: LockLostError) => void) | undefined;
   private controller: AbortController | undefined;

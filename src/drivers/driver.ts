@@ -18,10 +18,35 @@
  *   connections): "try once" + "block on the server for at most N ms, cancellably".
  */
 /**
- * One acquisition attempt. Admission (exclusive, shared with a permit count, read, write) will be
- * a field of the request: each engine's atomic step, or the core's rule over a sorted queue
- * ({@link QueueView}), applies it. Today every request is exclusive.
+ * How a request shares its key with the other holders of that key. One rule for every primitive
+ * (Curator writes mutex, semaphore and read-write lock as one algorithm with different admission
+ * rules): a mutex and the write side of a read-write lock are `exclusive`, the read side is
+ * `shared`, a semaphore asks for `permits` of a `limit`. The rule itself is `admits()`
+ * (src/core/admission.ts): each engine's atomic step applies it to the
+ * holders (and, in fair mode, the waiters queued ahead), or the core applies it to a queue read.
  */
+export type Admission =
+  | {
+      /** Alone: a mutex, the write side of a read-write lock. */
+      readonly mode: 'exclusive';
+    }
+  | {
+      /** Beside any other shared holder, never beside an exclusive one: the read side. */
+      readonly mode: 'shared';
+    }
+  | {
+      /** `permits` of `limit` (a semaphore): admitted while the permits held, plus these, fit in `limit`. */
+      readonly mode: 'permits';
+      /** Permits this request takes, all or nothing (1 to `limit`). */
+      readonly permits: number;
+      /** The semaphore's size: how many permits may be held at once. */
+      readonly limit: number;
+    };
+
+/** The admission modes, for {@link DriverInfo.modes}. */
+export type AdmissionMode = Admission['mode'];
+
+/** One acquisition attempt. */
 export interface AcquireRequest {
   /** The user's lock name (validated: a non-empty string). */
   readonly key: string;
@@ -29,6 +54,19 @@ export interface AcquireRequest {
   readonly owner: string;
   /** Time to live on the engine, in ms. */
   readonly ttlMs: number;
+  /** How it shares the key; absent: exclusive (every mutex request). */
+  readonly admission?: Admission;
+  /**
+   * Strict FIFO: not admitted while a waiter queued earlier waits, even when the holders would
+   * allow it. Absent or false on a driver that offers the choice: bounded barging (see
+   * {@link DriverInfo.fairness}).
+   */
+  readonly fair?: boolean;
+  /**
+   * Admit at once while this owner (of the same client) holds the key exclusively: the write
+   * holder taking the read side, which it keeps after releasing the write side (downgrade).
+   */
+  readonly alongside?: string;
 }
 
 /** What a successful acquisition returns. */
@@ -98,6 +136,16 @@ export interface LockState {
   readonly token: bigint;
   /** Remaining TTL on the engine in ms; -1 when the lock lives as long as a session. */
   readonly remainingMs: number;
+  /** How it holds the key; absent: exclusive. */
+  readonly admission?: Admission;
+}
+
+/** Every holder of a key and its queue, as the engine sees them ({@link DriverBase.keyState}). */
+export interface KeyState {
+  /** The holders, oldest grant first. */
+  readonly holders: readonly LockState[];
+  /** Waiters queued on the engine for this key (0 when the engine keeps no queue). */
+  readonly waiters: number;
 }
 
 /** Renewal request for one held key. */
@@ -124,8 +172,21 @@ export interface DriverInfo {
    * is lost locally (deadline, `maxHoldMs`), so that what remains on the engine does not outlive it.
    */
   readonly liveness: 'lease' | 'session';
-  /** Whether waiters are granted in arrival order across processes. */
+  /** Whether waiters are granted in arrival order across processes (whatever the request asks). */
   readonly fair: boolean;
+  /**
+   * The admission modes this driver grants (see {@link Admission}); absent: `exclusive` only.
+   * A primitive that needs a mode the driver lacks refuses at construction with an
+   * `UnsupportedModeError` saying why and what to use instead.
+   */
+  readonly modes?: readonly AdmissionMode[];
+  /**
+   * How waiters are ordered: `fifo` (always in arrival order, both modes), `choice` (strict FIFO
+   * with `fair: true`, bounded barging otherwise: a newcomer or the releaser may take a free key
+   * only while the queue's head has waited less than the driver's bound), `none` (whoever tries
+   * first after a release). Absent: `fifo` when `fair`, else `none`.
+   */
+  readonly fairness?: 'fifo' | 'choice' | 'none';
   /** Whether separate processes (or hosts) can share locks through this driver. */
   readonly scope: 'process' | 'host' | 'distributed';
 }
@@ -151,8 +212,13 @@ export interface DriverBase {
   extend(items: readonly ExtendItem[]): Promise<boolean[]>;
   /** Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. */
   release(key: string, owner: string): Promise<boolean>;
-  /** Read who holds `key` without acquiring it. */
+  /** Read who holds `key` without acquiring it (the oldest holder when several share it). */
   inspect(key: string): Promise<LockState | null>;
+  /**
+   * Optional, on drivers with {@link DriverInfo.modes} beyond `exclusive`: every holder of `key`
+   * (shared holders, semaphore holders with their permits) and the number of queued waiters.
+   */
+  keyState?(key: string): Promise<KeyState>;
   /** Free every resource the driver opened (connections it created, watchers, timers). */
   close(): Promise<void>;
 }

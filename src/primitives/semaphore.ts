@@ -1,38 +1,44 @@
 /**
- * Semaphore: at most `permits` holders at once, over any driver.
+ * Semaphore: at most `permits` permits held at once, over any driver.
  *
- * Construction: one lock per permit (`<name>:permit:<i>`), the way worker ids are leased. A
- * permit is an ordinary {@link Lease}, so it gets everything a lock has on every engine: a TTL
- * that frees the permit of a crashed holder, renewal with a lost signal, a fencing token (per
- * permit), inspection. Why not a counter or a sorted set: those exist on some engines only, and a
- * counter cannot tell a crashed holder's permit from a live one without the lease machinery this
- * reuses.
+ * On a driver that grants permits (`driver.info.modes` includes `permits`): an admission rule on
+ * ONE key (src/core/admission.ts). A holder takes k permits at once, all or nothing; a waiter
+ * waits on that one key's queue (event-driven, 0 engine commands while nothing changes); in fair
+ * mode waiters are served in arrival order, a large request at the head is not overtaken by
+ * smaller ones; each holder's permits are a {@link Lease}: a TTL (or session) returns them when
+ * it crashes, renewal keeps them, the lease's signal tells their loss, its token fences. Limits
+ * up to {@link MAX_LIMIT}: the cost of an acquisition does not depend on the limit.
  *
- * Taking a permit: first one attempt per permit, starting at a random one (so contenders spread
- * instead of all trying permit 0 first); when every permit is busy, wait on all of them at once
- * (event-driven on each) and keep the first grant, giving back any other that lands. The cost: a
- * waiter waits on `permits` locks, so this suits small counts (connection slots, concurrent jobs:
- * up to a few dozen), and it is not FIFO across permits.
+ * On the other drivers: the older construction, one lock per permit (`<name>:permit:<i>`), kept
+ * because it works on every engine: at most {@link MAX_PERMITS} permits, one per acquisition,
+ * not FIFO, and a waiter waits on every permit. `semaphore.construction` says which is in use.
  */
 import type { AcquireOptions, LockClient, LockInfo } from '../core/client.js';
+import { MAX_LIMIT, validateLimit, validatePermits } from '../core/admission.js';
 import { monotonicNow } from '../core/clock.js';
 import { unboundedController } from '../core/abort.js';
 import type { Lease } from '../core/lease.js';
 import { validateKey, validateMs, validateSignal } from '../core/validate.js';
 import { usingHeld } from './using.js';
-import { InvalidArgumentError, LockAbortedError, LockTimeoutError } from '../errors.js';
+import { InvalidArgumentError, LockAbortedError, LockTimeoutError, UnsupportedModeError } from '../errors.js';
 
 /** Options of a {@link Semaphore}. */
 export interface SemaphoreOptions {
-  /** How many holders at once. A whole number from 1 to 1024. */
+  /** How many permits it has. A whole number from 1 to {@link MAX_LIMIT} (1024 per-permit locks on drivers without permits). */
   permits: number;
 }
 
-/** Most permits one semaphore may have: a busy semaphore's waiter waits on every permit. */
+/** Per-call options of a semaphore's `acquire`, `tryAcquire` and `using`. */
+export interface PermitOptions extends Omit<AcquireOptions, 'admission' | 'reentrant'> {
+  /** Permits to take at once, all or nothing. Default 1. */
+  permits?: number;
+}
+
+/** Most permits of the per-permit construction (drivers without the `permits` mode). */
 export const MAX_PERMITS = 1024;
 
 /**
- * At most `permits` holders of `name` at once, across processes and machines.
+ * At most `permits` permits held at once, across processes and machines.
  *
  * @example
  * ```ts
@@ -41,15 +47,21 @@ export const MAX_PERMITS = 1024;
  *   // at most 4 of these run at once in the whole fleet; permit.signal aborts if it is lost
  *   await callPartnerApi({ signal: permit.signal });
  * });
+ * const batch = await pool.acquire({ permits: 3 }); // three at once, all or nothing
+ * await batch.release();
  * ```
  */
 export class Semaphore {
-  /** The lock key of each permit. */
+  /** The engine keys it uses: its name alone (permits mode), or one key per permit. */
   readonly keys: readonly string[];
+  /** `admission` (one key, an admission rule) or `per-permit` (one lock per permit). */
+  readonly construction: 'admission' | 'per-permit';
+  /** Number of permits. */
+  readonly permits: number;
 
   /**
    * @param client the lock client permits are taken through.
-   * @param name the semaphore's name (its permits' keys start with it).
+   * @param name the semaphore's name (its engine key).
    */
   constructor(
     private readonly client: LockClient,
@@ -58,34 +70,86 @@ export class Semaphore {
   ) {
     validateKey(name);
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Semaphore options must be an object such as { permits: 4 }.');
+    const admission = client.driver.info.modes?.includes('permits') === true;
+    this.construction = admission ? 'admission' : 'per-permit';
     const { permits } = options;
-    if (typeof permits !== 'number' || !Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
-      throw new InvalidArgumentError(`Semaphore permits must be a whole number from 1 to ${MAX_PERMITS}, got ${String(permits)}.`);
+    if (admission) {
+      this.permits = validateLimit(permits);
+      this.keys = [name];
+    } else {
+      if (typeof permits !== 'number' || !Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
+        throw new InvalidArgumentError(
+          `Semaphore permits must be a whole number from 1 to ${MAX_PERMITS} on the "${client.driver.info.name}" driver (one lock per permit; drivers with the permits mode allow up to ${MAX_LIMIT}), got ${String(permits)}.`,
+        );
+      }
+      this.permits = permits;
+      this.keys = Array.from({ length: permits }, (_, i) => `${name}:permit:${i}`);
     }
-    this.keys = Array.from({ length: permits }, (_, i) => `${name}:permit:${i}`);
   }
 
-  /** Number of permits. */
-  get permits(): number {
-    return this.keys.length;
-  }
-
-  /** One attempt per permit; `null` when all are taken. */
-  async tryAcquire(options: Omit<AcquireOptions, 'waitMs'> = {}): Promise<Lease | null> {
+  /** One attempt; `null` when the permits asked for are not free (or, fair, others queue first). */
+  async tryAcquire(options: Omit<PermitOptions, 'waitMs'> = {}): Promise<Lease | null> {
+    const k = this.count(options);
+    if (this.construction === 'admission') return this.client.tryAcquire(this.name, this.forClient(options, k));
     const start = Math.floor(Math.random() * this.keys.length);
     for (let i = 0; i < this.keys.length; i++) {
-      const lease = await this.client.tryAcquire(this.keys[(start + i) % this.keys.length]!, options);
+      const lease = await this.client.tryAcquire(this.keys[(start + i) % this.keys.length]!, this.forClient(options, k));
       if (lease) return lease;
     }
     return null;
   }
 
   /**
-   * Take a permit, waiting up to `waitMs` (default: the client's) for one to free.
-   * @throws {@link LockTimeoutError} (its `key` is the semaphore's name) when none freed in time;
-   *   {@link LockAbortedError} when `signal` aborts; {@link UnavailableError}.
+   * Take permits (default 1), waiting up to `waitMs` (default: the client's) for them to free.
+   * @throws {@link LockTimeoutError} (its `key` is the semaphore's name) when they did not free in
+   *   time; {@link LockAbortedError} when `signal` aborts; {@link UnavailableError}.
    */
-  async acquire(options: AcquireOptions = {}): Promise<Lease> {
+  async acquire(options: PermitOptions = {}): Promise<Lease> {
+    const k = this.count(options);
+    if (this.construction === 'admission') return this.client.acquire(this.name, this.forClient(options, k));
+    return this.acquireAnyPermit(options);
+  }
+
+  /** Take permits, run `fn`, and always give them back, even when `fn` throws. */
+  using<T>(fn: (permit: Lease) => Promise<T> | T): Promise<T>;
+  using<T>(options: PermitOptions, fn: (permit: Lease) => Promise<T> | T): Promise<T>;
+  using<T>(optionsOrFn: PermitOptions | ((permit: Lease) => Promise<T> | T), maybeFn?: (permit: Lease) => Promise<T> | T): Promise<T> {
+    return usingHeld((options: PermitOptions) => this.acquire(options), optionsOrFn, maybeFn);
+  }
+
+  /** Who holds permits right now, with how many each (`permits`), oldest first. */
+  async holders(): Promise<LockInfo[]> {
+    if (this.construction === 'admission') return [...(await this.client.inspectAll(this.name)).holders];
+    const states = await Promise.all(this.keys.map((k) => this.client.inspect(k)));
+    return states.filter((s): s is LockInfo => s !== null);
+  }
+
+  /** Permits held right now (the sum over {@link holders}). */
+  async inUse(): Promise<number> {
+    return (await this.holders()).reduce((n, h) => n + h.permits, 0);
+  }
+
+  private count(options: PermitOptions): number {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object.');
+    const k = validatePermits(options.permits, this.permits);
+    if (k > 1 && this.construction === 'per-permit') {
+      throw new UnsupportedModeError(
+        this.client.driver.info.name,
+        'several permits in one acquisition',
+        'without the permits mode a semaphore is one lock per permit',
+        'Take them one by one, or use a driver whose info.modes includes "permits".',
+      );
+    }
+    return k;
+  }
+
+  private forClient(options: PermitOptions, k: number): AcquireOptions {
+    const { permits: _permits, ...rest } = options;
+    return this.construction === 'admission' ? { ...rest, admission: { mode: 'permits', permits: k, limit: this.permits } } : rest;
+  }
+
+  /** Per-permit construction: wait on every permit at once, keep the first grant. */
+  private async acquireAnyPermit(options: PermitOptions): Promise<Lease> {
     const waitMs = validateMs('waitMs', options.waitMs, 0, this.client.defaults.waitMs);
     const caller = validateSignal(options.signal);
     const deadline = monotonicNow() + waitMs;
@@ -93,14 +157,12 @@ export class Semaphore {
     if (first) return first;
     const remaining = Math.max(0, Math.floor(deadline - monotonicNow()));
     if (remaining === 0) throw new LockTimeoutError(this.name, waitMs);
-
-    // Every permit is busy: wait on all of them, keep the first grant, give back the others.
     const race = unboundedController(); // one listener per permit
     const onCaller = (): void => race.abort(caller?.reason);
     caller?.addEventListener('abort', onCaller, { once: true });
     let winner: Lease | undefined;
     const attempts = this.keys.map((key) =>
-      this.client.acquire(key, { ...options, waitMs: remaining, signal: race.signal }).then((lease) => {
+      this.client.acquire(key, { ...this.forClient(options, 1), waitMs: remaining, signal: race.signal }).then((lease) => {
         if (winner) {
           void lease.release().catch(() => false);
           return;
@@ -117,20 +179,6 @@ export class Semaphore {
     const other = failures.find((e) => !(e instanceof LockTimeoutError) && !(e instanceof LockAbortedError));
     if (other !== undefined) throw other as Error;
     throw new LockTimeoutError(this.name, waitMs);
-  }
-
-  /** Take a permit, run `fn`, and always give the permit back, even when `fn` throws. */
-  using<T>(fn: (permit: Lease) => Promise<T> | T): Promise<T>;
-  using<T>(options: AcquireOptions, fn: (permit: Lease) => Promise<T> | T): Promise<T>;
-  using<T>(optionsOrFn: AcquireOptions | ((permit: Lease) => Promise<T> | T), maybeFn?: (permit: Lease) => Promise<T> | T): Promise<T> {
-    return usingHeld((options: AcquireOptions) => this.acquire(options), optionsOrFn, maybeFn);
-  }
-
-
-  /** Who holds a permit right now (one entry per taken permit); no I/O beyond one inspect each. */
-  async holders(): Promise<LockInfo[]> {
-    const states = await Promise.all(this.keys.map((k) => this.client.inspect(k)));
-    return states.filter((s): s is LockInfo => s !== null);
   }
 }
 

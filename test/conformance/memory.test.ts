@@ -20,8 +20,10 @@ function view(): TrySetDriver & MarkStore {
   return {
     kind: 'try-set',
     info: engine.info,
-    tryAcquire: async (req: AcquireRequest) => (open(), engine.tryAcquire(req)),
-    watch: async (key: string) => (open(), engine.watch(key)),
+    tryAcquire: async (req: AcquireRequest, queue?: boolean) => (open(), engine.tryAcquire(req, queue)),
+    watch: async (key: string, owner: string) => (open(), engine.watch(key, owner)),
+    cancel: async (key: string, owner: string) => (open(), engine.cancel(key, owner)),
+    keyState: async (key: string) => (open(), engine.keyState(key)),
     extend: async (items: readonly ExtendItem[]) => (open(), engine.extend(items)),
     release: async (key: string, owner: string) => (open(), engine.release(key, owner)),
     inspect: async (key: string) => (open(), engine.inspect(key)),
