@@ -4,7 +4,7 @@
  */
 export * from './errors.js';
 export { LockClient, type LockClientOptions, type AcquireOptions, type LockInfo, type KeyInfo } from './core/client.js';
-export { admits, MAX_LIMIT, type Claim, type Ask } from './core/admission.js';
+export { admits, BARGE_BOUND_MS, MAX_LIMIT, type Claim, type Ask } from './core/admission.js';
 export { Lease } from './core/lease.js';
 export type { Logger } from './core/renewal.js';
 export { parseOwner, type OwnerInfo } from './core/owner.js';
@@ -22,4 +22,3 @@ export { MultiLock, MultiLease } from './primitives/multi-lock.js';
 export { LeaderElection, type LeaderElectionOptions, type CampaignOptions } from './primitives/election.js';
 export { Semaphore, MAX_PERMITS, type SemaphoreOptions, type PermitOptions } from './primitives/semaphore.js';
 export { ReadWriteLock, LockSide } from './primitives/read-write-lock.js';
-export { BARGE_BOUND_MS } from './drivers/memory/index.js';

@@ -17,6 +17,15 @@
 import type { Admission, AdmissionMode } from '../drivers/driver.js';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 
+/**
+ * How long the head of a key's queue may wait while others barge (requests without `fair`), in
+ * ms; past it, a free key goes to the head. Go's sync.Mutex switches to handoff after 1 ms in one
+ * process; an engine round trip is 0.1 to 2 ms, so 5 ms lets a releaser re-take its key a few
+ * times in a row (what makes barging fast) while no waiter waits past 5 ms plus a handoff.
+ * Every engine that offers the choice (`DriverInfo.fairness` `choice`) uses this bound.
+ */
+export const BARGE_BOUND_MS = 5;
+
 /** Largest semaphore limit: permits are counted exactly as doubles (and as int64 on engines). */
 export const MAX_LIMIT = 2 ** 40;
 

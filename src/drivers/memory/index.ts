@@ -12,7 +12,7 @@
  */
 import { monotonicNow } from '../../core/clock.js';
 import { LatchWatch } from '../../core/change-watch.js';
-import { admits, type Claim } from '../../core/admission.js';
+import { admits, BARGE_BOUND_MS, type Claim } from '../../core/admission.js';
 import type {
   AcquireRequest,
   Admission,
@@ -30,13 +30,6 @@ import { ClosedError, IdsExhaustedError } from '../../errors.js';
 /** Every engine's counters are signed 64-bit integers. */
 const INT64_MAX = 2n ** 63n - 1n;
 
-/**
- * How long the head of a key's queue may wait while others barge (non-fair requests), in ms.
- * Past it, a free key is handed to the head. Go's sync.Mutex switches to handoff after 1 ms in
- * one process; an engine round trip is 0.1 to 2 ms, so 5 ms lets a releaser re-take its key a few
- * times in a row (the throughput of barging) while no waiter waits past 5 ms plus a handoff.
- */
-export const BARGE_BOUND_MS = 5;
 
 interface Entry {
   owner: string;
