@@ -55,6 +55,35 @@ export function permitsOf(a: Admission | undefined): number {
   return a?.mode === 'permits' ? a.permits : 0;
 }
 
+/** Whether a request may share its key with others (shared, permits, or beside its own write hold). */
+export function sharesKey(ask: Ask): boolean {
+  return (ask.admission !== undefined && ask.admission.mode !== 'exclusive') || ask.alongside !== undefined;
+}
+
+/**
+ * Whether a queue engine's read admits `ask` now: nothing ahead, or (a request that shares its
+ * key) the rule over the entries ahead.
+ */
+export function viewAdmits(ask: Ask, view: { readonly ahead: number; readonly before?: readonly Claim[] | undefined }): boolean {
+  if (view.ahead === 0) return true;
+  return sharesKey(ask) && view.before !== undefined && admits(ask, view.before);
+}
+
+/**
+ * Which entries of a queue hold the key: each entry, in order, is a holder when the rule admits
+ * it over the entries before it (strict FIFO). The others wait.
+ */
+export function holdersOf<C extends Claim & { readonly alongside?: string | undefined }>(queue: readonly C[]): { holders: C[]; waiting: C[] } {
+  const holders: C[] = [];
+  const waiting: C[] = [];
+  for (let i = 0; i < queue.length; i++) {
+    const c = queue[i]!;
+    if (waiting.length === 0 && admits(c, queue.slice(0, i))) holders.push(c);
+    else waiting.push(c);
+  }
+  return { holders, waiting };
+}
+
 /** Whether `ask` is admitted over `ahead` (holders, then in fair mode the earlier waiters). */
 export function admits(ask: Ask, ahead: readonly Claim[]): boolean {
   if (ask.alongside !== undefined && ahead.some((c) => c.owner === ask.alongside && modeOf(c.admission) === 'exclusive')) return true;

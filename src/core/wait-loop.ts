@@ -42,6 +42,7 @@ import { UnavailableError } from '../errors.js';
 import { backoffMs, DEADLINE, raceAbort, settleWithin } from './abort.js';
 import { driftFor, monotonicNow, sleep } from './clock.js';
 import { KeyGates } from './key-gates.js';
+import { admits, blockerOf, sharesKey } from './admission.js';
 
 /** Bound on what a wait's exit may still owe the engine (leave a queue, withdraw an entry). */
 const EXIT_WAIT_MS = 1000;
@@ -480,6 +481,24 @@ export class WaitLoop {
     for (;;) {
       if (!view.mine) return this.dropEntry(d, req, place);
       if (view.ahead === 0) return this.takeTurn(d, req, place, entry, view.sentAt);
+      if (sharesKey(req)) {
+        // Shared and permits requests: the rule over every entry ahead (the holders first).
+        const before = view.before;
+        if (!before) throw new Error(`The ${d.info.name} driver read the queue of "${req.key}" without its entries, which an admission needs`);
+        const blocker = blockerOf(req, before);
+        if (!blocker) return this.takeTurn(d, req, place, entry, view.sentAt);
+        this.reportWaiting(req, run);
+        const permits = req.admission?.mode === 'permits';
+        const gone = await run.call(
+          permits && d.waitAnyGone ? d.waitAnyGone(req, before, entry, run.signal) : d.waitGone(req, blocker, entry, run.signal),
+        );
+        if (gone === 'mine-gone') return this.dropEntry(d, req, place);
+        // Entries ahead only ever go: if the rule admits us without the one that went, the turn
+        // is ours with no second look (a permits request cannot know which one went).
+        if (gone === 'gone' && !permits && admits(req, before.filter((c) => c !== blocker))) return this.takeTurn(d, req, place, entry, monotonicNow());
+        view = await run.call(d.look(req, entry));
+        continue;
+      }
       this.reportWaiting(req, run);
       if (view.predecessor) {
         const gone = await run.call(d.waitGone(req, view.predecessor, entry, run.signal));

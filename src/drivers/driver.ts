@@ -288,6 +288,20 @@ export interface QueueView {
   readonly predecessor: QueueEntry | undefined;
   /** Monotonic time at which the read was sent. */
   readonly sentAt: number;
+  /**
+   * For a request with a non-exclusive admission: every entry ahead of ours, oldest first, with
+   * its owner and admission, so that the core applies the rule (src/core/admission.ts) to them.
+   * Exclusive requests need only `ahead` and `predecessor`.
+   */
+  readonly before?: readonly QueuedClaim[];
+}
+
+/** An entry of a queue engine with the claim it makes (see {@link QueueView.before}). */
+export interface QueuedClaim extends QueueEntry {
+  /** The entry's owner id. */
+  readonly owner: string;
+  /** Its admission; absent: exclusive. */
+  readonly admission?: Admission | undefined;
 }
 
 /** How a {@link QueueDriver.waitGone} ended. */
@@ -337,6 +351,11 @@ export interface QueueDriver<E extends QueueEntry = QueueEntry> extends DriverBa
    * while both stay.
    */
   waitGone(req: AcquireRequest, watched: QueueEntry, mine: E, signal: AbortSignal): Promise<GoneResult>;
+  /**
+   * Optional, for semaphores: like {@link waitGone}, resolving 'gone' once ANY of `watched` goes
+   * (any holder's release may admit a permits request). Without it the core watches the oldest.
+   */
+  waitAnyGone?(req: AcquireRequest, watched: readonly QueueEntry[], mine: E, signal: AbortSignal): Promise<GoneResult>;
   /**
    * Our turn came (`view.ahead` is 0, or the entry we waited for went and it was the only one
    * ahead): the grant, riding on the entry's session. `sentAt` bounds the TTL-based validity.

@@ -64,6 +64,9 @@ import { validateMs } from '../../core/validate.js';
 import { ClosedError, InvalidArgumentError, UnavailableError, isDlockError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
+  Admission,
+  KeyState,
+  QueuedClaim,
   AcquireRequest,
   DriverInfo,
   ExtendItem,
@@ -79,7 +82,8 @@ import type {
 } from '../driver.js';
 import type { MarkStore } from '../id-store.js';
 import type { Stat } from 'node-zookeeper-client';
-import { childPrefix, encodeName, normalizeRoot, queueOf, type Contender } from './paths.js';
+import { childPrefix, encodeName, normalizeRoot, parseChild, queueOf, type Contender } from './paths.js';
+import { holdersOf, sharesKey, viewAdmits } from '../../core/admission.js';
 import { Code, MultiError, SessionEndedError, ZkSession, czxidOf, zkClient, zkCode, type ZnodeWatch } from './session.js';
 
 /** Options of {@link ZooKeeperDriver}. Give `url` or `connectionString`. */
@@ -209,7 +213,14 @@ export interface ZkEntry extends QueueEntry {
  */
 export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, MarkStore {
   readonly kind = 'queue' as const;
-  readonly info: DriverInfo = { name: 'zookeeper', liveness: 'session', fair: true, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'zookeeper',
+    liveness: 'session',
+    fair: true,
+    scope: 'distributed',
+    modes: ['exclusive', 'shared', 'permits'],
+    fairness: 'fifo',
+  };
   /** Parent znode of everything this driver creates. */
   readonly root: string;
   /** The servers, `host:port,...`. */
@@ -378,12 +389,12 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
    * create that failed with the connection may still have been applied: the next call looks for
    * our own znode (its name carries the owner id) before creating again.
    */
-  private async createEntry(s: ZkSession, dir: string, owner: string): Promise<ZkEntry> {
+  private async createEntry(s: ZkSession, dir: string, owner: string, admission?: Admission): Promise<ZkEntry> {
     if (this.uncertain.delete(owner)) {
       const found = await this.findOwn(s, dir, owner);
       if (found) return this.entryOf(s, dir, found);
     }
-    const path = `${dir}/${childPrefix(owner)}`;
+    const path = `${dir}/${childPrefix(owner, admission)}`;
     const create = (): Promise<string> =>
       s.create(path, null, EPHEMERAL_SEQUENTIAL).catch((e: unknown) => {
         if (zkCode(e) === Code.CONNECTION_LOSS) this.uncertain.add(owner);
@@ -409,9 +420,8 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
 
   /** The name of `owner`'s znode under `dir`, if there is one. */
   private async findOwn(s: ZkSession, dir: string, owner: string): Promise<string | undefined> {
-    const prefix = childPrefix(owner);
     try {
-      return (await s.getChildren(dir)).find((c) => c.startsWith(prefix) && /^\d{10}$/.test(c.slice(prefix.length)));
+      return (await s.getChildren(dir)).find((c) => parseChild(c)?.owner === owner);
     } catch (e) {
       if (zkCode(e) === Code.NO_NODE) return undefined;
       throw e;
@@ -464,16 +474,18 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
   }
 
   /** The queue before `entry` as `children` show it (`alive`: our znode is there, on its session). */
-  private viewOf(entry: ZkEntry, children: readonly string[], alive: boolean, sentAt: number): QueueView {
+  private viewOf(req: AcquireRequest, entry: ZkEntry, children: readonly string[], alive: boolean, sentAt: number): QueueView {
     const queue: Contender[] = queueOf(children);
     const index = queue.findIndex((c) => c.name === entry.name);
     const mine = index >= 0 && alive;
     const ahead = queue[index - 1];
+    const claim = (c: Contender): QueuedClaim => ({ id: `${entry.dir}/${c.name}`, seq: BigInt(c.seq), owner: c.owner, admission: c.admission });
     return {
       mine,
       ahead: Math.max(0, index),
       predecessor: ahead ? { id: `${entry.dir}/${ahead.name}`, seq: BigInt(ahead.seq) } : undefined,
       sentAt,
+      ...(sharesKey(req) && index > 0 ? { before: queue.slice(0, index).map(claim) } : {}),
     };
   }
 
@@ -492,9 +504,9 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     let entry: ZkEntry | undefined;
     try {
       const s = await this.connected(what);
-      entry = await this.createEntry(s, this.lockPath(req.key), req.owner);
+      entry = await this.createEntry(s, this.lockPath(req.key), req.owner, req.admission);
       const view = await this.look(req, entry);
-      const grant = view.mine && view.ahead === 0 ? this.grant(req, entry, view.sentAt) : null;
+      const grant = view.mine && viewAdmits(req, view) ? this.grant(req, entry, view.sentAt) : null;
       if (grant) return { ok: true, grant };
     } catch (e) {
       void this.withdraw(req, entry);
@@ -515,7 +527,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     const what = `Acquiring lock "${req.key}"`;
     try {
       const s = await this.connected(what);
-      const entry = await this.createEntry(s, this.lockPath(req.key), req.owner);
+      const entry = await this.createEntry(s, this.lockPath(req.key), req.owner, req.admission);
       return { entry, view: await this.look(req, entry) };
     } catch (e) {
       throw this.failure(what, e);
@@ -535,7 +547,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     try {
       const watching = entry.own !== undefined;
       const [children, stat] = await Promise.all([s.getChildren(entry.dir), watching ? undefined : this.watchOwn(entry)]);
-      return this.viewOf(entry, children, watching ? !entry.gone : this.ours(entry, stat ?? null), sentAt);
+      return this.viewOf(req, entry, children, watching ? !entry.gone : this.ours(entry, stat ?? null), sentAt);
     } catch (e) {
       // The key's parent is gone (so is our znode), or the session ended under the read.
       if (zkCode(e) === Code.NO_NODE || s.isEnded) return gone;
@@ -570,6 +582,11 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
    * in the order of the changes, and before any later reply).
    */
   waitGone(req: AcquireRequest, watched: QueueEntry, mine: ZkEntry, signal: AbortSignal): Promise<GoneResult> {
+    return this.waitAnyGone(req, [watched], mine, signal);
+  }
+
+  /** {@link waitGone} over several znodes (a semaphore waiter: any holder that goes may admit it). */
+  waitAnyGone(req: AcquireRequest, watched: readonly QueueEntry[], mine: ZkEntry, signal: AbortSignal): Promise<GoneResult> {
     const s = mine.session;
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     if (s.isEnded || mine.gone) return Promise.resolve('mine-gone');
@@ -581,7 +598,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
         if (done) return;
         done = true;
         this.watching -= 1;
-        ahead.cancel();
+        for (const w of aheads) w.cancel();
         mine.onGone = undefined;
         s.engine.signal.removeEventListener('abort', onEnded);
         signal.removeEventListener('abort', onAbort);
@@ -591,21 +608,23 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
       const onAbort = (): void => finish(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
       const onEnded = (): void => finish('mine-gone');
       mine.onGone = () => finish('mine-gone');
-      const ahead = s.watch(watched.id, () => finish('gone'));
+      const aheads = watched.map((w) => s.watch(w.id, () => finish('gone')));
       s.engine.signal.addEventListener('abort', onEnded, { once: true });
       signal.addEventListener('abort', onAbort, { once: true });
-      ahead.ready.then(
-        (stat) => {
-          if (stat === null) finish('gone');
-        },
-        (e: unknown) => {
-          const code = zkCode(e);
-          if (s.isEnded || code === Code.SESSION_EXPIRED) finish('mine-gone');
-          // The watch may not be set: read the queue again (it waits for the connection).
-          else if (code === Code.CONNECTION_LOSS) finish('look');
-          else finish(this.failure(`Watching the queue of lock "${req.key}"`, e));
-        },
-      );
+      for (const ahead of aheads) {
+        ahead.ready.then(
+          (stat) => {
+            if (stat === null) finish('gone');
+          },
+          (e: unknown) => {
+            const code = zkCode(e);
+            if (s.isEnded || code === Code.SESSION_EXPIRED) finish('mine-gone');
+            // The watch may not be set: read the queue again (it waits for the connection).
+            else if (code === Code.CONNECTION_LOSS) finish('look');
+            else finish(this.failure(`Watching the queue of lock "${req.key}"`, e));
+          },
+        );
+      }
     });
   }
 
@@ -692,8 +711,9 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
       const index = queue.findIndex((c) => c.owner === owner);
       const mine = queue[index];
       if (!mine) return false;
+      const wasHolder = holdersOf(queue).holders.includes(mine);
       const removed = await this.removeOwn(s, `${dir}/${mine.name}`, dir);
-      return removed && index === 0;
+      return removed && wasHolder;
     } catch (e) {
       throw this.failure(what, e);
     }
@@ -721,9 +741,35 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
       const i = stats.findIndex((st) => st !== null);
       const holder = first[i];
       const stat = stats[i];
-      if (holder && stat) return { owner: holder.owner, token: czxidOf(stat), remainingMs: -1 };
+      if (holder && stat) return { owner: holder.owner, token: czxidOf(stat), remainingMs: -1, ...(holder.admission ? { admission: holder.admission } : {}) };
       if (first.length < INSPECT_READS) return null;
       throw new Error(`the queue of ${dir} changed faster than it could be read`);
+    } catch (e) {
+      throw this.failure(what, e);
+    }
+  }
+
+  /** Every holder (the queue's admitted prefix, by the rule) with its token, and the waiters behind them. */
+  async keyState(key: string): Promise<KeyState> {
+    const what = `Inspecting lock "${key}"`;
+    const dir = this.lockPath(key);
+    try {
+      const s = await this.connected(what);
+      let children: string[];
+      try {
+        children = await s.getChildren(dir);
+      } catch (e) {
+        if (zkCode(e) === Code.NO_NODE) return { holders: [], waiters: 0 };
+        throw e;
+      }
+      const { holders, waiting } = holdersOf(queueOf(children));
+      const stats = await Promise.all(holders.map((c) => s.exists(`${dir}/${c.name}`)));
+      const out: LockState[] = [];
+      holders.forEach((c, i) => {
+        const st = stats[i];
+        if (st) out.push({ owner: c.owner, token: czxidOf(st), remainingMs: -1, ...(c.admission ? { admission: c.admission } : {}) });
+      });
+      return { holders: out, waiters: waiting.length };
     } catch (e) {
       throw this.failure(what, e);
     }

@@ -2,12 +2,15 @@
  * Znode names of the ZooKeeper driver.
  *
  * ```
- * <root>/locks/<key>/lock-<owner>-0000000042   EPHEMERAL_SEQUENTIAL: one per contender
+ * <root>/locks/<key>/lock-<owner>-0000000042   EPHEMERAL_SEQUENTIAL: one per contender (exclusive)
+ * <root>/locks/<key>/read-<owner>-0000000043   a shared (read) contender
+ * <root>/locks/<key>/perm3of10-<owner>-0000000044   3 permits of a 10-permit semaphore
  * <root>/marks/<key>                           PERSISTENT: worker-id high-water mark (decimal)
  * ```
  * Keys and owner ids are percent-encoded where a znode name could not hold them (`/`, control
  * and non-ASCII characters, `%`), so names stay readable in zkCli.
  */
+import type { Admission } from '../driver.js';
 
 /** Percent-encode everything but letters, digits and `_ . : @ -` (a name is never `.` or `..`). */
 export function encodeName(s: string): string {
@@ -16,8 +19,9 @@ export function encodeName(s: string): string {
 }
 
 /** The prefix of a contender's znode; ZooKeeper appends a 10-digit sequence number. */
-export function childPrefix(owner: string): string {
-  return `lock-${encodeName(owner)}-`;
+export function childPrefix(owner: string, admission?: Admission): string {
+  const kind = admission?.mode === 'shared' ? 'read' : admission?.mode === 'permits' ? `perm${admission.permits}of${admission.limit}` : 'lock';
+  return `${kind}-${encodeName(owner)}-`;
 }
 
 /** One contender's znode, parsed. */
@@ -26,16 +30,21 @@ export interface Contender {
   readonly owner: string;
   /** Sequence number given by the parent (creation order under this parent). */
   readonly seq: number;
+  /** Its admission (from the name's kind); undefined: exclusive. */
+  readonly admission: Admission | undefined;
 }
 
-const CHILD = /^lock-(.*)-(\d{10})$/;
+const CHILD = /^(lock|read|perm(\d+)of(\d+))-(.*)-(\d{10})$/;
 
 /** Parse a child name; null for names this driver did not create. */
 export function parseChild(name: string): Contender | null {
   const m = CHILD.exec(name);
   if (!m) return null;
+  let admission: Admission | undefined;
+  if (m[1] === 'read') admission = { mode: 'shared' };
+  else if (m[2] !== undefined) admission = { mode: 'permits', permits: Number(m[2]), limit: Number(m[3]) };
   try {
-    return { name, owner: decodeURIComponent(m[1] ?? ''), seq: Number(m[2]) };
+    return { name, owner: decodeURIComponent(m[4] ?? ''), seq: Number(m[5]), admission };
   } catch {
     return null;
   }
