@@ -48,11 +48,15 @@
 import type { Etcd3, IKeyValue, IRequestOp, ITxnResponse, ICompare } from 'etcd3';
 import { etcd3 } from './peer.js';
 import { settleWithin } from '../../core/abort.js';
+import { holdersOf, sharesKey, viewAdmits } from '../../core/admission.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, OutOfRangeError, UnavailableError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
+  Admission,
+  KeyState,
+  QueuedClaim,
   AcquireRequest,
   DriverInfo,
   ExtendItem,
@@ -123,6 +127,8 @@ let driverSeq = 0;
 interface Contender {
   owner: string;
   ttlMs: number;
+  /** How it claims the key; absent: exclusive. */
+  admission?: Admission;
 }
 
 /** Our key in a lock's queue (what the core hands back to the driver's queue steps). */
@@ -149,7 +155,14 @@ export interface EtcdEntry extends QueueEntry {
  */
 export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkStore, RangeStore {
   readonly kind = 'queue' as const;
-  readonly info: DriverInfo = { name: 'etcd', liveness: 'session', fair: true, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'etcd',
+    liveness: 'session',
+    fair: true,
+    scope: 'distributed',
+    modes: ['exclusive', 'shared', 'permits'],
+    fairness: 'fifo',
+  };
   /** The etcd3 client (yours when you passed `client`). */
   readonly client: Etcd3;
   /** The key prefix. */
@@ -335,6 +348,7 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
 
   /** One transaction: take the lock if nobody holds or waits for it; never queues. */
   async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+    if (sharesKey(req)) return this.tryShared(req);
     const lease = await this.session();
     const sentAt = monotonicNow();
     const prefix = Buffer.from(this.lockPrefix(req.key));
@@ -351,6 +365,15 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
     // A lease past its deadline is revoked (usable() ends it), and the key we just created with it.
     const grant = this.grant(req, this.entryOf(req, lease, BigInt(r.header.revision)), sentAt);
     return grant ? { ok: true, grant } : { ok: false, retryAfterMs: -1 };
+  }
+
+  /** One try of a claim that may share the key: enqueue, keep the key when the rule admits it, else withdraw. */
+  private async tryShared(req: AcquireRequest): Promise<TryResult> {
+    const { entry, view } = await this.enqueue(req);
+    const grant = view.mine && viewAdmits(req, view) ? this.grant(req, entry, view.sentAt) : null;
+    if (grant) return { ok: true, grant };
+    await this.withdraw(req, entry);
+    return { ok: false, retryAfterMs: -1 };
   }
 
   /**
@@ -385,11 +408,15 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
     const key = Buffer.from(this.holderKey(req.key, req.owner));
     const prefix = Buffer.from(this.lockPrefix(req.key));
     const sentAt = monotonicNow();
+    const shares = sharesKey(req);
     const r = await this.txn({
       compare: [{ key, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: 0 }],
       success: [
         this.putContender(req, lease),
-        { request_range: { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Descend, limit: 2, keys_only: true } },
+        shares
+          ? // A claim that may share the key: every entry with its value, the rule needs them all.
+            { request_range: { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend } }
+          : { request_range: { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Descend, limit: 2, keys_only: true } },
       ],
       failure: [{ request_range: { key, keys_only: true } }],
     }).catch((e: unknown) => {
@@ -398,6 +425,10 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
     });
     if (!r.succeeded) return { existing: kvsOf(r, 0)[0] };
     const range = r.responses[1]?.response_range;
+    if (shares) {
+      const ahead = (range?.kvs ?? []).filter((kv) => !kv.key.equals(key)).map((kv) => this.claimOf(kv, prefix.length));
+      return { entry: this.entryOf(req, lease, BigInt(r.header.revision)), view: { mine: true, ahead: ahead.length, predecessor: ahead.at(-1), sentAt, before: ahead } };
+    }
     const before = range?.kvs[1];
     // Ours is the newest key under the prefix: every other one is ahead of it.
     return {
@@ -414,25 +445,32 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
     const sentAt = monotonicNow();
     if (entry.lease.state === 'lost') return { mine: false, ahead: 0, predecessor: undefined, sentAt };
     const prefix = Buffer.from(this.lockPrefix(req.key));
+    const shares = sharesKey(req);
     const r = await this.txn({
       compare: [],
       success: [
         {
-          request_range: {
-            key: prefix,
-            range_end: prefixEnd(prefix),
-            max_create_revision: (entry.seq - 1n).toString(),
-            sort_target: etcd3().SortTarget.Create,
-            sort_order: etcd3().SortOrder.Descend,
-            limit: 1,
-            keys_only: true,
-          },
+          request_range: shares
+            ? { key: prefix, range_end: prefixEnd(prefix), max_create_revision: (entry.seq - 1n).toString(), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend }
+            : {
+                key: prefix,
+                range_end: prefixEnd(prefix),
+                max_create_revision: (entry.seq - 1n).toString(),
+                sort_target: etcd3().SortTarget.Create,
+                sort_order: etcd3().SortOrder.Descend,
+                limit: 1,
+                keys_only: true,
+              },
         },
         { request_range: { key: entry.key, keys_only: true } },
       ],
       failure: [],
     });
     const range = r.responses[0]?.response_range;
+    if (shares) {
+      const ahead = (range?.kvs ?? []).map((kv) => this.claimOf(kv, prefix.length));
+      return { mine: this.isEntry(kvsOf(r, 1)[0], entry), ahead: ahead.length, predecessor: ahead.at(-1), sentAt, before: ahead };
+    }
     const before = range?.kvs[0];
     return {
       mine: this.isEntry(kvsOf(r, 1)[0], entry),
@@ -454,17 +492,21 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
    * answered only once our own key was read alive after its watch was in place.
    */
   waitGone(req: AcquireRequest, watched: QueueEntry, mine: EtcdEntry, signal: AbortSignal): Promise<GoneResult> {
+    return this.waitAnyGone(req, [watched], mine, signal);
+  }
+
+  /** {@link waitGone} over several keys (a semaphore waiter: any holder that goes may admit it). */
+  waitAnyGone(_req: AcquireRequest, watched: readonly QueueEntry[], mine: EtcdEntry, signal: AbortSignal): Promise<GoneResult> {
     const lease = mine.lease;
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     if (lease.state === 'lost') return Promise.resolve('mine-gone');
-    const watchedKey = Buffer.from(watched.id);
     return new Promise<GoneResult>((resolve, reject) => {
       let done = false;
       const finish = (settle: () => void): void => {
         if (done) return;
         done = true;
         own.cancel();
-        ahead.cancel();
+        for (const a of aheads) a.cancel();
         lease.session.signal.removeEventListener('abort', onEnded);
         signal.removeEventListener('abort', onAbort);
         settle();
@@ -473,21 +515,26 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
       const onEnded = (): void => finish(() => resolve('mine-gone'));
       const failed = (e: unknown): void => finish(() => reject(e instanceof Error ? e : new Error(String(e))));
       const own = this.watches.watch(mine.key, (deleted) => finish(() => resolve(deleted ? 'mine-gone' : 'look')));
-      const ahead = this.watches.watch(watchedKey, (deleted) => {
-        if (!deleted) finish(() => resolve('look'));
-        else void alive.then((ok) => finish(() => resolve(ok ? 'gone' : 'mine-gone')), failed);
-      });
+      const keys = watched.map((w) => Buffer.from(w.id));
+      const aheads = keys.map((k) =>
+        this.watches.watch(k, (deleted) => {
+          if (!deleted) finish(() => resolve('look'));
+          else void alive.then((ok) => finish(() => resolve(ok ? 'gone' : 'mine-gone')), failed);
+        }),
+      );
       lease.session.signal.addEventListener('abort', onEnded, { once: true });
       signal.addEventListener('abort', onAbort, { once: true });
-      const check = Promise.all([own.ready, ahead.ready]).then(() =>
-        this.txn({ compare: [], success: [{ request_range: { key: mine.key, keys_only: true } }, { request_range: { key: watchedKey, keys_only: true } }], failure: [] }),
+      const check = Promise.all([own.ready, ...aheads.map((a) => a.ready)]).then(() =>
+        this.txn({ compare: [], success: [{ request_range: { key: mine.key, keys_only: true } }, ...keys.map((key) => ({ request_range: { key, keys_only: true } }))], failure: [] }),
       );
       const alive = check.then((r) => this.isEntry(kvsOf(r, 0)[0], mine));
       check.then((r) => {
-        const before = kvsOf(r, 1)[0];
-        if (!this.isEntry(kvsOf(r, 0)[0], mine)) finish(() => resolve('mine-gone'));
+        if (!this.isEntry(kvsOf(r, 0)[0], mine)) return finish(() => resolve('mine-gone'));
         // Gone, or a newer key of the same name (behind us now).
-        else if (!before || BigInt(before.create_revision) !== watched.seq) finish(() => resolve('gone'));
+        watched.forEach((w, i) => {
+          const before = kvsOf(r, i + 1)[0];
+          if (!before || BigInt(before.create_revision) !== w.seq) finish(() => resolve('gone'));
+        });
       }, failed);
     });
   }
@@ -566,7 +613,27 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
     const kv = r.kvs[0];
     if (!kv) return null;
     const c = parseContender(kv, prefix.length);
-    return { owner: c.owner, token: BigInt(kv.create_revision), remainingMs: -1 };
+    return { owner: c.owner, token: BigInt(kv.create_revision), remainingMs: -1, ...(c.admission ? { admission: c.admission } : {}) };
+  }
+
+  /** Every holder (the queue's admitted prefix, by the rule) and the number of waiters behind them. */
+  async keyState(key: string): Promise<KeyState> {
+    const prefix = Buffer.from(this.lockPrefix(key));
+    const r = await this.client.kv.range(
+      { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend },
+      this.callOptions(),
+    );
+    const { holders, waiting } = holdersOf(r.kvs.map((kv) => ({ ...this.claimOf(kv, prefix.length), kv })));
+    return {
+      holders: holders.map((h) => ({ owner: h.owner, token: h.seq, remainingMs: -1, ...(h.admission ? { admission: h.admission } : {}) })),
+      waiters: waiting.length,
+    };
+  }
+
+  /** A queue key as the claim it makes. */
+  private claimOf(kv: IKeyValue, prefixLength: number): QueuedClaim {
+    const c = parseContender(kv, prefixLength);
+    return { ...refOf(kv), owner: c.owner, admission: c.admission };
   }
 
   // ------------------------------------------------------------------ marks and counters
@@ -710,7 +777,7 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
   }
 
   private putContender(req: AcquireRequest, session: LeaseSession): IRequestOp {
-    const value: Contender = { owner: req.owner, ttlMs: req.ttlMs };
+    const value: Contender = { owner: req.owner, ttlMs: req.ttlMs, ...(req.admission ? { admission: req.admission } : {}) };
     return { request_put: { key: Buffer.from(this.holderKey(req.key, req.owner)), value: Buffer.from(JSON.stringify(value)), lease: session.id } };
   }
 }
@@ -748,6 +815,14 @@ function kvsOf(r: ITxnResponse, i: number): IKeyValue[] {
   return r.responses[i]?.response_range?.kvs ?? [];
 }
 
+/** A stored admission, checked (values written by other tools are ignored). */
+function admissionOf(v: unknown): Admission | undefined {
+  const a = v as { mode?: unknown; permits?: unknown; limit?: unknown } | null | undefined;
+  if (a?.mode === 'shared') return { mode: 'shared' };
+  if (a?.mode === 'permits' && typeof a.permits === 'number' && typeof a.limit === 'number') return { mode: 'permits', permits: a.permits, limit: a.limit };
+  return undefined;
+}
+
 /** The end of the key range holding every key that starts with `prefix`. */
 function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -763,7 +838,7 @@ function prefixEnd(prefix: Buffer): Buffer {
 function parseContender(kv: IKeyValue, prefixLength: number): Contender {
   try {
     const v = JSON.parse(kv.value.toString()) as Partial<Contender>;
-    if (typeof v.owner === 'string' && typeof v.ttlMs === 'number') return { owner: v.owner, ttlMs: v.ttlMs };
+    if (typeof v.owner === 'string' && typeof v.ttlMs === 'number') return { owner: v.owner, ttlMs: v.ttlMs, ...(admissionOf(v.admission) ? { admission: admissionOf(v.admission)! } : {}) };
   } catch {
     // not written by dlock: fall back to the key name
   }
