@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { connect } from '../../connect.js';
-import type { LockInfo } from '../../core/client.js';
+import type { KeyInfo, LockInfo } from '../../core/client.js';
 import { CliError, URL_RULE, reaching, withTimeout, type CliIo } from '../output.js';
 
 interface Flags {
@@ -12,9 +12,54 @@ function remaining(info: LockInfo): string {
   return info.remainingMs < 0 ? 'none (held for the session)' : `${info.remainingMs} ms`;
 }
 
+/** One holder as JSON. */
+function holderJson(h: LockInfo): Record<string, unknown> {
+  return { owner: h.owner, host: h.holder?.host ?? null, pid: h.holder?.pid ?? null, mode: h.mode, permits: h.permits, token: h.token.toString(), remainingMs: h.remainingMs };
+}
+
+/** The JSON answer: the first holder's fields at the top (as before), then every holder. */
+function jsonOf(key: string, state: KeyInfo): Record<string, unknown> {
+  const first = state.holders[0];
+  if (!first) return { key, free: true, ...(state.waiters > 0 ? { waiters: state.waiters } : {}) };
+  const { mode: _m, permits: _p, ...top } = holderJson(first);
+  return {
+    key,
+    free: false,
+    ...top,
+    mode: state.mode,
+    holders: state.holders.map(holderJson),
+    waiters: state.waiters,
+    ...(state.limit !== undefined ? { limit: state.limit, permitsHeld: state.holders.reduce((n, h) => n + h.permits, 0) } : {}),
+  };
+}
+
+const MODE_TEXT = { exclusive: 'held', shared: 'held by readers', permits: 'a semaphore' } as const;
+
+/** The text answer: what the key is, then a block per holder. */
+function textOf(key: string, state: KeyInfo): string {
+  if (state.mode === 'free') return `lock "${key}" is free${state.waiters > 0 ? ` (${state.waiters} waiting)` : ''}\n`;
+  const head =
+    state.mode === 'permits'
+      ? `lock "${key}" is a semaphore: ${state.holders.reduce((n, h) => n + h.permits, 0)} of ${state.limit ?? '?'} permits held by ${state.holders.length}`
+      : `lock "${key}" is ${MODE_TEXT[state.mode]}${state.mode === 'shared' ? ` (${state.holders.length})` : ''}`;
+  const blocks = state.holders.map((h) => {
+    const rows: [string, string][] = [
+      ['owner', h.owner],
+      ['host', h.holder?.host ?? '(unknown: not a dlock owner id)'],
+      ['pid', h.holder ? String(h.holder.pid) : '(unknown)'],
+      ...(state.mode === 'permits' ? ([['permits', String(h.permits)]] as [string, string][]) : []),
+      ['token', h.token.toString()],
+      ['remaining TTL', remaining(h)],
+    ];
+    const w = Math.max(...rows.map(([k]) => k.length));
+    return rows.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`).join('\n');
+  });
+  return `${head}; ${state.waiters} waiting\n${blocks.join('\n\n')}\n`;
+}
+
 export function inspectCommand(io: CliIo, setExitCode: (code: number) => void): Command {
   return new Command('inspect')
-    .description('Show who holds a lock (owner, host, pid, fencing token, remaining TTL), or that it is free.')
+    .description('Show who holds a lock: its mode (exclusive, readers, semaphore), every holder (owner, host, pid, permits, fencing token, remaining TTL) and how many wait; or that it is free.')
     .argument('<key>', 'the lock key')
     .addOption(new Option('--url <url>', 'lock engine URL (sqlite:PATH, redis://HOST:PORT, ...); no default: required here').env('DLOCK_URL'))
     .option('--json', 'print one JSON object', false)
@@ -26,33 +71,9 @@ export function inspectCommand(io: CliIo, setExitCode: (code: number) => void): 
       }
       const client = await connect(url);
       try {
-        const info = await reaching(url, client.inspect(key), 15_000);
-        if (flags.json) {
-          const body = info
-            ? {
-                key,
-                free: false,
-                owner: info.owner,
-                host: info.holder?.host ?? null,
-                pid: info.holder?.pid ?? null,
-                token: info.token.toString(),
-                remainingMs: info.remainingMs,
-              }
-            : { key, free: true };
-          io.stdout.write(`${JSON.stringify(body)}\n`);
-        } else if (!info) {
-          io.stdout.write(`lock "${key}" is free\n`);
-        } else {
-          const rows: [string, string][] = [
-            ['owner', info.owner],
-            ['host', info.holder?.host ?? '(unknown: not a dlock owner id)'],
-            ['pid', info.holder ? String(info.holder.pid) : '(unknown)'],
-            ['token', info.token.toString()],
-            ['remaining TTL', remaining(info)],
-          ];
-          const w = Math.max(...rows.map(([k]) => k.length));
-          io.stdout.write(`lock "${key}" is held\n${rows.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`).join('\n')}\n`);
-        }
+        const state = await reaching(url, client.inspectAll(key), 15_000);
+        if (flags.json) io.stdout.write(`${JSON.stringify(jsonOf(key, state))}\n`);
+        else io.stdout.write(textOf(key, state));
         setExitCode(0);
       } finally {
         await withTimeout(client.close(), 5000, 'Closing the lock client').catch(() => undefined);
