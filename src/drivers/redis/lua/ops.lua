@@ -292,6 +292,33 @@ local function release(lock, v, owner)
       redis.call('DEL', lock, lock .. ':w')
       return '1'
     end
+    if redis.call('EXISTS', lock .. ':h') == 0 then
+      -- The mutex's handoff: the first live exclusive waiter gets the key in place (what a
+      -- release cost before admission modes); a shared or permits head takes the full rule.
+      local q, qw = lock .. ':q', lock .. ':qw'
+      while true do
+        local head = redis.call('LPOP', q)
+        if not head then
+          redis.call('DEL', lock)
+          return '1'
+        end
+        local info = redis.call('HGET', qw, head)
+        local e, ttl, m
+        if info then e, ttl, m = string.match(info, '^(%d+) (%d+) (%a)') end
+        if e and tonumber(e) > nowMs() then
+          if m ~= 'x' then
+            redis.call('LPUSH', q, head)
+            break
+          end
+          redis.call('HDEL', qw, head)
+          local t = nextToken(lock)
+          redis.call('SET', lock, head .. '|' .. t, 'PX', ttl)
+          publish(lock, head, t)
+          return '1'
+        end
+        if info then redis.call('HDEL', qw, head) end
+      end
+    end
     local st = load(lock, v)
     st.x = nil
     redis.call('DEL', lock)
