@@ -14,8 +14,17 @@
  *   subscriber connection per client). The waiter holds the lock one hop after the release; no
  *   other waiter wakes (no herd); waiters that get the lock this way are served in FIFO order. A
  *   waiter also re-tries on its own within the holder's remaining TTL, so a lost message costs at
- *   most one TTL, and nothing polls at a fixed interval. Arrivals may still take a lock that
- *   expired (rather than being released) before the queue's head re-tries: FIFO on release only.
+ *   most one TTL, and nothing polls at a fixed interval.
+ * - Every admission mode (src/core/admission.ts) in the same script: shared holders and permit
+ *   holders in a hash per lock (`<lock>:h`, owner -> expiry, token, mode, permits; expired ones
+ *   pruned by every step that reads it), tokens from the one counter, waiters in the same queue
+ *   with their mode and enqueue time. `fair: true` is strict FIFO, also when a holder expires
+ *   instead of releasing (the step that sees the expiry hands the key to the queue's head);
+ *   without it, a newcomer may take a free key only while the head has waited under
+ *   BARGE_BOUND_MS. A release hands the key to every admissible head (FIFO: stopping at the first
+ *   that does not fit). A step costs O(holders + waiters) of the key, not O(permits): a
+ *   1,000,000-permit semaphore costs what a 4-permit one does. The exclusive mutex keeps its own
+ *   path (SET if free, handoff in place).
  * - Redis Cluster: a lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`, ...) so
  *   every script touches one slot; the operations of one tick are batched per lock (one slot per
  *   batch); handoff messages use classic PUBLISH, which the cluster bus carries to every node, so
@@ -173,14 +182,8 @@ export interface RedisLockKeys {
  */
 export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = {
-    name: 'redis',
-    liveness: 'lease',
-    fair: false,
-    scope: 'distributed',
-    modes: ['exclusive', 'shared', 'permits'],
-    fairness: 'choice',
-  };
+  /** Every admission mode; fair: true is strict FIFO, otherwise barging bounded at BARGE_BOUND_MS. */
+  readonly info: DriverInfo = { name: 'redis', liveness: 'lease', fair: false, scope: 'distributed', modes: ['exclusive', 'shared', 'permits'], fairness: 'choice' };
   private adapter: RedisAdapter | undefined;
   private readonly adapterReady: Promise<RedisAdapter>;
   private readonly prefix: string;
