@@ -260,11 +260,12 @@ local function try(lock, v, owner, ask, queue)
     unflag(st)
     return '1' .. given[owner]
   end
-  -- Ahead of us: the holders, and with fairness (or once the head waited past the bound) the
-  -- waiters queued before us.
+  -- Ahead of us: the holders, and with fairness (or once the head waited past the bound, or
+  -- when a writer heads the queue and we would share: a queued writer stops new readers at once)
+  -- the waiters queued before us.
   local qx, qn, qused = false, 0, 0
   local head = ws[first]
-  if head and head.owner ~= owner and (ask.fair == '1' or nowMs() - head.since > BARGE_MS) then
+  if head and head.owner ~= owner and (ask.fair == '1' or nowMs() - head.since > BARGE_MS or (head.mode == 'x' and ask.mode ~= 'x')) then
     for i = first, #ws do
       local w = ws[i]
       if w.owner == owner then break end
