@@ -42,7 +42,9 @@ async function run(job: AdmissionJob): Promise<AdmissionDone> {
   const until = performance.now() + job.seconds * 1000;
   const section = async (write: boolean): Promise<void> => {
     const n = await probe.incr(inside);
-    if (write ? n > 1 : n > job.permits) overAdmitted += 1;
+    // Readers of the rwlock have no limit; semaphore holders have `permits`.
+    const limit = job.lib === 'dlock-semaphore' || job.lib === 'redis-semaphore' ? job.permits : Number.POSITIVE_INFINITY;
+    if (write ? n > 1 : n > limit) overAdmitted += 1;
     if (write) await probe.set(writing, '1');
     else if ((await probe.get(writing)) === '1') overAdmitted += 1;
     await sleep(job.holdMs);
