@@ -67,7 +67,7 @@ async function hold(s: Extract<WorkerSpec, { mode: 'hold' }>): Promise<void> {
   const go = waitForGo();
   await send({ type: 'ready', pid: process.pid });
   await until(await go);
-  const lease = await client.acquire(s.key, { ttlMs: s.ttlMs, renew: true, waitMs: 10_000 });
+  const lease = await client.acquire(s.key, { ttlMs: s.ttlMs, renew: true, waitMs: 10_000, ...(s.admission ? { admission: s.admission } : {}) });
   await send({ type: 'held', pid: process.pid, token: lease.token.toString(), owner: lease.owner, t: now() });
   // Hold (renewing) until SIGKILLed; the IPC channel keeps the process alive.
 }

@@ -4,6 +4,8 @@
  * all processes on one Linux host, so times from different workers are comparable.
  */
 
+import type { Admission } from '../../src/drivers/driver.js';
+
 /** One event in a worker's log. */
 export interface LogEntry {
   readonly pid: number;
@@ -40,6 +42,8 @@ export type WorkerSpec =
       readonly url: string;
       readonly key: string;
       readonly ttlMs: number;
+      /** How it holds the key (a read lock, semaphore permits); absent: exclusive. */
+      readonly admission?: Admission;
     };
 
 /** Worker -> test process. */

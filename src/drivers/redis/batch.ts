@@ -18,8 +18,16 @@
  */
 import type { LuaScript } from './script.js';
 
-/** One operation of ops.lua: acquire, acquire-or-queue, extend, release, cancel. */
-export type OpCode = 'a' | 'q' | 'e' | 'r' | 'c';
+/**
+ * One operation of ops.lua: acquire, acquire-or-queue (exclusive), the same for any admission
+ * (`g`, `w`), extend, release, cancel.
+ */
+export type OpCode = 'a' | 'q' | 'g' | 'w' | 'e' | 'r' | 'c';
+
+/** The ops that may grant: their "1<token>" answers are grants. */
+function grants(op: OpCode): boolean {
+  return op === 'a' || op === 'q' || op === 'g' || op === 'w';
+}
 
 /** What one ops.lua call answered. */
 export interface OpsReply {
@@ -96,7 +104,7 @@ export class OpBatcher {
       }
       p.parts.push(op + field(lock) + field(owner) + field(arg));
       p.settle.push({ op, lock, owner, resolve, reject });
-      if (op === 'a' || op === 'q' || op === 'e') p.writes = true;
+      if (grants(op) || op === 'e') p.writes = true;
       if (!this.scheduled) {
         this.scheduled = true;
         process.nextTick(this.flush);
@@ -127,7 +135,7 @@ export class OpBatcher {
   private late(p: Pending, reply: unknown): void {
     const lines = String(reply).split('\n');
     p.settle.forEach((s, i) => {
-      if ((s.op === 'a' || s.op === 'q') && lines[i]?.charCodeAt(0) === 49) this.submit(p.group, 'r', s.lock, s.owner, '').catch(() => undefined);
+      if (grants(s.op) && lines[i]?.charCodeAt(0) === 49) this.submit(p.group, 'r', s.lock, s.owner, '').catch(() => undefined);
     });
   }
 

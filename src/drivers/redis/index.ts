@@ -14,8 +14,17 @@
  *   subscriber connection per client). The waiter holds the lock one hop after the release; no
  *   other waiter wakes (no herd); waiters that get the lock this way are served in FIFO order. A
  *   waiter also re-tries on its own within the holder's remaining TTL, so a lost message costs at
- *   most one TTL, and nothing polls at a fixed interval. Arrivals may still take a lock that
- *   expired (rather than being released) before the queue's head re-tries: FIFO on release only.
+ *   most one TTL, and nothing polls at a fixed interval.
+ * - Every admission mode (src/core/admission.ts) in the same script: shared holders and permit
+ *   holders in a hash per lock (`<lock>:h`, owner -> expiry, token, mode, permits; expired ones
+ *   pruned by every step that reads it), tokens from the one counter, waiters in the same queue
+ *   with their mode and enqueue time. `fair: true` is strict FIFO, also when a holder expires
+ *   instead of releasing (the step that sees the expiry hands the key to the queue's head);
+ *   without it, a newcomer may take a free key only while the head has waited under
+ *   BARGE_BOUND_MS. A release hands the key to every admissible head (FIFO: stopping at the first
+ *   that does not fit). A step costs O(holders + waiters) of the key, not O(permits): a
+ *   1,000,000-permit semaphore costs what a 4-permit one does. The exclusive mutex keeps its own
+ *   path (SET if free, handoff in place).
  * - Redis Cluster: a lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`, ...) so
  *   every script touches one slot; the operations of one tick are batched per lock (one slot per
  *   batch); handoff messages use classic PUBLISH, which the cluster bus carries to every node, so
@@ -42,11 +51,14 @@ import { monotonicNow } from '../../core/clock.js';
 import { parseOwner } from '../../core/owner.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
+import { modeOf } from '../../core/admission.js';
 import type {
   AcquireRequest,
+  Admission,
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  KeyState,
   TrySetDriver,
   LockState,
   TryResult,
@@ -120,17 +132,36 @@ export interface RedisDriverOptions {
   logger?: Logger;
 }
 
+/**
+ * The ops.lua operation of a try: the exclusive mutex's own (`a`, `q`: SET-if-free, as fast as
+ * it ever was) or the full admission step (`g`, `w`) with "<ttl> <x|s|p> <permits> <limit> <fair> <alongside>".
+ */
+function opFor(req: AcquireRequest, queue: boolean): [OpCode, string] {
+  const a = req.admission;
+  const mode = modeOf(a);
+  if (mode === 'exclusive' && req.fair !== true && req.alongside === undefined) return [queue ? 'q' : 'a', String(req.ttlMs)];
+  const [m, permits, limit] = a?.mode === 'permits' ? ['p', a.permits, a.limit] : [mode === 'shared' ? 's' : 'x', 0, 0];
+  return [queue ? 'w' : 'g', `${req.ttlMs} ${m} ${permits} ${limit} ${req.fair === true ? 1 : 0} ${req.alongside ?? ''}`];
+}
+
+/** A holder's admission as stored in `<lock>:h` ("s" or "p" with its permits and limit). */
+function admissionOf(mode: string, permits: string, limit: string): Admission {
+  return mode === 'p' ? { mode: 'permits', permits: Number(permits), limit: Number(limit) } : { mode: 'shared' };
+}
+
 /** The Redis names used for one lock. */
 export interface RedisLockKeys {
-  /** Holds `<owner>|<token>` with a PX expiry. */
+  /** Holds `<owner>|<token>` of the exclusive holder with a PX expiry, or `|h` while only shared or permit holders hold. */
   readonly lock: string;
+  /** Shared and permit holders: owner → "<expiry ms> <token> <s|p> <permits> <limit>" (a hash). */
+  readonly holders: string;
   /** The fencing counter (never expires). */
   readonly fence: string;
   /** Durable high-water mark (worker-id leases); never expires. */
   readonly mark: string;
   /** Waiting owners in arrival order (a list). */
   readonly queue: string;
-  /** Each waiting owner's "<expiry ms> <ttl ms>" (a hash). */
+  /** Each waiting owner's "<expiry ms> <ttl ms> <x|s|p> <permits> <limit> <enqueued ms> <alongside>" (a hash). */
   readonly queueInfo: string;
 }
 
@@ -151,7 +182,8 @@ export interface RedisLockKeys {
  */
 export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'redis', liveness: 'lease', fair: false, scope: 'distributed' };
+  /** Every admission mode; fair: true is strict FIFO, otherwise barging bounded at BARGE_BOUND_MS. */
+  readonly info: DriverInfo = { name: 'redis', liveness: 'lease', fair: false, scope: 'distributed', modes: ['exclusive', 'shared', 'permits'], fairness: 'choice' };
   private adapter: RedisAdapter | undefined;
   private readonly adapterReady: Promise<RedisAdapter>;
   private readonly prefix: string;
@@ -218,15 +250,16 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   keysFor(key: string): RedisLockKeys {
     const tagged = /^\\*\}/.test(key) ? `\\${key}` : key;
     const base = `${this.prefix}:{${tagged}}`;
-    return { lock: base, fence: `${base}:fence`, mark: `${base}:mark`, queue: `${base}:q`, queueInfo: `${base}:qw` };
+    return { lock: base, holders: `${base}:h`, fence: `${base}:fence`, mark: `${base}:mark`, queue: `${base}:q`, queueInfo: `${base}:qw` };
   }
 
   async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     const k = this.keysFor(req.key);
     const sentAt = monotonicNow();
+    const [code, arg] = opFor(req, queue);
     let r: string;
     try {
-      r = await this.op(req.key, queue ? 'q' : 'a', k.lock, req.owner, String(req.ttlMs));
+      r = await this.op(req.key, code, k.lock, req.owner, arg);
     } catch (e) {
       if (!(e instanceof ReplicaAckError)) throw e;
       // Granted by the master, not acknowledged by its replicas: a failover could lose it, so it
@@ -258,11 +291,25 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   }
 
   async inspect(key: string): Promise<LockState | null> {
-    const r = (await this.run(scripts.inspect, [this.keysFor(key).lock], [])) as [string, number] | null;
-    if (!r) return null;
-    // "<owner>|<token>", with "|w" appended once someone waits (see ops.lua).
-    const [owner = '', token = '0'] = String(r[0]).split('|');
-    return { owner, token: BigInt(token), remainingMs: Number(r[1]) };
+    return (await this.keyState(key)).holders[0] ?? null;
+  }
+
+  /** Every holder of `key` (exclusive, shared, permits), oldest grant first, and its live waiters. */
+  async keyState(key: string): Promise<KeyState> {
+    const r = (await this.run(scripts.keyState, [this.keysFor(key).lock], [])) as Array<string | number>;
+    const holders: LockState[] = [];
+    const exclusive = String(r[0]);
+    if (exclusive !== '') {
+      // "<owner>|<token>" (see ops.lua)
+      const bar = exclusive.lastIndexOf('|');
+      holders.push({ owner: exclusive.slice(0, bar), token: BigInt(exclusive.slice(bar + 1)), remainingMs: Number(r[1]) });
+    }
+    for (let i = 3; i + 1 < r.length; i += 2) {
+      const [remaining = '0', token = '0', mode = 's', permits = '0', limit = '0'] = String(r[i + 1]).split(' ');
+      holders.push({ owner: String(r[i]), token: BigInt(token), remainingMs: Number(remaining), admission: admissionOf(mode, permits, limit) });
+    }
+    holders.sort((x, y) => (x.token < y.token ? -1 : x.token > y.token ? 1 : 0));
+    return { holders, waiters: Number(r[2]) };
   }
 
   async readMark(key: string): Promise<bigint> {

@@ -58,6 +58,16 @@
  *   at a time with more than a renewal interval (TTL x renewRatio) plus a reconnect between two.
  * - keep exclusion across a holder's pause past its TTL (no lease lock can): use the fencing token.
  * - offer `allocateRange` (segment ids): a counter needs consensus, not a majority of independent nodes.
+ * - grant `shared` or `permits` holds (`info.modes` is exclusive only): a `ReadWriteLock` refuses
+ *   Redlock at construction (UnsupportedModeError) and a `Semaphore` uses its per-permit
+ *   construction (one Redlock lock per permit, each safe). Why: a shared mode would be safe over
+ *   a quorum (a reader and a writer granted at once would each hold a majority; two majorities
+ *   share a node, and that node refuses one of them), so it may come; permits are not: each node
+ *   admits up to L permits and an owner needs only a majority of nodes, so different owners can
+ *   count on different majorities, and more than L owners hold at once (3 nodes, L = 2: A granted
+ *   on nodes 1 and 2, B on 2 and 3, C on 1 and 3; no node counts more than 2, and 3 owners hold).
+ * - keep a queue of waiters across nodes (`info.fairness` `none`): whoever tries first after a
+ *   release wins; `fair: true` is accepted and not honoured.
  * - order waiters (not fair). Requires Redis >= 6.0 (SET KEEPTTL).
  */
 import { LatchWatch } from '../../core/change-watch.js';
@@ -210,7 +220,7 @@ interface Channel {
  */
 export class RedlockDriver implements TrySetDriver, MarkStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'redlock', liveness: 'lease', fair: false, scope: 'distributed' };
+  readonly info: DriverInfo = { name: 'redlock', liveness: 'lease', fair: false, scope: 'distributed', modes: ['exclusive'], fairness: 'none' };
   /** Nodes that must agree: floor(N/2) + 1. */
   readonly quorum: number;
   private readonly nodes: readonly RedlockNode[];

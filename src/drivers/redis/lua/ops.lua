@@ -5,29 +5,49 @@
 -- makes that cost a fraction of a microsecond per operation.
 --
 -- Keys of one lock (all share the hash tag of <lock> = "<prefix>:{<key>}", so one cluster slot):
---   <lock>        "<owner>|<token>", PX expiry counted by the server's clock
---   <lock>:fence  token counter; never expires, so tokens strictly increase across holders and
---                 restarts (INCRed only by a grant: a grant whose reply is lost leaves a gap)
---   <lock>:q      waiting owners in arrival order (list), and <lock>:qw their "<expiry ms> <ttl ms>"
--- Direct handoff: a release (or a cancelled grant) gives the lock to the first live waiter in
--- the queue, with a fresh token, and PUBLISHes "<owner>|<token>" on "<prefix>:c:<clientId>", the
--- channel of the waiter's client: the waiter holds the lock one hop after the release, and no
--- other waiter is woken. Waiters re-try by themselves within the holder's remaining TTL, so a
--- lost message costs at most that.
+--   <lock>        "<owner>|<token>" of the exclusive holder, PX expiry counted by the server's
+--                 clock; or "|h" while only <lock>:h holds (PX: the latest expiry in it), so that
+--                 an exclusive try sees a busy key with one GET, as it does for a mutex
+--   <lock>:h      shared and permit holders: owner -> "<expiry ms> <token> <s|p> <permits> <limit>"
+--                 (server ms from TIME), PEXPIREd to the latest expiry; expired entries are
+--                 pruned by every step that reads them
+--   <lock>:fence  token counter, shared by every mode; never expires, so tokens strictly increase
+--                 per name across modes, holders and restarts (a grant whose reply is lost leaves a gap)
+--   <lock>:w      "1" while waiters may be queued (or shared holders sit beside an exclusive one):
+--                 read with <lock> in one MGET, it sends an exclusive try on a free key to the full
+--                 rule; it outlives <lock>:q and is dropped once the queue is found empty
+--   <lock>:q      waiting owners in arrival order (list), and <lock>:qw their
+--                 "<expiry ms> <ttl ms> <x|s|p> <permits> <limit> <enqueued ms> <alongside>"
+-- Admission (src/core/admission.ts, the same rule): exclusive: nothing ahead; shared: no
+-- exclusive ahead; k permits of L: no exclusive ahead and the permits ahead + k <= L; alongside:
+-- admitted while that owner holds exclusively. "Ahead" is the holders, plus the waiters queued
+-- before the request when it asks for fairness or when the queue's head has waited longer than
+-- BARGE_MS (bounded barging); a release hands the key over to the queue's heads directly.
+-- Direct handoff: a release (or a cancelled grant, or a step that finds a holder expired) gives
+-- the key to the queue's heads in order while the rule admits them (FIFO: it stops at the first
+-- that does not fit), each with a fresh token, and PUBLISHes "<owner>|<token>" on
+-- "<prefix>:c:<clientId>", the channel of the waiter's client: the waiter holds the lock one hop
+-- after the release, and no other waiter is woken. Waiters re-try by themselves within the
+-- holders' remaining TTL, so a lost message costs at most that.
 --
 -- KEYS[1]  the lock key of the batch's first op: routes the batch to its Redis Cluster slot. On a
 --          cluster every op of one batch is on that same lock (see batch.ts); on a single node a
 --          batch may name any keys.
 -- ARGV[1]  the ops, concatenated; each is one op letter then 3 fields "<byte length>:<bytes>":
---            a <lock> <owner> <ttl ms>   acquire if free (or confirm if already granted to owner)
+--            a <lock> <owner> <ttl ms>   exclusive: acquire if free (or confirm if already granted to owner)
 --            q <lock> <owner> <ttl ms>   the same, and when busy, queue owner (or refresh its entry)
---            e <lock> <owner> <ttl ms>   extend, only while owner holds it
---            r <lock> <owner> <unused>   release, only if owner holds it; hand off to the next waiter
---            c <lock> <owner> <unused>   leave the queue; if granted meanwhile, release (hand off)
+--            g <lock> <owner> <ask>      any admission: acquire if admitted (or confirm); <ask> is
+--                                        "<ttl ms> <x|s|p> <permits> <limit> <fair 0|1> [<alongside>]"
+--            w <lock> <owner> <ask>      the same, and when not admitted, queue owner (or refresh)
+--            e <lock> <owner> <ttl ms>   extend, only while owner holds it (in any mode)
+--            r <lock> <owner> <unused>   release, only if owner holds it; hand over to the next waiters
+--            c <lock> <owner> <unused>   leave the queue; if granted meanwhile, release (hand over)
 -- returns  one line per op, "\n"-terminated, in order:
---            a, q  "1<token>" held | "0<pttl>" busy (pttl -1: the key has no expiry)
---            e, r  "1" done | "0" not held by this owner (another owner's lock is never touched)
---            c     "1" it had been granted and is now released | "0" it was only queued (or absent)
+--            a, q, g, w  "1<token>" held | "0<ms>" busy (ms: until the soonest holder's expiry, -1 unknown)
+--            e, r        "1" done | "0" not held by this owner (another owner's hold is never touched)
+--            c           "1" it had been granted and is now released | "0" it was only queued (or absent)
+local BARGE_MS = 5 -- BARGE_BOUND_MS of src/core/admission.ts
+local MARK = '|h'
 local s, p = ARGV[1], 1
 local function field()
   local colon = string.find(s, ':', p, true)
@@ -46,37 +66,285 @@ local function nowMs()
   end
   return now
 end
+local function int(n)
+  return string.format('%d', n)
+end
 local function nextToken(lock)
   local fence = lock .. ':fence'
   local t = redis.call('INCR', fence)
   -- Lua numbers are doubles: exact below 2^53; beyond, read the counter back as a string.
-  if t < 9007199254740992 then return string.format('%d', t) end
+  if t < 9007199254740992 then return int(t) end
   return redis.call('GET', fence)
 end
--- Give the lock to the first live waiter, or free it.
-local function handoff(lock)
-  local q, qw = lock .. ':q', lock .. ':qw'
-  while true do
-    local head = redis.call('LPOP', q)
-    if not head then
-      redis.call('DEL', lock)
-      return
-    end
-    local info = redis.call('HGET', qw, head)
-    redis.call('HDEL', qw, head)
-    if info then
-      local sp = string.find(info, ' ', 1, true)
-      if tonumber(string.sub(info, 1, sp - 1)) > nowMs() then
-        local t = nextToken(lock)
-        redis.call('SET', lock, head .. '|' .. t, 'PX', string.sub(info, sp + 1))
-        local prefix = string.match(lock, '^(.-):{') or lock
-        local client = string.match(head, ':(%x+):%d+$') or head
-        redis.call('PUBLISH', prefix .. ':c:' .. client, head .. '|' .. t)
-        return
-      end
+
+-- The holders of <lock> (v: its value), expired hash entries pruned: st.x / st.xtoken (the
+-- exclusive holder), st.h[owner] = {exp, token, mode, permits, limit}, st.n, st.used.
+local function load(lock, v)
+  local st = { lock = lock, h = {}, n = 0, used = 0, dirty = false }
+  if v and v ~= MARK then
+    local bar = string.find(v, '|', 1, true)
+    st.x, st.xtoken = string.sub(v, 1, bar - 1), string.sub(v, bar + 1)
+  end
+  local hk = lock .. ':h'
+  local all = redis.call('HGETALL', hk)
+  for i = 1, #all, 2 do
+    local e, t, m, k, l = string.match(all[i + 1], '^(%d+) (%d+) (%a) (%d+) (%d+)$')
+    e = tonumber(e)
+    if e and e > nowMs() then
+      st.h[all[i]] = { exp = e, token = t, mode = m, permits = k, limit = l }
+      st.n = st.n + 1
+      if m == 'p' then st.used = st.used + tonumber(k) end
+    else
+      redis.call('HDEL', hk, all[i])
+      st.dirty = true
     end
   end
+  return st
 end
+
+-- Write back what load() describes: <lock> as the exclusive holder (kept as is), the "|h" mark
+-- with the latest hash expiry, or nothing; <lock>:h expiring with its latest entry.
+local function store(st)
+  local hk = st.lock .. ':h'
+  local last = 0
+  for _, e in pairs(st.h) do
+    if e.exp > last then last = e.exp end
+  end
+  if st.n > 0 then
+    local ms = last - nowMs()
+    redis.call('PEXPIRE', hk, ms)
+    if not st.x then
+      redis.call('SET', st.lock, MARK, 'PX', ms)
+    elseif redis.call('PTTL', st.lock .. ':w') < ms then
+      -- Beside an exclusive holder (alongside): an exclusive try must look at <lock>:h once it expires.
+      redis.call('SET', st.lock .. ':w', '1', 'PX', ms)
+    end
+  else
+    if not st.x then redis.call('DEL', st.lock) end
+    if st.dirty then redis.call('DEL', hk) end
+  end
+end
+
+-- Whether ask {mode, permits, limit, alongside} is admitted over the holders and the claims
+-- queued ahead (qx: an exclusive one among them, qn: how many, qused: their permits).
+local function admits(st, ask, qx, qn, qused)
+  if ask.alongside ~= '' and st.x == ask.alongside then return true end
+  if ask.mode == 'x' then return not st.x and st.n == 0 and qn == 0 end
+  if st.x or qx then return false end
+  if ask.mode == 's' then return true end
+  return st.used + qused + tonumber(ask.permits) <= tonumber(ask.limit)
+end
+
+local function grant(st, owner, ttl, mode, permits, limit)
+  local t = nextToken(st.lock)
+  if mode == 'x' then
+    redis.call('SET', st.lock, owner .. '|' .. t, 'PX', ttl)
+    st.x, st.xtoken = owner, t
+  else
+    local e = nowMs() + tonumber(ttl)
+    st.h[owner] = { exp = e, token = t, mode = mode, permits = permits, limit = limit }
+    st.n = st.n + 1
+    if mode == 'p' then st.used = st.used + tonumber(permits) end
+    redis.call('HSET', st.lock .. ':h', owner, int(e) .. ' ' .. t .. ' ' .. mode .. ' ' .. permits .. ' ' .. limit)
+  end
+  return t
+end
+
+local function publish(lock, owner, t)
+  local prefix = string.match(lock, '^(.-):{') or lock
+  local client = string.match(owner, ':(%x+):%d+$') or owner
+  redis.call('PUBLISH', prefix .. ':c:' .. client, owner .. '|' .. t)
+end
+
+-- The live waiters of <lock> in order (expired entries removed): {owner, ttl, mode, permits,
+-- limit, since, alongside}.
+local function waiters(lock)
+  local q, qw = lock .. ':q', lock .. ':qw'
+  local owners = redis.call('LRANGE', q, 0, -1)
+  local out = {}
+  if #owners == 0 then return out end
+  local infos = redis.call('HMGET', qw, unpack(owners))
+  for i = 1, #owners do
+    local info = infos[i]
+    local e, ttl, m, k, l, since, along
+    if info then e, ttl, m, k, l, since, along = string.match(info, '^(%d+) (%d+) (%a) (%d+) (%d+) (%d+) ?(.*)$') end
+    if e and tonumber(e) > nowMs() then
+      out[#out + 1] = { owner = owners[i], ttl = ttl, mode = m, permits = k, limit = l, since = tonumber(since), alongside = along }
+    else
+      redis.call('LREM', q, 0, owners[i])
+      if info then redis.call('HDEL', qw, owners[i]) end
+    end
+  end
+  return out
+end
+
+local function dequeue(lock, owner)
+  if redis.call('HDEL', lock .. ':qw', owner) == 1 then redis.call('LREM', lock .. ':q', 0, owner) end
+end
+
+-- Hand the key over to the heads of the queue (ws, from waiters()) while the rule admits them;
+-- returns the index of the first waiter left in ws, and owner -> token of those granted.
+-- (The requester `me` is answered directly, not published to.)
+local function handover(st, ws, me)
+  local i, given = 1, {}
+  while ws[i] and admits(st, ws[i], false, 0, 0) do
+    local w = ws[i]
+    local t = grant(st, w.owner, w.ttl, w.mode, w.permits, w.limit)
+    dequeue(st.lock, w.owner)
+    if w.owner ~= me then publish(st.lock, w.owner, t) end
+    given[w.owner] = t
+    i = i + 1
+  end
+  return i, given
+end
+
+-- ms until the soonest holder's expiry (-1: none known).
+local function soonest(st)
+  local ms = -1
+  if st.x then ms = redis.call('PTTL', st.lock) end
+  for _, e in pairs(st.h) do
+    local left = e.exp - nowMs()
+    if ms < 0 or left < ms then ms = left end
+  end
+  return ms
+end
+
+-- Queue owner, or refresh its entry (keeping its place and its enqueue time). The entry lives
+-- until its next try (within the holders' TTL) plus a margin.
+local function enqueue(lock, owner, pttl, ttl, mode, permits, limit, alongside)
+  local q, qw = lock .. ':q', lock .. ':qw'
+  local life = (pttl > 0 and pttl or 30000) + 2000
+  local old = redis.call('HGET', qw, owner)
+  local since = old and string.match(old, '^%d+ %d+ %a %d+ %d+ (%d+)') or int(nowMs())
+  redis.call('HSET', qw, owner, int(nowMs() + life) .. ' ' .. ttl .. ' ' .. mode .. ' ' .. permits .. ' ' .. limit .. ' ' .. since .. ' ' .. alongside)
+  if not old then redis.call('RPUSH', q, owner) end
+  -- The two keys (same entries, so they empty together) must outlive every entry. Set to
+  -- twice what is needed, so the next waiters' tries mostly find it long enough already:
+  -- 2 PEXPIREs per try were ~1.8 commands of a contended cycle. Keys of an abandoned
+  -- queue linger one more life at most; entries carry their own expiry either way.
+  if redis.call('PTTL', qw) < life then
+    redis.call('PEXPIRE', qw, 2 * life)
+    redis.call('PEXPIRE', q, 2 * life)
+    redis.call('SET', lock .. ':w', '1', 'PX', 2 * life)
+  end
+end
+
+-- Drop the <lock>:w flag once nothing needs it.
+local function unflag(st)
+  if not (st.x and st.n > 0) and redis.call('EXISTS', st.lock .. ':q') == 0 then redis.call('DEL', st.lock .. ':w') end
+end
+
+-- Any admission (and an exclusive try that finds waiters or shared holders): one step over the
+-- holders and the queue.
+local function try(lock, v, owner, ask, queue)
+  local st = load(lock, v)
+  local mine = st.h[owner]
+  if st.x == owner or mine then
+    -- Granted to us by a handoff whose message we have not seen (or not yet): confirm, extend.
+    dequeue(lock, owner)
+    if mine then
+      mine.exp = nowMs() + tonumber(ask.ttl)
+      redis.call('HSET', lock .. ':h', owner, int(mine.exp) .. ' ' .. mine.token .. ' ' .. mine.mode .. ' ' .. mine.permits .. ' ' .. mine.limit)
+      store(st)
+      return '1' .. mine.token
+    end
+    redis.call('PEXPIRE', lock, ask.ttl)
+    store(st)
+    return '1' .. st.xtoken
+  end
+  local ws = waiters(lock)
+  -- What is free goes to the queue's heads first (a holder expired, or a release left room).
+  local first, given = handover(st, ws, owner)
+  if given[owner] then
+    store(st)
+    unflag(st)
+    return '1' .. given[owner]
+  end
+  -- Ahead of us: the holders, and with fairness (or once the head waited past the bound, or
+  -- when a writer heads the queue and we would share: a queued writer stops new readers at once)
+  -- the waiters queued before us.
+  local qx, qn, qused = false, 0, 0
+  local head = ws[first]
+  if head and head.owner ~= owner and (ask.fair == '1' or nowMs() - head.since > BARGE_MS or (head.mode == 'x' and ask.mode ~= 'x')) then
+    for i = first, #ws do
+      local w = ws[i]
+      if w.owner == owner then break end
+      qn = qn + 1
+      if w.mode == 'x' then qx = true elseif w.mode == 'p' then qused = qused + tonumber(w.permits) end
+    end
+  end
+  if admits(st, ask, qx, qn, qused) then
+    local t = grant(st, owner, ask.ttl, ask.mode, ask.permits, ask.limit)
+    dequeue(lock, owner)
+    store(st)
+    unflag(st)
+    return '1' .. t
+  end
+  local ms = soonest(st)
+  if queue then enqueue(lock, owner, ms, ask.ttl, ask.mode, ask.permits, ask.limit, ask.alongside) end
+  store(st)
+  return '0' .. int(ms)
+end
+
+-- Release owner's hold (exclusive, v being <lock>'s value, or in <lock>:h), then hand over.
+local function release(lock, v, owner)
+  if owns(v, owner) then
+    if redis.call('EXISTS', lock .. ':q', lock .. ':h') == 0 then
+      redis.call('DEL', lock, lock .. ':w')
+      return '1'
+    end
+    if redis.call('EXISTS', lock .. ':h') == 0 then
+      -- The mutex's handoff: the first live exclusive waiter gets the key in place (what a
+      -- release cost before admission modes); a shared or permits head takes the full rule.
+      local q, qw = lock .. ':q', lock .. ':qw'
+      while true do
+        local head = redis.call('LPOP', q)
+        if not head then
+          redis.call('DEL', lock)
+          return '1'
+        end
+        local info = redis.call('HGET', qw, head)
+        local e, ttl, m
+        if info then e, ttl, m = string.match(info, '^(%d+) (%d+) (%a)') end
+        if e and tonumber(e) > nowMs() then
+          if m ~= 'x' then
+            redis.call('LPUSH', q, head)
+            break
+          end
+          redis.call('HDEL', qw, head)
+          local t = nextToken(lock)
+          redis.call('SET', lock, head .. '|' .. t, 'PX', ttl)
+          publish(lock, head, t)
+          return '1'
+        end
+        if info then redis.call('HDEL', qw, head) end
+      end
+    end
+    local st = load(lock, v)
+    st.x = nil
+    redis.call('DEL', lock)
+    handover(st, waiters(lock))
+    store(st)
+    unflag(st)
+    return '1'
+  end
+  if redis.call('HEXISTS', lock .. ':h', owner) == 0 then return '0' end
+  local st = load(lock, v)
+  if not st.h[owner] then
+    store(st)
+    return '0'
+  end
+  if st.h[owner].mode == 'p' then st.used = st.used - tonumber(st.h[owner].permits) end
+  st.h[owner] = nil
+  st.n = st.n - 1
+  st.dirty = true
+  redis.call('HDEL', lock .. ':h', owner)
+  handover(st, waiters(lock))
+  store(st)
+  unflag(st)
+  return '1'
+end
+
 local out = {}
 while p <= #s do
   local op = string.sub(s, p, p)
@@ -85,57 +353,60 @@ while p <= #s do
   if op == 'a' or op == 'q' then
     -- Look first: a busy try then costs GET + PTTL, and burns no token (INCR + SET NX on every
     -- busy try were 2 of the ~27 commands of a contended cycle, twice per waiter).
-    local held = redis.call('GET', lock)
+    local both = redis.call('MGET', lock, lock .. ':w')
+    local held = both[1]
+    local ask = { ttl = arg, mode = 'x', permits = '0', limit = '0', fair = '0', alongside = '' }
     if not held then
-      local t = nextToken(lock)
-      redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
-      -- A waiter that got in by itself (the lock had expired) leaves the queue.
-      if op == 'q' and redis.call('HDEL', lock .. ':qw', owner) == 1 then redis.call('LREM', lock .. ':q', 0, owner) end
-      out[#out + 1] = '1' .. t
-    else
-      if owns(held, owner) then
-        -- Granted to us by a handoff whose message we have not seen (or not yet): confirm.
-        redis.call('PEXPIRE', lock, arg)
-        out[#out + 1] = '1' .. string.sub(held, #owner + 2)
+      if not both[2] then
+        local t = nextToken(lock)
+        redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
+        out[#out + 1] = '1' .. t
       else
-        local pttl = redis.call('PTTL', lock)
-        if op == 'q' then
-          -- The entry lives until our next try (within the holder's TTL) plus a margin.
-          local life = (pttl > 0 and pttl or 30000) + 2000
-          local qw = lock .. ':qw'
-          if redis.call('HSET', qw, owner, (nowMs() + life) .. ' ' .. arg) == 1 then
-            redis.call('RPUSH', lock .. ':q', owner)
-          end
-          -- The two keys (same entries, so they empty together) must outlive every entry. Set to
-          -- twice what is needed, so the next waiters' tries mostly find it long enough already:
-          -- 2 PEXPIREs per try were ~1.8 commands of a contended cycle. Keys of an abandoned
-          -- queue linger one more life at most; entries carry their own expiry either way.
-          if redis.call('PTTL', qw) < life then
-            redis.call('PEXPIRE', qw, 2 * life)
-            redis.call('PEXPIRE', lock .. ':q', 2 * life)
-          end
-        end
-        out[#out + 1] = '0' .. pttl
+        -- Waiters (a holder expired before it could hand over) or shared holders: the full rule.
+        out[#out + 1] = try(lock, held, owner, ask, op == 'q')
       end
+    elseif owns(held, owner) then
+      -- Granted to us by a handoff whose message we have not seen (or not yet): confirm.
+      redis.call('PEXPIRE', lock, arg)
+      out[#out + 1] = '1' .. string.sub(held, #owner + 2)
+    elseif held == MARK then
+      out[#out + 1] = try(lock, held, owner, ask, op == 'q')
+    else
+      local pttl = redis.call('PTTL', lock)
+      if op == 'q' then enqueue(lock, owner, pttl, arg, 'x', '0', '0', '') end
+      out[#out + 1] = '0' .. pttl
     end
+  elseif op == 'g' or op == 'w' then
+    local ttl, m, k, l, fair, along = string.match(arg, '^(%d+) (%a) (%d+) (%d+) ([01]) ?(.*)$')
+    local ask = { ttl = ttl, mode = m, permits = k, limit = l, fair = fair, alongside = along }
+    out[#out + 1] = try(lock, redis.call('GET', lock), owner, ask, op == 'w')
   elseif op == 'e' then
-    if owns(redis.call('GET', lock), owner) then
+    local v = redis.call('GET', lock)
+    if owns(v, owner) then
       redis.call('PEXPIRE', lock, arg)
       out[#out + 1] = '1'
     else
-      out[#out + 1] = '0'
+      local hk = lock .. ':h'
+      local info = redis.call('HGET', hk, owner)
+      local e, rest
+      if info then e, rest = string.match(info, '^(%d+)( .*)$') end
+      if e and tonumber(e) > nowMs() then
+        local ms = tonumber(arg)
+        redis.call('HSET', hk, owner, int(nowMs() + ms) .. rest)
+        if redis.call('PTTL', hk) < ms then redis.call('PEXPIRE', hk, ms) end
+        if (v == MARK or not v) and redis.call('PTTL', lock) < ms then redis.call('SET', lock, MARK, 'PX', ms) end
+        if v and v ~= MARK and redis.call('PTTL', lock .. ':w') < ms then redis.call('SET', lock .. ':w', '1', 'PX', ms) end
+        out[#out + 1] = '1'
+      else
+        out[#out + 1] = '0'
+      end
     end
   elseif op == 'r' or op == 'c' then
     if op == 'c' then
       redis.call('LREM', lock .. ':q', 0, owner)
       redis.call('HDEL', lock .. ':qw', owner)
     end
-    if owns(redis.call('GET', lock), owner) then
-      handoff(lock)
-      out[#out + 1] = '1'
-    else
-      out[#out + 1] = '0'
-    end
+    out[#out + 1] = release(lock, redis.call('GET', lock), owner)
   else
     return redis.error_reply('dlock ops: unknown op ' .. tostring(op))
   end

@@ -1,0 +1,147 @@
+/**
+ * `semaphore` and `rwlock` (issue 11), peers in the same run on the same private redis-server:
+ * - semaphore: 4 permits, `processes` (default 16) forked processes, each looping acquire ->
+ *   1 ms section -> release on one key: dlock's Semaphore (one key, k-permit admission) against
+ *   redis-semaphore's Semaphore (10 ms polling); over-admission counted inside the section (an
+ *   INCR/DECR counter), and the commands per second an idle waiter costs (4 permits held).
+ * - rwlock: 8 processes, 90% reads, 1 ms sections: read cycles/s of dlock's ReadWriteLock against
+ *   the same mix on dlock's exclusive mutex (every cycle alone).
+ */
+import { fork } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { Semaphore as PeerSemaphore } from 'redis-semaphore';
+import type { AdmissionDone, AdmissionJob } from './admission-worker.js';
+import type { DlockSource } from './libs.js';
+import { fmt, fmtSpread, rotate, spread, table } from './support.js';
+
+export interface AdmissionBenchOptions {
+  readonly scenario: 'semaphore' | 'rwlock';
+  readonly url: string;
+  readonly reps: number;
+  readonly seconds: number;
+  readonly processes: number | undefined;
+  readonly dlock: DlockSource;
+  readonly log: (s: string) => void;
+}
+
+type Lib = AdmissionJob['lib'];
+
+const NAMES: Record<Lib, string> = {
+  'dlock-semaphore': 'dlock Semaphore',
+  'redis-semaphore': 'redis-semaphore Semaphore',
+  'dlock-rwlock': 'dlock ReadWriteLock',
+  'dlock-mutex': 'dlock mutex (same mix)',
+};
+
+function runWorkers(job: Omit<AdmissionJob, 'key'>, processes: number, key: string): Promise<AdmissionDone[]> {
+  const file = fileURLToPath(new URL('./admission-worker.ts', import.meta.url));
+  return Promise.all(
+    Array.from(
+      { length: processes },
+      () =>
+        new Promise<AdmissionDone>((resolve, reject) => {
+          const child = fork(file, [], { execArgv: process.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+          child.once('message', (m: ({ ok: true } & AdmissionDone) | { ok: false; error: string }) => (m.ok ? resolve(m) : reject(new Error(m.error))));
+          child.once('exit', (code) => (code === 0 ? undefined : reject(new Error(`worker exited ${code}`))));
+          child.send({ ...job, key });
+        }),
+    ),
+  );
+}
+
+/** Every command the server ran (Lua-internal calls included), from INFO commandstats on `probe`. */
+async function calls(probe: Redis): Promise<number> {
+  let n = 0;
+  for (const m of (await probe.info('commandstats')).matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+/** Commands/s the server sees while one waiter waits on a full 4-permit semaphore (2 s window). */
+async function idleWaiter(lib: Lib, url: string, dlock: DlockSource, key: string): Promise<number> {
+  const probe = new Redis(url);
+  try {
+    await probe.ping();
+    return await idleWaiterOn(probe, lib, url, dlock, key);
+  } finally {
+    probe.disconnect();
+  }
+}
+
+async function idleWaiterOn(probe: Redis, lib: Lib, url: string, dlock: DlockSource, key: string): Promise<number> {
+  const windowMs = 2000;
+  if (lib === 'redis-semaphore') {
+    const redis = new Redis(url);
+    const holders = Array.from({ length: 4 }, () => new PeerSemaphore(redis, key, 4, { lockTimeout: 30_000, acquireTimeout: 30_000 }));
+    for (const h of holders) await h.acquire();
+    const waiter = new PeerSemaphore(redis, key, 4, { lockTimeout: 30_000, acquireTimeout: 30_000 });
+    const waiting = waiter.acquire();
+    await sleep(300);
+    const before = await calls(probe);
+    await sleep(windowMs);
+    const during = (await calls(probe)) - before - 1; // minus the first INFO itself
+    for (const h of holders) await h.release();
+    await waiting;
+    await waiter.release();
+    redis.disconnect();
+    return during / (windowMs / 1000);
+  }
+  const dl = (await (dlock === 'src' ? import('../src/index.js') : import(new URL('../dist/esm/index.js', import.meta.url).href))) as typeof import('../src/index.js');
+  const [a, b] = [await dl.connect(url, { ttlMs: 30_000 }), await dl.connect(url, { ttlMs: 30_000 })];
+  const held = await new dl.Semaphore(a, key, { permits: 4 }).acquire({ permits: 4 });
+  const waiting = new dl.Semaphore(b, key, { permits: 4 }).acquire({ waitMs: 30_000 });
+  await sleep(300);
+  const before = await calls(probe);
+  await sleep(windowMs);
+  const during = (await calls(probe)) - before - 1; // minus the first INFO itself
+  await held.release();
+  await (await waiting).release();
+  await Promise.all([a.close(), b.close()]);
+  return during / (windowMs / 1000);
+}
+
+function verdict(ok: boolean): string {
+  return ok ? 'MET' : 'MISSED';
+}
+
+export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void> {
+  const semaphore = o.scenario === 'semaphore';
+  const libs: Lib[] = semaphore ? ['dlock-semaphore', 'redis-semaphore'] : ['dlock-rwlock', 'dlock-mutex'];
+  const processes = o.processes ?? (semaphore ? 16 : 8);
+  const per = new Map<Lib, { rate: number[]; maxWait: number[]; over: number; idle: number[] }>(libs.map((l) => [l, { rate: [], maxWait: [], over: 0, idle: [] }]));
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const lib of rotate(libs, rep)) {
+      const key = `bench:${o.scenario}:${lib}:${rep}`;
+      const t = Date.now();
+      const done = await runWorkers({ lib, url: o.url, permits: 4, readPct: 90, holdMs: 1, seconds: o.seconds, dlock: o.dlock }, processes, key);
+      const reads = done.reduce((s, d) => s + d.reads, 0);
+      const r = per.get(lib)!;
+      r.rate.push(reads / o.seconds);
+      r.maxWait.push(Math.max(...done.map((d) => d.maxWaitMs)));
+      r.over += done.reduce((s, d) => s + d.overAdmitted, 0);
+      if (semaphore) r.idle.push(await idleWaiter(lib, o.url, o.dlock, `${key}:idle`));
+      o.log(`  [${o.scenario} ${rep + 1}/${o.reps}] ${NAMES[lib].padEnd(28)} ${fmt(reads / o.seconds)} ${semaphore ? 'cycles' : 'reads'}/s  max wait ${fmt(r.maxWait.at(-1)!)} ms${semaphore ? `  idle waiter ${fmt(r.idle.at(-1)!)} cmd/s` : ''}  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+    }
+  }
+  const base = per.get(libs[1]!)!;
+  const ratios = per.get(libs[0]!)!.rate.map((x, i) => x / base.rate[i]!);
+  console.log(`\n## ${o.scenario}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
+  console.log(
+    table(
+      ['library', semaphore ? 'cycles/s' : 'read cycles/s', `× ${NAMES[libs[1]!]}`, 'max wait ms', 'over-admitted', ...(semaphore ? ['idle waiter cmd/s'] : [])],
+      libs.map((l, i) => {
+        const r = per.get(l)!;
+        return [NAMES[l], fmtSpread(spread(r.rate)), i === 0 ? fmtSpread(spread(ratios), '×') : '1×', fmtSpread(spread(r.maxWait)), String(r.over), ...(semaphore ? [fmtSpread(spread(r.idle))] : [])];
+      }),
+    ),
+  );
+  const mid = spread(ratios).median;
+  const dl = per.get(libs[0]!)!;
+  if (semaphore) {
+    const idle = spread(dl.idle).median;
+    console.log(`target: dlock >= 1.0× redis-semaphore: ${fmt(mid)}×, ${verdict(mid >= 1)}; never over-admitted: ${dl.over}, ${verdict(dl.over === 0)}; idle waiter 0 commands/s: ${fmt(idle)}, ${verdict(idle === 0)}`);
+  } else {
+    console.log(`target: read cycles/s >= 4× the exclusive mutex's: ${fmt(mid)}×, ${verdict(mid >= 4)}; writer never beside anyone: ${dl.over} overlaps, ${verdict(dl.over === 0)}`);
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * Admission on Redis (issue 11), beyond the conformance suite: a crashed reader, writer or
+ * semaphore holder (kill -9 of a forked worker) frees its hold at its TTL; an idle read waiter and
+ * an idle semaphore waiter send no command; a 1,000,000-permit semaphore costs the commands of a
+ * 4-permit one per acquisition (Redis 7 counts the calls a script makes in INFO commandstats).
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LockClient } from '../../src/core/client.js';
+import type { Admission } from '../../src/drivers/driver.js';
+import { RedisDriver } from '../../src/drivers/redis/index.js';
+import { ReadWriteLock } from '../../src/primitives/read-write-lock.js';
+import { Semaphore } from '../../src/primitives/semaphore.js';
+import { startRedis, withRedisClient, type RedisServer } from '../support/redis.js';
+import { forkWorker, startTogether } from '../support/workers.js';
+
+let redis: RedisServer;
+const clients: LockClient[] = [];
+let seq = 0;
+
+beforeAll(async () => {
+  redis = await startRedis();
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.allSettled(clients.map((c) => c.close()));
+  await redis?.stop();
+});
+
+function client(options: ConstructorParameters<typeof LockClient>[1] = {}): LockClient {
+  const c = new LockClient(new RedisDriver({ url: redis.url }), options);
+  clients.push(c);
+  return c;
+}
+
+function name(what: string): string {
+  return `adm:${what}:${process.pid}:${seq++}`;
+}
+
+/** Commands the server ran: EVAL/EVALSHA calls, and every call (scripts' own calls included). */
+async function commands(): Promise<{ scripts: number; all: number }> {
+  const stats = await withRedisClient(redis.port, (c) => c.info('commandstats'));
+  let scripts = 0;
+  let all = 0;
+  for (const m of stats.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) {
+    all += Number(m[2]);
+    if (m[1] === 'eval' || m[1] === 'evalsha') scripts += Number(m[2]);
+  }
+  return { scripts, all };
+}
+
+describe('redis admission: a crashed holder (kill -9) frees its hold at its TTL', () => {
+  const cases: Array<{ what: string; admission: Admission; blocked: (c: LockClient, key: string) => Promise<{ token: bigint; release(): Promise<boolean> } | null>; waitFor: (c: LockClient, key: string, waitMs: number) => Promise<{ token: bigint; release(): Promise<boolean> }> }> = [
+    {
+      what: 'reader',
+      admission: { mode: 'shared' },
+      blocked: (c, key) => new ReadWriteLock(c, key).write.tryAcquire(),
+      waitFor: (c, key, waitMs) => new ReadWriteLock(c, key).write.acquire({ waitMs }),
+    },
+    {
+      what: 'writer',
+      admission: { mode: 'exclusive' },
+      blocked: (c, key) => new ReadWriteLock(c, key).read.tryAcquire(),
+      waitFor: (c, key, waitMs) => new ReadWriteLock(c, key).read.acquire({ waitMs }),
+    },
+    {
+      what: 'semaphore holder',
+      admission: { mode: 'permits', permits: 2, limit: 2 },
+      blocked: (c, key) => new Semaphore(c, key, { permits: 2 }).tryAcquire(),
+      waitFor: (c, key, waitMs) => new Semaphore(c, key, { permits: 2 }).acquire({ waitMs }),
+    },
+  ];
+  for (const k of cases) {
+    it(`a ${k.what}`, async () => {
+      const key = name(`kill9-${k.what.replace(' ', '-')}`);
+      const ttlMs = 1000;
+      const worker = forkWorker({ mode: 'hold', url: redis.url, key, ttlMs, admission: k.admission });
+      await startTogether([worker]);
+      const held = await worker.next('held', 30_000);
+      await sleep(ttlMs / 2); // renewed at least once: what expires is a renewed TTL
+      const c = client();
+      const state = await c.inspectAll(key);
+      expect(state.holders.map((h) => h.owner)).toEqual([held.owner]);
+      expect(await k.blocked(c, key)).toBeNull();
+      process.kill(worker.pid, 'SIGKILL');
+      await worker.exited;
+      const killedAt = performance.now();
+      expect(await k.blocked(c, key)).toBeNull();
+      const margin = 1500;
+      const lease = await k.waitFor(c, key, ttlMs + margin);
+      const tookMs = performance.now() - killedAt;
+      expect(tookMs).toBeLessThanOrEqual(ttlMs + margin);
+      expect(lease.token).toBeGreaterThan(BigInt(held.token));
+      expect(await lease.release()).toBe(true);
+      expect((await c.inspectAll(key)).holders).toEqual([]);
+    }, 60_000);
+  }
+});
+
+describe('redis admission: an idle waiter sends no command', () => {
+  const cases: Array<{ what: string; hold: (c: LockClient, key: string) => Promise<{ release(): Promise<boolean> }>; wait: (c: LockClient, key: string) => Promise<{ release(): Promise<boolean> }> }> = [
+    {
+      what: 'a read waiter behind a writer',
+      hold: (c, key) => new ReadWriteLock(c, key).write.acquire(),
+      wait: (c, key) => new ReadWriteLock(c, key).read.acquire({ waitMs: 20_000 }),
+    },
+    {
+      what: 'a semaphore waiter behind a full semaphore',
+      hold: (c, key) => new Semaphore(c, key, { permits: 3 }).acquire({ permits: 3 }),
+      wait: (c, key) => new Semaphore(c, key, { permits: 3 }).acquire({ permits: 2, waitMs: 20_000 }),
+    },
+  ];
+  for (const k of cases) {
+    it(k.what, async () => {
+      const key = name('idle');
+      // A long TTL: the holder does not renew within the window (renewal at a fraction of it).
+      const [a, b] = [client({ ttlMs: 30_000 }), client({ ttlMs: 30_000 })];
+      const held = await k.hold(a, key);
+      const waiting = k.wait(b, key);
+      await sleep(300); // past the first tries and the watch setup
+      expect((await a.inspectAll(key)).waiters).toBe(1);
+      const before = await commands();
+      await sleep(1500);
+      const during = (await commands()).scripts - before.scripts;
+      // A 100 ms poll would be ~15 (redis-semaphore polls); an event-driven waiter sends nothing.
+      expect(during).toBe(0);
+      const t0 = performance.now();
+      expect(await held.release()).toBe(true);
+      const lease = await waiting;
+      // Handed over by the release, long before the TTL.
+      expect(performance.now() - t0).toBeLessThan(5000);
+      expect(await lease.release()).toBe(true);
+    }, 30_000);
+  }
+});
+
+describe('redis admission: the size of a semaphore does not change its cost', () => {
+  it('a 1,000,000-permit semaphore costs the commands per acquisition of a 4-permit one', async () => {
+    const c = client({ ttlMs: 10_000 });
+    const perCycle = async (limit: number): Promise<{ scripts: number; all: number }> => {
+      const sem = new Semaphore(c, name(`size-${limit}`), { permits: limit });
+      // The same state in both: two holders, room for one more permit.
+      const holders = [await sem.acquire({ permits: 1 }), await sem.acquire({ permits: limit - 3 })];
+      const cycles = 20;
+      const before = await commands();
+      for (let i = 0; i < cycles; i++) {
+        const l = await sem.acquire({ permits: 1 });
+        expect(await sem.tryAcquire({ permits: 2 })).toBeNull();
+        await l.release();
+      }
+      const after = await commands();
+      await Promise.all(holders.map((h) => h.release()));
+      // The INFO call of `commands()` itself counts once.
+      return { scripts: (after.scripts - before.scripts) / cycles, all: (after.all - before.all - 1) / cycles };
+    };
+    const small = await perCycle(4);
+    const big = await perCycle(1_000_000);
+    expect(small.scripts).toBe(3);
+    expect(big).toEqual(small);
+  }, 30_000);
+});
+
+describe('redis admission: fair after a holder expired', () => {
+  it('fair: true stays FIFO when the holder expires instead of releasing: the queued waiter gets it, not a newcomer', async () => {
+    const key = name('fair-expiry');
+    // The holder and a waiter queued on the server are the driver's own steps: the holder's TTL
+    // runs out on the server (no client gives it back), and the waiter's re-try timing cannot
+    // decide the race.
+    const driver = new RedisDriver({ url: redis.url });
+    try {
+      const held = await driver.tryAcquire({ key, owner: 'test:1:aaaaaa:1', ttlMs: 600 });
+      if (!held.ok) throw new Error('the key was busy');
+      const queued = await driver.tryAcquire({ key, owner: 'test:1:abcdef:1', ttlMs: 10_000, fair: true }, true);
+      expect(queued.ok).toBe(false);
+      await sleep(900); // the holder's TTL ran out; nobody released
+      const newcomer = client({ fair: true });
+      expect(await newcomer.tryAcquire(key)).toBeNull();
+      // The step that saw the expiry handed the key to the queue's head.
+      const state = await newcomer.inspectAll(key);
+      expect(state.holders.map((h) => h.owner)).toEqual(['test:1:abcdef:1']);
+      expect(state.holders[0]!.token).toBeGreaterThan(held.grant.token);
+      expect(await driver.release(key, 'test:1:abcdef:1')).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});
