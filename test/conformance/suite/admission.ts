@@ -367,6 +367,7 @@ export function defineAdmission(ctx: SuiteContext): void {
         if (d.keyState) await eventually(async () => (await holder.inspectAll(key)).waiters >= i + 1 || order.length > 0, 5000);
         else await sleep(300);
       }
+      for (const w of waits) w.catch(() => undefined); // awaited below; a failure above must not leave them unhandled
       // A newcomer with fair: true does not barge past them.
       const newcomer = await newClient({ fair: true });
       expect(await newcomer.tryAcquire(key)).toBeNull();
