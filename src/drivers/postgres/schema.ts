@@ -4,7 +4,11 @@
  * - `<prefix>tokens`: ONE sequence for every fencing token (both modes). `nextval` never goes
  *   back and survives deleted rows, so tokens strictly increase per key (and across keys).
  * - `<prefix>locks` (lease-table mode): a row per held key: owner, token, expiry by the server's
- *   clock; deleted on release.
+ *   clock; deleted on release when nobody waits, else handed to the first live waiter.
+ * - `<prefix>waiters` (lease-table mode): the queue of waiters per key, served in `seq` order
+ *   (an identity column); each entry keeps the waiter's TTL (for a handoff) and an expiry of its
+ *   own, refreshed by each of its tries, so that the entry of a waiter that died goes.
+ *   `mode`/`permits` are unused (room for shared admission).
  * - `<prefix>session_locks` (session mode): the key registry: key text -> a unique `id`; the
  *   advisory lock of a key is `advisoryBase + id`, so two different keys can never share one
  *   (no hashing, no collisions). The row also records the current holder (owner, token, backend
@@ -24,6 +28,8 @@ export interface Names {
   /** `nextval(...)` argument: the sequence name as a quoted literal. */
   readonly tokensRegclass: string;
   readonly locks: string;
+  /** The waiters' queue of the lease-table mode. */
+  readonly waiters: string;
   readonly sessionLocks: string;
   readonly marks: string;
   readonly sequences: string;
@@ -31,6 +37,10 @@ export interface Names {
   readonly channel: string;
   /** The channel name as pg_notify() takes it (unquoted). */
   readonly channelName: string;
+  /** LISTEN/NOTIFY channel of direct handoffs (lease-table mode), quoted. */
+  readonly grantChannel: string;
+  /** The handoff channel's name as pg_notify() takes it. */
+  readonly grantChannelName: string;
 }
 
 export const DEFAULT_PREFIX = 'dlock_';
@@ -45,11 +55,14 @@ export function namesFor(prefix: string = DEFAULT_PREFIX): Names {
     tokens: q('tokens'),
     tokensRegclass: `'${q('tokens')}'`,
     locks: q('locks'),
+    waiters: q('waiters'),
     sessionLocks: q('session_locks'),
     marks: q('marks'),
     sequences: q('sequences'),
     channel: q('release'),
     channelName: `${prefix}release`,
+    grantChannel: q('grant'),
+    grantChannelName: `${prefix}grant`,
   };
 }
 
@@ -69,6 +82,17 @@ CREATE TABLE IF NOT EXISTS ${n.locks} (
   token      bigint NOT NULL,
   expires_at timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ${n.waiters} (
+  key        text NOT NULL,
+  owner      text NOT NULL,
+  seq        bigint GENERATED ALWAYS AS IDENTITY,
+  ttl_ms     integer NOT NULL,
+  expires_at timestamptz NOT NULL,
+  mode       text,
+  permits    integer,
+  PRIMARY KEY (key, owner)
+);
+CREATE INDEX IF NOT EXISTS "${n.prefix}waiters_queue" ON ${n.waiters} (key, seq);
 CREATE TABLE IF NOT EXISTS ${n.sessionLocks} (
   key        text PRIMARY KEY,
   id         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
