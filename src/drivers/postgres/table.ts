@@ -84,104 +84,17 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
     // with no listener, an uncaught exception in the host process. Every pooled connection gets a
     // listener of its own for its whole life; the statement that was running gets the error too.
     this.pool.on('connect', (client) => client.on('error', () => undefined));
-    const { locks, waiters, tokensRegclass } = this.n;
+    const { locks, waiters } = this.n;
     this.sql = {
-      // One statement. A free or expired row (the row is locked while we decide) goes to the
-      // first live waiter if one queues (FIFO: no barging; its entry is claimed by a DELETE, so
-      // that a cancel racing with it is seen, and it is told by NOTIFY), else to us; a row
-      // already ours (handed to us, or a retried request) is confirmed and extended. Busy, with
-      // `$4` (a queued try): enqueue us, or refresh our entry's expiry (the holder's expiry plus
-      // 2 s: our next try comes within the holder's TTL). Answers our token, or the holder's
-      // remaining TTL (null: unknown).
-      acquire: `
-        WITH cur AS (
-          SELECT owner, expires_at FROM ${locks} WHERE key = $1
-        ),
-        head AS (
-          SELECT owner FROM ${waiters}
-           WHERE key = $1 AND expires_at > clock_timestamp()
-           ORDER BY seq LIMIT 1
-        ),
-        claimed AS (
-          DELETE FROM ${waiters} AS w
-           WHERE w.key = $1 AND w.owner = (SELECT owner FROM head)
-             AND NOT EXISTS (SELECT 1 FROM cur WHERE owner = $2 OR expires_at > clock_timestamp())
-          RETURNING w.owner, w.ttl_ms
-        ),
-        pick AS (
-          SELECT owner, ttl_ms FROM claimed
-          UNION ALL
-          SELECT $2, $3::int WHERE NOT EXISTS (SELECT 1 FROM head) OR EXISTS (SELECT 1 FROM cur WHERE owner = $2)
-        ),
-        granted AS (
-          INSERT INTO ${locks} AS l (key, owner, token, expires_at)
-          SELECT $1, p.owner, nextval(${tokensRegclass}), clock_timestamp() + p.ttl_ms * interval '1 millisecond'
-            FROM pick AS p
-          ON CONFLICT (key) DO UPDATE
-            SET owner = CASE WHEN l.owner = $2 THEN l.owner ELSE excluded.owner END,
-                token = CASE WHEN l.owner = $2 THEN l.token ELSE excluded.token END,
-                expires_at = CASE WHEN l.owner = $2 THEN clock_timestamp() + $3::int * interval '1 millisecond'
-                                  ELSE excluded.expires_at END
-            WHERE l.owner = $2 OR l.expires_at <= clock_timestamp()
-          RETURNING l.owner, l.token, l.expires_at
-        ),
-        dequeued AS (
-          DELETE FROM ${waiters}
-           WHERE key = $1 AND owner = $2
-             AND EXISTS (SELECT 1 FROM granted WHERE owner = $2) AND NOT EXISTS (SELECT 1 FROM claimed WHERE owner = $2)
-        ),
-        state AS (
-          SELECT coalesce((SELECT expires_at FROM granted), (SELECT expires_at FROM cur)) AS expires_at
-        ),
-        queued AS (
-          INSERT INTO ${waiters} (key, owner, ttl_ms, expires_at)
-          SELECT $1, $2, $3::int, coalesce(greatest(s.expires_at, clock_timestamp()), clock_timestamp() + interval '30 seconds') + interval '2 seconds'
-            FROM state AS s
-           WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM granted WHERE owner = $2) AND NOT EXISTS (SELECT 1 FROM claimed WHERE owner = $2)
-          ON CONFLICT (key, owner) DO UPDATE SET ttl_ms = excluded.ttl_ms, expires_at = excluded.expires_at
-        )
-        SELECT (SELECT token FROM granted WHERE owner = $2) AS token,
-               (SELECT pg_notify($5, json_build_array(token::text, owner, $6::text)::text) FROM granted WHERE owner <> $2) AS handed,
-               (SELECT floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000) FROM state) AS remaining_ms`,
+      // One call (see schema.ts): grant (to the head of the queue first), confirm, or enqueue.
+      acquire: `SELECT token, remaining_ms FROM ${this.n.acquireFn}($1, $2, $3, $4, $5, $6)`,
       extend: `
         UPDATE ${locks} AS l SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
         FROM unnest($1::text[], $2::text[], $3::int[]) AS i(key, owner, ttl)
         WHERE l.key = i.key AND l.owner = i.owner AND l.expires_at > clock_timestamp()
         RETURNING l.key, l.owner`,
-      // One statement: if the row is ours (even expired), hand it to the first live waiter with a
-      // fresh token and that waiter's TTL (its entry claimed by a DELETE, so that a cancel racing
-      // with it is seen), and tell it (NOTIFY on the grant channel: token, owner, key); nobody
-      // queues: delete the row and wake the key's watchers. Expired entries are swept. Answers
-      // whether our hold was still live.
-      release: `
-        WITH mine AS (
-          SELECT expires_at > clock_timestamp() AS live FROM ${locks} WHERE key = $1 AND owner = $2
-        ),
-        head AS (
-          DELETE FROM ${waiters} AS w
-           WHERE EXISTS (SELECT 1 FROM mine) AND w.key = $1 AND w.owner = (
-             SELECT owner FROM ${waiters}
-              WHERE key = $1 AND owner <> $2 AND expires_at > clock_timestamp()
-              ORDER BY seq LIMIT 1)
-          RETURNING w.owner, w.ttl_ms
-        ),
-        swept AS (
-          DELETE FROM ${waiters}
-           WHERE EXISTS (SELECT 1 FROM mine) AND key = $1 AND owner <> $2 AND expires_at <= clock_timestamp()
-        ),
-        handed AS (
-          UPDATE ${locks} AS l
-             SET owner = h.owner, token = nextval(${tokensRegclass}),
-                 expires_at = clock_timestamp() + h.ttl_ms * interval '1 millisecond'
-            FROM head AS h WHERE l.key = $1 AND l.owner = $2
-          RETURNING l.owner, l.token
-        ),
-        freed AS (
-          DELETE FROM ${locks} WHERE key = $1 AND owner = $2 AND NOT EXISTS (SELECT 1 FROM head) RETURNING 1
-        )
-        SELECT coalesce((SELECT live FROM mine), false) AND (EXISTS (SELECT 1 FROM handed) OR EXISTS (SELECT 1 FROM freed)) AS live,
-               (SELECT pg_notify($3, json_build_array(token::text, owner, $4::text)::text) FROM handed) AS handed,
-               (SELECT pg_notify($5, $4) FROM freed) AS woke`,
+      // One call (see schema.ts): hand the lock to the head of the queue, or free it.
+      release: `SELECT live FROM ${this.n.releaseFn}($1, $2, $3, $4, $5)`,
       leave: `DELETE FROM ${waiters} WHERE key = $1 AND owner = $2 RETURNING 1`,
       inspect: `
         SELECT owner, token, floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000) AS remaining_ms
