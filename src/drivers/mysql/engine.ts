@@ -27,8 +27,6 @@ export abstract class MysqlEngine {
   /** `<prefix>locks`, quoted. */
   protected readonly locks: string;
   protected readonly sequences: string;
-  /** `<prefix>waiters` (lease-table mode's queue), quoted. */
-  protected readonly waiters: string;
   /** Connections for non-blocking statements, chosen by key. */
   private readonly homes: Array<Promise<Conn> | undefined>;
   /** Connections that hold nothing and wait for nothing, kept for the next wait. */
@@ -43,7 +41,6 @@ export abstract class MysqlEngine {
     mysql2(); // MissingPeerError (npm install mysql2) here rather than at the first lock
     this.locks = `\`${this.o.prefix}locks\``;
     this.sequences = `\`${this.o.prefix}sequences\``;
-    this.waiters = `\`${this.o.prefix}waiters\``;
     this.homes = Array.from({ length: this.o.connections }, () => undefined);
   }
 
@@ -225,17 +222,6 @@ export abstract class MysqlEngine {
          id   BINARY(32) NOT NULL PRIMARY KEY COMMENT 'SHA-256 of the counter name',
          name TEXT       NOT NULL,
          seq  BIGINT     NOT NULL COMMENT 'the last id handed out'
-       ) ENGINE = InnoDB;
-       CREATE TABLE IF NOT EXISTS ${this.waiters} (
-         seq        BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY COMMENT 'place in the queue',
-         id         BINARY(32)      NOT NULL COMMENT 'SHA-256 of the key',
-         owner      VARBINARY(255)  NOT NULL COMMENT 'the waiting acquisition',
-         ttl_us     BIGINT          NOT NULL COMMENT 'its TTL, for a handoff',
-         expires_at DATETIME(6)     NOT NULL COMMENT 'server UTC time the entry lapses (refreshed by its tries)',
-         mode       VARCHAR(16)     NULL     COMMENT 'unused: room for shared admission',
-         permits    INT             NULL     COMMENT 'unused: room for shared admission',
-         UNIQUE KEY waiter (id, owner),
-         KEY queue (id, seq)
        ) ENGINE = InnoDB`,
     );
   }

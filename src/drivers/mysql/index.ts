@@ -21,12 +21,9 @@
  * Lease-table mode ({@link MysqlTableDriver}, `?mode=table`):
  * - a row per key: owner, fencing token, expiry by the server's clock (`UTC_TIMESTAMP(6)`),
  *   renewed by the core; each operation is one atomic statement, so no connection must stay up;
- * - waiters queue in `<prefix>waiters` and are served in arrival order (`info.fair`): a release
- *   hands the lock to the first live waiter in the same transaction;
  * - waiters block in the server on a per-key "signal" user lock the holder keeps while it holds
- *   the row; the waiter the lock was handed to reads its token with its wake-up (see ./table.ts);
- *   only while that signal is missing (holder's connection died...) do they re-try, with
- *   exponential back-off bounded by the holder's TTL.
+ *   the row (see ./table.ts); only while that signal is missing (holder's connection died...)
+ *   do they re-try, with exponential back-off bounded by the holder's TTL.
  *
  * Both modes: tokens strictly increase per key (the row is never deleted; `BIGINT`); a key held in
  * one mode is busy for the other (each mode checks the other's live holder). Marks
@@ -36,10 +33,11 @@
  * - survive a failover to an asynchronous replica (GET_LOCK state is not replicated at all; rows
  *   may lag): point every client at the primary;
  * - work through a proxy that multiplexes connections (ProxySQL in multiplexing mode): user
- *   locks belong to a server connection.
- * Needs: CREATE/SELECT/INSERT/UPDATE/DELETE on the database (tables `<prefix>locks`,
- * `<prefix>waiters` and `<prefix>sequences` are created on first use); `KILL QUERY` on its own
- * connections (no privilege needed for the same user). Tested on MariaDB 10.11; MySQL 5.7+/8.0 provide the same functions
+ *   locks belong to a server connection;
+ * - order waiters fairly in table mode.
+ * Needs: CREATE/SELECT/INSERT/UPDATE on the database (tables `<prefix>locks` and
+ * `<prefix>sequences` are created on first use); `KILL QUERY` on its own connections (no privilege
+ * needed for the same user). Tested on MariaDB 10.11; MySQL 5.7+/8.0 provide the same functions
  * (several user locks per connection since MySQL 5.7.5 / MariaDB 10.0.2).
  */
 import { InvalidArgumentError } from '../../errors.js';
