@@ -8,26 +8,14 @@
  * Guarantees:
  * - exclusion by one upsert that grants only a free or expired row (the row is locked while it
  *   decides); tokens from one sequence, strictly increasing per key;
- * - FIFO with direct handoff: a waiter (its watch open) queues in `<prefix>waiters` with its busy
- *   try, in the same statement; a release hands the lock to the first live waiter in the same
- *   statement (fresh token, that waiter's TTL) and NOTIFYs `<prefix>grant` with the token and the
- *   owner, so the waiter holds the lock one hop after the release, and no other waiter wakes. A
- *   free (or expired) lock with live queued waiters goes to the head only, also when an arrival's
- *   try finds it: arrivals never barge past the queue (`info.fair`);
- * - a release that finds nobody queued NOTIFYs `<prefix>release` with the key; each driver keeps
- *   one dedicated LISTEN connection (`listen` option: a direct connection when the pool cannot
- *   carry LISTEN), opened before the waiter's decisive try, so a release after it cannot go
- *   unseen; a lost notification (the LISTEN connection dropped) costs at most the holder's
- *   remaining TTL: the waiter's next try then confirms a lock handed to it;
- * - a queue entry expires 2 s after the holder's expiry as its last try saw it (each try
- *   refreshes it), so the entry of a waiter that died goes, and handoffs skip expired entries.
+ * - a release NOTIFYs `<prefix>release` with the key, and each driver keeps one dedicated LISTEN
+ *   connection (`listen` option: a direct connection when the pool cannot carry LISTEN), opened
+ *   before the waiter's decisive try, so a release after it cannot go unseen; a lost
+ *   notification (the LISTEN connection dropped) costs at most the holder's remaining TTL.
  * Does not:
  * - free a crashed holder's lock before its TTL runs out (no session to end);
- * - skip a waiter that died while its entry is still live: the lock handed to it idles until that
- *   waiter's TTL runs out (the next waiter is served then);
- * - order waiters that enqueue within the same instant as a release exactly (the release may not
- *   see an entry committed after it began: that waiter is woken by the release's NOTIFY and takes
- *   the lock with its own try, one more round trip).
+ * - order waiters fairly (a NOTIFY wakes every local waiter of the key; the first try wins);
+ * - hand the lock over directly: a woken waiter takes it with its own try (one more round trip).
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
@@ -59,18 +47,14 @@ export interface TableModeOptions {
 /** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
 export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'postgres', liveness: 'lease', fair: true, scope: 'distributed' };
+  readonly info: DriverInfo = { name: 'postgres', liveness: 'lease', fair: false, scope: 'distributed' };
   private readonly pool: pg.Pool;
   private readonly n: Names;
   private readonly watches = new Map<string, Set<LatchWatch>>();
-  /** Open waits by owner id: a handoff names the owner it granted. */
-  private readonly grantees = new Map<string, LatchWatch>();
-  /** The queued try in flight per waiting owner (see cancel). */
-  private readonly trying = new Map<string, Promise<unknown>>();
   private listener: Promise<pg.Client> | undefined;
   private schema: Promise<void> | undefined;
   private closed = false;
-  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'leave' | 'inspect' | 'held', string>;
+  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'held', string>;
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: TableModeOptions) {
@@ -84,18 +68,34 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
     // with no listener, an uncaught exception in the host process. Every pooled connection gets a
     // listener of its own for its whole life; the statement that was running gets the error too.
     this.pool.on('connect', (client) => client.on('error', () => undefined));
-    const { locks, waiters } = this.n;
+    const { locks, tokensRegclass } = this.n;
     this.sql = {
-      // One call (see schema.ts): grant (to the head of the queue first), confirm, or enqueue.
-      acquire: `SELECT token, remaining_ms FROM ${this.n.acquireFn}($1, $2, $3, $4, $5, $6)`,
+      // Grant when free or expired (one upsert; the row is locked while we decide), else report
+      // the holder's remaining TTL from the statement's snapshot (null: unknown).
+      acquire: `
+        WITH granted AS (
+          INSERT INTO ${locks} AS l (key, owner, token, expires_at)
+          VALUES ($1, $2, nextval(${tokensRegclass}), clock_timestamp() + $3::int * interval '1 millisecond')
+          ON CONFLICT (key) DO UPDATE
+            SET owner = excluded.owner, token = nextval(${tokensRegclass}), expires_at = excluded.expires_at
+            WHERE l.expires_at <= clock_timestamp()
+          RETURNING token
+        )
+        SELECT (SELECT token FROM granted) AS token,
+               (SELECT floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)
+                  FROM ${locks} WHERE key = $1) AS remaining_ms`,
       extend: `
         UPDATE ${locks} AS l SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
         FROM unnest($1::text[], $2::text[], $3::int[]) AS i(key, owner, ttl)
         WHERE l.key = i.key AND l.owner = i.owner AND l.expires_at > clock_timestamp()
         RETURNING l.key, l.owner`,
-      // One call (see schema.ts): hand the lock to the head of the queue, or free it.
-      release: `SELECT live FROM ${this.n.releaseFn}($1, $2, $3, $4, $5)`,
-      leave: `DELETE FROM ${waiters} WHERE key = $1 AND owner = $2 RETURNING 1`,
+      // Delete our row (even expired: tidy), answer whether it was still live, and wake waiters.
+      release: `
+        WITH gone AS (
+          DELETE FROM ${locks} WHERE key = $1 AND owner = $2
+          RETURNING expires_at > clock_timestamp() AS live
+        )
+        SELECT live, pg_notify($3, $4) FROM gone`,
       inspect: `
         SELECT owner, token, floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000) AS remaining_ms
         FROM ${locks} WHERE key = $1 AND expires_at > clock_timestamp()`,
@@ -103,23 +103,9 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
     };
   }
 
-  async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
+  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
     let sentAt = 0;
-    const running = this.run(
-      this.sql.acquire,
-      [req.key, req.owner, Math.ceil(req.ttlMs), queue, this.n.grantChannelName, notifyPayload(req.key)],
-      () => (sentAt = monotonicNow()),
-    );
-    if (queue) {
-      // A cancel must come after this try (pooled connections do not keep their order): an
-      // abandoned try that enqueues after the cancel would leave an entry the lock is handed to.
-      this.trying.set(req.owner, running);
-      const forget = (): void => {
-        if (this.trying.get(req.owner) === running) this.trying.delete(req.owner);
-      };
-      running.then(forget, forget);
-    }
-    const [row] = await running;
+    const [row] = await this.run(this.sql.acquire, [req.key, req.owner, Math.ceil(req.ttlMs)], () => (sentAt = monotonicNow()));
     if (row?.token !== null && row?.token !== undefined) return { ok: true, grant: { token: int8(row.token), sentAt } };
     const remaining = row?.remaining_ms;
     return { ok: false, retryAfterMs: remaining === null || remaining === undefined ? -1 : Math.max(0, Number(remaining)) };
@@ -138,20 +124,8 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   }
 
   async release(key: string, owner: string): Promise<boolean> {
-    const [row] = await this.run(this.sql.release, [key, owner, this.n.grantChannelName, notifyPayload(key), this.n.channelName]);
+    const [row] = await this.run(this.sql.release, [key, owner, this.n.channelName, notifyPayload(key)]);
     return row?.live === true;
-  }
-
-  /**
-   * The waiter `owner` gives up: leave the queue. Every grant to a waiter deletes its entry in
-   * the same statement, so an entry still there means no grant; else a lock handed to it
-   * meanwhile (committed before our DELETE ended: it waits for a handoff claiming the entry) is
-   * released onward, by a statement that sees it.
-   */
-  async cancel(key: string, owner: string): Promise<void> {
-    await this.trying.get(owner)?.catch(() => undefined);
-    if ((await this.run(this.sql.leave, [key, owner])).length > 0) return;
-    await this.release(key, owner);
   }
 
   async inspect(key: string): Promise<LockState | null> {
@@ -173,23 +147,21 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   }
 
   /**
-   * Wake-ups for `key` and handoffs to `owner`: the LISTEN is in place before this resolves, so a
-   * release committed after it (the waiter's decisive try comes next) cannot go unseen.
+   * Wake-ups for `key`: the LISTEN is in place before this resolves, so a release committed after
+   * it (the waiter's decisive try comes next) cannot go unseen.
    */
-  async watch(key: string, owner: string): Promise<ChangeWatch> {
+  async watch(key: string): Promise<ChangeWatch> {
     if (this.closed) throw new ClosedError('PostgreSQL lock driver');
     await this.listening();
     const payload = notifyPayload(key);
     let set = this.watches.get(payload);
     if (!set) this.watches.set(payload, (set = new Set()));
     const s = set;
-    const latch: LatchWatch = new LatchWatch((w) => {
+    const latch = new LatchWatch((w) => {
       s.delete(w);
       if (s.size === 0 && this.watches.get(payload) === s) this.watches.delete(payload);
-      if (this.grantees.get(owner) === latch) this.grantees.delete(owner);
     });
     s.add(latch);
-    this.grantees.set(owner, latch);
     return latch;
   }
 
@@ -251,11 +223,10 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
         this.wakeAll();
       });
       client.on('notification', (m) => {
-        if (m.payload === undefined) return;
-        if (m.channel === this.n.grantChannelName) this.handedOver(m.payload);
-        else if (m.channel === this.n.channelName) for (const w of this.watches.get(m.payload) ?? []) w.changed();
+        if (m.channel !== this.n.channelName || m.payload === undefined) return;
+        for (const w of this.watches.get(m.payload) ?? []) w.changed();
       });
-      await client.query(`LISTEN ${this.n.channel}; LISTEN ${this.n.grantChannel}`);
+      await client.query(`LISTEN ${this.n.channel}`);
       return client;
     })();
     this.listener = opening;
@@ -263,20 +234,6 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
       if (this.listener === opening) this.listener = undefined;
     });
     return opening;
-  }
-
-  /** A handoff's NOTIFY: `[token, owner, key payload]`; only that owner's wait hears it. */
-  private handedOver(payload: string): void {
-    let token: bigint;
-    let owner: unknown;
-    try {
-      const parsed = JSON.parse(payload) as unknown[];
-      owner = parsed[1];
-      token = BigInt(String(parsed[0]));
-    } catch {
-      return; // not ours (someone else NOTIFYing on the channel)
-    }
-    if (typeof owner === 'string') this.grantees.get(owner)?.granted(token);
   }
 
   private wakeAll(): void {
