@@ -201,8 +201,10 @@ export class MemoryDriver implements TrySetDriver, MarkStore, RangeStore {
   /** Test hook: forget a key behind the holder's back, as an operator's DEL would. */
   forget(key: string): void {
     const k = this.keys.get(key);
-    if (k) k.holders = [];
-    if (k) this.handOver(key, k, monotonicNow());
+    if (k) {
+      k.holders = [];
+      this.handOver(key, k, monotonicNow());
+    }
     this.notify(key);
   }
 

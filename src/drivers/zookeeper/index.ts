@@ -700,14 +700,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
       }
       // Not granted through this driver: find the owner's znode on the engine.
       const s = await this.connected(what);
-      let children: string[];
-      try {
-        children = await s.getChildren(dir);
-      } catch (e) {
-        if (zkCode(e) === Code.NO_NODE) return false;
-        throw e;
-      }
-      const queue = queueOf(children);
+      const queue = queueOf(await this.childrenOf(s, dir));
       const index = queue.findIndex((c) => c.owner === owner);
       const mine = queue[index];
       if (!mine) return false;
@@ -716,6 +709,16 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
       return removed && wasHolder;
     } catch (e) {
       throw this.failure(what, e);
+    }
+  }
+
+  /** The children of a key's parent znode; none when the parent is gone (nobody queues there). */
+  private async childrenOf(s: ZkSession, dir: string): Promise<string[]> {
+    try {
+      return await s.getChildren(dir);
+    } catch (e) {
+      if (zkCode(e) === Code.NO_NODE) return [];
+      throw e;
     }
   }
 
@@ -728,14 +731,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     const dir = this.lockPath(key);
     try {
       const s = await this.connected(what);
-      let children: string[];
-      try {
-        children = await s.getChildren(dir);
-      } catch (e) {
-        if (zkCode(e) === Code.NO_NODE) return null;
-        throw e;
-      }
-      const first = queueOf(children).slice(0, INSPECT_READS);
+      const first = queueOf(await this.childrenOf(s, dir)).slice(0, INSPECT_READS);
       if (first.length === 0) return null;
       const stats = await Promise.all(first.map((c) => s.exists(`${dir}/${c.name}`)));
       const i = stats.findIndex((st) => st !== null);
@@ -755,14 +751,7 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     const dir = this.lockPath(key);
     try {
       const s = await this.connected(what);
-      let children: string[];
-      try {
-        children = await s.getChildren(dir);
-      } catch (e) {
-        if (zkCode(e) === Code.NO_NODE) return { holders: [], waiters: 0 };
-        throw e;
-      }
-      const { holders, waiting } = holdersOf(queueOf(children));
+      const { holders, waiting } = holdersOf(queueOf(await this.childrenOf(s, dir)));
       const stats = await Promise.all(holders.map((c) => s.exists(`${dir}/${c.name}`)));
       const out: LockState[] = [];
       holders.forEach((c, i) => {
