@@ -76,7 +76,7 @@ interface Statements {
   readonly remove: Database.Statement<[string, string]>;
   readonly removeAny: Database.Statement<[string]>;
   readonly fence: Database.Statement<[string], { token: bigint }>;
-  readonly page: Database.Statement<[string, string, string, bigint, string, number], { key: string }>;
+  readonly page: Database.Statement<[string, string, string, string, bigint, string, number], { key: string }>;
   readonly readMark: Database.Statement<[string], { mark: bigint }>;
   readonly raiseMark: Database.Statement<[string, bigint]>;
 }
@@ -152,7 +152,7 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
       fence: this.db.prepare(`SELECT token FROM ${fences} WHERE key = ?`),
       // Live rows under a prefix, after the cursor, in key order (the primary key's index).
       page: this.db.prepare(
-        `SELECT key FROM ${locks} WHERE key >= ? AND key > ? AND substr(key, 1, length(?)) = ?1
+        `SELECT key FROM ${locks} WHERE key >= ? AND key > ? AND substr(key, 1, length(?)) = ?
            AND expires_at > ? AND boot = ? ORDER BY key LIMIT ?`,
       ),
       readMark: this.db.prepare(`SELECT mark FROM "${prefix}marks" WHERE key = ?`),
@@ -282,7 +282,7 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
   list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
     return this.run(() => {
       const now = hostNow();
-      const rows = this.stmts.page.all(prefix, page.cursor ?? '', prefix, now.floor, this.boot, page.limit + 1);
+      const rows = this.stmts.page.all(prefix, page.cursor ?? '', prefix, prefix, now.floor, this.boot, page.limit + 1);
       const keys = rows.slice(0, page.limit).map((r) => r.key);
       return rows.length > page.limit ? { keys, cursor: keys[keys.length - 1]! } : { keys };
     });
