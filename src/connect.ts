@@ -1,7 +1,7 @@
 import { LockClient, validateClientOptions, type LockClientOptions } from './core/client.js';
 import type { LockDriver } from './drivers/driver.js';
 import { databaseOf } from './drivers/redis/url.js';
-import { InvalidArgumentError, OutOfRangeError, UnsupportedUrlError, type NoSuchDatabaseError } from './errors.js';
+import { InvalidArgumentError, OutOfRangeError, UnsupportedUrlError } from './errors.js';
 
 /** The URL schemes {@link connect} understands. */
 export const SUPPORTED_SCHEMES = ['sqlite', 'redis', 'rediss', 'memory', 'redlock', 'redis+cluster', 'redis+sentinel', 'etcd', 'postgres', 'postgresql', 'mysql', 'mariadb', 'zookeeper'] as const;
@@ -11,7 +11,7 @@ export interface CreateDriverOptions {
   /**
    * Default true: the driver may create what it needs on the engine (a SQLite file, tables).
    * `false`: create nothing (read-only tools: `dlock inspect`, `dlock ls`): a SQLite file that does
-   * not exist throws {@link NoSuchDatabaseError} instead of being created, and missing tables read
+   * not exist throws `NoSuchDatabaseError` (`DLOCK_NOT_FOUND`) instead of being created, and missing tables read
    * as no locks.
    */
   readonly create?: boolean;

@@ -173,8 +173,8 @@ function scanArgs(cursor: string, match: string, count: number): string[] {
 /** A SCAN reply `[cursor, [key...]]` (strings or Buffers). */
 function scanReply(reply: unknown): { cursor: string; keys: string[] } {
   const [cursor, keys] = Array.isArray(reply) ? (reply as [unknown, unknown]) : [];
-  if (cursor === undefined || !Array.isArray(keys)) throw new Error(`dlock: unexpected SCAN reply ${JSON.stringify(reply)}`);
-  return { cursor: String(cursor), keys: keys.map((k) => String(k)) };
+  if ((typeof cursor !== 'string' && !Buffer.isBuffer(cursor)) || !Array.isArray(keys)) throw new Error(`dlock: unexpected SCAN reply ${JSON.stringify(reply)}`);
+  return { cursor: cursor.toString(), keys: keys.map((k: unknown) => (Buffer.isBuffer(k) ? k.toString() : String(k))) };
 }
 
 function byAddress(nodes: ScanNode[]): ScanNode[] {
@@ -480,17 +480,17 @@ export class NodeRedisAdapter implements RedisAdapter {
     return { reply: r.value, wait: w.status === 'fulfilled' ? waitOutcome(true, w.value) : waitOutcome(false, w.reason) };
   }
 
-  async scanNodes(): Promise<readonly ScanNode[]> {
+  scanNodes(): Promise<readonly ScanNode[]> {
     const down = this.health?.down;
-    if (down !== undefined) throw down;
+    if (down !== undefined) return Promise.reject(down);
     const scanner = (address: string, c: () => NodeRedisLike | Promise<NodeRedisLike>): ScanNode => ({
       address,
       scan: async (cursor, match, count) => scanReply(await (await c()).sendCommand(scanArgs(cursor, match, count))),
     });
-    if (!this.cluster) return [scanner('node', () => this.client)];
+    if (!this.cluster) return Promise.resolve([scanner('node', () => this.client)]);
     const client = this.client;
-    if (typeof client.nodeClient !== 'function') throw new Error('dlock: listing locks on a node-redis cluster needs node-redis 5 or later (nodeClient)');
-    return byAddress((client.masters ?? []).map((m) => scanner(m.address, () => client.nodeClient!(m))));
+    if (typeof client.nodeClient !== 'function') return Promise.reject(new Error('dlock: listing locks on a node-redis cluster needs node-redis 5 or later (nodeClient)'));
+    return Promise.resolve(byAddress((client.masters ?? []).map((m) => scanner(m.address, () => client.nodeClient!(m)))));
   }
 
   async subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
