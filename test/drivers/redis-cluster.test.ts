@@ -146,6 +146,40 @@ describe.each<Kind>(['ioredis', 'node-redis'])('redis cluster driver (%s)', (kin
     }
     console.info(`[redis-cluster:${kind}] release -> grant per master (ms): ${JSON.stringify(took)}`);
   });
+
+  it('lists the held keys of every master in small pages, each once, and force-releases a key on each master', async () => {
+    const lc = new LockClient(driverOver(await clusterClient(kind)));
+    closers.push(() => lc.close());
+    const tag = `list-${kind}-${Date.now()}`;
+    const { keys, byPort } = await keysOnEveryMaster(tag, 3);
+    const leases = await Promise.all(keys.map((key) => lc.acquire(key, { ttlMs: 10_000 })));
+    const driver = driverOver(await clusterClient(kind));
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await driver.list(`${tag}:`, { limit: 2, ...(cursor === undefined ? {} : { cursor }) });
+      expect(page.keys.length).toBeLessThanOrEqual(2);
+      seen.push(...page.keys);
+      cursor = page.cursor;
+      expect(++pages).toBeLessThan(200);
+    } while (cursor !== undefined);
+    expect(seen.sort()).toEqual([...keys].sort());
+    for (const [, [key]] of byPort) {
+      const lease = leases[keys.indexOf(key!)]!;
+      const forced = await driver.forceRelease(key!);
+      expect(forced).toEqual({ released: 1, fence: lease.token });
+      const next = await lc.acquire(key!, { ttlMs: 10_000 });
+      expect(next.token).toBeGreaterThan(lease.token);
+      await next.release();
+    }
+    // The forced keys are free again; the others are still held.
+    const forcedKeys = [...byPort.values()].map(([k]) => k!);
+    expect((await lc.list(`${tag}:`)).map((i) => i.key).sort()).toEqual(keys.filter((k) => !forcedKeys.includes(k)).sort());
+    await Promise.all(leases.map((l) => l.release()));
+    expect(await lc.list(`${tag}:`)).toEqual([]);
+    expect(await lc.forceRelease(`${tag}:nothing-here`)).toEqual({ released: 0, fence: 0n });
+  });
 });
 
 describe('replicaAcks on a cluster with a replica per master', () => {
