@@ -1,0 +1,216 @@
+/**
+ * `dlock dashboard` end to end: the CLI (dist) serves a SQLite file on port 0, lock workers in
+ * other processes hold and release locks, and Debian's headless Chromium (driven by
+ * playwright-core) shows them: key, holder pid, token, mode, a TTL counting down, a lock name
+ * with markup rendered as text, feed entries on release, force release only with --allow-admin
+ * (the worker's lease is lost), the auth token, and the loopback rule. Screenshots go to the
+ * test's temp dir (DLOCK_DASHBOARD_SCREENSHOT=path also writes the main one there, for docs/).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '../../src/connect.js';
+import { safeKill } from '../support/processes.js';
+import { forkWorker, killWorkers, repoRoot, startTogether } from '../support/workers.js';
+
+const bin = join(repoRoot, 'bin', 'dlock.js');
+const dir = mkdtempSync(join(tmpdir(), 'dlock-dashboard-'));
+const url = `sqlite:${join(dir, 'locks.db')}`;
+let browser: Browser;
+const running = new Set<ChildProcess>();
+
+interface Cli {
+  readonly proc: ChildProcess;
+  readonly out: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+/** Run the CLI, keeping its output. */
+export function runCli(args: readonly string[]): Cli {
+  const proc = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(proc);
+  let out = '';
+  proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => {
+    running.delete(proc);
+    resolve(code);
+  }));
+  return { proc, out: () => out, exited };
+}
+
+/** The page URL a serving CLI printed. */
+export async function servedUrl(cli: Cli, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = /(http:\/\/127\.0\.0\.1:\d+\/\S*)/.exec(cli.out());
+    if (m?.[1]) return m[1];
+    if (cli.proc.exitCode !== null || Date.now() > deadline) throw new Error(`no URL printed:\n${cli.out()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Stop a serving CLI with SIGINT; resolves its exit code. */
+export async function stopCli(cli: Cli): Promise<number | null> {
+  if (cli.proc.exitCode === null && cli.proc.pid !== undefined) safeKill(cli.proc.pid, 'SIGINT');
+  return cli.exited;
+}
+
+export async function openPage(address: string): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  page.on('dialog', (d) => void d.accept());
+  await page.goto(address);
+  await page.locator('[data-testid=status]').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
+  return page;
+}
+
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  // The dashboard creates nothing: make the database first.
+  const c = await connect(url);
+  await c.inspect('init');
+  await c.close();
+}, 60_000);
+
+afterAll(async () => {
+  await killWorkers();
+  for (const p of running) if (p.pid !== undefined) safeKill(p.pid, 'SIGKILL');
+  await browser?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const XSS = '<img src=x onerror="window.__pwned=1">';
+
+describe('dlock dashboard on SQLite, in headless Chromium', () => {
+  it('shows holders of other processes live, escapes lock names, feeds releases, and stays read-only', async () => {
+    const cli = runCli(['dashboard', '--url', url, '--port', '0', '--interval', '200']);
+    try {
+      const address = await servedUrl(cli);
+      expect(cli.out()).toContain('read-only');
+      const key = `orders:${XSS}`;
+      const holder = forkWorker({ mode: 'hold', url, key, ttlMs: 8000 });
+      const looper = forkWorker({ mode: 'loop', url, key: 'cart:loop', cycles: 3, holdMs: 900, ttlMs: 5000, waitMs: 10_000 });
+      await startTogether([holder, looper]);
+      const held = await holder.next('held', 20_000);
+      const page = await openPage(address);
+
+      // The holder's row: the name with markup is text, the pid, token and mode are the worker's.
+      const row = page.locator('tr[data-testid=lock-row]').filter({ has: page.locator('td.key', { hasText: 'orders:' }) });
+      await row.waitFor({ timeout: 10_000 });
+      expect(await row.locator('td.key').textContent()).toBe(key);
+      expect(await row.locator('td.pid').textContent()).toBe(String(held.pid));
+      expect(await row.locator('td.token').textContent()).toBe(held.token);
+      expect(await row.locator('td.mode').textContent()).toBe('exclusive');
+      expect(await page.locator('#locks img').count()).toBe(0);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+
+      // The TTL counts down on the page (between snapshots and across them).
+      const samples: number[] = [];
+      for (let i = 0; i < 12; i += 1) {
+        samples.push(Number.parseFloat((await row.locator('td.ttl').textContent()) ?? 'NaN'));
+        await page.waitForTimeout(120);
+      }
+      expect(samples.every((s) => s > 0 && s <= 8)).toBe(true);
+      expect(samples.some((s, i) => i > 0 && s < (samples[i - 1] ?? 0))).toBe(true);
+
+      // The looping worker's releases reach the feed, and its holds the histograms.
+      await looper.next('done', 30_000);
+      const released = page.locator('#feed li[data-kind=released][data-key="cart:loop"]');
+      await released.first().waitFor({ timeout: 10_000 });
+      expect(await released.first().textContent()).toContain(`pid ${looper.pid}`);
+      expect(await page.locator('#feed li[data-key="cart:loop"]').count()).toBeGreaterThanOrEqual(2);
+      const holds = await page.locator('.hist[data-key="cart:loop"] .hold-count').allTextContents();
+      expect(holds.map(Number).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1);
+      await expect.poll(() => page.locator('tr[data-key="cart:loop"]').count(), { timeout: 5000 }).toBe(0);
+
+      // Read-only: no button, and the endpoint refuses.
+      expect(await page.locator('[data-testid=force-release]').count()).toBe(0);
+      const refused = await fetch(new URL('api/release', address), { method: 'POST', headers: { 'X-Dlock-Admin': '1' }, body: JSON.stringify({ key }) });
+      expect(refused.status).toBe(403);
+      expect(((await refused.json()) as { error: string }).error).toContain('--allow-admin');
+      const shot = join(dir, 'dashboard.png');
+      await page.screenshot({ path: shot, fullPage: true });
+      expect(statSync(shot).size).toBeGreaterThan(10_000);
+      if (process.env.DLOCK_DASHBOARD_SCREENSHOT) copyFileSync(shot, process.env.DLOCK_DASHBOARD_SCREENSHOT);
+      await page.close();
+      await killWorkers([holder, looper]);
+    } finally {
+      expect(await stopCli(cli)).toBe(0);
+    }
+  }, 90_000);
+
+  it('--allow-admin: the page force-releases a lock and the holder in another process loses it', async () => {
+    const cli = runCli(['dashboard', '--url', url, '--port', '0', '--interval', '200', '--allow-admin']);
+    try {
+      const address = await servedUrl(cli);
+      const key = `admin:${Math.random().toString(36).slice(2)}`;
+      const holder = forkWorker({ mode: 'hold', url, key, ttlMs: 1500 });
+      await startTogether([holder]);
+      const held = await holder.next('held', 20_000);
+      const page = await openPage(address);
+      const row = page.locator(`tr[data-key="${key}"]`);
+      await row.waitFor({ timeout: 10_000 });
+      expect(await row.locator('td.pid').textContent()).toBe(String(held.pid));
+      // Without the custom header (a cross-site form could send this): refused.
+      const csrf = await fetch(new URL('api/release', address), { method: 'POST', body: JSON.stringify({ key }) });
+      expect(csrf.status).toBe(403);
+      await row.locator('[data-testid=force-release]').click();
+      const lost = await holder.next('lost', 10_000);
+      expect(lost.code).toBe('DLOCK_LOCK_LOST');
+      await page.locator(`#feed li[data-kind=force-released][data-key="${key}"]`).waitFor({ timeout: 10_000 });
+      await expect.poll(() => row.count(), { timeout: 5000 }).toBe(0);
+      await page.screenshot({ path: join(dir, 'dashboard-admin.png') });
+      await page.close();
+      await killWorkers([holder]);
+    } finally {
+      expect(await stopCli(cli)).toBe(0);
+    }
+  }, 60_000);
+
+  it('--auth-token: refused without it, accepted with it (header or ?token=)', async () => {
+    const token = 'a-long-secret-token';
+    const cli = runCli(['dashboard', '--url', url, '--port', '0', '--auth-token', token]);
+    try {
+      const address = await servedUrl(cli);
+      expect(address).toContain(`?token=${token}`);
+      const bare = new URL(address);
+      bare.search = '';
+      expect((await fetch(bare)).status).toBe(401);
+      expect((await fetch(new URL('events?token=wrong-token-value', bare))).status).toBe(401);
+      const viaHeader = await fetch(bare, { headers: { Authorization: `Bearer ${token}` } });
+      expect(viaHeader.status).toBe(200);
+      expect(await viaHeader.text()).toContain('dlock dashboard');
+      const page = await openPage(address);
+      expect(await page.locator('[data-testid=engine]').textContent()).toContain('locks.db');
+      await page.close();
+      const denied = await browser.newPage();
+      const r = await denied.goto(bare.toString());
+      expect(r?.status()).toBe(401);
+      await denied.close();
+    } finally {
+      expect(await stopCli(cli)).toBe(0);
+    }
+  }, 60_000);
+
+  it('refuses a non-loopback --host without --auth-token, and an unreachable engine is one line', async () => {
+    const open = runCli(['dashboard', '--url', url, '--host', '0.0.0.0']);
+    expect(await open.exited).toBe(2);
+    expect(open.out()).toContain('--auth-token');
+    expect(open.out()).not.toMatch(/\n\s+at /);
+    const down = runCli(['dashboard', '--url', 'redis://127.0.0.1:1']);
+    expect(await down.exited).toBe(1);
+    expect(down.out()).toBe(
+      'dlock: error: Cannot reach Redis at redis://127.0.0.1:1: no connection. Check that it is running there and that --url (or DLOCK_URL) names it.\n',
+    );
+    const badPort = runCli(['dashboard', '--url', url, '--port', '70000']);
+    expect(await badPort.exited).toBe(1);
+    expect(badPort.out()).toContain('expected a whole number from 0 to 65535');
+    expect(existsSync(join(dir, 'locks.db'))).toBe(true);
+  }, 30_000);
+});
