@@ -6,72 +6,21 @@
  * (the worker's lease is lost), the auth token, and the loopback rule. Screenshots go to the
  * test's temp dir (DLOCK_DASHBOARD_SCREENSHOT=path also writes the main one there, for docs/).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/connect.js';
-import { safeKill } from '../support/processes.js';
-import { forkWorker, killWorkers, repoRoot, startTogether } from '../support/workers.js';
+import { killClis, launchChromium, openPage, runCli, servedUrl, stopCli } from '../support/browser.js';
+import { forkWorker, killWorkers, startTogether } from '../support/workers.js';
 
-const bin = join(repoRoot, 'bin', 'dlock.js');
 const dir = mkdtempSync(join(tmpdir(), 'dlock-dashboard-'));
 const url = `sqlite:${join(dir, 'locks.db')}`;
 let browser: Browser;
-const running = new Set<ChildProcess>();
-
-interface Cli {
-  readonly proc: ChildProcess;
-  readonly out: () => string;
-  readonly exited: Promise<number | null>;
-}
-
-/** Run the CLI, keeping its output. */
-export function runCli(args: readonly string[]): Cli {
-  const proc = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(proc);
-  let out = '';
-  proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => {
-    running.delete(proc);
-    resolve(code);
-  }));
-  return { proc, out: () => out, exited };
-}
-
-/** The page URL a serving CLI printed. */
-export async function servedUrl(cli: Cli, timeoutMs = 30_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = /(http:\/\/127\.0\.0\.1:\d+\/\S*)/.exec(cli.out());
-    if (m?.[1]) return m[1];
-    if (cli.proc.exitCode !== null || Date.now() > deadline) throw new Error(`no URL printed:\n${cli.out()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Stop a serving CLI with SIGINT; resolves its exit code. */
-export async function stopCli(cli: Cli): Promise<number | null> {
-  if (cli.proc.exitCode === null && cli.proc.pid !== undefined) safeKill(cli.proc.pid, 'SIGINT');
-  return cli.exited;
-}
-
-export async function openPage(address: string): Promise<Page> {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
-  page.on('dialog', (d) => void d.accept());
-  await page.goto(address);
-  await page.locator('[data-testid=status]').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
-  return page;
-}
 
 beforeAll(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
   // The dashboard creates nothing: make the database first.
   const c = await connect(url);
   await c.inspect('init');
@@ -80,7 +29,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killWorkers();
-  for (const p of running) if (p.pid !== undefined) safeKill(p.pid, 'SIGKILL');
+  killClis();
   await browser?.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -98,7 +47,7 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       const looper = forkWorker({ mode: 'loop', url, key: 'cart:loop', cycles: 3, holdMs: 900, ttlMs: 5000, waitMs: 10_000 });
       await startTogether([holder, looper]);
       const held = await holder.next('held', 20_000);
-      const page = await openPage(address);
+      const page = await openPage(browser, address);
 
       // The holder's row: the name with markup is text, the pid, token and mode are the worker's.
       const row = page.locator('tr[data-testid=lock-row]').filter({ has: page.locator('td.key', { hasText: 'orders:' }) });
@@ -108,7 +57,7 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       expect(await row.locator('td.token').textContent()).toBe(held.token);
       expect(await row.locator('td.mode').textContent()).toBe('exclusive');
       expect(await page.locator('#locks img').count()).toBe(0);
-      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(await page.evaluate(() => (globalThis as { __pwned?: number }).__pwned)).toBeUndefined();
 
       // The TTL counts down on the page (between snapshots and across them).
       const samples: number[] = [];
@@ -153,7 +102,7 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       const holder = forkWorker({ mode: 'hold', url, key, ttlMs: 1500 });
       await startTogether([holder]);
       const held = await holder.next('held', 20_000);
-      const page = await openPage(address);
+      const page = await openPage(browser, address);
       const row = page.locator(`tr[data-key="${key}"]`);
       await row.waitFor({ timeout: 10_000 });
       expect(await row.locator('td.pid').textContent()).toBe(String(held.pid));
@@ -186,7 +135,7 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       const viaHeader = await fetch(bare, { headers: { Authorization: `Bearer ${token}` } });
       expect(viaHeader.status).toBe(200);
       expect(await viaHeader.text()).toContain('dlock dashboard');
-      const page = await openPage(address);
+      const page = await openPage(browser, address);
       expect(await page.locator('[data-testid=engine]').textContent()).toContain('locks.db');
       await page.close();
       const denied = await browser.newPage();
@@ -213,4 +162,42 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
     expect(badPort.out()).toContain('expected a whole number from 0 to 65535');
     expect(existsSync(join(dir, 'locks.db'))).toBe(true);
   }, 30_000);
+});
+
+describe('dlock demo flash-sale --dashboard', () => {
+  it('shows the race: without the lock the stock goes to 0 and it oversells; with the lock it is exact', async () => {
+    const saleUrl = `sqlite:${join(dir, 'sale.db')}`;
+    const cli = runCli(['demo', 'flash-sale', '--dashboard', '--url', saleUrl, '--workers', '6', '--buyers', '120', '--stock', '2', '--port', '0']);
+    try {
+      const address = await servedUrl(cli);
+      // Nothing runs before a page is open.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(cli.out()).not.toContain('flash sale on');
+      const page = await openPage(browser, address);
+      const off = page.locator('[data-testid=phase][data-lock=off]');
+      const on = page.locator('[data-testid=phase][data-lock=on]');
+      await off.locator('[data-field=stock]').filter({ hasText: /^0 of 2$/ }).waitFor({ timeout: 60_000 });
+      await page.locator('[data-testid=phase][data-lock=off][data-state=done]').waitFor({ timeout: 60_000 });
+      const oversold = Number(await off.locator('[data-field=oversold]').textContent());
+      const orders = Number(await off.locator('[data-field=orders]').textContent());
+      expect(oversold).toBeGreaterThan(0);
+      expect(orders).toBe(2 + oversold);
+      expect(await off.locator('[data-field=buyers]').textContent()).toBe('120 / 120');
+      expect(await off.locator('.verdict').textContent()).toContain(`OVERSOLD by ${oversold}`);
+      // The locked phase: a worker holding the lock is seen while it runs, then the exact result.
+      await page.locator('[data-testid=phase][data-lock=on][data-state=done]').waitFor({ timeout: 90_000 });
+      expect(await on.locator('[data-field=orders]').textContent()).toBe('2');
+      expect(await on.locator('[data-field=oversold]').textContent()).toBe('0');
+      expect(await on.locator('[data-field=stock]').textContent()).toBe('0 of 2');
+      expect(await on.locator('.verdict').textContent()).toContain('exact: sold 2 of 2');
+      await page.screenshot({ path: join(dir, 'flash-sale.png'), fullPage: true });
+      // The CLI printed both summaries, as the page said.
+      expect(cli.out()).toMatch(new RegExp(`\\| oversold +\\| ${oversold} `));
+      expect(cli.out()).toContain('both phases done');
+      await page.close();
+    } finally {
+      const code = await stopCli(cli);
+      expect(code, cli.out()).toBe(0);
+    }
+  }, 180_000);
 });

@@ -1,10 +1,12 @@
 import { Command, Option } from 'commander';
+import { runSaleDashboard } from '../dashboard/sale.js';
 import { createProgressView } from '../flash-sale/progress.js';
 import { summaryJson, summaryTable } from '../flash-sale/report.js';
 import { runFlashSale } from '../flash-sale/run.js';
 import { supportedSchemesText } from '../flash-sale/store.js';
 import { intArg } from '../options.js';
 import { CliError, URL_RULE, type CliIo } from '../output.js';
+import { checkExposure, serveOptions } from './dashboard.js';
 
 interface Flags {
   url?: string;
@@ -15,12 +17,16 @@ interface Flags {
   json: boolean;
   ttlMs: number;
   waitMs: number;
+  dashboard: boolean;
+  host: string;
+  port: number;
+  authToken?: string;
 }
 
 const MAX_MS = 2 ** 31 - 1;
 
 export function flashSaleCommand(io: CliIo, setExitCode: (code: number) => void): Command {
-  return new Command('flash-sale')
+  const cmd = new Command('flash-sale')
     .description(
       'One item, many buyers at the same instant: forks worker processes that all try to buy it, ' +
         'with a distributed lock (exact) or without (--no-lock: oversells).',
@@ -37,8 +43,15 @@ export function flashSaleCommand(io: CliIo, setExitCode: (code: number) => void)
     .addOption(new Option('--ttl-ms <ms>', 'lock TTL in ms').argParser(intArg(30, MAX_MS)).default(10_000))
     .addOption(new Option('--wait-ms <ms>', 'how long a buyer waits for the lock, in ms').argParser(intArg(0, MAX_MS)).default(120_000))
     .option('--json', 'print one JSON object (last line) instead of the table and progress', false)
+    .option('--dashboard', 'serve a live page of the race (--host, --port): both phases, without then with the lock, once the page is open', false);
+  return serveOptions(cmd)
     .addHelpText('after', `\n${URL_RULE} demo flash-sale: a new temporary SQLite file, removed at the end.`)
     .action(async (flags: Flags) => {
+      if (flags.dashboard) {
+        await dashboardAction(flags, io);
+        setExitCode(0);
+        return;
+      }
       const ac = new AbortController();
       const onSignal = (sig: NodeJS.Signals): void => {
         ac.abort(new CliError(`Interrupted by ${sig}: workers stopped and temporary data removed.`, 130));
@@ -75,4 +88,23 @@ export function flashSaleCommand(io: CliIo, setExitCode: (code: number) => void)
         process.off('SIGTERM', onSignal);
       }
     });
+}
+
+/** `--dashboard`: both phases on a page, until Ctrl-C. */
+async function dashboardAction(flags: Flags, io: CliIo): Promise<void> {
+  if (flags.json || !flags.lock) {
+    throw new CliError('--dashboard runs both phases (without, then with the lock) and shows them on the page: drop --json and --no-lock.', 2);
+  }
+  checkExposure(flags.host, flags.authToken, 'demo flash-sale --dashboard');
+  const ac = new AbortController();
+  const onSignal = (): void => ac.abort(new CliError('Interrupted: workers stopped and temporary data removed.', 130));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const sale = { workers: flags.workers, stock: flags.stock, buyers: flags.buyers, ttlMs: flags.ttlMs, waitMs: flags.waitMs, ...(flags.url === undefined ? {} : { url: flags.url }) };
+    await runSaleDashboard(sale, { host: flags.host, port: flags.port, ...(flags.authToken === undefined ? {} : { authToken: flags.authToken }), signal: ac.signal }, io);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }

@@ -30,6 +30,11 @@ export class WorkerPool {
 
   constructor(private readonly onProgress: () => void) {}
 
+  /** The workers' pids, by worker index. */
+  pids(): (number | undefined)[] {
+    return this.children.map((c) => c.pid);
+  }
+
   get size(): number {
     return this.children.length;
   }

@@ -13,6 +13,8 @@ export interface WorkerConfig {
   readonly firstBuyer: number;
   readonly ttlMs: number;
   readonly waitMs: number;
+  /** Buyer n of a worker starts n x this many ms after the start instant (0: all at once). */
+  readonly staggerMs?: number;
 }
 
 export type ParentMessage =

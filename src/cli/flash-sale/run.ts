@@ -24,6 +24,8 @@ export interface FlashSaleOptions {
   readonly lock: boolean;
   readonly ttlMs: number;
   readonly waitMs: number;
+  /** Buyer n of each worker starts n x this many ms late (the dashboard's slower, watchable race). */
+  readonly staggerMs?: number;
 }
 
 export interface FlashSaleResult {
@@ -58,6 +60,19 @@ export interface FlashSaleHooks {
   readonly progress?: ProgressView;
   /** Aborts the run (Ctrl-C): workers are killed and everything is cleaned up. */
   readonly signal?: AbortSignal;
+  /** Told when the buyers start (what a live view reads), and with undefined when the run ends. */
+  readonly live?: (run: LiveRun | undefined) => void;
+}
+
+/** A run in progress, as a live view reads it. */
+export interface LiveRun {
+  readonly lockKey: string;
+  /** Worker pids by worker index. */
+  readonly pids: readonly (number | undefined)[];
+  /** Buyers done and orders placed so far (as the workers last reported). */
+  progress(): { done: number; orders: number };
+  /** The stock as stored now. */
+  readStock(): Promise<number>;
 }
 
 const PREFLIGHT_TIMEOUT_MS = 15_000;
@@ -137,6 +152,7 @@ export async function runFlashSale(opts: FlashSaleOptions, hooks: FlashSaleHooks
         firstBuyer: first,
         ttlMs: opts.ttlMs,
         waitMs: opts.waitMs,
+        ...(opts.staggerMs ? { staggerMs: opts.staggerMs } : {}),
       };
       first += n;
       return cfg;
@@ -149,6 +165,13 @@ export async function runFlashSale(opts: FlashSaleOptions, hooks: FlashSaleHooks
     p.send({ type: 'go', startNs: String(startNs) });
     progress?.start(buyers);
     progressStarted = true;
+    const st = store;
+    hooks.live?.({
+      lockKey,
+      pids: p.pids(),
+      progress: () => ({ done: p.done.reduce((a, b) => a + b, 0), orders: p.orders.reduce((a, b) => a + b, 0) }),
+      readStock: () => st.readStock(),
+    });
     const runTimeoutMs = (opts.lock ? opts.waitMs : 0) + 120_000;
     await p.until(
       () => p.results.filter(Boolean).length === opts.workers,
@@ -198,6 +221,7 @@ export async function runFlashSale(opts: FlashSaleOptions, hooks: FlashSaleHooks
       correct,
     };
   } finally {
+    hooks.live?.(undefined);
     if (progressStarted) hooks.progress?.stop();
     await pool?.kill();
     await pool?.exited(3000);

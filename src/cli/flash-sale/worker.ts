@@ -84,6 +84,7 @@ async function main(): Promise<void> {
     };
     const buy = async (n: number): Promise<void> => {
       const buyer = `buyer-${cfg.firstBuyer + n}`;
+      if (cfg.staggerMs) await sleep(n * cfg.staggerMs);
       if (lockClient) {
         const t0 = performance.now();
         const lease = await lockClient.acquire(cfg.lockKey, { ttlMs: cfg.ttlMs, waitMs: cfg.waitMs });
