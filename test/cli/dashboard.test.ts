@@ -4,7 +4,7 @@
  * playwright-core) shows them: key, holder pid, token, mode, a TTL counting down, a lock name
  * with markup rendered as text, feed entries on release, force release only with --allow-admin
  * (the worker's lease is lost), the auth token, and the loopback rule. Screenshots go to the
- * test's temp dir (DLOCK_DASHBOARD_SCREENSHOT=path also writes the main one there, for docs/).
+ * test's temp dir (DLOCK_DASHBOARD_SCREENSHOTS=docs also copies two of them there, for the README).
  */
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +33,12 @@ afterAll(async () => {
   await browser?.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** With DLOCK_DASHBOARD_SCREENSHOTS=DIR, copy a screenshot to DIR/name (how docs/*.png are made). */
+function keepForDocs(file: string, name: string): void {
+  const to = process.env.DLOCK_DASHBOARD_SCREENSHOTS;
+  if (to) copyFileSync(file, join(to, name));
+}
 
 const XSS = '<img src=x onerror="window.__pwned=1">';
 
@@ -86,7 +92,7 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       const shot = join(dir, 'dashboard.png');
       await page.screenshot({ path: shot, fullPage: true });
       expect(statSync(shot).size).toBeGreaterThan(10_000);
-      if (process.env.DLOCK_DASHBOARD_SCREENSHOT) copyFileSync(shot, process.env.DLOCK_DASHBOARD_SCREENSHOT);
+      keepForDocs(shot, 'dashboard.png');
       await page.close();
       await killWorkers([holder, looper]);
     } finally {
@@ -191,6 +197,7 @@ describe('dlock demo flash-sale --dashboard', () => {
       expect(await on.locator('[data-field=stock]').textContent()).toBe('0 of 2');
       expect(await on.locator('.verdict').textContent()).toContain('exact: sold 2 of 2');
       await page.screenshot({ path: join(dir, 'flash-sale.png'), fullPage: true });
+      keepForDocs(join(dir, 'flash-sale.png'), 'dashboard-flash-sale.png');
       // The CLI printed both summaries, as the page said.
       expect(cli.out()).toMatch(new RegExp(`\\| oversold +\\| ${oversold} `));
       expect(cli.out()).toContain('both phases done');

@@ -70,7 +70,7 @@ button { font: inherit; padding: 2px 10px; border: 1px solid var(--bad); color: 
 .columns section { margin: 0; }
 .feed { list-style: none; padding: 0; margin: 0; max-height: 320px; overflow: auto; }
 .feed li { padding: 2px 0; border-bottom: 1px dotted var(--line); }
-.feed .kind { display: inline-block; min-width: 96px; font-weight: 600; }
+.feed .kind { display: inline-block; min-width: 112px; font-weight: 600; }
 .feed .time { color: var(--muted); margin-right: 8px; font-variant-numeric: tabular-nums; }
 .kind-released, .kind-handed-over { color: var(--good); }
 .kind-expired, .kind-gave-up, .kind-force-released { color: var(--bad); }
