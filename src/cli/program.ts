@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { doctorCommand } from './commands/doctor.js';
 import { flashSaleCommand } from './commands/flash-sale.js';
 import { defaultIdsUrl, idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
@@ -18,7 +19,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
-      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect: none (--url or DLOCK_URL is required).`,
+      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, doctor: none (--url or DLOCK_URL is required).`,
     );
 
   program
@@ -27,6 +28,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .addCommand(flashSaleCommand(io, setExitCode));
   program.addCommand(inspectCommand(io, setExitCode));
   program.addCommand(idsCommand(io, setExitCode));
+  program.addCommand(doctorCommand(io, setExitCode));
   // Subcommands added with addCommand() do not inherit the settings above.
   for (const cmd of [...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     cmd.exitOverride().configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });

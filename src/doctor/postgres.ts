@@ -1,0 +1,108 @@
+/**
+ * doctor checks for PostgreSQL: a transaction pooler in the way (session advisory locks are not
+ * safe through one), the idle and statement timeouts, keepalives, a read-only standby, the clock
+ * (`clock_timestamp()`) and the round trip (`SELECT 1`). Reads only; one connection.
+ *
+ * Pooler detection, and its limit: ten statements in a row outside a transaction report their
+ * `pg_backend_pid()`; a transaction pooler (PgBouncer `pool_mode=transaction`, RDS Proxy...)
+ * hands each to whichever server connection is free, so more than one pid proves it. A pooler
+ * whose pool holds one server connection, or that happens to return the same one every time,
+ * is not seen; a server port (`inet_server_port()`) other than the URL's says something sits in
+ * between (a pooler, a proxy, a port forward), which is reported as a warning.
+ */
+import type pg from 'pg';
+import { parsePostgresUrl, pgModule } from '../drivers/postgres/connection.js';
+import { redactUrl } from '../drivers/redis/url.js';
+import { clockOffset, fail, ok, roundTrip, unreachable, warn, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
+
+const SETTINGS = ['idle_session_timeout', 'idle_in_transaction_session_timeout', 'statement_timeout', 'lock_timeout', 'tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count'];
+const PIDS = 10;
+
+/** A pg_settings value in ms (unit ms, s or min), or the raw number for unitless settings. */
+function inMs(setting: string, unit: string | null): number {
+  const n = Number(setting);
+  if (unit === 's') return n * 1000;
+  if (unit === 'min') return n * 60_000;
+  return n;
+}
+
+/** Every PostgreSQL check for `url`. */
+export async function checkPostgres(url: string, opts: ResolvedDoctorOptions): Promise<DoctorFinding[]> {
+  const parsed = parsePostgresUrl(url);
+  const where = `PostgreSQL at ${redactUrl(url).replace(/\?.*$/, '')}`;
+  const client: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs } as pg.ClientConfig);
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw unreachable(where, e);
+  }
+  try {
+    const q = async <R extends pg.QueryResultRow>(text: string): Promise<R[]> => (await client.query<R>(text)).rows;
+    const findings: DoctorFinding[] = [];
+    const session = parsed.mode === 'session';
+
+    const pids = new Set<number>();
+    for (let i = 0; i < PIDS; i++) pids.add((await q<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]?.pid ?? -1);
+    const [info] = await q<{ port: number | null; standby: boolean; version: string }>("SELECT inet_server_port() AS port, pg_is_in_recovery() AS standby, current_setting('server_version') AS version");
+    const urlPort = Number(new URL(parsed.connection).port || '5432');
+    const pidText = `${PIDS} statements in a row ran on ${pids.size} backend(s) (pg_backend_pid ${[...pids].slice(0, 4).join(', ')}${pids.size > 4 ? ', ...' : ''})`;
+    if (pids.size > 1) {
+      findings.push(
+        session
+          ? fail('postgres.pooler', `${pidText}: a transaction pooler hands each statement to another server connection, so a session advisory lock is held by a connection this client no longer uses`, 'Use ?mode=table (lease rows, safe through poolers), or connect to PostgreSQL directly / through a session-mode pool.')
+          : ok('postgres.pooler', `${pidText}: a transaction pooler, which table mode (lease rows) handles`),
+      );
+    } else if (info?.port != null && info.port !== urlPort) {
+      findings.push(
+        session
+          ? warn('postgres.pooler', `${pidText}, but the server listens on port ${info.port} and the URL names ${urlPort}: a pooler, proxy or port forward sits in between (a transaction pooler with one free server connection looks like this too)`, 'If it is a transaction pooler (PgBouncer pool_mode=transaction, RDS Proxy), use ?mode=table or connect directly.')
+          : ok('postgres.pooler', `${pidText}; server port ${info.port}, URL port ${urlPort}: something sits in between, which table mode handles`),
+      );
+    } else {
+      findings.push(ok('postgres.pooler', `${pidText}: no transaction pooler seen`));
+    }
+
+    findings.push(
+      info?.standby
+        ? fail('postgres.standby', `PostgreSQL ${info.version}: pg_is_in_recovery() is true, a read-only standby: dlock's writes fail and its locks would not be seen by clients of the primary`, 'Point the URL at the primary.')
+        : ok('postgres.standby', `PostgreSQL ${info?.version ?? '?'}: the primary (not in recovery)`),
+    );
+
+    const rows = await q<{ name: string; setting: string; unit: string | null }>(`SELECT name, setting, unit FROM pg_settings WHERE name IN (${SETTINGS.map((s) => `'${s}'`).join(', ')})`);
+    const setting = new Map(rows.map((r) => [r.name, inMs(r.setting, r.unit)]));
+    const idle = setting.get('idle_session_timeout');
+    if (idle === undefined) findings.push(ok('postgres.idle-session-timeout', `idle_session_timeout does not exist on PostgreSQL ${info?.version ?? '?'} (before 14): no idle session is closed`));
+    else if (idle === 0) findings.push(ok('postgres.idle-session-timeout', 'idle_session_timeout 0 (off): idle connections stay open'));
+    else {
+      findings.push(
+        warn(
+          'postgres.idle-session-timeout',
+          `idle_session_timeout ${idle} ms: ${session ? 'a connection that holds locks and is idle that long is closed by the server, which frees its advisory locks: the lease is lost' : 'idle connections are closed by the server and reopened by the driver (table mode keeps locks in rows, so none is lost)'}`,
+          'ALTER ROLE <lock user> SET idle_session_timeout = 0 (or raise it well above the longest hold).',
+        ),
+      );
+    }
+    const idleTx = setting.get('idle_in_transaction_session_timeout') ?? 0;
+    findings.push(ok('postgres.idle-in-transaction-timeout', `idle_in_transaction_session_timeout ${idleTx === 0 ? '0 (off)' : `${idleTx} ms`}: dlock keeps no transaction open between statements, so it does not apply to its connections`));
+    const stmt = setting.get('statement_timeout') ?? 0;
+    findings.push(
+      stmt === 0
+        ? ok('postgres.statement-timeout', 'statement_timeout 0 (off): a blocking wait lasts until its own lock_timeout')
+        : warn('postgres.statement-timeout', `statement_timeout ${stmt} ms: ${session ? 'a server-side wait for a lock' : 'a statement'} longer than that is cancelled by the server; waits longer than ${stmt} ms end early and are retried with backoff`, 'ALTER ROLE <lock user> SET statement_timeout = 0, or keep waitMs below it.'),
+    );
+    const ka = ['tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count'].map((n) => `${n} ${setting.get(n) ?? '?'}${n === 'tcp_keepalives_count' ? '' : ' ms'}`);
+    findings.push(ok('postgres.keepalives', `${ka.join(', ')} (0: the OS default); the driver also enables keepalives on its side, so a dead client's locks are freed once TCP gives up`));
+
+    findings.push(await clockOffset(async () => Number((await q<{ ms: string }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::text AS ms'))[0]?.ms)));
+    findings.push(await roundTrip('SELECT 1 statements', () => client.query('SELECT 1'), opts));
+    return findings;
+  } catch (e) {
+    const code = (e as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) throw e;
+    throw unreachable(where, e);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
