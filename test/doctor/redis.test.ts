@@ -5,6 +5,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/doctor/index.js';
+import { startDelayProxy } from '../support/delay-proxy.js';
 import { startRedis, withRedisClient, type RedisServer } from '../support/redis.js';
 import { startRedlock, type RedlockNodes } from '../support/redlock.js';
 import { all, one } from './findings.js';
@@ -67,6 +68,23 @@ describe('doctor: Redis eviction policy', () => {
     const r = await doctor(`redis://:sekret@127.0.0.1:${s.port}`, { pings: 5 });
     expect(r.url).toBe(`redis://:***@127.0.0.1:${s.port}`);
     expect(JSON.stringify(r)).not.toContain('sekret');
+  });
+});
+
+describe('doctor: round trip', () => {
+  it('a slow path (60 ms each way) warns; against a 1 s TTL it fails', async () => {
+    const s = await redis([]);
+    const proxy = await startDelayProxy(s.port, { delayMs: 60 });
+    try {
+      const slow = one(await doctor(proxy.url, { pings: 5 }), 'rtt');
+      expect(slow.status).toBe('warn');
+      expect(slow.evidence).toMatch(/above 100 ms/);
+      const short = one(await doctor(proxy.url, { pings: 5, ttlMs: 1000 }), 'rtt');
+      expect(short.status).toBe('fail');
+      expect(short.fix).toMatch(/ttlMs/);
+    } finally {
+      await proxy.close();
+    }
   });
 });
 
