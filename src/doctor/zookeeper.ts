@@ -89,9 +89,9 @@ export async function checkZooKeeper(url: string, opts: ResolvedDoctorOptions): 
     const base = `asked for ${asked} ms, the server granted ${negotiated} ms; ${why}`;
     if (negotiated === asked) findings.push(ok('zookeeper.session-timeout', base));
     else if (negotiated < asked) {
-      findings.push(warn('zookeeper.session-timeout', `${base}: a pause or network cut shorter than you planned for (${negotiated} ms) ends the session, and every lock it holds`, `Raise the servers' minSessionTimeout to at least ${asked} ms, or ask for sessionTimeoutMs=${negotiated} and plan for it.`));
+      findings.push(warn('zookeeper.session-timeout', `${base}: a pause or network cut shorter than you planned for (${negotiated} ms) ends the session, and every lock it holds`, `Raise the servers' maxSessionTimeout to at least ${asked} ms (the server caps the request at it), or ask for sessionTimeoutMs=${negotiated} and plan for it.`));
     } else {
-      findings.push(warn('zookeeper.session-timeout', `${base}: a crashed holder keeps its locks ${negotiated} ms, not ${asked} ms`, `Raise the servers' maxSessionTimeout to at least ${asked} ms, or ask for sessionTimeoutMs=${negotiated}.`));
+      findings.push(warn('zookeeper.session-timeout', `${base}: a crashed holder keeps its locks ${negotiated} ms, not ${asked} ms`, `Lower the servers' minSessionTimeout to at most ${asked} ms (the server raises shorter requests to it), or ask for sessionTimeoutMs=${negotiated}.`));
     }
 
     const read = (): Promise<void> =>
