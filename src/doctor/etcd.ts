@@ -8,8 +8,7 @@
 import type { Etcd3 } from 'etcd3';
 import { parseEtcdUrl } from '../drivers/etcd/index.js';
 import { etcd3 } from '../drivers/etcd/peer.js';
-import { UnavailableError } from '../errors.js';
-import { attempt, clockOffset, fail, ok, roundTrip, unreachable, warn, within, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
+import { attempt, clockOffset, down, fail, ok, roundTrip, unreachable, warn, within, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
 
 /** The driver's defaults (see EtcdDriverOptions). */
 const DEFAULT_LEASE_TTL_S = 10;
@@ -36,6 +35,12 @@ async function httpDateMs(host: string, timeoutMs: number): Promise<number> {
   return Date.parse(date) + 500;
 }
 
+/** gRPC's long "14 UNAVAILABLE: No connection established. Last error: ..." cut to its cause. */
+function shortReason(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  return /Last error: (?:Error: )?(.*?)(?:\. Resolution note|$)/.exec(text)?.[1] ?? text;
+}
+
 /** Every etcd check for `url`. */
 export async function checkEtcd(url: string, opts: ResolvedDoctorOptions): Promise<DoctorFinding[]> {
   const parsed = parseEtcdUrl(url);
@@ -47,7 +52,7 @@ export async function checkEtcd(url: string, opts: ResolvedDoctorOptions): Promi
         const s = await within(c.maintenance.status(), opts.timeoutMs, `etcd at ${host}`);
         return { host, status: s };
       } catch (e) {
-        return { host, error: e instanceof Error ? e.message : String(e) };
+        return { host, error: shortReason(e) };
       } finally {
         c.close();
       }
@@ -55,7 +60,7 @@ export async function checkEtcd(url: string, opts: ResolvedDoctorOptions): Promi
   );
   const up = statuses.filter((s) => s.status !== undefined);
   if (up.length === 0) {
-    throw new UnavailableError(`etcd at ${parsed.hosts.join(', ')}: ${statuses.map((s) => s.error).join('; ')}`);
+    throw down(`etcd at ${parsed.hosts.join(', ')}`, [...new Set(statuses.map((s) => s.error))].join('; '));
   }
   const leaders = new Set(up.map((s) => s.status?.leader ?? '0'));
   const lines = statuses.map((s) => (s.status ? `${s.host} v${s.status.version} leader ${s.status.leader} raft term ${s.status.raftTerm}${s.status.errors.length > 0 ? ` errors: ${s.status.errors.join('; ')}` : ''}` : `${s.host} unreachable (${s.error})`));

@@ -7,8 +7,7 @@ import { quorumOf } from '../drivers/redlock/quorum.js';
 import { parseRedlockUrl } from '../drivers/redlock/index.js';
 import { importIoredis } from '../drivers/redis/peer.js';
 import { ioredisFor, parseRedisUrl, redactUrl, type ReplicaAcks } from '../drivers/redis/url.js';
-import { UnavailableError } from '../errors.js';
-import { attempt, clockOffset, fail, ok, roundTrip, unreachable, warn, within, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
+import { attempt, clockOffset, down, fail, ok, roundTrip, unreachable, warn, within, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
 
 /** What a node's checks need to know about the URL. */
 interface NodeContext {
@@ -184,7 +183,7 @@ async function redlockChecks(url: string, opts: ResolvedDoctorOptions): Promise<
     }),
   );
   const up = perNode.filter((n) => n.reachable).length;
-  if (up === 0) throw new UnavailableError(`Redis at ${perNode.map((n) => n.label).join(', ')}: no Redlock node answered`);
+  if (up === 0) throw down(`Redis at ${perNode.map((n) => n.label).join(', ')}`, 'no Redlock node answered');
   const summary =
     up >= quorum
       ? up === parsed.nodes.length
@@ -220,7 +219,7 @@ async function sentinelChecks(url: string, opts: ResolvedDoctorOptions): Promise
       c?.disconnect();
     }
   }
-  if (answered === 0) throw new UnavailableError(`Redis Sentinel at ${parsed.sentinels.map((s) => `${s.host}:${s.port}`).join(', ')}: no Sentinel answered`);
+  if (answered === 0) throw down(`Redis Sentinel at ${parsed.sentinels.map((s) => `${s.host}:${s.port}`).join(', ')}`, 'no Sentinel answered');
   if (masters.size !== 1) {
     findings.push(fail('sentinel.master', masters.size === 0 ? `no Sentinel knows a master named "${parsed.name}"` : `the Sentinels disagree on the master: ${[...masters].join(', ')}`, 'Check the master name in the URL and the Sentinels\' configuration.'));
     return findings;

@@ -110,8 +110,9 @@ export async function clockOffset(readEngineMs: () => Promise<number>, samples =
     const t0 = monotonicNow();
     const engine = await readEngineMs();
     const rtt = monotonicNow() - t0;
-    const offset = engine - (before + rtt / 2);
-    const uncertainty = rtt / 2 + resolutionMs;
+    // Date.now() is truncated to the ms: the true time is in [before, before + 1).
+    const offset = engine - (before + 0.5 + rtt / 2);
+    const uncertainty = rtt / 2 + 0.5 + resolutionMs;
     if (!best || uncertainty < best.uncertainty) best = { offset, uncertainty };
   }
   if (!best) return ok('clock', 'not measured: no sample');
@@ -127,9 +128,14 @@ export async function clockOffset(readEngineMs: () => Promise<number>, samples =
 export function within<T>(p: Promise<T>, timeoutMs: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new UnavailableError(`${what}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => reject(down(what, `no answer within ${timeoutMs} ms`)), timeoutMs);
   });
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** {@link UnavailableError} for `what` (the engine and where), whose cause is the short `reason`. */
+export function down(what: string, reason: string): UnavailableError {
+  return new UnavailableError(`${what}: ${reason}`, { cause: new Error(reason) });
 }
 
 /** `e` as {@link UnavailableError} (`what` says which engine and where), keeping the cause. */

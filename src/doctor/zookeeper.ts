@@ -8,8 +8,7 @@ import { connect } from 'node:net';
 import type * as zk from 'node-zookeeper-client';
 import { parseZooKeeperUrl } from '../drivers/zookeeper/index.js';
 import { zkClient } from '../drivers/zookeeper/session.js';
-import { UnavailableError } from '../errors.js';
-import { ok, roundTrip, unreachable, warn, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
+import { down, ok, roundTrip, unreachable, warn, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
 
 /** The driver's default (see ZooKeeperDriverOptions.sessionTimeoutMs). */
 const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
@@ -40,7 +39,7 @@ function openSession(connectionString: string, sessionTimeoutMs: number, timeout
   return new Promise<zk.Client>((resolve, reject) => {
     const timer = setTimeout(() => {
       client.close();
-      reject(new UnavailableError(`ZooKeeper at ${connectionString}: no session within ${timeoutMs} ms`));
+      reject(down(`ZooKeeper at ${connectionString}`, `no session within ${timeoutMs} ms`));
     }, timeoutMs);
     client.once('connected', () => {
       clearTimeout(timer);
