@@ -30,7 +30,7 @@ function inMs(setting: string, unit: string | null): number {
 export async function checkPostgres(url: string, opts: ResolvedDoctorOptions): Promise<DoctorFinding[]> {
   const parsed = parsePostgresUrl(url);
   const where = `PostgreSQL at ${redactUrl(url).replace(/\?.*$/, '')}`;
-  const client: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs } as pg.ClientConfig);
+  const client: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs });
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -108,7 +108,7 @@ async function persistenceCheck(c: Redis, ctx: NodeContext): Promise<DoctorFindi
 
 /** Role and replicas: a replica refuses writes; replicas without replicaAcks can lose grants on failover. */
 async function replicationChecks(c: Redis, ctx: NodeContext): Promise<DoctorFinding[]> {
-  const info = infoFields((await c.info('replication')) as string);
+  const info = infoFields((await c.info('replication')));
   const role = info.get('role') ?? '?';
   if (role !== 'master') {
     return [fail('redis.role', `${ctx.label}: role ${role} (a read-only replica of ${info.get('master_host') ?? '?'}:${info.get('master_port') ?? '?'}): every acquisition fails`, 'Point the URL at the master (or use redis+sentinel:// to follow it).')];

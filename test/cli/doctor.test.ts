@@ -49,7 +49,7 @@ describe('dlock doctor on SQLite', () => {
   it('a dlock database: WAL, writable, local file system; exit code 0; --json prints one object', async () => {
     const path = join(dir, 'locks.db');
     const client = await connect(`sqlite:${path}`);
-    await client.using('k', async () => undefined);
+    await client.using('k', () => Promise.resolve());
     await client.close();
     const r = await dlock('doctor', '--url', `sqlite:${path}`, '--json');
     expect(r.code, r.stderr).toBe(0);
