@@ -13,12 +13,14 @@ import { down, ok, roundTrip, unreachable, warn, type DoctorFinding, type Resolv
 /** The driver's default (see ZooKeeperDriverOptions.sessionTimeoutMs). */
 const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
 
-/** Send a four letter word; resolves the answer ('' when refused, closed or silent). */
-function fourLetter(hostPort: string, word: string, timeoutMs: number): Promise<string> {
-  const i = hostPort.lastIndexOf(':');
+/**
+ * Send a four letter word (`srvr`, `conf`...) to `host:port`; resolves the answer ('' when the
+ * server refuses it, closes or stays silent for `timeoutMs`). Never rejects.
+ */
+export function fourLetter(host: string, port: number, word: string, timeoutMs: number): Promise<string> {
   return new Promise<string>((resolve) => {
     let out = '';
-    const socket = connect(Number(hostPort.slice(i + 1)), hostPort.slice(0, i), () => socket.write(word));
+    const socket = connect(port, host, () => socket.write(word));
     const done = (): void => {
       clearTimeout(timer);
       socket.destroy();
@@ -29,6 +31,12 @@ function fourLetter(hostPort: string, word: string, timeoutMs: number): Promise<
     socket.on('close', done);
     socket.on('error', done);
   });
+}
+
+/** {@link fourLetter} to a `host:port` of a connection string. */
+function ask(hostPort: string, word: string, timeoutMs: number): Promise<string> {
+  const i = hostPort.lastIndexOf(':');
+  return fourLetter(hostPort.slice(0, i), Number(hostPort.slice(i + 1)), word, timeoutMs);
 }
 
 const field = (text: string, name: string): string | undefined => new RegExp(`^${name}[=:]\\s*(\\S+)`, 'm').exec(text)?.[1];
@@ -62,11 +70,11 @@ export async function checkZooKeeper(url: string, opts: ResolvedDoctorOptions): 
     let limits: string | undefined;
     let confRefused = false;
     for (const s of servers) {
-      const srvr = await fourLetter(s, 'srvr', opts.timeoutMs);
+      const srvr = await ask(s, 'srvr', opts.timeoutMs);
       const mode = field(srvr, 'Mode');
       modes.push(`${s} ${mode ?? (srvr ? 'srvr not whitelisted' : 'no answer')}`);
       if (limits === undefined) {
-        const conf = await fourLetter(s, 'conf', opts.timeoutMs);
+        const conf = await ask(s, 'conf', opts.timeoutMs);
         const tick = field(conf, 'tickTime');
         if (tick) limits = `tickTime ${tick} ms, minSessionTimeout ${field(conf, 'minSessionTimeout') ?? '?'} ms, maxSessionTimeout ${field(conf, 'maxSessionTimeout') ?? '?'} ms (from ${s})`;
         else confRefused = true;

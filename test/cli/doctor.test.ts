@@ -8,13 +8,12 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CliIo } from '../../src/cli/output.js';
-import { run } from '../../src/cli/program.js';
 import { connect } from '../../src/connect.js';
 import { doctor, type DoctorReport } from '../../src/doctor/index.js';
 import { InvalidArgumentError, OutOfRangeError, UnavailableError, UnsupportedUrlError } from '../../src/errors.js';
 import { removeDir, tempDir } from '../support/processes.js';
 import { repoRoot } from '../support/workers.js';
+import { dlockInProcess } from '../support/cli.js';
 
 let dir: string;
 beforeAll(() => {
@@ -22,16 +21,7 @@ beforeAll(() => {
 });
 afterAll(() => removeDir(dir));
 
-async function dlock(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const io = {
-    stdout: { write: (s: string) => ((stdout += s), true), isTTY: false },
-    stderr: { write: (s: string) => ((stderr += s), true), isTTY: false },
-  } as unknown as CliIo;
-  const code = await run(['node', 'dlock', ...args], io);
-  return { code, stdout, stderr };
-}
+const dlock = dlockInProcess;
 
 const status = (r: DoctorReport, check: string): string | undefined => r.findings.find((f) => f.check === check)?.status;
 

@@ -12,9 +12,9 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { fourLetter as sendFourLetter } from '../../src/doctor/zookeeper.js';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
 import { removeDir, ServerProcess, tempDir } from './processes.js';
@@ -81,19 +81,7 @@ export interface StartZooKeeperOptions {
 
 /** Send a four letter word to 127.0.0.1:port; resolves the answer ('' when refused or silent). */
 export function fourLetter(port: number, word: string, timeoutMs = 2000): Promise<string> {
-  return new Promise<string>((resolve) => {
-    let out = '';
-    const socket = connect(port, '127.0.0.1', () => socket.write(word));
-    const done = (): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(out);
-    };
-    const timer = setTimeout(done, timeoutMs);
-    socket.on('data', (d: Buffer) => (out += d.toString()));
-    socket.on('close', done);
-    socket.on('error', done);
-  });
+  return sendFourLetter('127.0.0.1', port, word, timeoutMs);
 }
 
 /** `Mode: ...` from `srvr`; `ruok` answers before the server serves, so it is not enough. */
