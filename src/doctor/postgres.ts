@@ -3,12 +3,15 @@
  * safe through one), the idle and statement timeouts, keepalives, a read-only standby, the clock
  * (`clock_timestamp()`) and the round trip (`SELECT 1`). Reads only; one connection.
  *
- * Pooler detection, and its limit: ten statements in a row outside a transaction report their
- * `pg_backend_pid()`; a transaction pooler (PgBouncer `pool_mode=transaction`, RDS Proxy...)
- * hands each to whichever server connection is free, so more than one pid proves it. A pooler
- * whose pool holds one server connection, or that happens to return the same one every time,
- * is not seen; a server port (`inet_server_port()`) other than the URL's says something sits in
- * between (a pooler, a proxy, a port forward), which is reported as a warning.
+ * Pooler detection, and its limit: two connections of this client run statements in turn, outside
+ * any transaction, and report their `pg_backend_pid()`. Straight to PostgreSQL (or through a
+ * session pooler) each connection is one backend for its whole life, so the two never share a pid
+ * and neither changes. A transaction pooler (PgBouncer `pool_mode=transaction`, RDS Proxy...)
+ * hands each statement to a free server connection: with PgBouncer's default reuse of the last
+ * one, both connections land on the same backend, and with a larger pool a connection's pid
+ * changes; either proves it. A pooler that pins each client connection to one backend until the
+ * test ends is not seen; a server port (`inet_server_port()`) other than the URL's says something
+ * sits in between (a pooler, a proxy, a port forward), which is reported as a warning.
  */
 import type pg from 'pg';
 import { parsePostgresUrl, pgModule } from '../drivers/postgres/connection.js';
@@ -16,7 +19,8 @@ import { redactUrl } from '../drivers/redis/url.js';
 import { clockOffset, fail, ok, roundTrip, unreachable, warn, type DoctorFinding, type ResolvedDoctorOptions } from './report.js';
 
 const SETTINGS = ['idle_session_timeout', 'idle_in_transaction_session_timeout', 'statement_timeout', 'lock_timeout', 'tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count'];
-const PIDS = 10;
+/** Statements per connection in the pooler probe. */
+const PIDS = 5;
 
 /** A pg_settings value in ms (unit ms, s or min), or the raw number for unitless settings. */
 function inMs(setting: string, unit: string | null): number {
@@ -43,15 +47,29 @@ export async function checkPostgres(url: string, opts: ResolvedDoctorOptions): P
     const findings: DoctorFinding[] = [];
     const session = parsed.mode === 'session';
 
-    const pids = new Set<number>();
-    for (let i = 0; i < PIDS; i++) pids.add((await q<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]?.pid ?? -1);
+    const other: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs } as pg.ClientConfig);
+    other.on('error', () => undefined);
+    const pidsA = new Set<number>();
+    const pidsB = new Set<number>();
+    try {
+      await other.connect();
+      const pid = async (c: pg.Client): Promise<number> => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid ?? -1;
+      for (let i = 0; i < PIDS; i++) {
+        pidsA.add(await pid(client));
+        pidsB.add(await pid(other));
+      }
+    } finally {
+      await other.end().catch(() => undefined);
+    }
+    const shared = [...pidsA].some((p) => pidsB.has(p));
+    const pids = new Set([...pidsA, ...pidsB]);
     const [info] = await q<{ port: number | null; standby: boolean; version: string }>("SELECT inet_server_port() AS port, pg_is_in_recovery() AS standby, current_setting('server_version') AS version");
     const urlPort = Number(new URL(parsed.connection).port || '5432');
-    const pidText = `${PIDS} statements in a row ran on ${pids.size} backend(s) (pg_backend_pid ${[...pids].slice(0, 4).join(', ')}${pids.size > 4 ? ', ...' : ''})`;
-    if (pids.size > 1) {
+    const pidText = `two connections, ${PIDS} statements each in turn: backend pids ${[...pidsA].join(', ')} and ${[...pidsB].join(', ')}${shared ? ' (shared)' : ''}`;
+    if (shared || pidsA.size > 1 || pidsB.size > 1) {
       findings.push(
         session
-          ? fail('postgres.pooler', `${pidText}: a transaction pooler hands each statement to another server connection, so a session advisory lock is held by a connection this client no longer uses`, 'Use ?mode=table (lease rows, safe through poolers), or connect to PostgreSQL directly / through a session-mode pool.')
+          ? fail('postgres.pooler', `${pidText}: statements of one connection run on other backends (a transaction pooler), so a session advisory lock stays with a backend this connection no longer uses, and another client can be handed that backend and its locks`, 'Use ?mode=table (lease rows, safe through poolers), or connect to PostgreSQL directly / through a session-mode pool.')
           : ok('postgres.pooler', `${pidText}: a transaction pooler, which table mode (lease rows) handles`),
       );
     } else if (info?.port != null && info.port !== urlPort) {

@@ -228,11 +228,17 @@ async function sentinelChecks(url: string, opts: ResolvedDoctorOptions): Promise
   findings.push(ok('sentinel.master', `master "${parsed.name}" is ${master}`));
   const [host, port] = [master.slice(0, master.lastIndexOf(':')), master.slice(master.lastIndexOf(':') + 1)];
   const { Redis } = await importIoredis();
-  const c = await connected(
-    new Redis({ ...tuning(opts.timeoutMs), enableOfflineQueue: false, host, port: Number(port), db: parsed.db, ...(parsed.username !== undefined ? { username: parsed.username } : {}), ...(parsed.password !== undefined ? { password: parsed.password } : {}) }),
-    master,
-    opts.timeoutMs,
-  );
+  let c: Redis;
+  try {
+    c = await connected(
+      new Redis({ ...tuning(opts.timeoutMs), enableOfflineQueue: false, host, port: Number(port), db: parsed.db, ...(parsed.username !== undefined ? { username: parsed.username } : {}), ...(parsed.password !== undefined ? { password: parsed.password } : {}) }),
+      master,
+      opts.timeoutMs,
+    );
+  } catch (e) {
+    findings.push(fail('sentinel.master-reachable', `the master ${master} does not answer (${e instanceof Error ? e.message : String(e)})`, 'Check the master (Sentinel fails over only once it is down for down-after-milliseconds), and that this host can reach the address Sentinel announces.'));
+    return findings;
+  }
   try {
     findings.push(...(await nodeChecks(c, { label: master, redlock: false, replicaAcks: parsed.replicaAcks }, opts)));
   } finally {
