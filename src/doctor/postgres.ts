@@ -34,8 +34,12 @@ function inMs(setting: string, unit: string | null): number {
 export async function checkPostgres(url: string, opts: ResolvedDoctorOptions): Promise<DoctorFinding[]> {
   const parsed = parsePostgresUrl(url);
   const where = `PostgreSQL at ${redactUrl(url).replace(/\?.*$/, '')}`;
-  const client: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs });
-  client.on('error', () => undefined);
+  const open = (): pg.Client => {
+    const c: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs });
+    c.on('error', () => undefined);
+    return c;
+  };
+  const client = open();
   try {
     await client.connect();
   } catch (e) {
@@ -47,8 +51,7 @@ export async function checkPostgres(url: string, opts: ResolvedDoctorOptions): P
     const findings: DoctorFinding[] = [];
     const session = parsed.mode === 'session';
 
-    const other: pg.Client = new (pgModule().Client)({ connectionString: parsed.connection, connectionTimeoutMillis: opts.timeoutMs, query_timeout: opts.timeoutMs } as pg.ClientConfig);
-    other.on('error', () => undefined);
+    const other = open();
     const pidsA = new Set<number>();
     const pidsB = new Set<number>();
     try {
@@ -62,7 +65,6 @@ export async function checkPostgres(url: string, opts: ResolvedDoctorOptions): P
       await other.end().catch(() => undefined);
     }
     const shared = [...pidsA].some((p) => pidsB.has(p));
-    const pids = new Set([...pidsA, ...pidsB]);
     const [info] = await q<{ port: number | null; standby: boolean; version: string }>("SELECT inet_server_port() AS port, pg_is_in_recovery() AS standby, current_setting('server_version') AS version");
     const urlPort = Number(new URL(parsed.connection).port || '5432');
     const pidText = `two connections, ${PIDS} statements each in turn: backend pids ${[...pidsA].join(', ')} and ${[...pidsB].join(', ')}${shared ? ' (shared)' : ''}`;
