@@ -72,7 +72,7 @@ export async function checkZooKeeper(url: string, opts: ResolvedDoctorOptions): 
     for (const s of servers) {
       const srvr = await ask(s, 'srvr', opts.timeoutMs);
       const mode = field(srvr, 'Mode');
-      modes.push(`${s} ${mode ?? (srvr ? 'srvr not whitelisted' : 'no answer')}`);
+      modes.push(`${s} ${mode ?? (srvr === '' ? 'no answer' : /whitelist/i.test(srvr) ? 'srvr not whitelisted' : 'not serving')}`);
       if (limits === undefined) {
         const conf = await ask(s, 'conf', opts.timeoutMs);
         const tick = field(conf, 'tickTime');
