@@ -300,3 +300,17 @@ describe('parseRedisUrl', () => {
     expect(String((error as Error).message)).not.toContain('secret');
   });
 });
+
+describe('list() right after connect', () => {
+  it('over an ioredis Cluster just created (not yet ready), list() names the keys of every master', async () => {
+    const tag = `fresh-${Date.now()}`;
+    const { keys } = await keysOnEveryMaster(tag, 1);
+    const holder = new LockClient(new RedisDriver({ url: cluster.url }));
+    closers.push(() => holder.close());
+    const leases = await Promise.all(keys.map((k) => holder.acquire(k, { ttlMs: 10_000 })));
+    const fresh = new LockClient(driverOver(await clusterClient('ioredis')));
+    closers.push(() => fresh.close());
+    expect((await fresh.list(`${tag}:`)).map((i) => i.key).sort()).toEqual([...keys].sort());
+    await Promise.all(leases.map((l) => l.release()));
+  });
+});
