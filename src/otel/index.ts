@@ -121,8 +121,8 @@ const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
  * The span of an acquisition is a child of the context active where `acquire()` was called (the
  * caller's span, with an async-hooks context manager, as the SDKs for Node.js register), from the
  * call to the grant or the refusal; its status is an error for `timeout` and `unavailable`.
- * @throws {@link MissingPeerError} when `@opentelemetry/api` is not installed;
- *   {@link InvalidArgumentError} / {@link OutOfRangeError} for bad options.
+ * @throws {@link index!MissingPeerError} when `@opentelemetry/api` is not installed;
+ *   {@link index!InvalidArgumentError} / {@link index!OutOfRangeError} for bad options.
  *
  * @example
  * ```ts fragment
