@@ -232,8 +232,10 @@ function recordMetrics(api: typeof OtelApi, provider: MeterProvider, on: On, key
   const held = meter.createUpDownCounter(METRICS.held, { unit: '{lease}', description: 'Holds held now.' });
   const waiters = meter.createUpDownCounter(METRICS.waiters, { unit: '{waiter}', description: 'Acquisitions waiting now.' });
 
-  // What this client adds to the up-down counters, by owner id (unique per acquisition), with the
-  // attributes it was added with (a decrement must name the same series).
+  // What this client adds to the up-down counters, by owner id (unique per engine request), with
+  // the attributes it was added with (a decrement must name the same series). One rare case stays
+  // counted as waiting until detach: a grant that arrived after its own validity is given back and
+  // retried under a new owner id, so the first id's wait never ends by its own event.
   const holding = new Map<string, Attributes>();
   const waiting = new Map<string, Attributes>();
   const stopWaiting = (owner: string): void => {

@@ -205,6 +205,22 @@ describe('dlock/otel metrics (memory driver)', () => {
     expect(client.events.has('acquired')).toBe(false);
   });
 
+  it('close() ends every hold and wait: the gauges return to 0, losses and closed waits are counted', async () => {
+    const { client } = setup();
+    await client.acquire('c:1');
+    await client.acquire('c:2');
+    const waiter = client.acquire('c:1', { waitMs: 10_000 });
+    await sleep(30);
+    let m = await t.collect();
+    expect([m.value(METRICS.held), m.value(METRICS.waiters)]).toEqual([2, 1]);
+    await client.close();
+    await expect(waiter).rejects.toThrow();
+    m = await t.collect();
+    expect([m.value(METRICS.held), m.value(METRICS.waiters)]).toEqual([0, 0]);
+    expect(m.value(METRICS.losses, { [ATTR.lostReason]: 'closed' })).toBe(2);
+    expect(m.value(METRICS.acquisitions, { [ATTR.outcome]: 'closed' })).toBe(1);
+  });
+
   it('without providers it uses the global API (no-ops until an SDK registers) and breaks nothing', async () => {
     const client = memoryClient();
     const off = instrument(client);
