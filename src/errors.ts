@@ -26,7 +26,8 @@ export type DlockErrorCode =
   | 'DLOCK_WORKER_MARK_STALLED'
   | 'DLOCK_NO_FREE_WORKER'
   | 'DLOCK_MISSING_PEER'
-  | 'DLOCK_NATIVE_MODULE';
+  | 'DLOCK_NATIVE_MODULE'
+  | 'DLOCK_NOT_FOUND';
 
 /** Base class of the errors that are not about caller input. */
 export class DlockError extends Error {
@@ -450,6 +451,19 @@ export class NativeModuleError extends DlockError {
     this.nodeAbi = nodeAbi;
     this.builtForAbi = builtForAbi;
     this.fixCommand = fixCommand;
+  }
+}
+
+/**
+ * Asked to create nothing (`connect(url, { create: false })`, as `dlock inspect` and `dlock ls`
+ * do), and the engine lacks what the URL names (a SQLite file, a database): usually a typo in the URL.
+ */
+export class NoSuchDatabaseError extends DlockError {
+  /** The URL (or path) that names nothing. */
+  readonly url: string;
+  constructor(url: string, message: string) {
+    super('DLOCK_NOT_FOUND', message);
+    this.url = url;
   }
 }
 

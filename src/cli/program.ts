@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { flashSaleCommand } from './commands/flash-sale.js';
 import { defaultIdsUrl, idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
+import { lsCommand } from './commands/ls.js';
+import { releaseCommand } from './commands/release.js';
 import { DemoError } from './flash-sale/store.js';
 import { CliError, URL_RULE, describeError, packageVersion, type CliIo } from './output.js';
 
@@ -18,7 +20,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
-      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect: none (--url or DLOCK_URL is required).`,
+      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, ls, release: none (--url or DLOCK_URL is required).`,
     );
 
   program
@@ -26,6 +28,8 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .description('Demonstrations against a real engine.')
     .addCommand(flashSaleCommand(io, setExitCode));
   program.addCommand(inspectCommand(io, setExitCode));
+  program.addCommand(lsCommand(io, setExitCode));
+  program.addCommand(releaseCommand(io, setExitCode));
   program.addCommand(idsCommand(io, setExitCode));
   // Subcommands added with addCommand() do not inherit the settings above.
   for (const cmd of [...program.commands, ...program.commands.flatMap((c) => c.commands)]) {

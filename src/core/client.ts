@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { isSessionDriver, type AcquireRequest, type Admission, type Grant, type LockDriver, type LockState } from '../drivers/driver.js';
+import { isSessionDriver, type AcquireRequest, type Admission, type ForceReleased, type Grant, type LockDriver, type LockState } from '../drivers/driver.js';
 import { modeOf, permitsOf, validateLimit, validatePermits } from './admission.js';
 import {
   ClosedError,
@@ -10,6 +10,7 @@ import {
   LockTimeoutError,
   OutOfRangeError,
   UnavailableError,
+  UnsupportedDriverError,
   UnsupportedModeError,
   isDlockError,
 } from '../errors.js';
@@ -24,6 +25,11 @@ import { WaitLoop } from './wait-loop.js';
 
 /** Bound on the background clean-up of a lease already known lost (see `release()`). */
 const LOST_CLEANUP_MS = 2000;
+
+/** Default bound of {@link LockClient.list}, in keys. */
+const LIST_LIMIT = 10_000;
+/** Keys asked of the driver per page by {@link LockClient.list}. */
+const LIST_PAGE = 500;
 
 /** Defaults of a {@link LockClient}; every one can be overridden per call. */
 export interface LockClientOptions {
@@ -330,6 +336,62 @@ export class LockClient {
       waiters: state.waiters,
       ...(first?.mode === 'permits' ? { limit: first.limit } : {}),
     };
+  }
+
+  /**
+   * Every key that is held right now and starts with `prefix` (all keys for `''`), sorted by key,
+   * each with all its holders (owner, mode, permits, token, remaining TTL) and its waiters, as
+   * {@link inspectAll} reports them. Reads the engine in bounded pages (Redis SCAN, SQL ranges,
+   * ZooKeeper children, etcd ranges): never a blocking scan. Stops after `limit` keys (default
+   * 10,000); a key released between the listing and its inspection is left out.
+   *
+   * @example
+   * ```ts
+   * for (const info of await locks.list('cart:')) console.log(info.key, info.mode, info.holders.length);
+   * ```
+   */
+  async list(prefix = '', options: { limit?: number } = {}): Promise<KeyInfo[]> {
+    if (typeof prefix !== 'string') throw new InvalidArgumentError(`list() prefix must be a string, got ${typeof prefix}.`);
+    const limit = options.limit ?? LIST_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new OutOfRangeError('limit', `list() limit must be a whole number >= 1, got ${String(limit)}.`);
+    this.assertOpen('list');
+    const d = this.driver;
+    if (!d.list) throw new UnsupportedDriverError(d.info.name, 'list', 'listing held locks');
+    const keys: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.callDriver(`Listing locks "${prefix}*"`, () => d.list!(prefix, { limit: Math.min(LIST_PAGE, limit - keys.length), ...(cursor === undefined ? {} : { cursor }) }), undefined, 'list');
+      keys.push(...page.keys.slice(0, limit - keys.length));
+      cursor = page.cursor;
+    } while (cursor !== undefined && keys.length < limit);
+    const infos: KeyInfo[] = [];
+    for (const key of [...new Set(keys)].sort()) {
+      const info = await this.inspectAll(key);
+      if (info.holders.length > 0) infos.push(info);
+    }
+    return infos;
+  }
+
+  /**
+   * Free `key` whoever holds it: the operator's way out of a stuck holder (Redisson's
+   * `forceUnlock`). Every hold is removed and waiters are woken; the key's fencing counter never
+   * goes back, so the next holder's token is greater than the evicted one's and a fenced resource
+   * rejects the evicted holder's writes once the next holder has written. The evicted holder's
+   * lease signal aborts (reason `not-held`, or `session-lost` where the session was ended) at its next renewal.
+   * On PostgreSQL and MySQL session modes the engine cannot drop another connection's lock, so
+   * the holder's connection is terminated (every lock it held goes): see the README.
+   *
+   * @example
+   * ```ts
+   * const { released, fence } = await locks.forceRelease('cart:42');
+   * ```
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    validateKey(key);
+    this.assertOpen('forceRelease');
+    const d = this.driver;
+    if (!d.forceRelease) throw new UnsupportedDriverError(d.info.name, 'forceRelease', 'a forced release');
+    return this.callDriver(`Force-releasing lock "${key}"`, () => d.forceRelease!(key), key, 'forceRelease');
   }
 
   /** The client's defaults (from its options), which per-call options override. */

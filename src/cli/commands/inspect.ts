@@ -8,7 +8,7 @@ interface Flags {
   json: boolean;
 }
 
-function remaining(info: LockInfo): string {
+export function remaining(info: LockInfo): string {
   return info.remainingMs < 0 ? 'none (held for the session)' : `${info.remainingMs} ms`;
 }
 
@@ -17,8 +17,8 @@ function holderJson(h: LockInfo): Record<string, unknown> {
   return { owner: h.owner, host: h.holder?.host ?? null, pid: h.holder?.pid ?? null, mode: h.mode, permits: h.permits, token: h.token.toString(), remainingMs: h.remainingMs };
 }
 
-/** The JSON answer: the first holder's fields at the top (as before), then every holder. */
-function jsonOf(key: string, state: KeyInfo): Record<string, unknown> {
+/** The JSON answer (also one element of `dlock ls --json`): the first holder's fields at the top (as before), then every holder. */
+export function jsonOf(key: string, state: KeyInfo): Record<string, unknown> {
   const first = state.holders[0];
   if (!first) return { key, free: true, ...(state.waiters > 0 ? { waiters: state.waiters } : {}) };
   const { mode: _m, permits: _p, ...top } = holderJson(first);
@@ -57,19 +57,28 @@ function textOf(key: string, state: KeyInfo): string {
   return `${head}; ${state.waiters} waiting\n${blocks.join('\n\n')}\n`;
 }
 
+/** The URL an operator command was given, or the usage error that says how to give one. */
+export function requireUrl(command: string, url: string | undefined): string {
+  if (url !== undefined) return url;
+  throw new CliError(`dlock ${command} needs the engine to look at: pass --url URL or set DLOCK_URL (e.g. sqlite:/var/tmp/myapp-locks.db, redis://127.0.0.1:6379).`, 2);
+}
+
+/** The `--url` option of the operator commands (no default). */
+export function urlOption(): Option {
+  return new Option('--url <url>', 'lock engine URL (sqlite:PATH, redis://HOST:PORT, ...); no default: required here').env('DLOCK_URL');
+}
+
 export function inspectCommand(io: CliIo, setExitCode: (code: number) => void): Command {
   return new Command('inspect')
     .description('Show who holds a lock: its mode (exclusive, readers, semaphore), every holder (owner, host, pid, permits, fencing token, remaining TTL) and how many wait; or that it is free.')
     .argument('<key>', 'the lock key')
-    .addOption(new Option('--url <url>', 'lock engine URL (sqlite:PATH, redis://HOST:PORT, ...); no default: required here').env('DLOCK_URL'))
+    .addOption(urlOption())
     .option('--json', 'print one JSON object', false)
-    .addHelpText('after', `\n${URL_RULE} inspect has no default (a new database would hold no locks).`)
+    .addHelpText('after', `\n${URL_RULE} inspect has no default (a new database would hold no locks); it creates nothing on the engine.`)
     .action(async (key: string, flags: Flags) => {
-      const url = flags.url;
-      if (url === undefined) {
-        throw new CliError('dlock inspect needs the engine to look at: pass --url URL or set DLOCK_URL (e.g. sqlite:/var/tmp/myapp-locks.db, redis://127.0.0.1:6379).', 2);
-      }
-      const client = await connect(url);
+      const url = requireUrl('inspect', flags.url);
+      // Reading creates nothing: a mistyped SQLite path is an error, not a new empty database.
+      const client = await connect(url, { create: false });
       try {
         const state = await reaching(url, client.inspectAll(key), 15_000);
         if (flags.json) io.stdout.write(`${JSON.stringify(jsonOf(key, state))}\n`);
