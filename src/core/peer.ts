@@ -14,7 +14,7 @@ export const PEERS = {
   etcd3: 'etcd',
   pg: 'PostgreSQL',
   mysql2: 'MySQL/MariaDB',
-  '@opentelemetry/api': 'OpenTelemetry (dlock/otel)',
+  '@opentelemetry/api': 'dlock/otel (OpenTelemetry metrics and traces)',
 } as const;
 
 /** The name of a package in {@link PEERS}. */
