@@ -6,6 +6,27 @@ import { InvalidArgumentError, OutOfRangeError, UnsupportedUrlError } from './er
 /** The URL schemes {@link connect} understands. */
 export const SUPPORTED_SCHEMES = ['sqlite', 'redis', 'rediss', 'memory', 'redlock', 'redis+cluster', 'redis+sentinel', 'etcd', 'postgres', 'postgresql', 'mysql', 'mariadb', 'zookeeper'] as const;
 
+/** Options of {@link createDriver}. */
+export interface CreateDriverOptions {
+  /**
+   * Default true: the driver may create what it needs on the engine (a SQLite file, tables).
+   * `false`: create nothing (read-only tools: `dlock inspect`, `dlock ls`): a SQLite file that does
+   * not exist throws `NoSuchDatabaseError` (`DLOCK_NOT_FOUND`) instead of being created, and missing tables read
+   * as no locks.
+   */
+  readonly create?: boolean;
+}
+
+/** Options of {@link connect}: the client's defaults, and {@link CreateDriverOptions.create}. */
+export interface ConnectOptions extends LockClientOptions, CreateDriverOptions {}
+
+function validateCreate(options: CreateDriverOptions): boolean {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object.');
+  const { create } = options;
+  if (create !== undefined && typeof create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof create}.`);
+  return create ?? true;
+}
+
 /**
  * Create the driver a URL names. The scheme picks the engine:
  * - `sqlite:PATH` (or `sqlite:///abs/path`): the embedded default, one database file per host;
@@ -28,13 +49,14 @@ export const SUPPORTED_SCHEMES = ['sqlite', 'redis', 'rediss', 'memory', 'redloc
  *   (or `mariadb://`): MySQL/MariaDB user locks (GET_LOCK) on dedicated connections (`session`,
  *   default) or lease rows (`table`); uses `mysql2`.
  */
-export async function createDriver(url: string): Promise<LockDriver> {
+export async function createDriver(url: string, options: CreateDriverOptions = {}): Promise<LockDriver> {
   if (typeof url !== 'string' || url.length === 0) throw new InvalidArgumentError('url must be a non-empty string.');
+  const create = validateCreate(options);
   const scheme = url.slice(0, Math.max(0, url.indexOf(':'))).toLowerCase();
   switch (scheme) {
     case 'sqlite': {
       const { SqliteDriver } = await import('./drivers/sqlite/index.js');
-      return new SqliteDriver({ path: sqlitePath(url) });
+      return new SqliteDriver({ path: sqlitePath(url), create });
     }
     case 'redis':
     case 'rediss':
@@ -90,13 +112,14 @@ export async function createDriver(url: string): Promise<LockDriver> {
  * await locks.close();
  * ```
  */
-export async function connect(url: string, options?: LockClientOptions): Promise<LockClient> {
+export async function connect(url: string, options?: ConnectOptions): Promise<LockClient> {
   // Options first: a bad one must not leave a connection open (it would keep the process alive).
   validateClientOptions(options);
-  const driver = await createDriver(url);
+  const { create, ...clientOptions } = options ?? {};
+  const driver = await createDriver(url, create === undefined ? {} : { create });
   try {
     if (databaseOf(url) > 0) await checkDatabase(driver);
-    return new LockClient(driver, options);
+    return new LockClient(driver, clientOptions);
   } catch (e) {
     await driver.close().catch(() => undefined);
     throw e;

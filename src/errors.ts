@@ -26,7 +26,8 @@ export type DlockErrorCode =
   | 'DLOCK_WORKER_MARK_STALLED'
   | 'DLOCK_NO_FREE_WORKER'
   | 'DLOCK_MISSING_PEER'
-  | 'DLOCK_NATIVE_MODULE';
+  | 'DLOCK_NATIVE_MODULE'
+  | 'DLOCK_NOT_FOUND';
 
 /** Base class of the errors that are not about caller input. */
 export class DlockError extends Error {
@@ -401,7 +402,7 @@ export class NoFreeWorkerError extends DlockError {
 export class MissingPeerError extends DlockError {
   /** The npm package to install, e.g. `etcd3`. */
   readonly packageName: string;
-  /** The driver that needs it, e.g. `etcd`. */
+  /** The driver (e.g. `etcd`) or the part of dlock (e.g. `dlock/otel`) that needs it. */
   readonly engine: string;
   /** The command that fixes it, e.g. `npm install etcd3`. */
   readonly installCommand: string;
@@ -409,8 +410,8 @@ export class MissingPeerError extends DlockError {
     const installCommand = `npm install ${packageName}`;
     super(
       'DLOCK_MISSING_PEER',
-      `The ${engine} driver needs the "${packageName}" package, which is not installed: run \`${installCommand}\` ` +
-        '(each engine client is an optional peer dependency of dlock: install the ones you use).',
+      `${/^[a-z0-9]+$/i.test(engine) ? `The ${engine} driver` : engine} needs the "${packageName}" package, which is not installed: run \`${installCommand}\` ` +
+        '(each engine client, and @opentelemetry/api, is an optional peer dependency of dlock: install the ones you use).',
       options,
     );
     this.packageName = packageName;
@@ -450,6 +451,19 @@ export class NativeModuleError extends DlockError {
     this.nodeAbi = nodeAbi;
     this.builtForAbi = builtForAbi;
     this.fixCommand = fixCommand;
+  }
+}
+
+/**
+ * Asked to create nothing (`connect(url, { create: false })`, as `dlock inspect` and `dlock ls`
+ * do), and the engine lacks what the URL names (a SQLite file, a database): usually a typo in the URL.
+ */
+export class NoSuchDatabaseError extends DlockError {
+  /** The URL (or path) that names nothing. */
+  readonly url: string;
+  constructor(url: string, message: string) {
+    super('DLOCK_NOT_FOUND', message);
+    this.url = url;
   }
 }
 

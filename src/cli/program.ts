@@ -3,6 +3,8 @@ import { doctorCommand } from './commands/doctor.js';
 import { flashSaleCommand } from './commands/flash-sale.js';
 import { defaultIdsUrl, idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
+import { lsCommand } from './commands/ls.js';
+import { releaseCommand } from './commands/release.js';
 import { DemoError } from './flash-sale/store.js';
 import { CliError, URL_RULE, describeError, packageVersion, type CliIo } from './output.js';
 
@@ -19,7 +21,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
-      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, doctor: none (--url or DLOCK_URL is required).`,
+      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, ls, release, doctor: none (--url or DLOCK_URL is required).`,
     );
 
   program
@@ -27,6 +29,8 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .description('Demonstrations against a real engine.')
     .addCommand(flashSaleCommand(io, setExitCode));
   program.addCommand(inspectCommand(io, setExitCode));
+  program.addCommand(lsCommand(io, setExitCode));
+  program.addCommand(releaseCommand(io, setExitCode));
   program.addCommand(idsCommand(io, setExitCode));
   program.addCommand(doctorCommand(io, setExitCode));
   // Subcommands added with addCommand() do not inherit the settings above.

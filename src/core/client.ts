@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { isSessionDriver, type AcquireRequest, type Admission, type Grant, type LockDriver, type LockState } from '../drivers/driver.js';
+import { isSessionDriver, type AcquireRequest, type Admission, type ForceReleased, type Grant, type LockDriver, type LockState } from '../drivers/driver.js';
 import { modeOf, permitsOf, validateLimit, validatePermits } from './admission.js';
 import {
   ClosedError,
@@ -10,12 +10,13 @@ import {
   LockTimeoutError,
   OutOfRangeError,
   UnavailableError,
+  UnsupportedDriverError,
   UnsupportedModeError,
   isDlockError,
 } from '../errors.js';
 import { raceAbort, settleWithin } from './abort.js';
 import { driftFor, monotonicNow } from './clock.js';
-import { LockEvents, type LockEventListener, type LockEventName, type WaitOutcome } from './events.js';
+import { LockEvents, type LockEventBase, type LockEventListener, type LockEventName, type WaitOutcome } from './events.js';
 import { HeldLock, Lease, type LeaseHost } from './lease.js';
 import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
 import { RenewalScheduler, type Logger } from './renewal.js';
@@ -24,6 +25,11 @@ import { WaitLoop } from './wait-loop.js';
 
 /** Bound on the background clean-up of a lease already known lost (see `release()`). */
 const LOST_CLEANUP_MS = 2000;
+
+/** Default bound of {@link LockClient.list}, in keys. */
+const LIST_LIMIT = 10_000;
+/** Keys asked of the driver per page by {@link LockClient.list}. */
+const LIST_PAGE = 500;
 
 /** Defaults of a {@link LockClient}; every one can be overridden per call. */
 export interface LockClientOptions {
@@ -193,7 +199,7 @@ export class LockClient {
     // A lost lease stops renewing at once.
     this.scheduler.delete(held);
     this.held.delete(held);
-    if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
+    if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner, held.admission), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
     // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
     // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
     // in the background and bounded. Not when the engine itself says it is gone, or on close.
@@ -215,16 +221,16 @@ export class LockClient {
     const { ttlMs, waitMs, renew, reentrant, maxHoldMs, renewRatio, fair } = validateClientOptions(options);
     [this.ttlMs, this.waitMs, this.renew, this.reentrant, this.maxHoldMs, this.fair] = [ttlMs, waitMs, renew, reentrant, maxHoldMs, fair];
     this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger, (held, error) => {
-      if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner), token: held.token, error });
+      if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner, held.admission), token: held.token, error });
     });
     const engine = driver.info.name;
     this.waits = new WaitLoop(driver, {
       waiting: (req) => {
         this.waited.add(req);
-        if (this.events.has('waiting')) this.events.emit('waiting', this.base(req.key, req.owner));
+        if (this.events.has('waiting')) this.events.emit('waiting', this.base(req.key, req.owner, req.admission));
       },
       handedOver: (req, token) => {
-        if (this.events.has('handed-over')) this.events.emit('handed-over', { ...this.base(req.key, req.owner), token });
+        if (this.events.has('handed-over')) this.events.emit('handed-over', { ...this.base(req.key, req.owner, req.admission), token });
       },
       engineError: (req, error) => {
         if (this.events.has('unavailable')) this.events.emit('unavailable', { engine, key: req.key, operation: 'acquire', error });
@@ -268,8 +274,9 @@ export class LockClient {
     return lease;
   }
 
-  private base(key: string, owner: string): { key: string; owner: string; engine: string } {
-    return { key, owner, engine: this.driver.info.name };
+  /** The fields of every lock event (built only when someone listens). */
+  private base(key: string, owner: string, admission: Admission | undefined): LockEventBase {
+    return { key, owner, engine: this.driver.info.name, mode: modeOf(admission), permits: admission?.mode === 'permits' ? admission.permits : 1 };
   }
 
   /** Exactly one attempt. Resolves `null` when the lock is busy. */
@@ -329,6 +336,62 @@ export class LockClient {
       waiters: state.waiters,
       ...(first?.mode === 'permits' ? { limit: first.limit } : {}),
     };
+  }
+
+  /**
+   * Every key that is held right now and starts with `prefix` (all keys for `''`), sorted by key,
+   * each with all its holders (owner, mode, permits, token, remaining TTL) and its waiters, as
+   * {@link inspectAll} reports them. Reads the engine in bounded pages (Redis SCAN, SQL ranges,
+   * ZooKeeper children, etcd ranges): never a blocking scan. Stops after `limit` keys (default
+   * 10,000); a key released between the listing and its inspection is left out.
+   *
+   * @example
+   * ```ts
+   * for (const info of await locks.list('cart:')) console.log(info.key, info.mode, info.holders.length);
+   * ```
+   */
+  async list(prefix = '', options: { limit?: number } = {}): Promise<KeyInfo[]> {
+    if (typeof prefix !== 'string') throw new InvalidArgumentError(`list() prefix must be a string, got ${typeof prefix}.`);
+    const limit = options.limit ?? LIST_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new OutOfRangeError('limit', `list() limit must be a whole number >= 1, got ${String(limit)}.`);
+    this.assertOpen('list');
+    const d = this.driver;
+    if (!d.list) throw new UnsupportedDriverError(d.info.name, 'list', 'listing held locks');
+    const keys: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.callDriver(`Listing locks "${prefix}*"`, () => d.list!(prefix, { limit: Math.min(LIST_PAGE, limit - keys.length), ...(cursor === undefined ? {} : { cursor }) }), undefined, 'list');
+      keys.push(...page.keys.slice(0, limit - keys.length));
+      cursor = page.cursor;
+    } while (cursor !== undefined && keys.length < limit);
+    const infos: KeyInfo[] = [];
+    for (const key of [...new Set(keys)].sort()) {
+      const info = await this.inspectAll(key);
+      if (info.holders.length > 0) infos.push(info);
+    }
+    return infos;
+  }
+
+  /**
+   * Free `key` whoever holds it: the operator's way out of a stuck holder (Redisson's
+   * `forceUnlock`). Every hold is removed and waiters are woken; the key's fencing counter never
+   * goes back, so the next holder's token is greater than the evicted one's and a fenced resource
+   * rejects the evicted holder's writes once the next holder has written. The evicted holder's
+   * lease signal aborts (reason `not-held`, or `session-lost` where the session was ended) at its next renewal.
+   * On PostgreSQL and MySQL session modes the engine cannot drop another connection's lock, so
+   * the holder's connection is terminated (every lock it held goes): see the README.
+   *
+   * @example
+   * ```ts
+   * const { released, fence } = await locks.forceRelease('cart:42');
+   * ```
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    validateKey(key);
+    this.assertOpen('forceRelease');
+    const d = this.driver;
+    if (!d.forceRelease) throw new UnsupportedDriverError(d.info.name, 'forceRelease', 'a forced release');
+    return this.callDriver(`Force-releasing lock "${key}"`, () => d.forceRelease!(key), key, 'forceRelease');
   }
 
   /** The client's defaults (from its options), which per-call options override. */
@@ -434,7 +497,7 @@ export class LockClient {
         const wants = modeOf(o.admission);
         if (had === wants && permitsOf(mine.admission) === permitsOf(o.admission)) {
           mine.holds += 1;
-          if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner), token: mine.token, waitMs: 0, waited: false, reentrant: true });
+          if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner, mine.admission), token: mine.token, waitMs: 0, waited: false, reentrant: true });
           return new Lease(mine, this.host);
         }
         // The write holder takes the read side beside its own hold (kept after the write goes).
@@ -474,7 +537,7 @@ export class LockClient {
         const lease = this.adopt(o, req, grant);
         if (lease) {
           if (this.events.has('acquired')) {
-            this.events.emit('acquired', { ...this.base(o.key, req.owner), token: grant.token, waitMs: monotonicNow() - start, waited: this.waited.has(req), reentrant: false });
+            this.events.emit('acquired', { ...this.base(o.key, req.owner, req.admission), token: grant.token, waitMs: monotonicNow() - start, waited: this.waited.has(req), reentrant: false });
           }
           return lease;
         }
@@ -493,7 +556,7 @@ export class LockClient {
   }
 
   private notAcquired(o: Resolved, req: AcquireRequest | undefined, start: number, outcome: WaitOutcome | 'busy', error?: unknown): void {
-    this.events.emit('not-acquired', { ...this.base(o.key, req?.owner ?? ''), outcome, waitMs: monotonicNow() - start, ...(error === undefined ? {} : { error }) });
+    this.events.emit('not-acquired', { ...this.base(o.key, req?.owner ?? '', o.admission), outcome, waitMs: monotonicNow() - start, ...(error === undefined ? {} : { error }) });
   }
 
   /** One engine acquisition: a single try (`waitMs` 0) or a wait until the deadline. */
@@ -590,7 +653,7 @@ export class LockClient {
     } else if (!this.closing.signal.aborted) {
       ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
     }
-    if (this.events.has('released')) this.events.emit('released', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, ok });
+    if (this.events.has('released')) this.events.emit('released', { ...this.base(held.key, held.owner, held.admission), token: held.token, holdMs: monotonicNow() - held.acquiredAt, ok });
     return ok;
   }
 

@@ -148,6 +148,25 @@ export interface KeyState {
   readonly waiters: number;
 }
 
+/** One page of held keys ({@link DriverBase.list}). */
+export interface KeyPage {
+  /** Keys (as the user named them) with at least one live holder, in the engine's order. */
+  readonly keys: readonly string[];
+  /** Pass it back for the next page; absent when this was the last page. */
+  readonly cursor?: string;
+}
+
+/** What {@link DriverBase.forceRelease} did. */
+export interface ForceReleased {
+  /** How many holds it removed (0 when the key was free). */
+  readonly released: number;
+  /**
+   * The key's fencing counter after the release: every later grant's token is greater, and it is
+   * at least every token this key ever carried (tokens are never reused after a force-release).
+   */
+  readonly fence: bigint;
+}
+
 /** Renewal request for one held key. */
 export interface ExtendItem {
   /** The lock key. */
@@ -219,6 +238,22 @@ export interface DriverBase {
    * (shared holders, semaphore holders with their permits) and the number of queued waiters.
    */
   keyState?(key: string): Promise<KeyState>;
+  /**
+   * One bounded page of the keys that have a live holder and start with `prefix` (every key for
+   * `''`), at most `limit` of them, for listing tools. Never a blocking scan of the whole engine
+   * (Redis SCAN, SQL ranges with LIMIT, ZooKeeper children, etcd ranges with a limit). A page may
+   * hold fewer keys than `limit` while a cursor still follows. Optional while drivers adopt it.
+   */
+  list?(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage>;
+  /**
+   * An operator's eviction: remove every hold of `key` whoever owns it, wake its waiters, and make
+   * sure the key's fencing counter never goes back (the next grant's token is greater than the
+   * evicted holder's, so a fenced resource rejects the evicted holder's writes once the next holder
+   * has written). The evicted holder's client notices at its next renewal (its lease signal
+   * aborts). Session engines that cannot remove another session's hold end that session instead
+   * (documented per driver). Optional while drivers adopt it.
+   */
+  forceRelease?(key: string): Promise<ForceReleased>;
   /** Free every resource the driver opened (connections it created, watchers, timers). */
   close(): Promise<void>;
 }

@@ -32,7 +32,7 @@ async function dlock(args: string[], env: Record<string, string | undefined> = {
 }
 
 describe('CLI consistency', () => {
-  it.each([[[]], [['inspect']], [['ids', 'next']], [['demo', 'flash-sale']], [['doctor']]])('--help of `dlock %s` states the engine rule', async (cmd) => {
+  it.each([[[]], [['inspect']], [['ls']], [['release']], [['ids', 'next']], [['demo', 'flash-sale']], [['doctor']]])('--help of `dlock %s` states the engine rule', async (cmd) => {
     const r = await dlock([...cmd, '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout.replace(/\s+/g, ' ')).toContain(RULE);

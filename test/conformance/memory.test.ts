@@ -27,6 +27,8 @@ function view(): TrySetDriver & MarkStore {
     extend: async (items: readonly ExtendItem[]) => (open(), engine.extend(items)),
     release: async (key: string, owner: string) => (open(), engine.release(key, owner)),
     inspect: async (key: string) => (open(), engine.inspect(key)),
+    list: async (prefix: string, page: { readonly cursor?: string; readonly limit: number }) => (open(), engine.list(prefix, page)),
+    forceRelease: async (key: string) => (open(), engine.forceRelease(key)),
     readMark: async (key: string) => (open(), engine.readMark(key)),
     raiseMark: async (key: string, owner: string, mark: bigint) => (open(), engine.raiseMark(key, owner, mark)),
     close: () => {

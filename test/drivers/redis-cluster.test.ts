@@ -16,6 +16,7 @@ import { createCluster } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import { RedisDriver, parseRedisUrl, type IoRedisLike, type NodeRedisLike } from '../../src/drivers/redis/index.js';
+import { allPages } from '../support/list-pages.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
 
 let cluster: RedisCluster;
@@ -146,6 +147,31 @@ describe.each<Kind>(['ioredis', 'node-redis'])('redis cluster driver (%s)', (kin
     }
     console.info(`[redis-cluster:${kind}] release -> grant per master (ms): ${JSON.stringify(took)}`);
   });
+
+  it('lists the held keys of every master in small pages, each once, and force-releases a key on each master', async () => {
+    const lc = new LockClient(driverOver(await clusterClient(kind)));
+    closers.push(() => lc.close());
+    const tag = `list-${kind}-${Date.now()}`;
+    const { keys, byPort } = await keysOnEveryMaster(tag, 3);
+    const leases = await Promise.all(keys.map((key) => lc.acquire(key, { ttlMs: 10_000 })));
+    const driver = driverOver(await clusterClient(kind));
+    const seen = await allPages(driver, `${tag}:`, 2);
+    expect(seen.sort()).toEqual([...keys].sort());
+    for (const [, [key]] of byPort) {
+      const lease = leases[keys.indexOf(key!)]!;
+      const forced = await driver.forceRelease(key!);
+      expect(forced).toEqual({ released: 1, fence: lease.token });
+      const next = await lc.acquire(key!, { ttlMs: 10_000 });
+      expect(next.token).toBeGreaterThan(lease.token);
+      await next.release();
+    }
+    // The forced keys are free again; the others are still held.
+    const forcedKeys = [...byPort.values()].map(([k]) => k!);
+    expect((await lc.list(`${tag}:`)).map((i) => i.key).sort()).toEqual(keys.filter((k) => !forcedKeys.includes(k)).sort());
+    await Promise.all(leases.map((l) => l.release()));
+    expect(await lc.list(`${tag}:`)).toEqual([]);
+    expect(await lc.forceRelease(`${tag}:nothing-here`)).toEqual({ released: 0, fence: 0n });
+  });
 });
 
 describe('replicaAcks on a cluster with a replica per master', () => {
@@ -272,5 +298,19 @@ describe('parseRedisUrl', () => {
     expect(error).toMatchObject({ code: 'DLOCK_INVALID_ARGUMENT' });
     expect(String((error as Error).message)).toMatch(message);
     expect(String((error as Error).message)).not.toContain('secret');
+  });
+});
+
+describe('list() right after connect', () => {
+  it('over an ioredis Cluster just created (not yet ready), list() names the keys of every master', async () => {
+    const tag = `fresh-${Date.now()}`;
+    const { keys } = await keysOnEveryMaster(tag, 1);
+    const holder = new LockClient(new RedisDriver({ url: cluster.url }));
+    closers.push(() => holder.close());
+    const leases = await Promise.all(keys.map((k) => holder.acquire(k, { ttlMs: 10_000 })));
+    const fresh = new LockClient(driverOver(await clusterClient('ioredis')));
+    closers.push(() => fresh.close());
+    expect((await fresh.list(`${tag}:`)).map((i) => i.key).sort()).toEqual([...keys].sort());
+    await Promise.all(leases.map((l) => l.release()));
   });
 });

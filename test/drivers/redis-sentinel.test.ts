@@ -24,6 +24,7 @@ import { LockClient } from '../../src/core/client.js';
 import type { Lease } from '../../src/core/lease.js';
 import { RedisDriver, type IoRedisLike } from '../../src/drivers/redis/index.js';
 import { LockLostError } from '../../src/errors.js';
+import { Semaphore } from '../../src/primitives/semaphore.js';
 import { startRedisSentinel, type RedisSentinelSetup } from '../support/redis-sentinel.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -159,4 +160,33 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
     expect(leaseB.token).toBeGreaterThan(leaseA.token);
     expect(await leaseB.release()).toBe(true);
   }, 120_000);
+});
+
+describe('redis under Sentinel: the operator commands (list, forceRelease)', () => {
+  it('lists the holders of a semaphore through the master Sentinel names, and forceRelease frees every permit and wakes the waiter', async () => {
+    const setup = await startRedisSentinel({ replicas: 1, sentinels: 3 });
+    cleanups.push(() => setup.stop());
+    // One client by URL, one through an ioredis client configured for Sentinel.
+    const a = lockClient(new RedisDriver({ url: setup.url }));
+    const b = lockClient(new RedisDriver({ client: sentinelClient(setup) }));
+    const name = key('admin');
+    const pa = await new Semaphore(a, name, { permits: 2 }).acquire({ ttlMs: 1500 });
+    const pb = await new Semaphore(b, name, { permits: 2 }).acquire({ ttlMs: 1500 });
+    const [la, lb] = [lost(pa), lost(pb)];
+    const listed = await b.list('sentinel:admin:');
+    expect(listed.map((i) => [i.key, i.mode, i.limit, i.holders.map((h) => h.owner).sort()])).toEqual([[name, 'permits', 2, [pa.owner, pb.owner].sort()]]);
+    const waiter = new Semaphore(a, name, { permits: 2 }).acquire({ ttlMs: 10_000, waitMs: 10_000 });
+    waiter.catch(() => undefined); // awaited below
+    await sleep(200);
+    expect((await b.inspectAll(name)).waiters).toBe(1);
+    const forced = await a.forceRelease(name);
+    expect(forced.released).toBe(2);
+    expect(forced.fence).toBeGreaterThanOrEqual(pa.token > pb.token ? pa.token : pb.token);
+    const next = await waiter;
+    expect(next.token).toBeGreaterThan(forced.fence);
+    for (const l of [la, lb]) expect(((await l).reason as { code?: string }).code).toBe('DLOCK_LOCK_LOST');
+    expect((await b.list(name)).map((i) => i.holders.map((h) => h.owner))).toEqual([[next.owner]]);
+    await next.release();
+    expect(await b.list(name)).toEqual([]);
+  }, 60_000);
 });

@@ -4,7 +4,7 @@
  * process to show that exclusion and wake-up go through the file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -483,5 +483,36 @@ describe('SqliteDriver', () => {
       expect(() => new SqliteDriver({ path: dbPath, busyTimeoutMs: Number.NaN })).toThrow(OutOfRangeError);
       expect(() => new SqliteDriver({ path: dbPath, tablePrefix: 'x"; DROP TABLE y; --' })).toThrow(InvalidArgumentError);
     });
+  });
+});
+
+describe('sqlite with create: false (read-only tools)', () => {
+  it('a missing file is NoSuchDatabaseError and stays missing; a file without the tables reads as no locks and gets none', async () => {
+    const missing = join(dir, 'no', 'such.db');
+    const { connect, createDriver } = await import('../../src/connect.js');
+    await expect(connect(`sqlite:${missing}`, { create: false })).rejects.toMatchObject({ name: 'NoSuchDatabaseError', code: 'DLOCK_NOT_FOUND', url: `sqlite:${missing}` });
+    expect(existsSync(join(dir, 'no'))).toBe(false);
+    await expect(createDriver(`sqlite:${missing}`, { create: 'no' as unknown as boolean })).rejects.toBeInstanceOf(InvalidArgumentError);
+    new Database(dbPath).close();
+    const c = await connect(`sqlite:${dbPath}`, { create: false });
+    toClose.push(c);
+    expect(await c.inspect('k')).toBeNull();
+    expect(await c.list('')).toEqual([]);
+    expect(await c.forceRelease('k')).toEqual({ released: 0, fence: 0n });
+    const db = new Database(dbPath, { readonly: true });
+    expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([]);
+    db.close();
+  });
+
+  it('on a file with locks it reads them and can force-release them', async () => {
+    const holder = client();
+    const lease = await holder.acquire('k', { ttlMs: 10_000 });
+    const { connect } = await import('../../src/connect.js');
+    const c = await connect(`sqlite:${dbPath}`, { create: false });
+    toClose.push(c);
+    expect((await c.list('')).map((i) => [i.key, i.holders[0]?.owner])).toEqual([['k', lease.owner]]);
+    expect(await c.forceRelease('k')).toEqual({ released: 1, fence: lease.token });
+    expect(await lease.release()).toBe(false);
+    expect((await holder.acquire('k', { ttlMs: 10_000 })).token).toBe(lease.token + 1n);
   });
 });

@@ -24,6 +24,8 @@ const ENGINES: ReadonlyArray<[bin: string, pkg: string, alsoAt?: string[]]> = [
   ['etcd', 'etcd-server'],
   ['postgres', 'postgresql', ['/usr/lib/postgresql/15/bin/postgres']],
   ['mariadbd', 'mariadb-server', ['/usr/sbin/mariadbd']],
+  // The dashboard's end-to-end tests drive Debian's chromium through playwright-core.
+  ['chromium', 'chromium', ['/usr/bin/chromium']],
 ];
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {

@@ -68,6 +68,10 @@ async function hold(s: Extract<WorkerSpec, { mode: 'hold' }>): Promise<void> {
   await send({ type: 'ready', pid: process.pid });
   await until(await go);
   const lease = await client.acquire(s.key, { ttlMs: s.ttlMs, renew: true, waitMs: 10_000, ...(s.admission ? { admission: s.admission } : {}) });
+  lease.signal.addEventListener('abort', () => {
+    const code = (lease.signal.reason as { code?: unknown } | undefined)?.code;
+    void send({ type: 'lost', pid: process.pid, code: typeof code === 'string' ? code : String(lease.signal.reason), t: now() }).catch(() => undefined);
+  });
   await send({ type: 'held', pid: process.pid, token: lease.token.toString(), owner: lease.owner, t: now() });
   // Hold (renewing) until SIGKILLed; the IPC channel keeps the process alive.
 }

@@ -51,6 +51,8 @@ export type WorkerMessage =
   | { readonly type: 'ready'; readonly pid: number }
   | { readonly type: 'held'; readonly pid: number; readonly token: string; readonly owner: string; readonly t: string }
   | { readonly type: 'done'; readonly pid: number; readonly log: readonly LogEntry[] }
+  /** Hold mode: the held lease's signal aborted (`code` of its reason, e.g. DLOCK_LOCK_LOST). */
+  | { readonly type: 'lost'; readonly pid: number; readonly code: string; readonly t: string }
   | { readonly type: 'error'; readonly pid: number; readonly message: string };
 
 /** Test process -> worker. */

@@ -19,6 +19,8 @@ import type {
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  ForceReleased,
+  KeyPage,
   KeyState,
   TrySetDriver,
   LockState,
@@ -196,6 +198,24 @@ export class MemoryDriver implements TrySetDriver, MarkStore, RangeStore {
   /** Number of keys with open watches (lets tests check that aborted waits leave nothing). */
   get watchedKeys(): number {
     return this.listeners.size;
+  }
+
+  list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    const now = monotonicNow();
+    const after = page.cursor;
+    const keys = [...this.keys.keys()]
+      .filter((k) => k.startsWith(prefix) && (after === undefined || k > after))
+      .sort()
+      .filter((k) => (this.live(k, now)?.holders.length ?? 0) > 0);
+    const out = keys.slice(0, page.limit);
+    return Promise.resolve(keys.length > page.limit ? { keys: out, cursor: out[out.length - 1]! } : { keys: out });
+  }
+
+  forceRelease(key: string): Promise<ForceReleased> {
+    const k = this.live(key, monotonicNow());
+    const released = k?.holders.length ?? 0;
+    if (released > 0) this.forget(key);
+    return Promise.resolve({ released, fence: this.fences.get(key) ?? 0n });
   }
 
   /** Test hook: forget a key behind the holder's back, as an operator's DEL would. */

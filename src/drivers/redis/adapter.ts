@@ -20,7 +20,17 @@ export interface Subscriber {
  */
 export type WaitOutcome = { readonly acked: number } | { readonly refused: Error } | { readonly failed: unknown };
 
+/** One master to SCAN ({@link RedisAdapter.scanNodes}). */
+export interface ScanNode {
+  /** `host:port` (a single node or Sentinel's master: `node`): names it in a listing cursor. */
+  readonly address: string;
+  /** `SCAN cursor MATCH match COUNT count TYPE string` on this node. */
+  scan(cursor: string, match: string, count: number): Promise<{ readonly cursor: string; readonly keys: readonly string[] }>;
+}
+
 export interface RedisAdapter {
+  /** The masters to SCAN for a listing, sorted by address: the one node, or every master of a cluster. */
+  scanNodes(): Promise<readonly ScanNode[]>;
   /**
    * Run a script. With `failFast` (see {@link ConnectionHealth}) it rejects at once while the
    * connection is down, and also when the connection fails while the script is pending; the
@@ -81,6 +91,8 @@ export interface IoRedisLike {
   options?: object;
   /** Connection status (`ready`, `end`, ...). */
   status?: string;
+  /** ioredis `Cluster#nodes(role)`: a client per node (listing SCANs every master). */
+  nodes?(role: 'master'): IoRedisLike[];
 }
 
 /** The part of an ioredis `Pipeline` the driver uses. */
@@ -93,6 +105,12 @@ export interface IoRedisPipelineLike {
   call(command: string, ...args: (string | number)[]): IoRedisPipelineLike;
   /** Send the queued commands; one `[error, reply]` per command. */
   exec(): Promise<Array<[Error | null, unknown]> | null>;
+}
+
+/** A node of a node-redis cluster client (`cluster.masters`), as the listing reads it. */
+export interface NodeRedisNode {
+  /** `host:port`. */
+  readonly address: string;
 }
 
 /** Structural view of a node-redis client (v4 and later). */
@@ -123,6 +141,10 @@ export interface NodeRedisLike {
   isOpen?: boolean;
   /** Whether the connection is open and ready for commands (node-redis 4+; absent on clusters). */
   isReady?: boolean;
+  /** Cluster client: its masters (listing SCANs every one). */
+  readonly masters?: readonly NodeRedisNode[];
+  /** Cluster client (node-redis 5 and later): the connection to one of its nodes. */
+  nodeClient?(node: NodeRedisNode): NodeRedisLike | Promise<NodeRedisLike>;
 }
 
 export function isNodeRedis(c: unknown): c is NodeRedisLike {
@@ -147,6 +169,22 @@ function isNoScript(e: unknown): boolean {
 function isErrorReply(e: unknown): e is Error {
   if (!(e instanceof Error)) return false;
   return e.name === 'ReplyError' || e.name === 'ErrorReply' || /^[A-Z][A-Z_]+ /.test(e.message);
+}
+
+/** The arguments of one listing SCAN. */
+function scanArgs(cursor: string, match: string, count: number): string[] {
+  return ['SCAN', cursor, 'MATCH', match, 'COUNT', String(count), 'TYPE', 'string'];
+}
+
+/** A SCAN reply `[cursor, [key...]]` (strings or Buffers). */
+function scanReply(reply: unknown): { cursor: string; keys: string[] } {
+  const [cursor, keys] = Array.isArray(reply) ? (reply as [unknown, unknown]) : [];
+  if ((typeof cursor !== 'string' && !Buffer.isBuffer(cursor)) || !Array.isArray(keys)) throw new Error(`dlock: unexpected SCAN reply ${JSON.stringify(reply)}`);
+  return { cursor: cursor.toString(), keys: keys.map((k: unknown) => (Buffer.isBuffer(k) ? k.toString() : String(k))) };
+}
+
+function byAddress(nodes: ScanNode[]): ScanNode[] {
+  return nodes.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
 }
 
 function waitOutcome(ok: boolean, value: unknown): WaitOutcome {
@@ -343,6 +381,27 @@ export class IoRedisAdapter implements RedisAdapter {
     return { reply: ran[1], wait: waited[0] ? waitOutcome(false, waited[0]) : waitOutcome(true, waited[1]) };
   }
 
+  async scanNodes(): Promise<readonly ScanNode[]> {
+    const down = this.health?.down;
+    if (down !== undefined) throw down;
+    if (this.db !== undefined) await this.checkDb(this.db);
+    const scanner = (c: IoRedisLike, address: string): ScanNode => ({
+      address,
+      scan: async (cursor, match, count) => {
+        if (typeof c.call !== 'function') throw new Error('dlock: this ioredis client has no call(): SCAN needs ioredis 5 or later');
+        return scanReply(await c.call(...(scanArgs(cursor, match, count) as [string, ...string[]])));
+      },
+    });
+    if (!isClusterClient(this.client)) return [scanner(this.client, 'node')];
+    const masters = this.client.nodes?.('master') ?? [];
+    return byAddress(
+      masters.map((m) => {
+        const o = connectionOptions(m);
+        return scanner(m, `${String(o?.host)}:${String(o?.port)}`);
+      }),
+    );
+  }
+
   subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
     sub.on('error', onError);
@@ -425,6 +484,19 @@ export class NodeRedisAdapter implements RedisAdapter {
       return { reply: await this.run(script, keys, args), wait: { failed: r.reason } };
     }
     return { reply: r.value, wait: w.status === 'fulfilled' ? waitOutcome(true, w.value) : waitOutcome(false, w.reason) };
+  }
+
+  scanNodes(): Promise<readonly ScanNode[]> {
+    const down = this.health?.down;
+    if (down !== undefined) return Promise.reject(down);
+    const scanner = (address: string, c: () => NodeRedisLike | Promise<NodeRedisLike>): ScanNode => ({
+      address,
+      scan: async (cursor, match, count) => scanReply(await (await c()).sendCommand(scanArgs(cursor, match, count))),
+    });
+    if (!this.cluster) return Promise.resolve([scanner('node', () => this.client)]);
+    const client = this.client;
+    if (typeof client.nodeClient !== 'function') return Promise.reject(new Error('dlock: listing locks on a node-redis cluster needs node-redis 5 or later (nodeClient)'));
+    return Promise.resolve(byAddress((client.masters ?? []).map((m) => scanner(m.address, () => client.nodeClient!(m)))));
   }
 
   async subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {

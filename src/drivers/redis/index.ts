@@ -58,6 +58,8 @@ import type {
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  ForceReleased,
+  KeyPage,
   KeyState,
   TrySetDriver,
   LockState,
@@ -75,6 +77,7 @@ import {
   type RedisAdapter,
   type Subscriber,
 } from './adapter.js';
+import { lockKeyName, lockPattern, scanPage } from './scan.js';
 import { OpBatcher, ReplicaAckError, type OpCode, type OpsReply } from './batch.js';
 import { ioredis } from './peer.js';
 import type { LuaScript } from './script.js';
@@ -83,7 +86,7 @@ import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedR
 
 export { FencedRedisHash } from './fenced.js';
 export { ReplicaAckError } from './batch.js';
-export type { IoRedisLike, IoRedisPipelineLike, NodeRedisLike } from './adapter.js';
+export type { IoRedisLike, IoRedisPipelineLike, NodeRedisLike, NodeRedisNode } from './adapter.js';
 export { parseRedisUrl, type ParsedRedisUrl, type RedisNode, type ReplicaAcks } from './url.js';
 
 /** Options of {@link RedisDriver}. Give exactly one of `client` or `url`. */
@@ -310,6 +313,33 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     }
     holders.sort((x, y) => (x.token < y.token ? -1 : x.token > y.token ? 1 : 0));
     return { holders, waiters: Number(r[2]) };
+  }
+
+  /**
+   * One page of held keys: `SCAN ... MATCH <prefix>:{<key prefix>*} COUNT <limit> TYPE string` over
+   * the lock keys (each held key's `<lock>` string; never KEYS), on every master of a cluster in
+   * turn (sorted by address). The cursor names the node and its SCAN cursor (see `scanPage` in scan.ts).
+   */
+  async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    if (this.closed) throw new ClosedError('redis driver');
+    this.batcher.flush();
+    const adapter = this.adapter ?? (await this.adapterReady);
+    return scanPage(await adapter.scanNodes(), lockPattern(this.prefix, prefix, true), page, (name) => {
+      const key = lockKeyName(this.prefix, name, true);
+      return key !== undefined && key.startsWith(prefix) && this.keysFor(key).lock === name ? key : undefined;
+    });
+  }
+
+  /**
+   * Evict every holder of `key` (exclusive, readers, permit holders) in one ops.lua step, which
+   * then hands the key to the queue's heads (published to their clients, as a release does). The
+   * fence counter (`<lock>:fence`) is never touched: the returned `fence` is its value before the
+   * handover, and every later token is greater.
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    const r = await this.op(key, 'f', this.keysFor(key).lock, '', '');
+    const [released = '0', fence = '0'] = r.split(' ');
+    return { released: Number(released), fence: BigInt(fence) };
   }
 
   async readMark(key: string): Promise<bigint> {

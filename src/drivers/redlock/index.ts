@@ -79,12 +79,15 @@ import type {
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  ForceReleased,
   HandedOver,
+  KeyPage,
   TrySetDriver,
   LockState,
   TryResult,
 } from '../driver.js';
-import { isIoRedis, isNodeRedis } from '../redis/adapter.js';
+import { isIoRedis, isNodeRedis, type ScanNode } from '../redis/adapter.js';
+import { lockKeyName, lockPattern, scanPage } from '../redis/scan.js';
 import * as scripts from '../redis/scripts.generated.js';
 import type { MarkStore } from '../id-store.js';
 import { RedlockNode, type RedlockNodeSpec } from './node.js';
@@ -523,6 +526,87 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       throw this.quorumFailure(new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' }))));
     }
     return outcome;
+  }
+
+  /**
+   * One page of held keys: each node is SCANned in turn (sorted by `host:port`; a node that does
+   * not answer is skipped), and a key it has is given when a majority holds it ({@link inspect})
+   * and no node scanned before it has it (that node's scan gave it already).
+   */
+  async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    this.assertOpen();
+    const order = this.nodes.map((node, i) => ({ node, i, label: this.labels[i] ?? node.label })).sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+    const scanners = order.map(({ node, label }, rank): ScanNode => ({
+      address: label,
+      scan: async (cursor, match, count) => {
+        let batch;
+        try {
+          batch = await (await node.scanNode()).scan(cursor, match, count);
+        } catch {
+          return { cursor: '0', keys: [] }; // unreachable: skipped (another node has what a majority holds)
+        }
+        const keys: string[] = [];
+        for (const name of batch.keys) {
+          const key = lockKeyName(this.prefix, name, false);
+          if (key === undefined || !key.startsWith(prefix) || this.lockKey(key) !== name) continue;
+          const seen = await Promise.all(
+            order.slice(0, rank).map(({ node: earlier }) => earlier.run(scripts.inspect, [name], []).then((r) => Boolean(r), () => false)),
+          );
+          if (seen.some(Boolean)) continue;
+          if ((await this.inspect(key)) !== null) keys.push(name);
+        }
+        return { cursor: batch.cursor, keys };
+      },
+    }));
+    return scanPage(scanners, lockPattern(this.prefix, prefix, false), page, (name) => lockKeyName(this.prefix, name, false));
+  }
+
+  /**
+   * Delete `key` on every node that answers, whoever holds it there, publishing its release
+   * (waiters wake); then raise every node's fence counter to the highest one seen (the `c` op
+   * with no owner), so that any later majority, which shares a node with the majority that
+   * answered, grants a token above `fence`. Counters are never reset. Needs a majority of nodes
+   * to answer (else {@link QuorumError}): with fewer, a majority may still hold the key.
+   * `released`: 1 when the key was held by one owner on a majority of nodes (counting nodes that
+   * did not answer as holding it), else 0.
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    this.assertOpen();
+    const n = this.nodes.length;
+    const q = this.quorum;
+    const lock = this.lockKey(key);
+    for (const [id, set] of this.renewals) if (id.startsWith(`${lock}\n`)) for (const r of set) r.released = true;
+    const { outcome, replies } = await round<{ fence: bigint; owner: string | undefined }, Replies<{ fence: bigint; owner: string | undefined }>>({
+      n,
+      send: (i) =>
+        this.node(i)
+          .op('f', lock, '', '')
+          .then((line) => {
+            const space = line.indexOf(' ');
+            const held = line.slice(space + 1);
+            return { fence: BigInt(line.slice(0, space)), owner: held === '' ? undefined : held.slice(0, held.indexOf('|')) };
+          }),
+      decide: (rs, final) => (final ? rs : undefined),
+      timeoutMs: this.nodeTimeoutMs,
+    });
+    const answered = count(outcome, () => true);
+    if (answered < q) {
+      throw this.quorumFailure(
+        new QuorumError('forceRelease', key, q, this.answers(replies, this.nodeTimeoutMs, (r) => ({ answer: 'done', detail: r.owner === undefined ? 'free' : `deleted ${r.owner}` })), 'too many nodes are unreachable or failing'),
+      );
+    }
+    let fence = 0n;
+    const owners = new Map<string, number>();
+    for (const r of outcome) {
+      if (!r?.ok) continue;
+      if (r.value.fence > fence) fence = r.value.fence;
+      if (r.value.owner !== undefined) owners.set(r.value.owner, (owners.get(r.value.owner) ?? 0) + 1);
+    }
+    const released = [...owners.values()].filter((c) => c + (n - answered) >= q).length > 0 ? 1 : 0;
+    // Best effort: a node that misses it still has its own counter, and any later majority
+    // includes a node that answered above.
+    await Promise.all(this.nodes.map((node) => node.op('c', lock, '', fence.toString()).catch(() => undefined)));
+    return { released, fence };
   }
 
   /** The highest mark a majority of nodes knows (a raise reached a majority, which shares a node with any other). */

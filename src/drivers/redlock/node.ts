@@ -14,6 +14,7 @@ import {
   IoRedisAdapter,
   NodeRedisAdapter,
   isIoRedis,
+  type ScanNode,
   isNodeRedis,
   type IoRedisLike,
   type NodeRedisLike,
@@ -71,6 +72,15 @@ export class RedlockNode {
     if (script !== scripts.redlockOps) this.batcher.flush();
     const ran = this.adapter ? this.adapter.run(script, keys, args) : this.ready.then((a) => a.run(script, keys, args));
     return ran.catch(this.onError);
+  }
+
+  /** This node as a listing SCANs it (see `scanPage` in redis/scan.ts). */
+  async scanNode(): Promise<ScanNode> {
+    this.batcher.flush();
+    const adapter = this.adapter ?? (await this.ready);
+    const [node] = await adapter.scanNodes().catch(this.onError);
+    if (!node) throw new Error(`dlock redlock: node ${this.label} has nothing to scan`);
+    return node;
   }
 
   /**

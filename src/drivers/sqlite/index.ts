@@ -22,15 +22,18 @@
  * for at most `busyTimeoutMs`, then fails with SQLITE_BUSY and the core retries with backoff.
  */
 import type Database from 'better-sqlite3';
+import { existsSync } from 'node:fs';
 import { monotonicNow } from '../../core/clock.js';
 import { classifyPeerError, lazyPeer } from '../../core/peer.js';
 import { validateMs } from '../../core/validate.js';
-import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
+import { ClosedError, IdsExhaustedError, InvalidArgumentError, NoSuchDatabaseError, UnavailableError } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  ForceReleased,
+  KeyPage,
   TrySetDriver,
   LockState,
   TryResult,
@@ -50,6 +53,12 @@ export interface SqliteDriverOptions {
   busyTimeoutMs?: number;
   /** Prefix of the tables (`<prefix>locks`, `<prefix>fences`, ...): letters, digits, `_`. Default `dlock_`. */
   tablePrefix?: string;
+  /**
+   * Default true: create the file and the tables when missing. `false` (read-only tools such as
+   * `dlock inspect`): create nothing; a missing file throws {@link NoSuchDatabaseError}, and missing
+   * tables read as no locks (they are shadowed by empty temporary tables of this connection only).
+   */
+  create?: boolean;
 }
 
 interface LockRow {
@@ -65,6 +74,9 @@ interface Statements {
   readonly upsert: Database.Statement<[string, string, bigint, bigint, string]>;
   readonly extend: Database.Statement<[bigint, string, string, string, bigint]>;
   readonly remove: Database.Statement<[string, string]>;
+  readonly removeAny: Database.Statement<[string]>;
+  readonly fence: Database.Statement<[string], { token: bigint }>;
+  readonly page: Database.Statement<[string, string, string, string, bigint, string, number], { key: string }>;
   readonly readMark: Database.Statement<[string], { mark: bigint }>;
   readonly raiseMark: Database.Statement<[string, bigint]>;
 }
@@ -91,6 +103,7 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
   private readonly extendTx: (items: readonly ExtendItem[]) => boolean[];
   private readonly releaseTx: (key: string, owner: string) => boolean;
   private readonly raiseMarkTx: (key: string, owner: string, mark: bigint) => boolean;
+  private readonly forceTx: (key: string) => ForceReleased;
   private readonly allocateTx: (name: string, count: bigint) => bigint | undefined;
 
   constructor(options: SqliteDriverOptions) {
@@ -116,7 +129,7 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
     }
     this.path = path;
     this.notifyPath = `${path}-dlock-notify`;
-    this.db = openDatabase(path, busyTimeoutMs, prefix);
+    this.db = openDatabase(path, busyTimeoutMs, prefix, options.create ?? true);
     const locks = `"${prefix}locks"`;
     const fences = `"${prefix}fences"`;
     this.stmts = {
@@ -135,6 +148,13 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
         `UPDATE ${locks} SET expires_at = ? WHERE key = ? AND owner = ? AND boot = ? AND expires_at > ?`,
       ),
       remove: this.db.prepare(`DELETE FROM ${locks} WHERE key = ? AND owner = ?`),
+      removeAny: this.db.prepare(`DELETE FROM ${locks} WHERE key = ?`),
+      fence: this.db.prepare(`SELECT token FROM ${fences} WHERE key = ?`),
+      // Live rows under a prefix, after the cursor, in key order (the primary key's index).
+      page: this.db.prepare(
+        `SELECT key FROM ${locks} WHERE key >= ? AND key > ? AND substr(key, 1, length(?)) = ?
+           AND expires_at > ? AND boot = ? ORDER BY key LIMIT ?`,
+      ),
       readMark: this.db.prepare(`SELECT mark FROM "${prefix}marks" WHERE key = ?`),
       raiseMark: this.db.prepare(
         `INSERT INTO "${prefix}marks" (key, mark) VALUES (?, ?)
@@ -194,6 +214,21 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
       return raiseMark.immediate(key, owner, mark);
     };
 
+    // One transaction: the row goes (whoever owns it); the fence row is never touched, so the
+    // next grant's token is above every token the key carried.
+    const force = this.db.transaction((key: string): ForceReleased => {
+      const row = this.stmts.select.get(key);
+      const released = row && this.isLive(row, hostNow()) ? 1 : 0;
+      if (row) this.stmts.removeAny.run(key);
+      const counted = this.stmts.fence.get(key)?.token ?? 0n;
+      const fence = row && row.token > counted ? row.token : counted;
+      return { released, fence };
+    });
+    this.forceTx = (key) => {
+      this.synchronous('NORMAL');
+      return force.immediate(key);
+    };
+
     this.releaseTx = (key, owner) => {
       this.synchronous('NORMAL');
       return release.immediate(key, owner);
@@ -240,6 +275,28 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
       const now = hostNow();
       if (!row || !this.isLive(row, now)) return null;
       return { owner: row.owner, token: row.token, remainingMs: remainingMs(row, now) };
+    });
+  }
+
+  /** Live rows whose key starts with `prefix`, in key order; the cursor is the page's last key. */
+  list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    return this.run(() => {
+      const now = hostNow();
+      const rows = this.stmts.page.all(prefix, page.cursor ?? '', prefix, prefix, now.floor, this.boot, page.limit + 1);
+      const keys = rows.slice(0, page.limit).map((r) => r.key);
+      return rows.length > page.limit ? { keys, cursor: keys[keys.length - 1]! } : { keys };
+    });
+  }
+
+  /**
+   * Delete `key`'s row whoever holds it, in one transaction, and wake every waiter of the file.
+   * The fence row stays: the next grant's token is greater than the evicted holder's.
+   */
+  forceRelease(key: string): Promise<ForceReleased> {
+    return this.run(() => {
+      const result = this.forceTx(key);
+      if (result.released > 0) this.notifier.publish();
+      return result;
     });
   }
 
@@ -320,14 +377,14 @@ function ms(value: number): bigint {
 const betterSqlite3 = lazyPeer<typeof Database>('better-sqlite3');
 
 /** Open the file, switch it to WAL and create the tables; every failure names the path. */
-function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
+function openDatabase(path: string, busyTimeoutMs: number, prefix: string, create: boolean): Database.Database {
   // Many processes starting at once race to create the file, switch it to WAL and create the
   // tables; switching the journal mode does not wait on the busy handler. Opening is not a lock
   // operation (the core's wait loop is not involved), so a busy file is retried here, briefly.
   const deadline = monotonicNow() + Math.max(5000, busyTimeoutMs * 5);
   for (let attempt = 0; ; attempt++) {
     try {
-      return setUpDatabase(path, busyTimeoutMs, prefix);
+      return setUpDatabase(path, busyTimeoutMs, prefix, create);
     } catch (e) {
       const busy = e instanceof UnavailableError && (e.cause as { code?: string } | undefined)?.code?.startsWith('SQLITE_BUSY');
       if (!busy || monotonicNow() >= deadline) throw e;
@@ -337,21 +394,31 @@ function openDatabase(path: string, busyTimeoutMs: number, prefix: string): Data
   }
 }
 
-function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string): Database.Database {
-  let db: Database.Database | undefined;
-  try {
-    db = new (betterSqlite3())(path, { timeout: busyTimeoutMs });
-    db.defaultSafeIntegers(true);
-    // Only switch when needed: changing the journal mode needs the file to ourselves.
-    if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
-    db.exec(
-      `CREATE TABLE IF NOT EXISTS "${prefix}locks" (
+/** The tables, created in `schema` (`main`, or `temp` to shadow missing ones without creating anything). */
+function tablesSql(prefix: string, schema: 'main' | 'temp'): string {
+  return `CREATE TABLE IF NOT EXISTS ${schema}."${prefix}locks" (
          key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
          expires_at INTEGER NOT NULL, boot TEXT NOT NULL);
-       CREATE TABLE IF NOT EXISTS "${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);
-       CREATE TABLE IF NOT EXISTS "${prefix}marks" (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);
-       CREATE TABLE IF NOT EXISTS "${prefix}sequences" (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);`,
-    );
+       CREATE TABLE IF NOT EXISTS ${schema}."${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);
+       CREATE TABLE IF NOT EXISTS ${schema}."${prefix}marks" (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);
+       CREATE TABLE IF NOT EXISTS ${schema}."${prefix}sequences" (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);`;
+}
+
+function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string, create: boolean): Database.Database {
+  let db: Database.Database | undefined;
+  if (!create && !existsSync(path)) throw new NoSuchDatabaseError(`sqlite:${path}`, `no such database file "${path}": check the path (nothing was created)`);
+  try {
+    db = new (betterSqlite3())(path, { timeout: busyTimeoutMs, fileMustExist: !create });
+    db.defaultSafeIntegers(true);
+    if (create) {
+      // Only switch when needed: changing the journal mode needs the file to ourselves.
+      if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
+      db.exec(tablesSql(prefix, 'main'));
+    } else {
+      // Create nothing in the file: a table it lacks is read as an empty one of this connection.
+      const present = db.prepare<[string], { n: bigint }>(`SELECT count(*) AS n FROM main.sqlite_master WHERE type = 'table' AND name = ?`);
+      if (present.get(`${prefix}locks`)?.n !== 1n) db.exec(tablesSql(prefix, 'temp'));
+    }
     return db;
   } catch (e) {
     try {

@@ -11,6 +11,7 @@ import { afterEach, describe, expect } from 'vitest';
 import { LockClient, type LockClientOptions } from '../../../src/core/client.js';
 import type { LockDriver } from '../../../src/drivers/driver.js';
 import { killWorkers } from '../../support/workers.js';
+import { defineAdmin } from './admin.js';
 import { defineAdmission } from './admission.js';
 import { defineClose } from './close.js';
 import type { ConformanceFactory, SuiteContext } from './context.js';
@@ -68,5 +69,6 @@ export function defineConformanceSuite(factory: ConformanceFactory): void {
     defineClose(ctx);
     defineInput(ctx);
     defineAdmission(ctx);
+    defineAdmin(ctx);
   });
 }

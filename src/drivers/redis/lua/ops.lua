@@ -42,10 +42,15 @@
 --            e <lock> <owner> <ttl ms>   extend, only while owner holds it (in any mode)
 --            r <lock> <owner> <unused>   release, only if owner holds it; hand over to the next waiters
 --            c <lock> <owner> <unused>   leave the queue; if granted meanwhile, release (hand over)
+--            f <lock> <unused> <unused>  force-release (an operator's eviction): remove every holder
+--                                        (exclusive, shared, permits), whoever owns it, then hand
+--                                        over to the queue's heads; <lock>:fence is never touched
 -- returns  one line per op, "\n"-terminated, in order:
 --            a, q, g, w  "1<token>" held | "0<ms>" busy (ms: until the soonest holder's expiry, -1 unknown)
 --            e, r        "1" done | "0" not held by this owner (another owner's hold is never touched)
 --            c           "1" it had been granted and is now released | "0" it was only queued (or absent)
+--            f           "<holds removed> <fence>": the counter before any handover, so that every
+--                        later grant (the handovers included) has a greater token
 local BARGE_MS = 5 -- BARGE_BOUND_MS of src/core/admission.ts
 local MARK = '|h'
 local s, p = ARGV[1], 1
@@ -407,6 +412,18 @@ while p <= #s do
       redis.call('HDEL', lock .. ':qw', owner)
     end
     out[#out + 1] = release(lock, redis.call('GET', lock), owner)
+  elseif op == 'f' then
+    local st = load(lock, redis.call('GET', lock))
+    local removed = st.n + (st.x and 1 or 0)
+    local fence = redis.call('GET', lock .. ':fence') or '0'
+    redis.call('DEL', lock, lock .. ':h')
+    if removed > 0 then
+      st.x, st.h, st.n, st.used, st.dirty = nil, {}, 0, 0, false
+      handover(st, waiters(lock))
+      store(st)
+      unflag(st)
+    end
+    out[#out + 1] = int(removed) .. ' ' .. fence
   else
     return redis.error_reply('dlock ops: unknown op ' .. tostring(op))
   end

@@ -25,11 +25,15 @@
 --                                        lost it, e.g. restarted empty), set "<owner>|<token>" with
 --                                        that PX. Never over another owner. The driver sends it
 --                                        only after a majority renewed (see redlock/index.ts).
+--            f <lock> <unused> <unused>  force-release (an operator's eviction): delete the lock
+--                                        whoever holds it and PUBLISH on "<lock>:released"; the
+--                                        fence counter is never touched
 -- returns  one line per op, "\n"-terminated, in order:
 --            a, q  "1<token>" held | "0<pttl> <holder's value>" busy (pttl -1: no expiry)
 --            e     "1<token>" done | "0" held by another owner (never touched) | "2" free
 --            r     "1" done | "0" not held by this owner (another owner's lock is never touched)
 --            c     "1" owner holds it (now) | "0" it does not (the fence is raised either way)
+--            f     "<fence> <the deleted value, or nothing when the lock was free>"
 local s, p = ARGV[1], 1
 local function field()
   local colon = string.find(s, ':', p, true)
@@ -115,6 +119,13 @@ while p <= #s do
     else
       out[#out + 1] = '0'
     end
+  elseif op == 'f' then
+    local held = redis.call('GET', lock)
+    if held then
+      redis.call('DEL', lock)
+      redis.call('PUBLISH', lock .. ':released', '')
+    end
+    out[#out + 1] = (redis.call('GET', lock .. ':fence') or '0') .. ' ' .. (held or '')
   else
     return redis.error_reply('dlock redlock-ops: unknown op ' .. tostring(op))
   end

@@ -1,0 +1,128 @@
+/**
+ * The operator's view: list() of held keys (in bounded pages) and forceRelease() of a stuck
+ * holder, whose evicted lease is told at its next renewal and whose fencing token is never reused.
+ */
+import { expect, it } from 'vitest';
+import { ReadWriteLock } from '../../../src/primitives/read-write-lock.js';
+import type { SuiteContext } from './context.js';
+import { whenAborted } from './helpers.js';
+
+export function defineAdmin(ctx: SuiteContext): void {
+  const { newClient, newDriver, uniqueKey } = ctx;
+
+  it('list: every held key under a prefix, sorted, with holders; released keys leave the list', async () => {
+    const prefix = `${uniqueKey('list')}:`;
+    const c = await newClient();
+    const other = await newClient();
+    const b = await c.acquire(`${prefix}b`, { ttlMs: 10_000 });
+    const a = await c.acquire(`${prefix}a`, { ttlMs: 10_000 });
+    // Outside the prefix (a key that merely shares its first characters is not under it).
+    const outside = await c.acquire(`${prefix.slice(0, -1)}x`, { ttlMs: 10_000 });
+    const listed = await other.list(prefix);
+    expect(listed.map((i) => i.key)).toEqual([`${prefix}a`, `${prefix}b`]);
+    expect(listed[0]!.holders.map((h) => [h.owner, h.token])).toEqual([[a.owner, a.token]]);
+    expect(listed[1]!.holders.map((h) => [h.owner, h.token])).toEqual([[b.owner, b.token]]);
+    expect(listed[0]!.mode).toBe('exclusive');
+    expect(await a.release()).toBe(true);
+    expect((await other.list(prefix)).map((i) => i.key)).toEqual([`${prefix}b`]);
+    await b.release();
+    await outside.release();
+    expect(await other.list(prefix)).toEqual([]);
+  });
+
+  it('list: the driver answers in bounded pages that together name every held key once', async () => {
+    const prefix = `${uniqueKey('pages')}:`;
+    const c = await newClient();
+    const names = Array.from({ length: 7 }, (_, i) => `${prefix}${String(i).padStart(2, '0')}`);
+    const leases = await Promise.all(names.map((n) => c.acquire(n, { ttlMs: 10_000 })));
+    const d = await newDriver();
+    expect(typeof d.list).toBe('function');
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await d.list!(prefix, { limit: 3, ...(cursor === undefined ? {} : { cursor }) });
+      expect(page.keys.length).toBeLessThanOrEqual(3);
+      seen.push(...page.keys);
+      cursor = page.cursor;
+      pages++;
+      expect(pages).toBeLessThan(50);
+    } while (cursor !== undefined);
+    expect([...new Set(seen)].sort()).toEqual(names);
+    expect(seen.length).toBe(names.length);
+    expect(pages).toBeGreaterThanOrEqual(3);
+    // The client's limit stops early.
+    expect((await c.list(prefix, { limit: 2 })).length).toBe(2);
+    await Promise.all(leases.map((l) => l.release()));
+  });
+
+  it('forceRelease: frees a held key, wakes its waiter with a greater token, and the evicted lease is told', async () => {
+    const key = uniqueKey('force');
+    const holder = await newClient();
+    const waiter = await newClient();
+    const admin = await newClient();
+    const ttlMs = 1500;
+    const evicted = await holder.acquire(key, { ttlMs });
+    const lost = whenAborted(evicted.signal, ttlMs * 3);
+    lost.catch(() => undefined); // awaited below
+    const next = waiter.acquire(key, { ttlMs: 10_000, waitMs: 15_000 });
+    next.catch(() => undefined); // awaited below; a failure before that must not go unhandled
+    // Let the waiter queue up before the eviction.
+    await new Promise((r) => setTimeout(r, 200));
+    const result = await admin.forceRelease(key);
+    expect(result.released).toBe(1);
+    expect(result.fence).toBeGreaterThanOrEqual(evicted.token);
+    const granted = await next;
+    expect(granted.token).toBeGreaterThan(evicted.token);
+    expect(granted.token).toBeGreaterThan(result.fence - 1n);
+    // The evicted holder learns it at its next renewal (a third of the TTL), before its TTL ends.
+    const { reason } = await lost;
+    expect((reason as { code?: string }).code).toBe('DLOCK_LOCK_LOST');
+    expect(evicted.isHeld()).toBe(false);
+    // A fenced resource (keeps the highest token it saw) now rejects the evicted holder's write.
+    let highest = 0n;
+    const write = (token: bigint): boolean => (token >= highest ? ((highest = token), true) : false);
+    expect(write(granted.token)).toBe(true);
+    expect(write(evicted.token)).toBe(false);
+    // Its release does not touch the new holder's lock.
+    expect(await evicted.release()).toBe(false);
+    expect((await admin.inspect(key))?.owner).toBe(granted.owner);
+    await granted.release();
+  });
+
+  it('forceRelease: a free key is left as it was (nothing created), and tokens never go back', async () => {
+    const key = uniqueKey('force-free');
+    const c = await newClient();
+    const first = await c.acquire(key, { ttlMs: 10_000 });
+    const t1 = first.token;
+    await first.release();
+    const free = await c.forceRelease(key);
+    expect(free.released).toBe(0);
+    expect(await c.inspect(key)).toBeNull();
+    expect((await c.list(key)).map((i) => i.key)).toEqual([]);
+    const again = await c.acquire(key, { ttlMs: 10_000 });
+    expect(again.token).toBeGreaterThan(t1);
+    expect((await c.forceRelease(key)).released).toBe(1);
+    const third = await c.acquire(key, { ttlMs: 10_000 });
+    expect(third.token).toBeGreaterThan(again.token);
+    await third.release();
+  });
+
+  it('forceRelease: removes every reader of a read-write lock at once', async (t) => {
+    const probe = await newDriver();
+    if (!(probe.info.modes ?? ['exclusive']).includes('shared')) t.skip(`${probe.info.name} does not grant shared holds (info.modes)`);
+    const name = uniqueKey('force-readers');
+    const r1 = await newClient();
+    const r2 = await newClient();
+    const admin = await newClient();
+    const a = await new ReadWriteLock(r1, name).read.acquire({ ttlMs: 10_000 });
+    const b = await new ReadWriteLock(r2, name).read.acquire({ ttlMs: 10_000 });
+    const listed = await admin.list(name);
+    expect(listed.map((i) => [i.key, i.mode, i.holders.length])).toEqual([[name, 'shared', 2]]);
+    expect((await admin.forceRelease(name)).released).toBe(2);
+    expect(await admin.inspect(name)).toBeNull();
+    const w = await new ReadWriteLock(admin, name).write.acquire({ ttlMs: 10_000, waitMs: 5000 });
+    expect(w.token).toBeGreaterThan(a.token > b.token ? a.token : b.token);
+    await w.release();
+  });
+}
