@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { dashboardCommand } from './commands/dashboard.js';
+import { doctorCommand } from './commands/doctor.js';
 import { flashSaleCommand } from './commands/flash-sale.js';
 import { defaultIdsUrl, idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
@@ -21,7 +22,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
-      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, ls, release, dashboard: none (--url or DLOCK_URL is required).`,
+      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, ls, release, doctor, dashboard: none (--url or DLOCK_URL is required).`,
     );
 
   program
@@ -32,6 +33,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   program.addCommand(lsCommand(io, setExitCode));
   program.addCommand(releaseCommand(io, setExitCode));
   program.addCommand(idsCommand(io, setExitCode));
+  program.addCommand(doctorCommand(io, setExitCode));
   program.addCommand(dashboardCommand(io, setExitCode));
   // Subcommands added with addCommand() do not inherit the settings above.
   for (const cmd of [...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
