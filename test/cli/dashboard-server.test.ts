@@ -9,7 +9,7 @@ import { startDashboardServer, type DashboardSource } from '../../src/cli/dashbo
 function counting(): DashboardSource & { polls: number } {
   const s = {
     polls: 0,
-    poll: async () => ({ n: ++s.polls }),
+    poll: () => Promise.resolve({ n: ++s.polls }),
     forceRelease: () => Promise.reject(new Error('read-only')),
     describeFailure: (e: unknown) => String(e),
   };
