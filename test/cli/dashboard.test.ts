@@ -142,7 +142,8 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       expect(viaHeader.status).toBe(200);
       expect(await viaHeader.text()).toContain('dlock dashboard');
       const page = await openPage(browser, address);
-      expect(await page.locator('[data-testid=engine]').textContent()).toContain('locks.db');
+      // The first snapshot follows the stream's opening.
+      await page.locator('[data-testid=engine]').filter({ hasText: 'locks.db' }).waitFor({ timeout: 10_000 });
       await page.close();
       const denied = await browser.newPage();
       const r = await denied.goto(bare.toString());
@@ -196,6 +197,10 @@ describe('dlock demo flash-sale --dashboard', () => {
       expect(await on.locator('[data-field=oversold]').textContent()).toBe('0');
       expect(await on.locator('[data-field=stock]').textContent()).toBe('0 of 2');
       expect(await on.locator('.verdict').textContent()).toContain('exact: sold 2 of 2');
+      // Each of the 120 buyers took the lock once: it changed hands 119 times, across the workers.
+      expect(await on.locator('[data-field=handoffs]').textContent()).toBe('119 times');
+      const tiles = await on.locator('.worker').allTextContents();
+      expect(tiles.map((t) => Number(/×(\d+)$/.exec(t)?.[1])).reduce((a, b) => a + b, 0)).toBe(120);
       await page.screenshot({ path: join(dir, 'flash-sale.png'), fullPage: true });
       keepForDocs(join(dir, 'flash-sale.png'), 'dashboard-flash-sale.png');
       // The CLI printed both summaries, as the page said.

@@ -88,7 +88,7 @@ button { font: inherit; padding: 2px 10px; border: 1px solid var(--bad); color: 
 .phase .verdict.bad { color: var(--bad); font-weight: 700; }
 .phase .verdict.good { color: var(--good); font-weight: 700; }
 .workers { display: flex; flex-wrap: wrap; gap: 3px; margin-top: 6px; }
-.worker { width: 22px; height: 22px; border-radius: 4px; background: var(--line); font-size: 10px; display: flex; align-items: center; justify-content: center; }
+.worker { min-width: 22px; padding: 0 4px; height: 22px; border-radius: 4px; background: var(--line); font-size: 10px; display: flex; align-items: center; justify-content: center; }
 .worker.holder { background: var(--accent); color: #fff; }
 @media (prefers-color-scheme: dark) { :root { --fg: #e5e7eb; --muted: #9ca3af; --bg: #0f1115; --card: #171a21; --line: #2a2f3a; } .error { background: #3b1111; } .status.live { background: #14361f; } }
 `;
@@ -263,12 +263,13 @@ export const PAGE_JS = `'use strict';
       row('orders', p.orders, 'orders');
       row('oversold', p.oversold, 'oversold');
       row('lock holder', p.lock ? (p.holder === null ? 'nobody' : 'worker ' + p.holder.worker + ' (pid ' + p.holder.pid + ', token ' + p.holder.token + ')') : 'no lock', 'holder');
-      row('lock changed hands', p.lock ? p.handoffs + ' times seen' : '-', 'handoffs');
+      row('lock changed hands', p.lock ? p.handoffs + ' times' : '-', 'handoffs');
       if (p.verdict) row('verdict', p.verdict, 'verdict ' + (p.oversold > 0 ? 'bad' : 'good'));
       d.appendChild(dl);
       var w = el('div', 'workers');
       for (var i = 0; i < p.workers; i++) {
-        var c = el('span', 'worker' + (p.holder && p.holder.worker === i ? ' holder' : ''), i);
+        var c = el('span', 'worker' + (p.holder && p.holder.worker === i ? ' holder' : ''), p.lock ? 'w' + i + ' ×' + (p.locks[i] || 0) : 'w' + i);
+        c.setAttribute('title', p.lock ? 'worker ' + i + ': lock acquired ' + (p.locks[i] || 0) + ' times' : 'worker ' + i);
         w.appendChild(c);
       }
       d.appendChild(w);

@@ -29,6 +29,8 @@ interface PhaseView {
   oversold: number;
   holder: { worker: number; pid: number; token: string } | null;
   handoffs: number;
+  /** Lock acquisitions by worker (reported by the workers). */
+  locks: number[];
   verdict: string | null;
 }
 
@@ -37,7 +39,6 @@ class SaleSource implements DashboardSource {
   readonly phases: PhaseView[];
   private live: LiveRun | undefined;
   private current: PhaseView | undefined;
-  private lastToken: string | undefined;
 
   constructor(
     private readonly locks: LockSource,
@@ -55,21 +56,24 @@ class SaleSource implements DashboardSource {
       oversold: 0,
       holder: null,
       handoffs: 0,
+      locks: new Array<number>(opts.workers).fill(0),
       verdict: null,
     }));
   }
 
   begin(phase: PhaseView): void {
     this.current = phase;
-    this.lastToken = undefined;
     phase.state = 'running';
   }
 
   attach(run: LiveRun | undefined): void {
+    // The run is over: keep its final counts (every worker reported them before it ended).
+    if (!run && this.live && this.current) this.current.locks = this.live.locks();
     this.live = run;
   }
 
   finish(phase: PhaseView, r: FlashSaleResult): void {
+    phase.handoffs = Math.max(0, phase.locks.reduce((a, b) => a + b, 0) - 1);
     Object.assign(phase, { state: 'done', done: r.buyers, orders: r.orders, stockNow: r.finalStock, oversold: r.oversold, verdict: r.verdict, holder: null });
     this.current = undefined;
   }
@@ -87,10 +91,9 @@ class SaleSource implements DashboardSource {
       const held = (snapshot.locks as KeyView[]).find((k) => k.key === live.lockKey)?.holders[0];
       const worker = held?.pid == null ? -1 : live.pids.indexOf(held.pid);
       phase.holder = held && worker >= 0 ? { worker, pid: held.pid ?? 0, token: held.token } : null;
-      if (held && held.token !== this.lastToken) {
-        if (this.lastToken !== undefined) phase.handoffs += 1;
-        this.lastToken = held.token;
-      }
+      phase.locks = live.locks();
+      // Every acquisition after the first is the lock changing hands (reported by the workers).
+      phase.handoffs = Math.max(0, phase.locks.reduce((a, b) => a + b, 0) - 1);
     }
     return { ...snapshot, sale: { phases: this.phases } };
   }
@@ -147,7 +150,7 @@ export async function runSaleDashboard(sale: Omit<FlashSaleOptions, 'lock'>, das
       dash.signal.throwIfAborted();
       source.begin(phase);
       const result = await runFlashSale(
-        { ...sale, url, lock: phase.lock, staggerMs: sale.staggerMs ?? 10 },
+        { ...sale, url, lock: phase.lock, staggerMs: sale.staggerMs ?? 25 },
         { status: (line) => io.stderr.write(`${line}\n`), signal: dash.signal, live: (run) => source.attach(run) },
       );
       source.finish(phase, result);

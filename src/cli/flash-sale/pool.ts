@@ -26,6 +26,8 @@ export class WorkerPool {
   readonly ready = new Set<number>();
   readonly done: number[] = [];
   readonly orders: number[] = [];
+  /** Lock acquisitions by worker (with the lock). */
+  readonly locks: number[] = [];
   readonly results: (Done | undefined)[] = [];
 
   constructor(private readonly onProgress: () => void) {}
@@ -85,11 +87,13 @@ export class WorkerPool {
       case 'progress':
         this.done[m.index] = m.done;
         this.orders[m.index] = m.orders;
+        this.locks[m.index] = m.locks ?? 0;
         this.onProgress();
         break;
       case 'done':
         this.done[m.index] = m.done;
         this.orders[m.index] = m.orders;
+        this.locks[m.index] = m.locks ?? 0;
         this.results[m.index] = m;
         this.onProgress();
         break;

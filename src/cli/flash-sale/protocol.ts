@@ -23,12 +23,21 @@ export type ParentMessage =
 
 export type WorkerMessage =
   | { readonly type: 'ready'; readonly index: number }
-  | { readonly type: 'progress'; readonly index: number; readonly done: number; readonly orders: number }
+  | {
+      readonly type: 'progress';
+      readonly index: number;
+      readonly done: number;
+      readonly orders: number;
+      /** Lock acquisitions so far (with the lock). */
+      readonly locks?: number;
+    }
   | {
       readonly type: 'done';
       readonly index: number;
       readonly done: number;
       readonly orders: number;
+      /** Lock acquisitions (with the lock). */
+      readonly locks?: number;
       /** Lock wait of each buyer in ms (empty without the lock). */
       readonly waitsMs: readonly number[];
       /** How late this worker actually started, in ns after the start instant. */

@@ -73,6 +73,8 @@ export interface LiveRun {
   progress(): { done: number; orders: number };
   /** The stock as stored now. */
   readStock(): Promise<number>;
+  /** Lock acquisitions by worker index, as the workers last reported. */
+  locks(): number[];
 }
 
 const PREFLIGHT_TIMEOUT_MS = 15_000;
@@ -171,6 +173,7 @@ export async function runFlashSale(opts: FlashSaleOptions, hooks: FlashSaleHooks
       pids: p.pids(),
       progress: () => ({ done: p.done.reduce((a, b) => a + b, 0), orders: p.orders.reduce((a, b) => a + b, 0) }),
       readStock: () => st.readStock(),
+      locks: () => Array.from({ length: opts.workers }, (_, i) => p.locks[i] ?? 0),
     });
     const runTimeoutMs = (opts.lock ? opts.waitMs : 0) + 120_000;
     await p.until(

@@ -63,11 +63,12 @@ async function main(): Promise<void> {
     const waitsMs: number[] = [];
     let done = 0;
     let orders = 0;
+    let locks = 0;
     let reported = -1;
     const progress = setInterval(() => {
       if (done === reported) return;
       reported = done;
-      void send({ type: 'progress', index, done, orders });
+      void send({ type: 'progress', index, done, orders, locks });
     }, PROGRESS_EVERY_MS);
 
     const st = store;
@@ -89,6 +90,7 @@ async function main(): Promise<void> {
         const t0 = performance.now();
         const lease = await lockClient.acquire(cfg.lockKey, { ttlMs: cfg.ttlMs, waitMs: cfg.waitMs });
         waitsMs.push(performance.now() - t0);
+        locks += 1;
         try {
           await attempt(buyer, () => lease.assertHeld());
         } finally {
@@ -107,7 +109,7 @@ async function main(): Promise<void> {
     }
     const endNs = process.hrtime.bigint();
     await closeAll();
-    await send({ type: 'done', index, done, orders, waitsMs, lateNs: String(lateNs), endNs: String(endNs) });
+    await send({ type: 'done', index, done, orders, locks, waitsMs, lateNs: String(lateNs), endNs: String(endNs) });
     process.exit(0);
   } catch (e) {
     const err = e as Error;
