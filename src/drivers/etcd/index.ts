@@ -670,9 +670,9 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
    * Delete every holder's queue key of `key` in one transaction, on the condition that each is
    * still the one read (create revision compares; retried when the queue moved). The waiter
    * behind watches its predecessor's key, so it takes the turn; the evicted holder's next
-   * `extend()` finds its key gone. Tokens are create revisions (etcd's global revision): the
-   * `fence` is the revision of the deletion (or of the read, for a free key), and every later
-   * grant's token is above it.
+   * `extend()` finds its key gone. Tokens are create revisions (etcd's global revision, which
+   * never goes back): the `fence` is the highest evicted token (for a free key, the revision of
+   * the read); every waiter queued behind, and every later arrival, has a greater one.
    */
   async forceRelease(key: string): Promise<ForceReleased> {
     if (this.closedFully) throw new ClosedError(`Force-releasing lock "${key}"`);
@@ -689,7 +689,8 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
         success: holders.map((h) => ({ request_delete_range: { key: h.kv.key } })),
         failure: [],
       });
-      if (t.succeeded) return { released: holders.length, fence: BigInt(t.header.revision) };
+      // The highest evicted token: a waiter queued behind the holders has a greater create revision.
+      if (t.succeeded) return { released: holders.length, fence: holders.reduce((max, h) => (h.seq > max ? h.seq : max), 0n) };
     }
     throw new UnavailableError(`Force-releasing lock "${key}": its queue kept changing`);
   }
