@@ -31,14 +31,7 @@ function driver(prefix?: string): EtcdDriver {
 }
 
 describe('etcd list() and forceRelease()', () => {
-  defineQueueAdminCases({
-    client: () => {
-      const c = new LockClient(driver());
-      closers.push(() => c.close());
-      return Promise.resolve(c);
-    },
-    driver: () => Promise.resolve(driver()),
-  });
+  defineQueueAdminCases(() => new EtcdDriver({ hosts: server.endpoint, leaseTtlS: 5 }));
 
   it('list: keys that need encoding, under a prefix that needs encoding, and only keys of this driver prefix', async () => {
     const tag = randomBytes(3).toString('hex');

@@ -1,15 +1,16 @@
 /**
- * MySQL/MariaDB operator steps on a real server, beyond the conformance suite: in session mode a
- * forceRelease() ends the holder's connection (`KILL CONNECTION`), so every lock of that
- * connection goes (as the README says); a key held in one mode is force-released from the other;
- * list() pages by primary key over more keys than a page; in both modes `create: false` on a
- * fresh table prefix reads no locks and leaves no table behind.
+ * MySQL/MariaDB operator steps on a real server, beyond the conformance suite (cases shared with
+ * PostgreSQL in test/support/sql-admin-cases.ts: a session-mode forceRelease() ends the holder's
+ * connection with `KILL CONNECTION`, so every lock of that connection goes; `create: false` leaves
+ * no table behind); here: a key held in one mode is force-released from the other, and list()
+ * pages by primary key over more keys than a page.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/connect.js';
 import { startMysql, type MysqlServer } from '../support/mysql.js';
 import { whenAborted } from '../conformance/suite/helpers.js';
+import { defineSqlAdminCases } from '../support/sql-admin-cases.js';
 
 let server: MysqlServer;
 const closers: Array<() => Promise<unknown>> = [];
@@ -30,26 +31,6 @@ async function client(query: string, options: { create?: boolean } = {}) {
 }
 
 describe('mysql list() and forceRelease()', () => {
-  it('session mode: forceRelease kills the holder connection, and every lock of that connection with it', async () => {
-    const tag = randomBytes(3).toString('hex');
-    // One home connection: both keys are held by it.
-    const holder = await client('mode=session&connections=1');
-    const admin = await client('mode=session');
-    const a = await holder.acquire(`${tag}:a`, { ttlMs: 10_000 });
-    const b = await holder.acquire(`${tag}:b`, { ttlMs: 10_000 });
-    const lostA = whenAborted(a.signal, 5000);
-    const lostB = whenAborted(b.signal, 5000);
-    expect((await admin.list(`${tag}:`)).map((i) => i.key)).toEqual([`${tag}:a`, `${tag}:b`]);
-    const r = await admin.forceRelease(`${tag}:a`);
-    expect(r).toEqual({ released: 1, fence: a.token });
-    expect(((await lostA).reason as { reason?: string }).reason).toBe('session-lost');
-    expect(((await lostB).reason as { reason?: string }).reason).toBe('session-lost');
-    expect(await admin.list(`${tag}:`)).toEqual([]);
-    const again = await holder.acquire(`${tag}:a`, { ttlMs: 10_000 });
-    expect(again.token).toBeGreaterThan(r.fence);
-    await again.release();
-  });
-
   it('a table-mode driver force-releases a session-mode holder, and the other way round', async () => {
     const tag = randomBytes(3).toString('hex');
     const session = await client('mode=session');
@@ -89,24 +70,13 @@ describe('mysql list() and forceRelease()', () => {
     await Promise.all(leases.map((l) => l.release()));
   });
 
-  for (const mode of ['session', 'table'] as const) {
-    it(`${mode} mode: create: false on a fresh table prefix reads no locks and creates no table`, async () => {
-      const prefix = `fresh_${randomBytes(4).toString('hex')}_`;
-      const tables = async (): Promise<number> => {
-        const rows = (await server.sql(`SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name LIKE ?`, [`${prefix}%`])) as Array<{ n: number }>;
-        return Number(rows[0]?.n);
-      };
-      const ro = await client(`mode=${mode}&tablePrefix=${prefix}`, { create: false });
-      expect(await ro.list('')).toEqual([]);
-      expect(await ro.inspect('k')).toBeNull();
-      expect(await ro.forceRelease('k')).toEqual({ released: 0, fence: 0n });
-      expect(await tables()).toBe(0);
-      const rw = await client(`mode=${mode}&tablePrefix=${prefix}`);
-      const lease = await rw.acquire('k', { ttlMs: 10_000 });
-      expect(await tables()).toBeGreaterThan(0);
-      expect((await ro.list('')).map((i) => [i.key, i.holders[0]?.token])).toEqual([['k', lease.token]]);
-      expect(await ro.forceRelease('k')).toEqual({ released: 1, fence: lease.token });
-      await lease.release();
-    });
-  }
+  defineSqlAdminCases({
+    url: () => server.url,
+    // One home connection: every try of the driver runs on it.
+    oneConnection: '&connections=1',
+    tables: async (prefix) => {
+      const rows = (await server.sql(`SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name LIKE ?`, [`${prefix}%`])) as Array<{ n: number }>;
+      return Number(rows[0]?.n);
+    },
+  });
 });

@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LockClient } from '../../src/core/client.js';
 import { connect } from '../../src/connect.js';
 import { ZooKeeperDriver } from '../../src/drivers/zookeeper/index.js';
 import { NoSuchDatabaseError } from '../../src/errors.js';
@@ -29,21 +28,8 @@ afterAll(async () => {
   await zk.stop();
 });
 
-function driver(): ZooKeeperDriver {
-  const d = new ZooKeeperDriver({ url: zk.url, sessionTimeoutMs: 4000 });
-  closers.push(() => d.close());
-  return d;
-}
-
 describe('zookeeper list() and forceRelease()', () => {
-  defineQueueAdminCases({
-    client: () => {
-      const c = new LockClient(driver());
-      closers.push(() => c.close());
-      return Promise.resolve(c);
-    },
-    driver: () => Promise.resolve(driver()),
-  });
+  defineQueueAdminCases(() => new ZooKeeperDriver({ url: zk.url, sessionTimeoutMs: 4000 }));
 
   it('create: false under a root that does not exist: reads find no locks and nothing is created; a lock is refused', async () => {
     const root = `/fresh-${randomBytes(4).toString('hex')}`;

@@ -5,20 +5,29 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { expect, it } from 'vitest';
-import type { LockClient } from '../../src/core/client.js';
+import { afterEach, expect, it } from 'vitest';
+import { LockClient } from '../../src/core/client.js';
 import type { Lease } from '../../src/core/lease.js';
 import type { LockDriver } from '../../src/drivers/driver.js';
 import { Semaphore } from '../../src/primitives/semaphore.js';
 
-export interface AdminCaseContext {
-  /** A client on its own driver (closed by the test file). */
-  client(): Promise<LockClient>;
-  /** A bare driver (closed by the test file). */
-  driver(): Promise<LockDriver>;
-}
-
-export function defineQueueAdminCases(ctx: AdminCaseContext): void {
+export function defineQueueAdminCases(newDriver: () => LockDriver): void {
+  const closers: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
+    await Promise.allSettled(closers.splice(0).map((c) => c()));
+  });
+  const ctx = {
+    driver: (): Promise<LockDriver> => {
+      const d = newDriver();
+      closers.push(() => d.close());
+      return Promise.resolve(d);
+    },
+    client: (): Promise<LockClient> => {
+      const c = new LockClient(newDriver());
+      closers.push(() => c.close());
+      return Promise.resolve(c);
+    },
+  };
   it('list: a key with more queued contenders than a page holds is listed once, beside the other keys', async () => {
     const tag = `q-${randomBytes(3).toString('hex')}:`;
     const holder = await ctx.client();
