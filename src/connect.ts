@@ -114,8 +114,8 @@ export async function createDriver(url: string, options: CreateDriverOptions = {
  */
 export async function connect(url: string, options?: ConnectOptions): Promise<LockClient> {
   // Options first: a bad one must not leave a connection open (it would keep the process alive).
+  validateClientOptions(options);
   const { create, ...clientOptions } = options ?? {};
-  validateClientOptions(clientOptions);
   const driver = await createDriver(url, create === undefined ? {} : { create });
   try {
     if (databaseOf(url) > 0) await checkDatabase(driver);

@@ -402,7 +402,7 @@ export class NoFreeWorkerError extends DlockError {
 export class MissingPeerError extends DlockError {
   /** The npm package to install, e.g. `etcd3`. */
   readonly packageName: string;
-  /** The driver that needs it, e.g. `etcd`. */
+  /** The driver (e.g. `etcd`) or the part of dlock (e.g. `dlock/otel`) that needs it. */
   readonly engine: string;
   /** The command that fixes it, e.g. `npm install etcd3`. */
   readonly installCommand: string;
@@ -410,8 +410,8 @@ export class MissingPeerError extends DlockError {
     const installCommand = `npm install ${packageName}`;
     super(
       'DLOCK_MISSING_PEER',
-      `The ${engine} driver needs the "${packageName}" package, which is not installed: run \`${installCommand}\` ` +
-        '(each engine client is an optional peer dependency of dlock: install the ones you use).',
+      `${/^[a-z0-9]+$/i.test(engine) ? `The ${engine} driver` : engine} needs the "${packageName}" package, which is not installed: run \`${installCommand}\` ` +
+        '(each engine client, and @opentelemetry/api, is an optional peer dependency of dlock: install the ones you use).',
       options,
     );
     this.packageName = packageName;

@@ -17,6 +17,7 @@ export type * from './drivers/id-store.js';
 export { markStoreOf, rangeStoreOf } from './drivers/id-store.js';
 export { MemoryDriver } from './drivers/memory/index.js';
 export { connect, createDriver, SUPPORTED_SCHEMES, type ConnectOptions, type CreateDriverOptions } from './connect.js';
+export { doctor, type DoctorReport, type DoctorFinding, type DoctorOptions, type DoctorStatus } from './doctor/index.js';
 export * from './ids/index.js';
 export { MultiLock, MultiLease } from './primitives/multi-lock.js';
 export { LeaderElection, type LeaderElectionOptions, type CampaignOptions } from './primitives/election.js';

@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { doctorCommand } from './commands/doctor.js';
 import { flashSaleCommand } from './commands/flash-sale.js';
 import { defaultIdsUrl, idsCommand } from './commands/ids.js';
 import { inspectCommand } from './commands/inspect.js';
@@ -20,7 +21,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
-      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, ls, release: none (--url or DLOCK_URL is required).`,
+      `\n${URL_RULE}\n  demo flash-sale: a new temporary SQLite file; ids next: ${defaultIdsUrl()}; inspect, ls, release, doctor: none (--url or DLOCK_URL is required).`,
     );
 
   program
@@ -31,6 +32,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   program.addCommand(lsCommand(io, setExitCode));
   program.addCommand(releaseCommand(io, setExitCode));
   program.addCommand(idsCommand(io, setExitCode));
+  program.addCommand(doctorCommand(io, setExitCode));
   // Subcommands added with addCommand() do not inherit the settings above.
   for (const cmd of [...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     cmd.exitOverride().configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });

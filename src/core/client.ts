@@ -16,7 +16,7 @@ import {
 } from '../errors.js';
 import { raceAbort, settleWithin } from './abort.js';
 import { driftFor, monotonicNow } from './clock.js';
-import { LockEvents, type LockEventListener, type LockEventName, type WaitOutcome } from './events.js';
+import { LockEvents, type LockEventBase, type LockEventListener, type LockEventName, type WaitOutcome } from './events.js';
 import { HeldLock, Lease, type LeaseHost } from './lease.js';
 import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
 import { RenewalScheduler, type Logger } from './renewal.js';
@@ -199,7 +199,7 @@ export class LockClient {
     // A lost lease stops renewing at once.
     this.scheduler.delete(held);
     this.held.delete(held);
-    if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
+    if (this.events.has('lost')) this.events.emit('lost', { ...this.base(held.key, held.owner, held.admission), token: held.token, holdMs: monotonicNow() - held.acquiredAt, reason, error });
     // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
     // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
     // in the background and bounded. Not when the engine itself says it is gone, or on close.
@@ -221,16 +221,16 @@ export class LockClient {
     const { ttlMs, waitMs, renew, reentrant, maxHoldMs, renewRatio, fair } = validateClientOptions(options);
     [this.ttlMs, this.waitMs, this.renew, this.reentrant, this.maxHoldMs, this.fair] = [ttlMs, waitMs, renew, reentrant, maxHoldMs, fair];
     this.scheduler = new RenewalScheduler(driver, renewRatio, options.logger, (held, error) => {
-      if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner), token: held.token, error });
+      if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner, held.admission), token: held.token, error });
     });
     const engine = driver.info.name;
     this.waits = new WaitLoop(driver, {
       waiting: (req) => {
         this.waited.add(req);
-        if (this.events.has('waiting')) this.events.emit('waiting', this.base(req.key, req.owner));
+        if (this.events.has('waiting')) this.events.emit('waiting', this.base(req.key, req.owner, req.admission));
       },
       handedOver: (req, token) => {
-        if (this.events.has('handed-over')) this.events.emit('handed-over', { ...this.base(req.key, req.owner), token });
+        if (this.events.has('handed-over')) this.events.emit('handed-over', { ...this.base(req.key, req.owner, req.admission), token });
       },
       engineError: (req, error) => {
         if (this.events.has('unavailable')) this.events.emit('unavailable', { engine, key: req.key, operation: 'acquire', error });
@@ -274,8 +274,9 @@ export class LockClient {
     return lease;
   }
 
-  private base(key: string, owner: string): { key: string; owner: string; engine: string } {
-    return { key, owner, engine: this.driver.info.name };
+  /** The fields of every lock event (built only when someone listens). */
+  private base(key: string, owner: string, admission: Admission | undefined): LockEventBase {
+    return { key, owner, engine: this.driver.info.name, mode: modeOf(admission), permits: admission?.mode === 'permits' ? admission.permits : 1 };
   }
 
   /** Exactly one attempt. Resolves `null` when the lock is busy. */
@@ -496,7 +497,7 @@ export class LockClient {
         const wants = modeOf(o.admission);
         if (had === wants && permitsOf(mine.admission) === permitsOf(o.admission)) {
           mine.holds += 1;
-          if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner), token: mine.token, waitMs: 0, waited: false, reentrant: true });
+          if (this.events.has('acquired')) this.events.emit('acquired', { ...this.base(o.key, mine.owner, mine.admission), token: mine.token, waitMs: 0, waited: false, reentrant: true });
           return new Lease(mine, this.host);
         }
         // The write holder takes the read side beside its own hold (kept after the write goes).
@@ -536,7 +537,7 @@ export class LockClient {
         const lease = this.adopt(o, req, grant);
         if (lease) {
           if (this.events.has('acquired')) {
-            this.events.emit('acquired', { ...this.base(o.key, req.owner), token: grant.token, waitMs: monotonicNow() - start, waited: this.waited.has(req), reentrant: false });
+            this.events.emit('acquired', { ...this.base(o.key, req.owner, req.admission), token: grant.token, waitMs: monotonicNow() - start, waited: this.waited.has(req), reentrant: false });
           }
           return lease;
         }
@@ -555,7 +556,7 @@ export class LockClient {
   }
 
   private notAcquired(o: Resolved, req: AcquireRequest | undefined, start: number, outcome: WaitOutcome | 'busy', error?: unknown): void {
-    this.events.emit('not-acquired', { ...this.base(o.key, req?.owner ?? ''), outcome, waitMs: monotonicNow() - start, ...(error === undefined ? {} : { error }) });
+    this.events.emit('not-acquired', { ...this.base(o.key, req?.owner ?? '', o.admission), outcome, waitMs: monotonicNow() - start, ...(error === undefined ? {} : { error }) });
   }
 
   /** One engine acquisition: a single try (`waitMs` 0) or a wait until the deadline. */
@@ -652,7 +653,7 @@ export class LockClient {
     } else if (!this.closing.signal.aborted) {
       ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
     }
-    if (this.events.has('released')) this.events.emit('released', { ...this.base(held.key, held.owner), token: held.token, holdMs: monotonicNow() - held.acquiredAt, ok });
+    if (this.events.has('released')) this.events.emit('released', { ...this.base(held.key, held.owner, held.admission), token: held.token, holdMs: monotonicNow() - held.acquiredAt, ok });
     return ok;
   }
 

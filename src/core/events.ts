@@ -7,7 +7,7 @@
  * added; keep them short (hand heavy work to a queue).
  */
 import type { LockLostReason } from '../errors.js';
-import type { SessionState } from '../drivers/driver.js';
+import type { Admission, SessionState } from '../drivers/driver.js';
 
 /** What every lock event names. */
 export interface LockEventBase {
@@ -17,6 +17,10 @@ export interface LockEventBase {
   readonly owner: string;
   /** The driver's name (`redis`, `etcd`, ...). */
   readonly engine: string;
+  /** How the acquisition shares the key: `exclusive` (a mutex, a write side), `shared` (a read side) or `permits` (a semaphore). */
+  readonly mode: Admission['mode'];
+  /** Permits asked for or held (semaphores); 1 in the other modes. */
+  readonly permits: number;
 }
 
 /** How a wait ended without a grant. */

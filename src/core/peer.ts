@@ -6,7 +6,7 @@
 import { MissingPeerError, NativeModuleError } from '../errors.js';
 import { peerRequire } from './peer-require.js';
 
-/** The engine clients dlock loads, and the driver that needs each. */
+/** The optional peers dlock loads (engine clients, the OpenTelemetry API), and what needs each. */
 export const PEERS = {
   'better-sqlite3': 'SQLite',
   ioredis: 'Redis',
@@ -14,6 +14,7 @@ export const PEERS = {
   etcd3: 'etcd',
   pg: 'PostgreSQL',
   mysql2: 'MySQL/MariaDB',
+  '@opentelemetry/api': 'dlock/otel (OpenTelemetry metrics and traces)',
 } as const;
 
 /** The name of a package in {@link PEERS}. */

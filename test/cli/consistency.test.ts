@@ -32,7 +32,7 @@ async function dlock(args: string[], env: Record<string, string | undefined> = {
 }
 
 describe('CLI consistency', () => {
-  it.each([[[]], [['inspect']], [['ids', 'next']], [['demo', 'flash-sale']]])('--help of `dlock %s` states the engine rule', async (cmd) => {
+  it.each([[[]], [['inspect']], [['ls']], [['release']], [['ids', 'next']], [['demo', 'flash-sale']], [['doctor']]])('--help of `dlock %s` states the engine rule', async (cmd) => {
     const r = await dlock([...cmd, '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout.replace(/\s+/g, ' ')).toContain(RULE);
@@ -55,6 +55,7 @@ describe('CLI consistency', () => {
       dlock(['inspect', 'k', '--url', url]),
       dlock(['ids', 'next'], { DLOCK_URL: url }),
       dlock(['demo', 'flash-sale', '--json'], { DLOCK_URL: url }),
+      dlock(['doctor'], { DLOCK_URL: url }),
     ]);
     const line = /^dlock: error: Cannot reach Redis at redis:\/\/127\.0\.0\.1:1: [^\n]+\. Check that it is running there and that --url \(or DLOCK_URL\) names it\.\n$/;
     for (const r of runs) {

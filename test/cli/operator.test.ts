@@ -101,6 +101,35 @@ describe.each(engines)('dlock ls and release --force on %s', (_name, urlOf) => {
   }, 60_000);
 });
 
+describe('inspect of a semaphore built one lock per permit (SQLite has no permits mode)', () => {
+  it('shows its held permits under the semaphore\'s name, not "free"', async () => {
+    const url = `sqlite:${join(dir, 'locks.db')}`;
+    const { connect } = await import('../../src/connect.js');
+    const { Semaphore } = await import('../../src/primitives/semaphore.js');
+    const client = await connect(url);
+    try {
+      const name = `pool:${Math.random().toString(36).slice(2)}`;
+      const sem = new Semaphore(client, name, { permits: 3 });
+      const a = await sem.acquire({ ttlMs: 10_000 });
+      const b = await sem.acquire({ ttlMs: 10_000 });
+      const json = await dlock(['inspect', name, '--url', url, '--json']);
+      expect(json.code).toBe(0);
+      const state = JSON.parse(json.stdout) as { free: boolean; mode: string; holders: Array<{ token: string; permits: number }> };
+      expect(state.free).toBe(false);
+      expect(state.mode).toBe('permits');
+      expect(state.holders.map((h) => h.token).sort()).toEqual([a.token, b.token].map(String).sort());
+      expect(state.holders.every((h) => h.permits === 1)).toBe(true);
+      const text = await dlock(['inspect', name, '--url', url]);
+      expect(text.stdout).toContain(`lock "${name}" is a semaphore: 2 of ? permits held by 2 (one lock per permit on this driver`);
+      await a.release();
+      await b.release();
+      expect((await dlock(['inspect', name, '--url', url])).stdout).toBe(`lock "${name}" is free\n`);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+});
+
 describe('inspect, ls and release create nothing', () => {
   it.each([['inspect', 'k'], ['ls'], ['release', '--force', 'k']])('dlock %s on a mistyped SQLite path: one clear line, exit 1, no file', async (...args) => {
     const typo = join(dir, 'typo', 'lcoks.db');

@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/connect.js';
 import type { LockClient } from '../../src/core/client.js';
 import type { LockEventMap, LockEventName } from '../../src/core/events.js';
+import { LockClient as Client } from '../../src/core/client.js';
+import { MemoryDriver } from '../../src/drivers/memory/index.js';
 import { LockLostError } from '../../src/errors.js';
 import { removeDir, tempDir } from '../support/processes.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
@@ -109,6 +111,32 @@ describe('client events', () => {
     } finally {
       await blocker.unlock().catch(() => undefined);
       await blocker.stop();
+      await client.close();
+    }
+  });
+
+  it('every lock event names the mode and the permits of its acquisition (memory driver)', async () => {
+    const client = new Client(new MemoryDriver());
+    const seen = record(client);
+    try {
+      const w = await client.acquire('ev:mode', { ttlMs: 5000 });
+      const r = client.acquire('ev:mode', { admission: { mode: 'shared' }, waitMs: 5000 });
+      await sleep(20);
+      await w.release();
+      await (await r).release();
+      expect(await client.tryAcquire('ev:pool', { admission: { mode: 'permits', limit: 4, permits: 3 } }).then((l) => l?.release())).toBe(true);
+      const modes = seen.filter(([n]) => n !== 'unavailable' && n !== 'session').map(([n, e]) => [n, (e as LockEventMap['waiting']).mode, (e as LockEventMap['waiting']).permits]);
+      expect(modes).toEqual([
+        ['acquired', 'exclusive', 1],
+        ['waiting', 'shared', 1],
+        ['handed-over', 'shared', 1], // the memory driver hands the key to its queue on release
+        ['released', 'exclusive', 1],
+        ['acquired', 'shared', 1],
+        ['released', 'shared', 1],
+        ['acquired', 'permits', 3],
+        ['released', 'permits', 3],
+      ]);
+    } finally {
       await client.close();
     }
   });

@@ -13,6 +13,7 @@ import { IoRedisAdapter, type ScanNode } from '../../src/drivers/redis/adapter.j
 import { RedisDriver } from '../../src/drivers/redis/index.js';
 import { lockKeyName, lockPattern, scanPage } from '../../src/drivers/redis/scan.js';
 import { ReadWriteLock } from '../../src/primitives/read-write-lock.js';
+import { allPages } from '../support/list-pages.js';
 import { startRedis, withRedisClient, type RedisServer } from '../support/redis.js';
 
 let redis: RedisServer;
@@ -61,16 +62,7 @@ describe('redis list() and forceRelease()', () => {
     const d = new RedisDriver({ url: redis.url });
     closers.push(() => d.close());
     // SCAN COUNT is a hint: with MATCH on a small keyspace one call may return many keys; a page never does.
-    const seen: string[] = [];
-    let cursor: string | undefined;
-    let pages = 0;
-    do {
-      const page = await d.list(`${tag}:`, { limit: 1, ...(cursor === undefined ? {} : { cursor }) });
-      expect(page.keys.length).toBeLessThanOrEqual(1);
-      seen.push(...page.keys);
-      cursor = page.cursor;
-      expect(++pages).toBeLessThan(1000);
-    } while (cursor !== undefined);
+    const seen = await allPages(d, `${tag}:`, 1);
     expect(seen.sort()).toEqual([...keys].sort());
     await expect(d.list(tag, { limit: 5, cursor: 'not a cursor' })).rejects.toMatchObject({ code: 'DLOCK_INVALID_ARGUMENT' });
     await Promise.all(leases.map((l) => l.release()));

@@ -16,6 +16,7 @@ import { createCluster } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import { RedisDriver, parseRedisUrl, type IoRedisLike, type NodeRedisLike } from '../../src/drivers/redis/index.js';
+import { allPages } from '../support/list-pages.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
 
 let cluster: RedisCluster;
@@ -154,16 +155,7 @@ describe.each<Kind>(['ioredis', 'node-redis'])('redis cluster driver (%s)', (kin
     const { keys, byPort } = await keysOnEveryMaster(tag, 3);
     const leases = await Promise.all(keys.map((key) => lc.acquire(key, { ttlMs: 10_000 })));
     const driver = driverOver(await clusterClient(kind));
-    const seen: string[] = [];
-    let cursor: string | undefined;
-    let pages = 0;
-    do {
-      const page = await driver.list(`${tag}:`, { limit: 2, ...(cursor === undefined ? {} : { cursor }) });
-      expect(page.keys.length).toBeLessThanOrEqual(2);
-      seen.push(...page.keys);
-      cursor = page.cursor;
-      expect(++pages).toBeLessThan(200);
-    } while (cursor !== undefined);
+    const seen = await allPages(driver, `${tag}:`, 2);
     expect(seen.sort()).toEqual([...keys].sort());
     for (const [, [key]] of byPort) {
       const lease = leases[keys.indexOf(key!)]!;
@@ -306,5 +298,19 @@ describe('parseRedisUrl', () => {
     expect(error).toMatchObject({ code: 'DLOCK_INVALID_ARGUMENT' });
     expect(String((error as Error).message)).toMatch(message);
     expect(String((error as Error).message)).not.toContain('secret');
+  });
+});
+
+describe('list() right after connect', () => {
+  it('over an ioredis Cluster just created (not yet ready), list() names the keys of every master', async () => {
+    const tag = `fresh-${Date.now()}`;
+    const { keys } = await keysOnEveryMaster(tag, 1);
+    const holder = new LockClient(new RedisDriver({ url: cluster.url }));
+    closers.push(() => holder.close());
+    const leases = await Promise.all(keys.map((k) => holder.acquire(k, { ttlMs: 10_000 })));
+    const fresh = new LockClient(driverOver(await clusterClient('ioredis')));
+    closers.push(() => fresh.close());
+    expect((await fresh.list(`${tag}:`)).map((i) => i.key).sort()).toEqual([...keys].sort());
+    await Promise.all(leases.map((l) => l.release()));
   });
 });

@@ -5,11 +5,10 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CliIo } from '../../src/cli/output.js';
-import { run } from '../../src/cli/program.js';
 import { IdLayout } from '../../src/ids/layout.js';
 import { repoRoot } from '../support/workers.js';
 import { tempDir } from './harness.js';
+import { dlockInProcess } from '../support/cli.js';
 
 let tmp: { dir: string; cleanup: () => void };
 let url: string;
@@ -19,16 +18,7 @@ beforeAll(() => {
 });
 afterAll(() => tmp.cleanup());
 
-async function dlock(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const io = {
-    stdout: { write: (s: string) => ((stdout += s), true), isTTY: false },
-    stderr: { write: (s: string) => ((stderr += s), true), isTTY: false },
-  } as unknown as CliIo;
-  const code = await run(['node', 'dlock', ...args], io);
-  return { code, stdout, stderr };
-}
+const dlock = dlockInProcess;
 
 describe('dlock ids', () => {
   it('next --count N prints N increasing ids, one per line, with one worker id', async () => {

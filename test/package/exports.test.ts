@@ -44,7 +44,7 @@ describe('package exports', () => {
     }
   });
 
-  /** Each driver subpath and one class it must export. */
+  /** Each subpath (the drivers, the OpenTelemetry bridge) and one function it must export. */
   const drivers: Array<[string, string]> = [
     ['dlock/redis', 'RedisDriver'],
     ['dlock/sqlite', 'SqliteDriver'],
@@ -53,9 +53,10 @@ describe('package exports', () => {
     ['dlock/postgres', 'PostgresSessionDriver'],
     ['dlock/mysql', 'MysqlSessionDriver'],
     ['dlock/redlock', 'RedlockDriver'],
+    ['dlock/otel', 'instrument'],
   ];
 
-  it('every driver subpath is in the exports map', () => {
+  it('every subpath is in the exports map', () => {
     expect(drivers.map(([p]) => p.replace('dlock', '.')).sort()).toEqual(entries.map(([k]) => k).filter((k) => k !== '.').sort());
   });
 

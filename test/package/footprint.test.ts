@@ -35,9 +35,9 @@ describe('install footprint', () => {
   const pack = packed[0]!;
   const paths = pack.files.map((f) => f.path);
 
-  it('has no runtime dependency: the CLI packages are optional peers', () => {
+  it('has no runtime dependency: the CLI packages and the OpenTelemetry API are optional peers', () => {
     expect(pkg.dependencies ?? {}).toEqual({});
-    for (const name of ['commander', 'cli-progress']) {
+    for (const name of ['commander', 'cli-progress', '@opentelemetry/api']) {
       expect(pkg.peerDependencies[name], name).toBeDefined();
       expect(pkg.peerDependenciesMeta[name]?.optional, name).toBe(true);
     }

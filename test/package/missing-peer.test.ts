@@ -1,8 +1,9 @@
 /**
  * A library user who has not installed an engine's client: every driver entry point still loads,
  * and `connect()` and each driver constructor throw MissingPeerError naming the package and the
- * command, in both module systems. Run for real: a temporary project whose node_modules holds
- * dlock (this build) and none of the engine clients.
+ * command, in both module systems; so does `instrument()` of `dlock/otel` without
+ * `@opentelemetry/api` (while `dlock` and `dlock/otel` themselves load). Run for real: a temporary
+ * project whose node_modules holds dlock (this build) and none of the optional peers.
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,12 +34,13 @@ const CASES: Array<[string, string]> = [
   ["load('dlock/postgres').createPostgresDriver({ connection: 'postgres://u@127.0.0.1:1/db' })", 'pg'],
   ["new (load('dlock/mysql').MysqlSessionDriver)({ url: 'mysql://u@127.0.0.1:1/db' })", 'mysql2'],
   ["load('dlock').RedisDailyIds.open({ url: 'redis://127.0.0.1:1', name: 'orders' })", 'ioredis'],
+  ["load('dlock/otel').instrument(new (load('dlock').LockClient)(new (load('dlock').MemoryDriver)()))", '@opentelemetry/api'],
 ];
 
 /** A script that runs every case and prints one JSON line per case. */
 function script(esm: boolean): string {
   const prelude = esm
-    ? `const mods = {}; for (const p of ['dlock', 'dlock/sqlite', 'dlock/redis', 'dlock/redlock', 'dlock/zookeeper', 'dlock/etcd', 'dlock/postgres', 'dlock/mysql']) mods[p] = await import(p);
+    ? `const mods = {}; for (const p of ['dlock', 'dlock/sqlite', 'dlock/redis', 'dlock/redlock', 'dlock/zookeeper', 'dlock/etcd', 'dlock/postgres', 'dlock/mysql', 'dlock/otel']) mods[p] = await import(p);
        const load = (p) => mods[p]; const { connect } = mods.dlock;`
     : `const load = (p) => require(p); const { connect } = require('dlock');`;
   const body = `${prelude}

@@ -24,6 +24,8 @@ const ENGINES: ReadonlyArray<[bin: string, pkg: string, alsoAt?: string[]]> = [
   ['etcd', 'etcd-server'],
   ['postgres', 'postgresql', ['/usr/lib/postgresql/15/bin/postgres']],
   ['mariadbd', 'mariadb-server', ['/usr/sbin/mariadbd']],
+  // doctor's pooler check runs through a real PgBouncer (test/support/pgbouncer.ts).
+  ['pgbouncer', 'pgbouncer', ['/usr/sbin/pgbouncer']],
   // The dashboard's end-to-end tests drive Debian's chromium through playwright-core.
   ['chromium', 'chromium', ['/usr/bin/chromium']],
 ];

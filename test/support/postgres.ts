@@ -88,8 +88,8 @@ function killTree(pid: number): void {
   }
 }
 
-/** The uid/gid to run postgres as: ourselves, unless we are root (then the `postgres` user). */
-async function runAs(): Promise<{ uid: number; gid: number } | undefined> {
+/** The uid/gid to run postgres (and pgbouncer, see pgbouncer.ts) as: ourselves, unless we are root (then the `postgres` user). */
+export async function runAs(): Promise<{ uid: number; gid: number } | undefined> {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   const { stdout: uid } = await run('id', ['-u', 'postgres']);
   const { stdout: gid } = await run('id', ['-g', 'postgres']);

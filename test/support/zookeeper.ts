@@ -12,9 +12,9 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { fourLetter as sendFourLetter } from '../../src/doctor/zookeeper.js';
 import { ensureBinary } from './debian.js';
 import { freePort } from './ports.js';
 import { removeDir, ServerProcess, tempDir } from './processes.js';
@@ -75,23 +75,13 @@ export interface StartZooKeeperOptions {
   readyTimeoutMs?: number;
   /** fsync the transaction log before acknowledging writes (ZooKeeper's default). Default false. */
   forceSync?: boolean;
+  /** Four letter words the servers answer. Default srvr, stat, ruok, mntr, cons. */
+  fourLetterWords?: readonly string[];
 }
 
 /** Send a four letter word to 127.0.0.1:port; resolves the answer ('' when refused or silent). */
 export function fourLetter(port: number, word: string, timeoutMs = 2000): Promise<string> {
-  return new Promise<string>((resolve) => {
-    let out = '';
-    const socket = connect(port, '127.0.0.1', () => socket.write(word));
-    const done = (): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(out);
-    };
-    const timer = setTimeout(done, timeoutMs);
-    socket.on('data', (d: Buffer) => (out += d.toString()));
-    socket.on('close', done);
-    socket.on('error', done);
-  });
+  return sendFourLetter('127.0.0.1', port, word, timeoutMs);
 }
 
 /** `Mode: ...` from `srvr`; `ruok` answers before the server serves, so it is not enough. */
@@ -121,7 +111,10 @@ async function freePorts(n: number): Promise<Ports[]> {
   return out;
 }
 
-function config(dataDir: string, ports: Ports, all: readonly Ports[], tickTimeMs: number, forceSync: boolean): string {
+/** The four letter words the test servers answer unless told otherwise. */
+const DEFAULT_WORDS = ['srvr', 'stat', 'ruok', 'mntr', 'cons'];
+
+function config(dataDir: string, ports: Ports, all: readonly Ports[], tickTimeMs: number, forceSync: boolean, words: readonly string[]): string {
   const lines = [
     `tickTime=${tickTimeMs}`,
     'initLimit=20',
@@ -132,7 +125,7 @@ function config(dataDir: string, ports: Ports, all: readonly Ports[], tickTimeMs
     `minSessionTimeout=${tickTimeMs * 2}`,
     'maxSessionTimeout=60000',
     'admin.enableServer=false',
-    '4lw.commands.whitelist=srvr,stat,ruok,mntr,cons',
+    `4lw.commands.whitelist=${words.join(',')}`,
     'maxClientCnxns=0',
     `forceSync=${forceSync ? 'yes' : 'no'}`,
     // Keep a long run from filling the temp dir with snapshots.
@@ -247,10 +240,10 @@ class Server implements ZooKeeperServer {
   }
 }
 
-async function startOnce(java: string, n: number, tickTimeMs: number, readyTimeoutMs: number, forceSync: boolean): Promise<ZooKeeperCluster | 'port-taken'> {
+async function startOnce(java: string, n: number, tickTimeMs: number, readyTimeoutMs: number, forceSync: boolean, words: readonly string[]): Promise<ZooKeeperCluster | 'port-taken'> {
   const base = tempDir('dlock-zookeeper-');
   const ports = await freePorts(n);
-  const servers = ports.map((p, i) => new Server(i + 1, p.client, join(base, `server-${i + 1}`), java, config(join(base, `server-${i + 1}`), p, ports, tickTimeMs, forceSync)));
+  const servers = ports.map((p, i) => new Server(i + 1, p.client, join(base, `server-${i + 1}`), java, config(join(base, `server-${i + 1}`), p, ports, tickTimeMs, forceSync, words)));
   for (const s of servers) s.spawn();
   const stopAll = async (): Promise<void> => {
     await Promise.all(servers.map((s) => s.stop()));
@@ -316,7 +309,7 @@ export async function startZooKeeper(opts: StartZooKeeperOptions = {}): Promise<
   await ensureBinary('zkServer.sh', 'zookeeper', [ZK_SERVER_SH]);
   const java = await ensureBinary('java', 'zookeeper');
   for (let attempt = 0; attempt < 6; attempt++) {
-    const cluster = await startOnce(java, opts.servers ?? 1, opts.tickTimeMs ?? 200, opts.readyTimeoutMs ?? 60_000, opts.forceSync ?? false);
+    const cluster = await startOnce(java, opts.servers ?? 1, opts.tickTimeMs ?? 200, opts.readyTimeoutMs ?? 60_000, opts.forceSync ?? false, opts.fourLetterWords ?? DEFAULT_WORDS);
     if (cluster !== 'port-taken') return cluster;
   }
   throw new Error('Could not find free ports for ZooKeeper after 6 attempts.');

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { connect } from '../../connect.js';
-import type { KeyInfo, LockInfo } from '../../core/client.js';
+import type { KeyInfo, LockClient, LockInfo } from '../../core/client.js';
 import { CliError, URL_RULE, reaching, withTimeout, type CliIo } from '../output.js';
 
 interface Flags {
@@ -40,7 +40,7 @@ function textOf(key: string, state: KeyInfo): string {
   if (state.mode === 'free') return `lock "${key}" is free${state.waiters > 0 ? ` (${state.waiters} waiting)` : ''}\n`;
   const head =
     state.mode === 'permits'
-      ? `lock "${key}" is a semaphore: ${state.holders.reduce((n, h) => n + h.permits, 0)} of ${state.limit ?? '?'} permits held by ${state.holders.length}`
+      ? `lock "${key}" is a semaphore: ${state.holders.reduce((n, h) => n + h.permits, 0)} of ${state.limit ?? '?'} permits held by ${state.holders.length}${state.limit === undefined ? ' (one lock per permit on this driver: the limit is not stored)' : ''}`
       : `lock "${key}" is ${MODE_TEXT[state.mode]}${state.mode === 'shared' ? ` (${state.holders.length})` : ''}`;
   const blocks = state.holders.map((h) => {
     const rows: [string, string][] = [
@@ -68,6 +68,21 @@ export function urlOption(): Option {
   return new Option('--url <url>', 'lock engine URL (sqlite:PATH, redis://HOST:PORT, ...); no default: required here').env('DLOCK_URL');
 }
 
+/**
+ * `inspectAll(key)`, and when the key itself is free, the permits of a semaphore built the older
+ * way (one lock per permit, `<key>:permit:<i>`, on drivers without the permits mode), so that a
+ * held permit never reads "free" under its semaphore's name.
+ */
+async function inspectWithPermits(client: LockClient, key: string): Promise<KeyInfo> {
+  const state = await client.inspectAll(key);
+  if (state.mode !== 'free') return state;
+  const prefix = `${key}:permit:`;
+  const permits = (await client.list(prefix)).filter((i) => /^\d+$/.test(i.key.slice(prefix.length)));
+  if (permits.length === 0) return state;
+  const holders = permits.flatMap((i) => i.holders.map((h) => ({ ...h, mode: 'permits' as const, permits: 1 })));
+  return { key, mode: 'permits', holders, waiters: state.waiters };
+}
+
 export function inspectCommand(io: CliIo, setExitCode: (code: number) => void): Command {
   return new Command('inspect')
     .description('Show who holds a lock: its mode (exclusive, readers, semaphore), every holder (owner, host, pid, permits, fencing token, remaining TTL) and how many wait; or that it is free.')
@@ -80,7 +95,7 @@ export function inspectCommand(io: CliIo, setExitCode: (code: number) => void): 
       // Reading creates nothing: a mistyped SQLite path is an error, not a new empty database.
       const client = await connect(url, { create: false });
       try {
-        const state = await reaching(url, client.inspectAll(key), 15_000);
+        const state = await reaching(url, inspectWithPermits(client, key), 15_000);
         if (flags.json) io.stdout.write(`${JSON.stringify(jsonOf(key, state))}\n`);
         else io.stdout.write(textOf(key, state));
         setExitCode(0);

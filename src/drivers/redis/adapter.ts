@@ -107,6 +107,12 @@ export interface IoRedisPipelineLike {
   exec(): Promise<Array<[Error | null, unknown]> | null>;
 }
 
+/** A node of a node-redis cluster client (`cluster.masters`), as the listing reads it. */
+export interface NodeRedisNode {
+  /** `host:port`. */
+  readonly address: string;
+}
+
 /** Structural view of a node-redis client (v4 and later). */
 export interface NodeRedisLike {
   /** EVALSHA. */
@@ -136,9 +142,9 @@ export interface NodeRedisLike {
   /** Whether the connection is open and ready for commands (node-redis 4+; absent on clusters). */
   isReady?: boolean;
   /** Cluster client: its masters (listing SCANs every one). */
-  readonly masters?: readonly { readonly address: string }[];
+  readonly masters?: readonly NodeRedisNode[];
   /** Cluster client (node-redis 5 and later): the connection to one of its nodes. */
-  nodeClient?(node: { readonly address: string }): NodeRedisLike | Promise<NodeRedisLike>;
+  nodeClient?(node: NodeRedisNode): NodeRedisLike | Promise<NodeRedisLike>;
 }
 
 export function isNodeRedis(c: unknown): c is NodeRedisLike {

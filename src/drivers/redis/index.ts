@@ -86,7 +86,7 @@ import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedR
 
 export { FencedRedisHash } from './fenced.js';
 export { ReplicaAckError } from './batch.js';
-export type { IoRedisLike, IoRedisPipelineLike, NodeRedisLike } from './adapter.js';
+export type { IoRedisLike, IoRedisPipelineLike, NodeRedisLike, NodeRedisNode } from './adapter.js';
 export { parseRedisUrl, type ParsedRedisUrl, type RedisNode, type ReplicaAcks } from './url.js';
 
 /** Options of {@link RedisDriver}. Give exactly one of `client` or `url`. */
@@ -318,7 +318,7 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   /**
    * One page of held keys: `SCAN ... MATCH <prefix>:{<key prefix>*} COUNT <limit> TYPE string` over
    * the lock keys (each held key's `<lock>` string; never KEYS), on every master of a cluster in
-   * turn (sorted by address). The cursor names the node and its SCAN cursor (see {@link scanPage}).
+   * turn (sorted by address). The cursor names the node and its SCAN cursor (see `scanPage` in scan.ts).
    */
   async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
     if (this.closed) throw new ClosedError('redis driver');
