@@ -59,7 +59,7 @@ describe('mysql list() and forceRelease()', () => {
     let cursor: string | undefined;
     let pages = 0;
     do {
-      const page = await d.list!(`${tag}:`, { limit: 4, ...(cursor === undefined ? {} : { cursor }) });
+      const page = await d.list(`${tag}:`, { limit: 4, ...(cursor === undefined ? {} : { cursor }) });
       expect(page.keys.length).toBeLessThanOrEqual(4);
       seen.push(...page.keys);
       cursor = page.cursor;

@@ -45,7 +45,7 @@ export function defineQueueAdminCases(newDriver: () => LockDriver): void {
     const seen: string[] = [];
     let cursor: string | undefined;
     for (let pages = 0; pages < 20; pages++) {
-      const page = await d.list!(tag, { limit: 2, ...(cursor === undefined ? {} : { cursor }) });
+      const page = await d.list(tag, { limit: 2, ...(cursor === undefined ? {} : { cursor }) });
       expect(page.keys.length).toBeLessThanOrEqual(2);
       seen.push(...page.keys);
       cursor = page.cursor;

@@ -4,7 +4,7 @@
  * and the statements that do not depend on the mode (inspect, marks, id ranges).
  */
 import { monotonicNow } from '../../core/clock.js';
-import { ClosedError, IdsExhaustedError, UnavailableError } from '../../errors.js';
+import { ClosedError, IdsExhaustedError, PermissionDeniedError, UnavailableError } from '../../errors.js';
 import type { ForceReleased, KeyPage, LockState } from '../driver.js';
 import { Conn, mysql2, openConn, type MysqlError } from './connection.js';
 import { keyNames, resolveOptions, slotOf, type KeyNames, type MysqlDriverOptions, type ResolvedOptions } from './options.js';
@@ -139,7 +139,12 @@ export abstract class MysqlEngine {
         released++;
       } catch (e) {
         // Gone already (ER_NO_SUCH_THREAD): its locks are free.
-        if ((e as MysqlError).errno !== 1094) throw e;
+        if ((e as MysqlError).errno === 1094) return { released, fence: row.token === null ? 0n : BigInt(row.token) };
+        // ER_KILL_DENIED_ERROR: another user's connection.
+        if ((e as MysqlError).errno === 1095) {
+          throw new PermissionDeniedError('mysql', `to end connection ${id}, which holds lock "${key}"`, 'connect as its user, or GRANT CONNECTION_ADMIN (MySQL 8) / SUPER (MariaDB) to this user', { cause: e });
+        }
+        throw e;
       } finally {
         if (killer !== conn) this.giveBack(killer);
       }

@@ -37,7 +37,7 @@ import { raceAbort, settleWithin } from '../../core/abort.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { EngineSession } from '../../core/session.js';
-import { ClosedError, LockLostError, UnavailableError } from '../../errors.js';
+import { ClosedError, LockLostError, PermissionDeniedError, UnavailableError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
@@ -414,7 +414,16 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
       released++;
     }
     const main = local?.conn === conn ? await this.mainConn() : conn;
-    const rows = await orNone(this.query(main, this.sql.forceRelease, [key]), []);
+    const rows = await orNone(
+      this.query(main, this.sql.forceRelease, [key]).catch((e: unknown) => {
+        // insufficient_privilege: the holder's backend belongs to another role.
+        if ((e as { code?: string }).code === '42501') {
+          throw new PermissionDeniedError('postgres', `to terminate the backend that holds lock "${key}"`, 'connect as the holder\'s role, or GRANT pg_signal_backend TO this role', { cause: e });
+        }
+        throw e;
+      }),
+      [],
+    );
     released += rows.filter((r) => r.ended === true).length;
     const fence = rows[0] ? rows[0].fence : (await orNone(this.query(main, this.sql.fence), []))[0]?.fence;
     return { released, fence: fence === undefined || fence === null ? 0n : int8(fence) };
