@@ -71,21 +71,21 @@ export async function createDriver(url: string, options: CreateDriverOptions = {
     }
     case 'etcd': {
       const { EtcdDriver } = await import('./drivers/etcd/index.js');
-      return new EtcdDriver({ url });
+      return new EtcdDriver({ url, create });
     }
     case 'postgres':
     case 'postgresql': {
       const { postgresDriverFromUrl } = await import('./drivers/postgres/index.js');
-      return postgresDriverFromUrl(url);
+      return postgresDriverFromUrl(url, { createTables: create });
     }
     case 'mysql':
     case 'mariadb': {
       const { createMysqlDriver } = await import('./drivers/mysql/index.js');
-      return createMysqlDriver({ url });
+      return createMysqlDriver({ url, create });
     }
     case 'zookeeper': {
       const { ZooKeeperDriver } = await import('./drivers/zookeeper/index.js');
-      return new ZooKeeperDriver({ url });
+      return new ZooKeeperDriver({ url, create });
     }
     case 'memory': {
       const { MemoryDriver } = await import('./drivers/memory/index.js');

@@ -27,7 +27,8 @@ export type DlockErrorCode =
   | 'DLOCK_NO_FREE_WORKER'
   | 'DLOCK_MISSING_PEER'
   | 'DLOCK_NATIVE_MODULE'
-  | 'DLOCK_NOT_FOUND';
+  | 'DLOCK_NOT_FOUND'
+  | 'DLOCK_PERMISSION_DENIED';
 
 /** Base class of the errors that are not about caller input. */
 export class DlockError extends Error {
@@ -474,4 +475,19 @@ export function isDlockError(e: unknown): e is {
 } & Error {
   const code = e instanceof Error ? (e as unknown as { code?: unknown }).code : undefined;
   return typeof code === 'string' && code.startsWith('DLOCK_');
+}
+
+/**
+ * The engine refused an operator step for lack of a privilege (a force-release that must end
+ * another connection: MySQL `KILL` needs `CONNECTION_ADMIN` or `SUPER`, PostgreSQL's
+ * `pg_terminate_backend` needs the holder's role or `pg_signal_backend`). The message names the
+ * privilege to grant.
+ */
+export class PermissionDeniedError extends DlockError {
+  /** The driver's name. */
+  readonly engine: string;
+  constructor(engine: string, what: string, grant: string, options?: { cause?: unknown }) {
+    super('DLOCK_PERMISSION_DENIED', `The ${engine} server refused ${what}: ${grant}.`, options);
+    this.engine = engine;
+  }
 }

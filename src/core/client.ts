@@ -10,7 +10,6 @@ import {
   LockTimeoutError,
   OutOfRangeError,
   UnavailableError,
-  UnsupportedDriverError,
   UnsupportedModeError,
   isDlockError,
 } from '../errors.js';
@@ -356,11 +355,10 @@ export class LockClient {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new OutOfRangeError('limit', `list() limit must be a whole number >= 1, got ${String(limit)}.`);
     this.assertOpen('list');
     const d = this.driver;
-    if (!d.list) throw new UnsupportedDriverError(d.info.name, 'list', 'listing held locks');
     const keys: string[] = [];
     let cursor: string | undefined;
     do {
-      const page = await this.callDriver(`Listing locks "${prefix}*"`, () => d.list!(prefix, { limit: Math.min(LIST_PAGE, limit - keys.length), ...(cursor === undefined ? {} : { cursor }) }), undefined, 'list');
+      const page = await this.callDriver(`Listing locks "${prefix}*"`, () => d.list(prefix, { limit: Math.min(LIST_PAGE, limit - keys.length), ...(cursor === undefined ? {} : { cursor }) }), undefined, 'list');
       keys.push(...page.keys.slice(0, limit - keys.length));
       cursor = page.cursor;
     } while (cursor !== undefined && keys.length < limit);
@@ -390,8 +388,7 @@ export class LockClient {
     validateKey(key);
     this.assertOpen('forceRelease');
     const d = this.driver;
-    if (!d.forceRelease) throw new UnsupportedDriverError(d.info.name, 'forceRelease', 'a forced release');
-    return this.callDriver(`Force-releasing lock "${key}"`, () => d.forceRelease!(key), key, 'forceRelease');
+    return this.callDriver(`Force-releasing lock "${key}"`, () => d.forceRelease(key), key, 'forceRelease');
   }
 
   /** The client's defaults (from its options), which per-call options override. */

@@ -242,18 +242,18 @@ export interface DriverBase {
    * One bounded page of the keys that have a live holder and start with `prefix` (every key for
    * `''`), at most `limit` of them, for listing tools. Never a blocking scan of the whole engine
    * (Redis SCAN, SQL ranges with LIMIT, ZooKeeper children, etcd ranges with a limit). A page may
-   * hold fewer keys than `limit` while a cursor still follows. Optional while drivers adopt it.
+   * hold fewer keys than `limit` while a cursor still follows.
    */
-  list?(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage>;
+  list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage>;
   /**
    * An operator's eviction: remove every hold of `key` whoever owns it, wake its waiters, and make
    * sure the key's fencing counter never goes back (the next grant's token is greater than the
    * evicted holder's, so a fenced resource rejects the evicted holder's writes once the next holder
    * has written). The evicted holder's client notices at its next renewal (its lease signal
    * aborts). Session engines that cannot remove another session's hold end that session instead
-   * (documented per driver). Optional while drivers adopt it.
+   * (documented per driver).
    */
-  forceRelease?(key: string): Promise<ForceReleased>;
+  forceRelease(key: string): Promise<ForceReleased>;
   /** Free every resource the driver opened (connections it created, watchers, timers). */
   close(): Promise<void>;
 }

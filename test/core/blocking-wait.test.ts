@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { track } from './track.js';
 import { monotonicNow } from '../../src/core/clock.js';
 import { WaitLoop } from '../../src/core/wait-loop.js';
-import type { AcquireRequest, BlockingDriver, DriverInfo, ExtendItem, LockState, TryResult } from '../../src/drivers/driver.js';
+import type { AcquireRequest, BlockingDriver, DriverInfo, ExtendItem, LockState, TryResult, ForceReleased, KeyPage } from '../../src/drivers/driver.js';
 import { UnavailableError } from '../../src/errors.js';
 
 interface Blocked {
@@ -110,6 +110,12 @@ class FakeBlockingDriver implements BlockingDriver {
     return Promise.resolve(true);
   }
 
+  list(): Promise<KeyPage> {
+    return Promise.resolve({ keys: [] });
+  }
+  forceRelease(): Promise<ForceReleased> {
+    return Promise.resolve({ released: 0, fence: 0n });
+  }
   inspect(key: string): Promise<LockState | null> {
     const owner = this.holders.get(key);
     return Promise.resolve(owner === undefined ? null : { owner, token: this.token, remainingMs: -1 });

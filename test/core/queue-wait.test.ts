@@ -19,6 +19,8 @@ import type {
   QueueEntry,
   QueueView,
   TryResult,
+  ForceReleased,
+  KeyPage,
 } from '../../src/drivers/driver.js';
 import { UnavailableError } from '../../src/errors.js';
 
@@ -163,6 +165,12 @@ class FakeQueueEngine implements QueueDriver<FakeEntry> {
     return Promise.resolve(e !== undefined);
   }
 
+  list(): Promise<KeyPage> {
+    return Promise.resolve({ keys: [] });
+  }
+  forceRelease(): Promise<ForceReleased> {
+    return Promise.resolve({ released: 0, fence: 0n });
+  }
   inspect(): Promise<LockState | null> {
     return Promise.resolve(null);
   }

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { track } from './track.js';
 import { LatchWatch } from '../../src/core/change-watch.js';
 import { WaitLoop } from '../../src/core/wait-loop.js';
-import type { AcquireRequest, ChangeWatch, ExtendItem, LockState, TryResult, TrySetDriver } from '../../src/drivers/driver.js';
+import type { AcquireRequest, ChangeWatch, ExtendItem, LockState, TryResult, TrySetDriver, ForceReleased, KeyPage } from '../../src/drivers/driver.js';
 import { UnavailableError } from '../../src/errors.js';
 
 interface Pending {
@@ -70,6 +70,12 @@ class ScriptedEngine implements TrySetDriver {
     return Promise.resolve(items.map((i) => i.owner === this.holder));
   }
 
+  list(): Promise<KeyPage> {
+    return Promise.resolve({ keys: [] });
+  }
+  forceRelease(): Promise<ForceReleased> {
+    return Promise.resolve({ released: 0, fence: 0n });
+  }
   inspect(): Promise<LockState | null> {
     return Promise.resolve(this.holder ? { owner: this.holder, token: this.token, remainingMs: 1000 } : null);
   }

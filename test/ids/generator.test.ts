@@ -274,6 +274,8 @@ describe('IdGenerator: contract', () => {
       extend: (i) => real.extend(i),
       release: (k, o) => real.release(k, o),
       inspect: (k) => real.inspect(k),
+      list: (prefix, page) => real.list(prefix, page),
+      forceRelease: (k) => real.forceRelease(k),
       close: () => real.close(),
     };
     const client = new LockClient(noMarks);

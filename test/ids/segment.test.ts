@@ -450,6 +450,8 @@ describe('SegmentIds options', () => {
       extend: (i) => inner.extend(i),
       release: (k, o) => inner.release(k, o),
       inspect: (k) => inner.inspect(k),
+      list: (prefix, page) => inner.list(prefix, page),
+      forceRelease: (k) => inner.forceRelease(k),
       close: () => inner.close(),
     };
     const e = await errorOf(() => SegmentIds.open({ driver: locksOnly, name: 'x' }));

@@ -7,7 +7,7 @@ export async function allPages(driver: Pick<DriverBase, 'list'>, prefix: string,
   let cursor: string | undefined;
   let pages = 0;
   do {
-    const page = await driver.list!(prefix, { limit, ...(cursor === undefined ? {} : { cursor }) });
+    const page = await driver.list(prefix, { limit, ...(cursor === undefined ? {} : { cursor }) });
     expect(page.keys.length).toBeLessThanOrEqual(limit);
     seen.push(...page.keys);
     cursor = page.cursor;

@@ -55,6 +55,8 @@ import { ClosedError, IdsExhaustedError, InvalidArgumentError, OutOfRangeError, 
 import { SessionListeners } from '../driver.js';
 import type {
   Admission,
+  ForceReleased,
+  KeyPage,
   KeyState,
   QueuedClaim,
   AcquireRequest,
@@ -98,6 +100,11 @@ export interface EtcdDriverOptions {
   timeoutMs?: number;
   /** Diagnostics; silent when omitted. */
   logger?: Logger;
+  /**
+   * Accepted for the same options on every driver (`connect(url, { create: false })`): etcd has
+   * no tables or parent keys, and no read of this driver writes, so it changes nothing.
+   */
+  create?: boolean;
 }
 
 /** Anything that names a held lock: a core `Lease`, or `{ key, owner, token }`. */
@@ -203,6 +210,7 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
     if (typeof prefix !== 'string') throw new InvalidArgumentError('prefix must be a string.');
     this.prefix = prefix;
     this.logger = options.logger;
+    if (options.create !== undefined && typeof options.create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof options.create}.`);
     if (options.client !== undefined) {
       if (typeof (options.client as Partial<Etcd3>).kv?.txn !== 'function') throw new InvalidArgumentError('client must be an etcd3 Etcd3 instance.');
       this.client = options.client;
@@ -628,6 +636,63 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
       holders: holders.map((h) => ({ owner: h.owner, token: h.seq, remainingMs: -1, ...(h.admission ? { admission: h.admission } : {}) })),
       waiters: waiting.length,
     };
+  }
+
+  /**
+   * One page of held keys: one keys-only range over `<prefix>lock/<encoded prefix>` with a limit
+   * of `limit` queue keys (a key with several contenders takes several of them). Every queue key
+   * lives on a lease, and the first of each key's queue holds it, so each key seen is held. The
+   * cursor is the last key seen; the next page starts after all of its queue.
+   */
+  async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    if (this.closedFully) throw new ClosedError(`Listing locks "${prefix}*"`);
+    const base = `${this.prefix}lock/`;
+    const under = Buffer.from(base + encodeURIComponent(prefix));
+    const start = page.cursor === undefined ? under : prefixEnd(Buffer.from(`${base}${encodeURIComponent(page.cursor)}/`));
+    const r = await this.client.kv.range({ key: start, range_end: prefixEnd(under), limit: page.limit, keys_only: true }, this.callOptions());
+    const keys: string[] = [];
+    for (const kv of r.kvs) {
+      const rest = kv.key.subarray(base.length).toString();
+      const slash = rest.indexOf('/');
+      let key: string;
+      try {
+        key = decodeURIComponent(slash < 0 ? rest : rest.slice(0, slash));
+      } catch {
+        continue; // not written by dlock
+      }
+      if (key.startsWith(prefix) && keys[keys.length - 1] !== key) keys.push(key);
+    }
+    const last = keys[keys.length - 1];
+    return r.more && last !== undefined ? { keys, cursor: last } : { keys };
+  }
+
+  /**
+   * Delete every holder's queue key of `key` in one transaction, on the condition that each is
+   * still the one read (create revision compares; retried when the queue moved). The waiter
+   * behind watches its predecessor's key, so it takes the turn; the evicted holder's next
+   * `extend()` finds its key gone. Tokens are create revisions (etcd's global revision, which
+   * never goes back): the `fence` is the highest evicted token (for a free key, the revision of
+   * the read); every waiter queued behind, and every later arrival, has a greater one.
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    if (this.closedFully) throw new ClosedError(`Force-releasing lock "${key}"`);
+    const prefix = Buffer.from(this.lockPrefix(key));
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const r = await this.client.kv.range(
+        { key: prefix, range_end: prefixEnd(prefix), sort_target: etcd3().SortTarget.Create, sort_order: etcd3().SortOrder.Ascend },
+        this.callOptions(),
+      );
+      const { holders } = holdersOf(r.kvs.map((kv) => ({ ...this.claimOf(kv, prefix.length), kv })));
+      if (holders.length === 0) return { released: 0, fence: BigInt(r.header.revision) };
+      const t = await this.txn({
+        compare: holders.map((h) => ({ key: h.kv.key, target: etcd3().CompareTarget.Create, result: etcd3().CompareResult.Equal, create_revision: h.kv.create_revision })),
+        success: holders.map((h) => ({ request_delete_range: { key: h.kv.key } })),
+        failure: [],
+      });
+      // The highest evicted token: a waiter queued behind the holders has a greater create revision.
+      if (t.succeeded) return { released: holders.length, fence: holders.reduce((max, h) => (h.seq > max ? h.seq : max), 0n) };
+    }
+    throw new UnavailableError(`Force-releasing lock "${key}": its queue kept changing`);
   }
 
   /** A queue key as the claim it makes. */

@@ -4,11 +4,13 @@
  * and the statements that do not depend on the mode (inspect, marks, id ranges).
  */
 import { monotonicNow } from '../../core/clock.js';
-import { ClosedError, IdsExhaustedError, UnavailableError } from '../../errors.js';
-import type { LockState } from '../driver.js';
+import { ClosedError, IdsExhaustedError, PermissionDeniedError, UnavailableError } from '../../errors.js';
+import type { ForceReleased, KeyPage, LockState } from '../driver.js';
 import { Conn, mysql2, openConn, type MysqlError } from './connection.js';
 import { keyNames, resolveOptions, slotOf, type KeyNames, type MysqlDriverOptions, type ResolvedOptions } from './options.js';
 
+/** ER_NO_SUCH_TABLE: the tables were not created (`create: false`). */
+const ER_NO_SUCH_TABLE = 1146;
 /** The error number MySQL/MariaDB answer when BIGINT arithmetic overflows (ER_DATA_OUT_OF_RANGE). */
 const ER_DATA_OUT_OF_RANGE = 1690;
 /** How long an interrupt (KILL QUERY) may take before the connection is dropped instead. */
@@ -52,12 +54,15 @@ export abstract class MysqlEngine {
   /** Who holds `key`, by the same rule for both modes. */
   async inspect(key: string): Promise<LockState | null> {
     const n = this.namesOf(key);
-    const rows = await this.onHome<Array<{ owner: Buffer; token: string; remaining_us: string | null; session: number }>>(
-      n.id,
-      `SELECT owner, token, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
-              session_id IS NOT NULL AS session
-         FROM ${this.locks} WHERE id = ? AND ${LIVE}`,
-      [n.id, n.lock],
+    const rows = await orNone(
+      this.onHome<Array<{ owner: Buffer; token: string; remaining_us: string | null; session: number }>>(
+        n.id,
+        `SELECT owner, token, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
+                session_id IS NOT NULL AS session
+           FROM ${this.locks} WHERE id = ? AND ${LIVE}`,
+        [n.id, n.lock],
+      ),
+      [],
     );
     const row = rows[0];
     if (!row) return null;
@@ -65,10 +70,92 @@ export abstract class MysqlEngine {
     return { owner: row.owner.toString('utf8'), token: BigInt(row.token), remainingMs };
   }
 
+  /**
+   * One page of held keys, both modes: `limit` rows of the table in primary-key order (the
+   * SHA-256 ids: a bounded index range, `id > cursor ORDER BY id LIMIT n`), of which those under
+   * `prefix` with a live holder are kept (a lease row until its expiry; a session row while its
+   * connection holds the user lock, checked for the page in one more statement). The cursor is
+   * the last id read, in hex. Missing tables read as no keys.
+   */
+  async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    const conn = await this.home(0);
+    const rows = await orNone(
+      conn.query<Array<{ hid: string; name: string | Buffer; leased: number; session_id: string | number | null; owned: number }>>(
+        `SELECT HEX(id) AS hid, name, owner IS NOT NULL AS owned, session_id,
+                owner IS NOT NULL AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6) AS leased
+           FROM ${this.locks} WHERE id > UNHEX(?) ORDER BY id LIMIT ?`,
+        [page.cursor ?? '', page.limit],
+      ),
+      [],
+    );
+    const cursor = rows.length === page.limit ? rows[rows.length - 1]?.hid : undefined;
+    const named = rows.map((r) => ({ ...r, key: Buffer.isBuffer(r.name) ? r.name.toString('utf8') : String(r.name) })).filter((r) => Number(r.owned) === 1 && r.key.startsWith(prefix));
+    const sessions = named.filter((r) => Number(r.leased) !== 1 && r.session_id !== null);
+    const live = new Set(named.filter((r) => Number(r.leased) === 1).map((r) => r.key));
+    if (sessions.length > 0) {
+      const [answer] = await conn.query<Array<Record<string, number | null>>>(
+        `SELECT ${sessions.map((_, i) => `IS_USED_LOCK(?) <=> CAST(? AS UNSIGNED) AS h${i}`).join(', ')}`,
+        sessions.flatMap((r) => [this.namesOf(r.key).lock, String(r.session_id)]),
+      );
+      sessions.forEach((r, i) => {
+        if (Number(answer?.[`h${i}`]) === 1) live.add(r.key);
+      });
+    }
+    const keys = named.filter((r) => live.has(r.key)).map((r) => r.key);
+    return cursor === undefined ? { keys } : { keys, cursor };
+  }
+
+  /**
+   * Remove every holder of `key`, both modes: a live lease row is cleared (one UPDATE; the row
+   * stays, and with it the fencing counter), and a connection that holds the key's user lock is
+   * ended with `KILL CONNECTION <id>` (found with `IS_USED_LOCK`): MySQL cannot release another
+   * connection's user lock, so EVERY lock that connection holds goes with it, and its driver aborts
+   * their leases at once. Waiters blocked in GET_LOCK get the lock; a lease-table waiter is woken
+   * when the evicted holder's next renewal fails (or at its TTL). Killing another user's
+   * connection needs `CONNECTION_ADMIN` (or `SUPER`). `fence`: the row's counter.
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    const n = this.namesOf(key);
+    const conn = await this.home(slotOf(n.id, this.o.connections));
+    const r = await orNone(
+      conn.query<unknown[]>(
+        `UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
+           WHERE id = ? AND owner IS NOT NULL AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6);
+         SELECT ROW_COUNT() AS leased, IS_USED_LOCK(?) AS holder, CONNECTION_ID() AS me,
+                (SELECT token FROM ${this.locks} WHERE id = ?) AS token`,
+        [n.id, n.lock, n.id],
+      ),
+      [],
+    );
+    const row = (r[1] as Array<{ leased: string | number; holder: string | number | null; me: string | number; token: string | null }> | undefined)?.[0];
+    if (!row) return { released: 0, fence: 0n };
+    let released = Math.max(0, Number(row.leased));
+    if (row.holder !== null) {
+      const id = Math.trunc(Number(row.holder));
+      // Not on the connection that would die of it.
+      const killer = String(row.holder) === String(row.me) ? await this.takeSpare() : conn;
+      try {
+        await killer.query(`KILL CONNECTION ${id}`);
+        released++;
+      } catch (e) {
+        // Gone already (ER_NO_SUCH_THREAD): its locks are free.
+        if ((e as MysqlError).errno === 1094) return { released, fence: row.token === null ? 0n : BigInt(row.token) };
+        // ER_KILL_DENIED_ERROR: another user's connection.
+        if ((e as MysqlError).errno === 1095) {
+          throw new PermissionDeniedError('mysql', `to end connection ${id}, which holds lock "${key}"`, 'connect as its user, or GRANT CONNECTION_ADMIN (MySQL 8) / SUPER (MariaDB) to this user', { cause: e });
+        }
+        throw e;
+      } finally {
+        if (killer !== conn) this.giveBack(killer);
+      }
+    }
+    return { released, fence: row.token === null ? 0n : BigInt(row.token) };
+  }
+
   /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */
   async readMark(key: string): Promise<bigint> {
     const n = this.namesOf(key);
-    const rows = await this.onHome<Array<{ mark: string }>>(n.id, `SELECT mark FROM ${this.locks} WHERE id = ?`, [n.id]);
+    const rows = await orNone(this.onHome<Array<{ mark: string }>>(n.id, `SELECT mark FROM ${this.locks} WHERE id = ?`, [n.id]), []);
     return rows[0] ? BigInt(rows[0].mark) : 0n;
   }
 
@@ -189,7 +276,7 @@ export abstract class MysqlEngine {
     this.open.add(conn);
     conn.onClose(() => this.open.delete(conn));
     this.onOpen(conn);
-    this.schema ??= this.createSchema(conn);
+    this.schema ??= this.o.create ? this.createSchema(conn) : Promise.resolve();
     try {
       await this.schema;
     } catch (e) {
@@ -242,5 +329,15 @@ export abstract class MysqlEngine {
   /** Monotonic now (one place, for tests that read the code). */
   protected now(): number {
     return monotonicNow();
+  }
+}
+
+/** A read that finds no locks where the tables are missing (`create: false`). */
+async function orNone<T>(read: Promise<T>, none: T): Promise<T> {
+  try {
+    return await read;
+  } catch (e) {
+    if ((e as MysqlError).errno === ER_NO_SUCH_TABLE) return none;
+    throw e;
   }
 }

@@ -36,6 +36,11 @@ export interface MysqlDriverOptions {
   connectTimeoutMs?: number;
   /** Diagnostics; silent when omitted. */
   logger?: Logger;
+  /**
+   * Default true: create the tables when missing. `false` (read-only tools: `dlock inspect`,
+   * `dlock ls`): create nothing; missing tables read as no locks (writes then fail).
+   */
+  create?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -45,6 +50,8 @@ export interface ResolvedOptions {
   readonly connections: number;
   readonly maxWaits: number;
   readonly mode: MysqlMode | undefined;
+  /** Whether the tables may be created. */
+  readonly create: boolean;
   readonly logger: Logger | undefined;
   /** host:port/database for messages (no password). */
   readonly display: string;
@@ -94,7 +101,9 @@ export function resolveOptions(options: MysqlDriverOptions): ResolvedOptions {
   if (mode !== undefined && mode !== 'session' && mode !== 'table') {
     throw new InvalidArgumentError(`mode must be "session" or "table", got ${JSON.stringify(mode)}.`);
   }
+  if (options.create !== undefined && typeof options.create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof options.create}.`);
   return {
+    create: options.create ?? true,
     connection: { ...connection, connectTimeout },
     database,
     prefix,

@@ -360,7 +360,14 @@ export class MysqlSessionDriver extends MysqlEngine implements BlockingDriver, S
     // The statement is on its way: ending the grant's session (an error object, listeners) no
     // longer delays the next holder.
     this.endSession(h);
-    const r = await answer;
+    let r: unknown[];
+    try {
+      r = await answer;
+    } catch (e) {
+      // The connection died under it (killed by a forceRelease, say): the server frees its locks.
+      if ((e as MysqlError).fatal === true) return false;
+      throw e;
+    }
     const row = (r[0] as Array<{ r: string | number | null }>)[0];
     if (left === 0 && !this.isHome(conn)) this.giveBack(conn);
     return Number(row?.r) === 3;

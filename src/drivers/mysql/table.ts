@@ -118,6 +118,17 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
         indexes.forEach((i, j) => {
           out[i] = (results[j]?.affectedRows ?? 0) > 0;
         });
+        // A lease lost with its row free (force-released, or expired): pass the wake-up signal
+        // on, so that the waiters blocked on it try now rather than at the holder's TTL.
+        const lost = indexes.filter((i) => !out[i]).map((i) => this.namesOf((items[i] as ExtendItem).key));
+        if (lost.length > 0) {
+          await conn
+            .query(
+              lost.map(() => `DO IF(IS_USED_LOCK(?) <=> CONNECTION_ID() AND NOT EXISTS (SELECT 1 FROM ${this.locks} WHERE id = ? AND ${LIVE}), RELEASE_LOCK(?), 0)`).join(';\n'),
+              lost.flatMap((n) => [n.signal, n.id, n.lock, n.signal]),
+            )
+            .catch(() => undefined);
+        }
       }),
     );
     return out;

@@ -53,7 +53,10 @@ export interface PostgresDriverOptions {
   mode?: 'session' | 'table';
   /** Prefix of the tables, sequence and channel: letters, digits, `_`. Default `dlock_`. */
   tablePrefix?: string;
-  /** Create the tables when missing (needs CREATE on the schema). Default true. */
+  /**
+   * Create the tables when missing (needs CREATE on the schema). Default true. `false` (read-only
+   * tools, `connect(url, { create: false })`): create nothing; missing tables read as no locks.
+   */
   createTables?: boolean;
   /** Session mode: most connections the driver opens (main + holders + waiters). Default 10. */
   maxConnections?: number;
@@ -119,11 +122,13 @@ export function createPostgresDriver(options: PostgresDriverOptions): PostgresSe
 /**
  * The driver a `postgres://` / `postgresql://` URL names. Query options (removed before `pg` sees
  * the URL): `mode=session|table`, `tablePrefix=...`, `maxConnections=N`; the rest (`sslmode`,
- * `application_name`...) is `pg`'s.
+ * `application_name`...) is `pg`'s. `extra.createTables: false` (what `connect(url, { create: false })`
+ * passes) creates nothing; missing tables then read as no locks.
  */
-export function postgresDriverFromUrl(url: string): PostgresSessionDriver | PostgresTableDriver {
+export function postgresDriverFromUrl(url: string, extra: Pick<PostgresDriverOptions, 'createTables'> = {}): PostgresSessionDriver | PostgresTableDriver {
   const o = parsePostgresUrl(url);
   return createPostgresDriver({
+    ...extra,
     connection: o.connection,
     mode: o.mode,
     ...(o.tablePrefix !== undefined ? { tablePrefix: o.tablePrefix } : {}),

@@ -12,7 +12,8 @@
  * - `<prefix>marks`, `<prefix>sequences`: durable high-water marks and id counters.
  */
 import { IdsExhaustedError, InvalidArgumentError } from '../../errors.js';
-import { int8 } from './connection.js';
+import type { KeyPage } from '../driver.js';
+import { int8, sqlState } from './connection.js';
 
 /** What runs one statement: a pg Client, a Pool, or a wrapper. */
 export type Run = (text: string, values?: readonly unknown[]) => Promise<Array<Record<string, unknown>>>;
@@ -118,4 +119,35 @@ export async function allocateRange(run: Run, n: Names, name: string, count: big
   const row = rows[0];
   if (!row) throw new IdsExhaustedError(name, 'the PostgreSQL counter would pass 2^63 - 1');
   return int8(row.seq);
+}
+
+/** Whether `e` is PostgreSQL's "relation does not exist" (tables not created: `createTables: false`). */
+export function isMissingTable(e: unknown): boolean {
+  return sqlState(e) === '42P01';
+}
+
+/** A read that finds no locks where dlock's tables are missing (`createTables: false`). */
+export async function orNone<T>(read: Promise<T>, none: T): Promise<T> {
+  try {
+    return await read;
+  } catch (e) {
+    if (isMissingTable(e)) return none;
+    throw e;
+  }
+}
+
+/**
+ * One page of `list()`: `sql` selects `key` with `starts_with(key, $1)`, `key > $2` (null: from
+ * the start), ordered by key, `LIMIT $3`; one row more than `limit` is asked to know whether a
+ * page follows. Missing tables read as no keys.
+ */
+export async function listPage(run: Run, sql: string, prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+  const rows = await orNone(run(sql, [prefix, page.cursor ?? null, page.limit + 1]), []);
+  const keys = rows.slice(0, page.limit).map((r) => String(r.key));
+  return rows.length > page.limit ? { keys, cursor: keys[keys.length - 1]! } : { keys };
+}
+
+/** The fencing counter: the last token the sequence handed out (every later one is greater); 0n without it. */
+export function fenceSql(n: Names): string {
+  return `(SELECT last_value FROM ${n.tokens})`;
 }

@@ -37,21 +37,23 @@ import { raceAbort, settleWithin } from '../../core/abort.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { EngineSession } from '../../core/session.js';
-import { ClosedError, LockLostError, UnavailableError } from '../../errors.js';
+import { ClosedError, LockLostError, PermissionDeniedError, UnavailableError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
   AcquireRequest,
   BlockingDriver,
   DriverInfo,
   ExtendItem,
+  ForceReleased,
   Grant,
+  KeyPage,
   LockState,
   SessionSource,
   SessionState,
   TryResult,
 } from '../driver.js';
 import { backendPid, clientConfig, int8, openClient, pgModule, sqlState, timed, type ConnectionSettings } from './connection.js';
-import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
+import { allocateRange, fenceSql, listPage, orNone, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
 
 export interface SessionModeOptions {
   readonly connection: ConnectionSettings;
@@ -129,7 +131,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   private lastState: SessionState = 'lost';
   private suspended = false;
   private closed = false;
-  private readonly sql: Record<'tryLock' | 'waitLock' | 'release' | 'extend' | 'inspect' | 'held' | 'register', string>;
+  private readonly sql: Record<'tryLock' | 'waitLock' | 'release' | 'extend' | 'inspect' | 'held' | 'register' | 'list' | 'forceRelease' | 'fence', string>;
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: SessionModeOptions) {
@@ -146,9 +148,11 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     const { sessionLocks: sl, tokensRegclass } = this.n;
     const base = `${o.advisoryBase}::bigint`;
     // The pg_locks row of the advisory lock of `s` (bigint keys: objsubid 1, high and low halves).
-    const heldBy = (s: string): string => `l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    // The pg_locks row of whoever holds the advisory lock of `s`, recorded or not.
+    const lockOf = (s: string): string => `l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.classid::bigint = ((${base} + ${s}.id) >> 32) AND l.objid::bigint = ((${base} + ${s}.id) & 4294967295)
+        AND l.classid::bigint = ((${base} + ${s}.id) >> 32) AND l.objid::bigint = ((${base} + ${s}.id) & 4294967295)`;
+    const heldBy = (s: string): string => `${lockOf(s)}
         AND l.pid = ${s}.holder_pid`;
     const grant = `token = nextval(${tokensRegclass}), owner = $4, holder_pid = pg_backend_pid(),
         expires_at = clock_timestamp() + $5::int * interval '1 millisecond'`;
@@ -187,6 +191,18 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
         WHERE s.key = $1 AND s.owner IS NOT NULL`,
       held: `SELECT 1 FROM ${sl} AS s JOIN pg_locks AS l ON ${heldBy('s')}
         WHERE s.key = $1 AND s.owner = $2 FOR SHARE OF s`,
+      // The keys whose advisory lock is held right now (pg_locks joined with the key registry).
+      list: `
+        SELECT s.key FROM ${sl} AS s JOIN pg_locks AS l ON ${heldBy('s')}
+        WHERE s.owner IS NOT NULL AND starts_with(s.key, $1) AND ($2::text IS NULL OR s.key > $2)
+        ORDER BY s.key LIMIT $3`,
+      // Another session's advisory lock cannot be unlocked: end that session (it waits up to 5 s
+      // for the backend to exit, so the lock is free when this answers). Never our own backend.
+      forceRelease: `
+        SELECT l.pid, pg_terminate_backend(l.pid, 5000) AS ended, ${fenceSql(this.n)} AS fence
+        FROM ${sl} AS s JOIN pg_locks AS l ON ${lockOf('s')}
+        WHERE s.key = $1 AND l.pid <> pg_backend_pid()`,
+      fence: `SELECT ${fenceSql(this.n)} AS fence`,
     };
   }
 
@@ -364,11 +380,53 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   }
 
   async inspect(key: string): Promise<LockState | null> {
-    const [row] = await this.query(await this.mainConn(), this.sql.inspect, [key]);
+    const [row] = await orNone(this.query(await this.mainConn(), this.sql.inspect, [key]), []);
     if (!row) return null;
     const remaining = Number(row.remaining_ms);
     // A holder whose lease lapsed still holds the lock for as long as its session lives.
     return { owner: String(row.owner), token: int8(row.token), remainingMs: remaining > 0 ? remaining : -1 };
+  }
+
+  /** One page of the keys whose advisory lock is held now: `pg_locks` joined with the key registry, by key. */
+  async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    return listPage(await this.runner(), this.sql.list, prefix, page);
+  }
+
+  /**
+   * End the session that holds `key`'s advisory lock: PostgreSQL cannot unlock another session's
+   * advisory lock, so the holder's backend is terminated (`pg_terminate_backend`, found through
+   * `pg_locks`), and EVERY lock that connection held goes with it; its driver aborts the leases it
+   * carried at once (`session-lost`). A lock held through this very driver ends its connection
+   * the same way. Waiters blocked in the server get the lock. Needs the right to signal the
+   * holder's backend (same role, or `pg_signal_backend`); PostgreSQL 14+ (it waits up to 5 s for
+   * the backend to exit). Tokens come from the sequence: `fence` is its last value.
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    this.assertOpen();
+    const conn = await this.mainConn();
+    let released = 0;
+    const local = this.holds.get(key);
+    if (local && !local.conn.dead) {
+      // Ours: end that connection (the server frees its locks as the backend exits).
+      const ended = local.conn.client.end();
+      this.abandon(local.conn, new LockLostError(key, 'session-lost'));
+      await settleWithin(ended, 5000);
+      released++;
+    }
+    const main = local?.conn === conn ? await this.mainConn() : conn;
+    const rows = await orNone(
+      this.query(main, this.sql.forceRelease, [key]).catch((e: unknown) => {
+        // insufficient_privilege: the holder's backend belongs to another role.
+        if ((e as { code?: string }).code === '42501') {
+          throw new PermissionDeniedError('postgres', `to terminate the backend that holds lock "${key}"`, 'connect as the holder\'s role, or GRANT pg_signal_backend TO this role', { cause: e });
+        }
+        throw e;
+      }),
+      [],
+    );
+    released += rows.filter((r) => r.ended === true).length;
+    const fence = rows[0] ? rows[0].fence : (await orNone(this.query(main, this.sql.fence), []))[0]?.fence;
+    return { released, fence: fence === undefined || fence === null ? 0n : int8(fence) };
   }
 
   /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */

@@ -23,10 +23,10 @@ import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError } from '../../errors.js';
-import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, TrySetDriver, LockState, TryResult } from '../driver.js';
+import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, ForceReleased, KeyPage, TrySetDriver, LockState, TryResult } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
 import { clientConfig, int8, openClient, pgModule, timed, type ConnectionSettings } from './connection.js';
-import { allocateRange, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
+import { allocateRange, fenceSql, listPage, orNone, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
 
 /** NOTIFY payloads are limited to 8000 bytes: long keys are sent as a digest. */
 export function notifyPayload(key: string): string {
@@ -54,7 +54,7 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   private listener: Promise<pg.Client> | undefined;
   private schema: Promise<void> | undefined;
   private closed = false;
-  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'held', string>;
+  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'held' | 'list' | 'forceRelease', string>;
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: TableModeOptions) {
@@ -100,6 +100,17 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
         SELECT owner, token, floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000) AS remaining_ms
         FROM ${locks} WHERE key = $1 AND expires_at > clock_timestamp()`,
       held: `SELECT 1 FROM ${locks} WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp() FOR SHARE`,
+      list: `
+        SELECT key FROM ${locks}
+        WHERE starts_with(key, $1) AND ($2::text IS NULL OR key > $2) AND expires_at > clock_timestamp()
+        ORDER BY key LIMIT $3`,
+      // One statement: delete the row whoever owns it (an expired one too: tidy; only a live one
+      // counts), wake the waiters, and read the token sequence (never reset by a delete).
+      forceRelease: `
+        WITH gone AS (DELETE FROM ${locks} WHERE key = $1 RETURNING expires_at > clock_timestamp() AS live)
+        SELECT (SELECT count(*) FROM gone WHERE live)::int AS released,
+               ${fenceSql(this.n)} AS fence,
+               CASE WHEN EXISTS (SELECT 1 FROM gone) THEN pg_notify($2, $3) END AS notified`,
     };
   }
 
@@ -129,9 +140,24 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   }
 
   async inspect(key: string): Promise<LockState | null> {
-    const [row] = await this.run(this.sql.inspect, [key]);
+    const [row] = await orNone(this.run(this.sql.inspect, [key]), []);
     if (!row) return null;
     return { owner: String(row.owner), token: int8(row.token), remainingMs: Math.max(0, Number(row.remaining_ms)) };
+  }
+
+  /** One page of held keys: a range of the lease table, `key > cursor ORDER BY key LIMIT n`, live rows only. */
+  list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    return listPage(this.runner, this.sql.list, prefix, page);
+  }
+
+  /**
+   * Delete the key's row whoever holds it and NOTIFY its waiters, in one statement. Tokens come
+   * from the sequence, which a delete never resets: `fence` is its last value. The evicted
+   * holder's next renewal finds no row of its own (its lease signal aborts, `not-held`).
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    const [row] = await orNone(this.run(this.sql.forceRelease, [key, this.n.channelName, notifyPayload(key)]), []);
+    return { released: Number(row?.released ?? 0), fence: row ? int8(row.fence) : 0n };
   }
 
   readMark(key: string): Promise<bigint> {

@@ -61,10 +61,12 @@
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { validateMs } from '../../core/validate.js';
-import { ClosedError, InvalidArgumentError, UnavailableError, isDlockError } from '../../errors.js';
+import { ClosedError, InvalidArgumentError, NoSuchDatabaseError, UnavailableError, isDlockError } from '../../errors.js';
 import { SessionListeners } from '../driver.js';
 import type {
   Admission,
+  ForceReleased,
+  KeyPage,
   KeyState,
   QueuedClaim,
   AcquireRequest,
@@ -109,6 +111,12 @@ export interface ZooKeeperDriverOptions {
   cleanupDelayMs?: number;
   /** Diagnostics (session state changes); silent when omitted. */
   logger?: Logger;
+  /**
+   * Default true: create the root and its `locks`/`marks` parents when missing. `false` (read-only
+   * tools: `dlock inspect`, `dlock ls`): never create them; reads under a missing root find no
+   * locks, and a lock or mark write there throws {@link NoSuchDatabaseError}.
+   */
+  create?: boolean;
 }
 
 const DEFAULT_ROOT = '/dlock';
@@ -236,6 +244,8 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
   private watching = 0;
   private closed = false;
   private readonly cleanupDelayMs: number;
+  /** Whether the root and its parents may be created (see {@link ZooKeeperDriverOptions.create}). */
+  private readonly create: boolean;
   /** Key parents to delete when empty, `cleanupDelayMs` after a release. */
   private readonly sweep = new Set<string>();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -265,6 +275,8 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     this.spinDelayMs = validateMs('spinDelayMs', options.spinDelayMs ?? parsed.spinDelayMs, 0, DEFAULT_SPIN_DELAY_MS);
     this.cleanupDelayMs = validateMs('cleanupDelayMs', options.cleanupDelayMs, 0, DEFAULT_CLEANUP_DELAY_MS);
     this.logger = options.logger;
+    if (options.create !== undefined && typeof options.create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof options.create}.`);
+    this.create = options.create ?? true;
   }
 
   // ------------------------------------------------------------------ session
@@ -378,6 +390,9 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
       const code = zkCode(e);
       if (code === Code.NODE_EXISTS) return;
       if (code !== Code.NO_NODE) throw e;
+      if (!this.create) {
+        throw new NoSuchDatabaseError(`zookeeper://${this.connectionString}${this.root}`, `the znode ${path.slice(0, path.lastIndexOf('/'))} does not exist and this driver was told to create nothing (create: false): check the root in the URL, or connect without create: false`);
+      }
       await this.ensurePath(s, path.slice(0, path.lastIndexOf('/')));
       await this.ensurePath(s, path);
     }
@@ -764,6 +779,69 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     }
   }
 
+  /**
+   * One page of held keys: the children of `<root>/locks` (ZooKeeper has no paged listing of
+   * children), decoded, filtered by `prefix`, sorted; then the queues of at most `limit` of them
+   * (read at once) keep those with a holder. The cursor is the last key examined.
+   */
+  async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
+    const what = `Listing locks "${prefix}*"`;
+    try {
+      const s = await this.connected(what);
+      const after = page.cursor;
+      const keys = (await this.childrenOf(s, `${this.root}/locks`))
+        .map(decodeKey)
+        .filter((k): k is string => k !== undefined && k.startsWith(prefix) && (after === undefined || k > after))
+        .sort();
+      const examined = keys.slice(0, page.limit);
+      const queues = await Promise.all(examined.map((k) => this.childrenOf(s, this.lockPath(k))));
+      const held = examined.filter((_, i) => holdersOf(queueOf(queues[i] ?? [])).holders.length > 0);
+      return examined.length < keys.length ? { keys: held, cursor: examined[examined.length - 1]! } : { keys: held };
+    } catch (e) {
+      throw this.failure(what, e);
+    }
+  }
+
+  /**
+   * Delete every holder's znode of `key` in one multi (any session may delete another's
+   * ephemeral znode); the waiter behind watches the znode ahead of it, so it takes the turn. The
+   * evicted holder's next `extend()` finds its znode gone. Tokens are creation zxids, global and
+   * only growing: nothing to keep. `fence`: the highest evicted token, or for a free key the
+   * parent's `pzxid` (the zxid of the last change of its children, at least every token it ever
+   * carried).
+   */
+  async forceRelease(key: string): Promise<ForceReleased> {
+    const what = `Force-releasing lock "${key}"`;
+    const dir = this.lockPath(key);
+    try {
+      const s = await this.connected(what);
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const { holders } = holdersOf(queueOf(await this.childrenOf(s, dir)));
+        if (holders.length === 0) return { released: 0, fence: await this.childrenZxid(s, dir) };
+        const stats = await Promise.all(holders.map((c) => s.exists(`${dir}/${c.name}`)));
+        if (stats.some((st) => st === null)) continue; // a holder went meanwhile: read again
+        try {
+          await s.multi(holders.map((c) => ({ op: 'remove', path: `${dir}/${c.name}`, version: -1 }) as const));
+        } catch (e) {
+          if (e instanceof MultiError && e.codes.includes(Code.NO_NODE)) continue;
+          throw e;
+        }
+        this.scheduleSweep(dir);
+        const fence = stats.reduce((max, st) => (st && czxidOf(st) > max ? czxidOf(st) : max), 0n);
+        return { released: holders.length, fence };
+      }
+      throw new Error(`the queue of ${dir} kept changing while it was force-released`);
+    } catch (e) {
+      throw this.failure(what, e);
+    }
+  }
+
+  /** The zxid of the last change of `dir`'s children (of `<root>/locks` when `dir` is gone; 0n without either). */
+  private async childrenZxid(s: ZkSession, dir: string): Promise<bigint> {
+    const stat = (await s.exists(dir)) ?? (await s.exists(`${this.root}/locks`));
+    return stat ? stat.pzxid.readBigInt64BE(0) : 0n;
+  }
+
   /** The durable high-water mark of `key` (worker-id leases); 0n when none was written. */
   async readMark(key: string): Promise<bigint> {
     const what = `Reading the mark of "${key}"`;
@@ -853,5 +931,14 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
     const s = this.session;
     if (s) await s.close();
     this.stateListeners.clear();
+  }
+}
+
+/** A key from its parent znode's name (undefined for names this driver cannot have written). */
+function decodeKey(name: string): string | undefined {
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return undefined;
   }
 }

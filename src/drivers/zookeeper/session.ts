@@ -101,7 +101,8 @@ export function czxidOf(stat: zk.Stat): bigint {
 export type MultiOp =
   | { op: 'check'; path: string; version: number }
   | { op: 'create'; path: string; data: Buffer | null; mode: number }
-  | { op: 'setData'; path: string; data: Buffer; version: number };
+  | { op: 'setData'; path: string; data: Buffer; version: number }
+  | { op: 'remove'; path: string; version: number };
 
 /** Per-op error codes of a multi that failed as a whole (0 = OK). */
 export class MultiError extends Error {
@@ -236,6 +237,7 @@ export class ZkSession {
       for (const o of ops) {
         if (o.op === 'check') t.check(o.path, o.version);
         else if (o.op === 'create') t.create(o.path, o.data ?? Buffer.alloc(0), o.mode);
+        else if (o.op === 'remove') t.remove(o.path, o.version);
         else t.setData(o.path, o.data, o.version);
       }
       t.commit((error, results: unknown) => {

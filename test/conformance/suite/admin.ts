@@ -41,7 +41,7 @@ export function defineAdmin(ctx: SuiteContext): void {
     let cursor: string | undefined;
     let pages = 0;
     do {
-      const page = await d.list!(prefix, { limit: 3, ...(cursor === undefined ? {} : { cursor }) });
+      const page = await d.list(prefix, { limit: 3, ...(cursor === undefined ? {} : { cursor }) });
       expect(page.keys.length).toBeLessThanOrEqual(3);
       seen.push(...page.keys);
       cursor = page.cursor;
