@@ -79,7 +79,13 @@ describe('dlock inspect', () => {
   });
 
   it('says a free key is free (sqlite, --json)', async () => {
-    const run = await dlock(['inspect', 'cli-test:free-key', '--url', `sqlite:${join(dir, 'locks.db')}`, '--json']);
+    // inspect creates nothing: the database must exist (a program using it made it).
+    const url = `sqlite:${join(dir, 'locks.db')}`;
+    const { connect } = await import('../../src/connect.js');
+    const app = await connect(url);
+    await (await app.acquire('cli-test:other-key')).release();
+    await app.close();
+    const run = await dlock(['inspect', 'cli-test:free-key', '--url', url, '--json']);
     expect(run.code, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout.trim())).toEqual({ key: 'cli-test:free-key', free: true });
   });
