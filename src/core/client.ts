@@ -346,7 +346,7 @@ export class LockClient {
    *
    * @example
    * ```ts
-   * for (const info of await locks.list('cart:')) console.log(info.key, info.mode, info.holders.length);
+   * const busy = (await locks.list('cart:')).filter((info) => info.waiters > 0).map((info) => info.key);
    * ```
    */
   async list(prefix = '', options: { limit?: number } = {}): Promise<KeyInfo[]> {

@@ -44,7 +44,7 @@ function resolve(options: DoctorOptions | undefined): ResolvedDoctorOptions {
  * @example
  * ```ts
  * const report = await doctor('sqlite:/var/tmp/app-locks.db');
- * for (const f of report.findings) console.log(f.status, f.check, f.evidence);
+ * const problems = report.findings.filter((f) => f.status !== 'ok').map((f) => `${f.check}: ${f.evidence} (${f.fix ?? ''})`);
  * const healthy = report.findings.every((f) => f.status !== 'fail');
  * ```
  */

@@ -19,58 +19,58 @@ afterAll(async () => {
   await Promise.all([pg?.stop(), my?.stop()]);
 });
 
+/**
+ * The holder (`holderUrl`) takes a lock; `grant()` makes an unprivileged user who can read dlock's
+ * tables; that user (`weakUrl`, creating nothing) lists the lock, and its forceRelease() is refused
+ * with PermissionDeniedError whose message names `privilege`; the holder keeps its lock.
+ */
+async function refusedEviction(holderUrl: string, weakUrl: string, grant: () => Promise<unknown>, privilege: string): Promise<void> {
+  const key = `perm:${randomBytes(3).toString('hex')}`;
+  const holder = await connect(holderUrl);
+  try {
+    const lease = await holder.acquire(key, { ttlMs: 10_000 });
+    await grant();
+    const weak = await connect(weakUrl, { create: false });
+    try {
+      expect((await weak.list(key)).map((i) => i.key)).toEqual([key]);
+      const err = await weak.forceRelease(key).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(PermissionDeniedError);
+      expect((err as PermissionDeniedError).code).toBe('DLOCK_PERMISSION_DENIED');
+      expect((err as Error).message).toContain(privilege);
+    } finally {
+      await weak.close();
+    }
+    expect(lease.isHeld()).toBe(true);
+    expect((await holder.inspect(key))?.token).toBe(lease.token);
+    expect(await lease.release()).toBe(true);
+  } finally {
+    await holder.close();
+  }
+}
+
 describe('forceRelease without the privilege to end the holder connection', () => {
   it('PostgreSQL session mode: PermissionDeniedError (pg_signal_backend), the holder keeps its lock', async () => {
-    const key = `perm:${randomBytes(3).toString('hex')}`;
-    const holder = await connect(pg.url);
-    try {
-      const lease = await holder.acquire(key, { ttlMs: 10_000 });
-      await pg.sql('CREATE ROLE weak LOGIN');
-      await pg.sql('GRANT SELECT ON ALL TABLES IN SCHEMA public TO weak');
-      await pg.sql('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO weak');
-      const weak = await connect(pg.url.replace('postgres@', 'weak@'), { create: false });
-      try {
-        expect((await weak.list('perm:')).map((i) => i.key)).toEqual([key]);
-        const err = await weak.forceRelease(key).then(
-          () => null,
-          (e: unknown) => e,
-        );
-        expect(err).toBeInstanceOf(PermissionDeniedError);
-        expect((err as PermissionDeniedError).code).toBe('DLOCK_PERMISSION_DENIED');
-        expect((err as Error).message).toContain('pg_signal_backend');
-      } finally {
-        await weak.close();
-      }
-      expect(lease.isHeld()).toBe(true);
-      expect((await holder.inspect(key))?.token).toBe(lease.token);
-      expect(await lease.release()).toBe(true);
-    } finally {
-      await holder.close();
-    }
+    await refusedEviction(
+      pg.url,
+      pg.url.replace('postgres@', 'weak@'),
+      async () => {
+        await pg.sql('CREATE ROLE weak LOGIN');
+        await pg.sql('GRANT SELECT ON ALL TABLES IN SCHEMA public TO weak');
+        await pg.sql('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO weak');
+      },
+      'pg_signal_backend',
+    );
   }, 60_000);
 
   it('MariaDB session mode: PermissionDeniedError (CONNECTION_ADMIN / SUPER), the holder keeps its lock', async () => {
-    const key = `perm:${randomBytes(3).toString('hex')}`;
-    const holder = await connect(`${my.url}?mode=session`);
-    try {
-      const lease = await holder.acquire(key, { ttlMs: 10_000 });
-      await my.sql("CREATE USER 'weak'@'%'; GRANT SELECT, INSERT, UPDATE ON dlock.* TO 'weak'@'%'");
-      const weak = await connect(`${my.url.replace('root@', 'weak@')}?mode=session`, { create: false });
-      try {
-        const err = await weak.forceRelease(key).then(
-          () => null,
-          (e: unknown) => e,
-        );
-        expect(err).toBeInstanceOf(PermissionDeniedError);
-        expect((err as Error).message).toContain('SUPER');
-      } finally {
-        await weak.close();
-      }
-      expect(lease.isHeld()).toBe(true);
-      expect((await holder.inspect(key))?.token).toBe(lease.token);
-      expect(await lease.release()).toBe(true);
-    } finally {
-      await holder.close();
-    }
+    await refusedEviction(
+      `${my.url}?mode=session`,
+      `${my.url.replace('root@', 'weak@')}?mode=session`,
+      () => my.sql("CREATE USER 'weak'@'%'; GRANT SELECT, INSERT, UPDATE ON dlock.* TO 'weak'@'%'"),
+      'SUPER',
+    );
   }, 60_000);
 });
