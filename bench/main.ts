@@ -3,7 +3,7 @@
  * redis-server, back to back, with the library order rotated between repetitions. Every claim is
  * a ratio within one repetition (these machines are shared and noisy).
  *
- *   npm run bench -- handoff|uncontended|contended|semaphore|rwlock|ids|redlock|engines|all [--json] [--reps N] [--seconds S]
+ *   npm run bench -- handoff|uncontended|contended|semaphore|rwlock|waiters|ids|redlock|engines|all [--json] [--reps N] [--seconds S]
  *                    [--handoffs N] [--idle-ms MS] [--count N] [--only id,id] [--src]
  *
  * See /work/shared/design/performance.md for the method and the peers' figures.
@@ -18,9 +18,12 @@ import { BASELINE_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenari
 import { ServerMonitor, fmt, fmtSpread, rotate, spread, startServer, table, type Spread } from './support.js';
 import { uncontendedRep, type UncontendedResult } from './uncontended.js';
 
-const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|semaphore|rwlock|ids|redlock|engines|all> [options]
+const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|semaphore|rwlock|waiters|ids|redlock|engines|all> [options]
   semaphore         4 permits, 16 processes: dlock's Semaphore against redis-semaphore's (not in 'all')
   rwlock            8 processes, 90% reads: dlock's ReadWriteLock against its mutex (not in 'all')
+  waiters           --waiters N (default 10000) waiters on one key in one process: RSS growth, engine
+                    commands/s while held, all served after release; dlock (Redis, SQLite) and
+                    redis-semaphore's Mutex (not in 'all')
   redlock           dlock's redlock:// against node-redlock 4 and 5 on the same 3 redis-servers
   engines           dlock on every engine (SQLite, Redis, ZooKeeper, etcd, PostgreSQL, MySQL, ...):
                     handoff in round trips of that engine, contended throughput; --only picks engines
@@ -48,6 +51,7 @@ const { values, positionals } = parseArgs({
     loops: { type: 'string', default: '64' },
     processes: { type: 'string', default: '8' },
     count: { type: 'string', default: '1000000' },
+    waiters: { type: 'string', default: '10000' },
     only: { type: 'string' },
     src: { type: 'boolean', default: false },
     report: { type: 'string' },
@@ -64,12 +68,12 @@ function positive(name: string, v: string | undefined): number {
 const SCENARIOS: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
 const which = positionals[0] ?? 'all';
 const admissionScenario = which === 'semaphore' || which === 'rwlock' ? which : undefined;
-if (values.help || positionals.length > 1 || !(which === 'all' || admissionScenario !== undefined || which === 'ids' || which === 'engines' || which === 'redlock' || (SCENARIOS as readonly string[]).includes(which))) {
+if (values.help || positionals.length > 1 || !(which === 'all' || admissionScenario !== undefined || which === 'ids' || which === 'waiters' || which === 'engines' || which === 'redlock' || (SCENARIOS as readonly string[]).includes(which))) {
   console.error(USAGE);
   process.exit(values.help ? 0 : 2);
 }
 const scenarios: readonly Scenario[] =
-  which === 'all' ? SCENARIOS : admissionScenario !== undefined || which === 'ids' || which === 'engines' || which === 'redlock' ? [] : [which as Scenario];
+  which === 'all' ? SCENARIOS : admissionScenario !== undefined || which === 'ids' || which === 'waiters' || which === 'engines' || which === 'redlock' ? [] : [which as Scenario];
 const idsScenario = which === 'all' || which === 'ids';
 const count = Math.round(positive('count', values.count));
 const reps = Math.round(positive('reps', values.reps));
@@ -358,6 +362,10 @@ async function main(): Promise<void> {
     }
     if (idsScenario) {
       await runIds({ count, reps, json, redisUrl: server.url, dlock: dlockSource, only, params: params(), log });
+    }
+    if (which === 'waiters') {
+      const { runWaitersBench } = await import('./waiters.js');
+      await runWaitersBench({ redisUrl: server.url, count: Math.round(positive('waiters', values.waiters)), dlock: dlockSource, json, log });
     }
     if (admissionScenario) {
       const { runAdmissionBench } = await import('./admission.js');

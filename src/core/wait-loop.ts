@@ -57,6 +57,11 @@ export interface WaitObserver {
   engineError?(req: AcquireRequest, error: unknown): void;
 }
 
+/** What this client's waits last heard from the engine: its error, until an answer clears it. */
+interface EngineHealth {
+  error: unknown;
+}
+
 /** One wait in progress: its signal (caller, deadline, close) and what it learnt of the engine. */
 class WaitRun {
   private readonly controller = new AbortController();
@@ -73,6 +78,7 @@ class WaitRun {
     readonly deadline: number,
     caller: AbortSignal | undefined,
     private readonly runs: Set<WaitRun>,
+    private readonly health: EngineHealth,
   ) {
     if (caller?.aborted) {
       this.controller.abort(caller.reason);
@@ -114,7 +120,14 @@ class WaitRun {
     const v = await raceAbort(work, this.signal, onLate);
     this.answered = true;
     this.lastError = undefined;
+    this.health.error = undefined;
     return v;
+  }
+
+  /** An engine error during this wait (retried with backoff until the deadline). */
+  failed(e: unknown): void {
+    this.lastError = e;
+    this.health.error = e;
   }
 
   dispose(): void {
@@ -196,6 +209,7 @@ export class WaitLoop {
   /** Server-blocking engines with `maxBlocking`: the attempts on the server at once. */
   private slots: Slots | undefined;
   private readonly runs = new Set<WaitRun>();
+  private readonly health: EngineHealth = { error: undefined };
   /** Waits in progress, with the exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
 
@@ -233,18 +247,53 @@ export class WaitLoop {
       try {
         const r = await withinDeadline(d.tryAcquire(req), deadline, (late) => this.giveBack(req, late));
         if (r === DEADLINE) noAnswer = true;
-        else if (r.ok) return r.grant;
-        else tried = r;
+        else {
+          this.health.error = undefined;
+          if (r.ok) return r.grant;
+          tried = r;
+        }
       } catch (e) {
         fastError = e;
+        this.health.error = e;
         this.observer.engineError?.(req, e);
       }
     }
     if (noAnswer) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
-    const run = new WaitRun(deadline, signal, this.runs);
-    run.answered = tried !== undefined;
+    // Behind a local waiter of this key (and no caller signal): park at the gate, light, and no
+    // frame of this function stays suspended meanwhile (see KeyGates.park).
+    if (!signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && this.gates.has(req.key)) return this.parked(req, deadline);
+    return this.run(req, deadline, signal, tried, fastError, false);
+  }
+
+  /**
+   * A wait parked at its key's gate until its turn: then an ordinary wait that already holds the
+   * gate. Its deadline passing in the gate is a timeout (`null`), unless the engine's last word
+   * to this client's waits was an error (then that error, as for any wait).
+   */
+  private parked(req: AcquireRequest, deadline: number): Promise<Grant | null> {
+    this.observer.waiting?.(req);
+    const work = this.gates.park(req.key, deadline, monotonicNow).then((turn) => {
+      if (turn) return this.run(req, deadline, undefined, undefined, undefined, true);
+      const e = this.health.error;
+      if (e instanceof UnavailableError) throw e;
+      if (e !== undefined) throw new UnavailableError(`Could not acquire lock "${req.key}" before the wait ran out`, { cause: e });
+      return null;
+    });
+    const untrack = (): void => {
+      this.busy.delete(work);
+    };
+    this.busy.add(work);
+    work.then(untrack, untrack);
+    return work;
+  }
+
+  private async run(req: AcquireRequest, deadline: number, signal: AbortSignal | undefined, tried: TryResult | undefined, fastError: unknown, gateHeld: boolean): Promise<Grant | null> {
+    const run = new WaitRun(deadline, signal, this.runs, this.health);
+    // A parked wait took its turn behind local waiters that were talking to the engine.
+    run.answered = tried !== undefined || gateHeld;
     run.lastError = fastError;
-    const work = this.wait(req, run, tried !== undefined, signal !== undefined);
+    run.reported = gateHeld;
+    const work = this.wait(req, run, tried !== undefined, signal !== undefined, gateHeld);
     this.busy.add(work);
     try {
       return await work;
@@ -257,6 +306,7 @@ export class WaitLoop {
   /** Abort every wait in progress with `reason` (close()). */
   abortAll(reason: unknown): void {
     for (const run of [...this.runs]) run.abort(reason);
+    this.gates.failParked(reason);
   }
 
   /** Resolve once every wait has ended and left the engine's queue, or after `maxMs`. */
@@ -269,27 +319,27 @@ export class WaitLoop {
     }
   }
 
-  private async wait(req: AcquireRequest, run: WaitRun, justTried: boolean, fastPathHere: boolean): Promise<Grant | null> {
+  private async wait(req: AcquireRequest, run: WaitRun, justTried: boolean, fastPathHere: boolean, gateHeld: boolean): Promise<Grant | null> {
     const d = this.driver;
     const gated = d.kind === 'try-set' || d.kind === 'server-blocking';
-    let inGate = false;
+    let inGate = gateHeld;
     let triedOnce = justTried;
     const place: QueuePlace | undefined = d.kind === 'queue' ? { entry: undefined, enqueuing: undefined, granted: false } : undefined;
     try {
       // The fast path of a caller with a signal (see acquire()), raced with the whole wait.
-      if (fastPathHere && gated && !this.gates.has(req.key)) {
+      if (fastPathHere && gated && !inGate && !this.gates.has(req.key)) {
         try {
           const r = await run.call(d.tryAcquire(req), (late) => this.giveBack(req, late));
           if (r.ok) return r.grant;
           triedOnce = true;
         } catch (e) {
           if (run.signal.aborted) throw e;
-          run.lastError = e;
+          run.failed(e);
           this.observer.engineError?.(req, e);
         }
       }
       if (gated) this.reportWaiting(req, run);
-      if (gated) {
+      if (gated && !inGate) {
         run.remaining();
         const queuedBehind = await this.gates.take(req.key, run.signal);
         inGate = true;
@@ -306,7 +356,7 @@ export class WaitLoop {
           requeues += 1;
         } catch (e) {
           if (run.signal.aborted) throw e;
-          run.lastError = e;
+          run.failed(e);
           this.observer.engineError?.(req, e);
           await sleep(Math.min(backoffMs(attempt++), run.remaining()), run.signal);
         }

@@ -228,6 +228,32 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect(loop.gatedKeys).toBe(0);
   });
 
+  it('a wait that runs out at the local gate is a timeout; after an engine error, that error', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    const head = track(loop.acquire(req('a'), performance.now() + 60_000));
+    await vi.advanceTimersByTimeAsync(10);
+    const behind = track(loop.acquire(req('b'), performance.now() + 300));
+    await vi.advanceTimersByTimeAsync(400);
+    expect(behind.state).toBe('resolved');
+    expect(behind.value).toBeNull();
+    // The engine fails while the head waits: a wait that runs out behind it says so.
+    engine.failures.push(...Array.from({ length: 100 }, () => refused));
+    await engine.release('k', 'other');
+    await vi.advanceTimersByTimeAsync(10);
+    const failing = track(loop.acquire(req('c'), performance.now() + 300));
+    await vi.advanceTimersByTimeAsync(400);
+    expect(failing.state).toBe('rejected');
+    expect(failing.error).toBeInstanceOf(UnavailableError);
+    expect((failing.error as UnavailableError).cause).toBe(refused);
+    loop.abortAll(new Error('closed'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(head.state).not.toBe('pending');
+    await loop.drain(1000);
+    expect(loop.gatedKeys).toBe(0);
+  });
+
   it('local waiters of one key are served in arrival order, one engine waiter at a time', async () => {
     const engine = new ScriptedEngine();
     engine.holder = 'other';

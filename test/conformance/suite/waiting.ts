@@ -94,7 +94,15 @@ export function defineWaiting(ctx: SuiteContext): void {
     expect(await b.tryAcquire(key)).toBeNull();
     expect(b.heldCount).toBe(0);
     expect((await b.inspect(key))?.owner).toBe(holder.owner);
+    // A second local waiter of the key queues behind the first in this process (the local
+    // gate): its wait running out there is a timeout too, not an engine failure.
+    const first = b.acquire(key, { waitMs: 20_000 });
+    await sleep(100);
+    const behind = await errorOf(() => b.acquire(key, { waitMs: 300 }));
+    expect(behind.name).toBe('LockTimeoutError');
     expect(await holder.release()).toBe(true);
+    const firstLease = await within(first, 5000, 'the first local waiter');
+    await firstLease.release();
     const now = await b.tryAcquire(key);
     expect(now).not.toBeNull();
     await now?.release();
