@@ -222,7 +222,15 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
       }
       // A channel option of its own: grpc-js then gives this client its own connection instead of
       // sharing one with other clients in the process, so that close() can wait for it to end.
-      this.client = new (etcd3().Etcd3)({ hosts: [...hosts], grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}` } });
+      // HTTP/2 keep-alive pings while a call is open: a member cut off by a partition (no RST, no
+      // FIN) is then dropped within ~7 s and the call moves to another member. Without them a
+      // waiter whose watch stream sat on that member never heard the holder's key go and waited
+      // out its whole waitMs although the majority had freed the lock (test/chaos/partition-etcd,
+      // 2/1 split). 5 s is etcd's default --grpc-keepalive-min-time: pings more often are refused.
+      this.client = new (etcd3().Etcd3)({
+        hosts: [...hosts],
+        grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}`, 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000 },
+      });
       this.ownsClient = true;
     }
     this.watches = new DeletionWatches(this.client);
