@@ -237,6 +237,7 @@ export async function createLab(names: readonly string[]): Promise<Lab> {
       child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`nft failed (${code}): ${err}\n${script}`))));
       child.on('error', reject);
     });
+    child.stdin?.on('error', () => undefined);
     child.stdin?.end(script);
     await done;
     partitioned = true;
@@ -273,6 +274,8 @@ export async function createLab(names: readonly string[]): Promise<Lab> {
         child.on('exit', (code, signal) => (code === 0 ? resolve(stdout) : reject(new Error(`${cmd} ${args.join(' ')} in ${name}: exit ${code ?? signal}: ${stderr.trim()}`))));
         child.on('error', reject);
       });
+      // The command may exit before it reads its input (EPIPE): its exit code tells what happened.
+      child.stdin?.on('error', () => undefined);
       child.stdin?.end(opts.input ?? '');
       return out;
     },
