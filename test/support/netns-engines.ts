@@ -39,6 +39,8 @@ export interface LabRedis {
   readonly url: string;
   readonly hostPort: string;
   readonly proc: ServerProcess;
+  /** Its working dir (remove it after the lab is disposed). */
+  readonly dir: string;
 }
 
 /** Start one redis-server per host (in parallel), each on `<ip>:6379`; resolves once every one answers PING. */
@@ -47,12 +49,14 @@ export async function startLabRedis(lab: Lab, hosts: readonly string[], args: re
   return Promise.all(
     hosts.map(async (host) => {
       const ip = lab.host(host).ip;
-      const proc = lab.spawn(host, bin, ['--bind', ip, '--port', '6379', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning', ...args]);
+      // Its own dir: a replica writes the RDB of a full sync there (removed with the lab's temp dirs by the exit hook).
+      const dir = tempDir('dlock-lab-redis-');
+      const proc = lab.spawn(host, bin, ['--bind', ip, '--port', '6379', '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning', ...args]);
       await until(`redis-server in ${host} did not answer PING`, 15_000, async () => {
         if (!proc.running) throw new Error(`redis-server in ${host} exited`);
         return (await redisCli(lab, host, 6379, ['ping'])) === 'PONG';
       });
-      return { host, url: `redis://${ip}:6379`, hostPort: `${ip}:6379`, proc };
+      return { host, url: `redis://${ip}:6379`, hostPort: `${ip}:6379`, proc, dir };
     }),
   );
 }

@@ -6,8 +6,9 @@
  * - no stale write accepted: an accepted fenced write whose token is below that of a write
  *   accepted before it was sent;
  * - no grant on a minority side: no `grant` to a client while it was cut off from a quorum;
- * - exclusion across the partition: the critical sections (grant to `lost` or `release`,
- *   through checkers.ts) never overlap and tokens grow in grant order;
+ * - exclusion across the partition: the critical sections (grant to `release`, or to the end of
+ *   a lost lease's validity: see validityEnd; through checkers.ts) never overlap and tokens grow in
+ *   grant order;
  * - the isolated holder is told: its `lost` comes before any other client's grant of that key,
  *   and within `tellWithinMs` of the partition.
  */
@@ -33,6 +34,18 @@ export interface HistoryLine {
   readonly ok?: boolean;
   /** For `write`: when it was sent (the line's `t` is when the answer came). */
   readonly sentAt?: string;
+  /** For `lost`: the lease's local deadline as last read while it held (hrtime). */
+  readonly validUntil?: string;
+}
+
+/**
+ * When a lost lease stopped being valid: its local deadline, or the `lost` line if that came
+ * first (a renewal refused). The notice itself may come a little later on a loaded machine.
+ */
+export function validityEnd(lost: HistoryLine): bigint {
+  const t = BigInt(lost.t);
+  const until = lost.validUntil === undefined ? t : BigInt(lost.validUntil);
+  return until < t ? until : t;
 }
 
 type Reply = { line?: HistoryLine; error?: string } & Record<string, unknown>;
@@ -171,7 +184,7 @@ export function sectionsOf(lines: readonly HistoryLine[]): Map<string, Section[]
       token: big(g.token),
       requestedAt: big(request?.t ?? g.t),
       start: big(g.t),
-      end: end ? big(end.t) : endOfRun,
+      end: end ? (end.ev === 'lost' ? validityEnd(end) : big(end.t)) : endOfRun,
       stillHeld: end?.ev === 'release',
       releaseOk: end?.ok,
     });

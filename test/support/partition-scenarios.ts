@@ -16,7 +16,7 @@
  * either way: no overlap, no stale write accepted, the waiter is granted during the partition,
  * and all works after the heal.
  */
-import { judge, hrnow, msBetween, startClient, type CutWindow, type HistoryLine, type LabClient, type PartitionVerdict, type StartClientOptions } from './partition-history.js';
+import { judge, hrnow, msBetween, startClient, validityEnd, type CutWindow, type HistoryLine, type LabClient, type PartitionVerdict, type StartClientOptions } from './partition-history.js';
 import type { Lab } from './netns.js';
 
 export interface ScenarioEnv {
@@ -38,8 +38,10 @@ export interface ScenarioResult {
   toldMs?: number;
   /** From the partition to the waiter's grant (ms). */
   waiterGrantMs?: number;
-  /** The holder was told before the waiter was granted. */
+  /** The holder's lease had ended (its local deadline passed, or it was told) before the waiter was granted. */
   toldBeforeGrant: boolean;
+  /** How long after the end of its validity the `lost` notice came (timer lateness; 0 when told first). */
+  noticeLateMs?: number;
   /** What the cut-off client's acquire of another key answered while cut off. */
   minorityAcquire?: string;
   /** Every client was granted the key after the heal. */
@@ -165,7 +167,8 @@ export async function holderCut(env: ScenarioEnv, o: HolderCutOptions): Promise<
       history,
       toldMs: told ? msBetween(cutAt, told.t) : undefined,
       waiterGrantMs,
-      toldBeforeGrant: told !== undefined && (!w.granted || BigInt(told.t) < BigInt(w.line.t)),
+      toldBeforeGrant: told !== undefined && (!w.granted || validityEnd(told) < BigInt(w.line.t)),
+      noticeLateMs: told ? msBetween(validityEnd(told), told.t) : undefined,
       minorityAcquire: other.granted ? `granted ${other.line.token}` : `denied (${other.line.code})`,
       afterHealGrants,
       afterHealClients: clients.size,
@@ -218,7 +221,8 @@ export async function leaderCut(env: ScenarioEnv, o: LeaderCutOptions): Promise<
       history,
       toldMs: told ? msBetween(cutAt, told.t) : undefined,
       waiterGrantMs,
-      toldBeforeGrant: told === undefined || !w.granted || BigInt(told.t) < BigInt(w.line.t),
+      toldBeforeGrant: told === undefined || !w.granted || validityEnd(told) < BigInt(w.line.t),
+      noticeLateMs: told ? msBetween(validityEnd(told), told.t) : undefined,
       afterHealGrants,
       afterHealClients: clients.size,
       holderKept,
@@ -236,6 +240,7 @@ export function summary(name: string, r: ScenarioResult): string {
   return [
     `${name}:`,
     `told ${r.toldMs === undefined ? 'never' : `${Math.round(r.toldMs)} ms`} after the cut${r.holderKept === undefined ? '' : r.holderKept ? ' (holder kept its lease)' : ''},`,
+    r.noticeLateMs ? `(${Math.round(r.noticeLateMs)} ms after its deadline),` : '',
     `waiter granted ${r.waiterGrantMs === undefined ? 'never' : `${Math.round(r.waiterGrantMs)} ms`} after,`,
     `grants ${JSON.stringify(v.grantsByHost)},`,
     r.minorityAcquire ? `cut-off acquire ${r.minorityAcquire},` : '',

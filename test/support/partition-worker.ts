@@ -7,7 +7,8 @@
  * argv: host lockUrl historyFile counterUrl counterId ttlMs
  * Requests (each with an `id`, answered by `{type:'reply', id, ...}`):
  * - `acquire {key, waitMs}`: `request`, then `grant {token}` or `deny {code}`; after a grant the
- *   lease's signal is watched: `lost {code}` (also sent to the parent as `{type:'lost'}`);
+ *   lease's signal is watched: `lost {code, validUntil}` (also sent to the parent as `{type:'lost'}`);
+ *   `validUntil` is the lease's local deadline as last read (every 50 ms) while it held;
  * - `write`: a fenced write of the last granted lease's token to the shared resource (a Redis hash
  *   through FencedRedisHash, outside the partition): `write {token, accepted}`. It writes even if
  *   the lease was lost: the resource must be the one that says no;
@@ -57,11 +58,21 @@ const handle = async (m: { cmd: string; key?: string; waitMs?: number }): Promis
       try {
         const l = await locks.acquire(key, { waitMs: m.waitMs ?? 10_000 });
         lease = l;
-    last = l;
+        last = l;
         const g = record({ t: now(), ev: 'grant', key, token: l.token.toString() });
+        // The lease's local deadline on the hrtime clock, read while it holds: the 'lost' line
+        // carries it, since on a loaded machine the abort (a timer) can fire after the deadline.
+        const validUntil = (): string => (process.hrtime.bigint() + BigInt(l.remainingMs()) * 1_000_000n).toString();
+        let lastValid = validUntil();
+        const poll = setInterval(() => {
+          if (l.isHeld()) lastValid = validUntil();
+          else clearInterval(poll);
+        }, 50);
+        poll.unref();
         const onLost = (): void => {
+          clearInterval(poll);
           const reason: unknown = l.signal.reason;
-          const line = record({ t: now(), ev: 'lost', key, token: l.token.toString(), code: codeOf(reason) });
+          const line = record({ t: now(), ev: 'lost', key, token: l.token.toString(), code: codeOf(reason), validUntil: lastValid });
           send({ type: 'lost', line });
         };
         if (l.signal.aborted) onLost();
