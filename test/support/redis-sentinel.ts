@@ -67,6 +67,31 @@ async function until(what: string, timeoutMs: number, check: () => Promise<boole
   }
 }
 
+/** sentinel.conf for a Sentinel on `bind:port` watching master `NAME` at `masterHost:masterPort` (the partition lab uses it too). */
+export function sentinelConf(o: {
+  port: number;
+  bind: string;
+  dir: string;
+  masterHost: string;
+  masterPort: number;
+  quorum: number;
+  downAfterMs: number;
+  failoverTimeoutMs: number;
+}): string {
+  return [
+    `port ${o.port}`,
+    `bind ${o.bind}`,
+    'daemonize no',
+    `dir ${o.dir}`,
+    `logfile ${join(o.dir, 'sentinel.log')}`,
+    `sentinel monitor ${NAME} ${o.masterHost} ${o.masterPort} ${o.quorum}`,
+    `sentinel down-after-milliseconds ${NAME} ${o.downAfterMs}`,
+    `sentinel failover-timeout ${NAME} ${o.failoverTimeoutMs}`,
+    `sentinel parallel-syncs ${NAME} 1`,
+    '',
+  ].join('\n');
+}
+
 interface SentinelProcess {
   readonly port: number;
   readonly proc: ServerProcess;
@@ -79,21 +104,7 @@ async function startSentinel(bin: string, masterPort: number, quorum: number, op
     const dir = tempDir('dlock-sentinel-');
     const conf = join(dir, 'sentinel.conf');
     // Sentinel rewrites this file as it learns the topology, so it lives in a writable temp dir.
-    writeFileSync(
-      conf,
-      [
-        `port ${port}`,
-        'bind 127.0.0.1',
-        'daemonize no',
-        `dir ${dir}`,
-        `logfile ${join(dir, 'sentinel.log')}`,
-        `sentinel monitor ${NAME} 127.0.0.1 ${masterPort} ${quorum}`,
-        `sentinel down-after-milliseconds ${NAME} ${opts.downAfterMs}`,
-        `sentinel failover-timeout ${NAME} ${opts.failoverTimeoutMs}`,
-        `sentinel parallel-syncs ${NAME} 1`,
-        '',
-      ].join('\n'),
-    );
+    writeFileSync(conf, sentinelConf({ port, bind: '127.0.0.1', dir, masterHost: '127.0.0.1', masterPort, quorum, ...opts }));
     const proc = new ServerProcess();
     const child = proc.adopt(spawn(bin, [conf, '--sentinel'], { stdio: 'ignore' }));
     const s: SentinelProcess = { port, proc, dir };

@@ -89,7 +89,7 @@ async function modeOf(port: number): Promise<string | undefined> {
   return /^Mode: (\S+)/m.exec(await fourLetter(port, 'srvr'))?.[1];
 }
 
-interface Ports {
+export interface Ports {
   client: number;
   quorum: number;
   election: number;
@@ -112,16 +112,28 @@ async function freePorts(n: number): Promise<Ports[]> {
 }
 
 /** The four letter words the test servers answer unless told otherwise. */
-const DEFAULT_WORDS = ['srvr', 'stat', 'ruok', 'mntr', 'cons'];
+export const DEFAULT_WORDS = ['srvr', 'stat', 'ruok', 'mntr', 'cons'];
 
-function config(dataDir: string, ports: Ports, all: readonly Ports[], tickTimeMs: number, forceSync: boolean, words: readonly string[]): string {
+/**
+ * zoo.cfg for one server of `all`. `addresses[i]` is where server i listens (default: loopback
+ * for every server; the partition lab gives each its own namespace address).
+ */
+export function config(
+  dataDir: string,
+  ports: Ports,
+  all: readonly Ports[],
+  tickTimeMs: number,
+  forceSync: boolean,
+  words: readonly string[],
+  addresses: readonly string[] = all.map(() => '127.0.0.1'),
+): string {
   const lines = [
     `tickTime=${tickTimeMs}`,
     'initLimit=20',
     'syncLimit=10',
     `dataDir=${dataDir}`,
     `clientPort=${ports.client}`,
-    'clientPortAddress=127.0.0.1',
+    `clientPortAddress=${addresses[all.indexOf(ports)] ?? '127.0.0.1'}`,
     `minSessionTimeout=${tickTimeMs * 2}`,
     'maxSessionTimeout=60000',
     'admin.enableServer=false',
@@ -133,9 +145,26 @@ function config(dataDir: string, ports: Ports, all: readonly Ports[], tickTimeMs
     'autopurge.purgeInterval=1',
   ];
   if (all.length > 1) {
-    all.forEach((p, i) => lines.push(`server.${i + 1}=127.0.0.1:${p.quorum}:${p.election}`));
+    all.forEach((p, i) => lines.push(`server.${i + 1}=${addresses[i] ?? '127.0.0.1'}:${p.quorum}:${p.election}`));
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** The java arguments that run one server from `cfgFile` (a small heap, fast start). */
+export function javaArgs(cfgFile: string): string[] {
+  const classpath = [ZK_JAR, ...(existsSync(SLF4J_SIMPLE) ? [SLF4J_SIMPLE] : [])].join(':');
+  return [
+    '-Xmx96m',
+    '-XX:+UseSerialGC',
+    '-XX:TieredStopAtLevel=1',
+    '-Djava.net.preferIPv4Stack=true',
+    '-Dzookeeper.admin.enableServer=false',
+    '-Dorg.slf4j.simpleLogger.showDateTime=true',
+    '-cp',
+    classpath,
+    'org.apache.zookeeper.server.quorum.QuorumPeerMain',
+    cfgFile,
+  ];
 }
 
 function tail(file: string, lines = 25): string {
@@ -180,21 +209,8 @@ class Server implements ZooKeeperServer {
   }
 
   spawn(): void {
-    const classpath = [ZK_JAR, ...(existsSync(SLF4J_SIMPLE) ? [SLF4J_SIMPLE] : [])].join(':');
     const fd = openSync(this.logFile, 'a');
-    const args = [
-      '-Xmx96m',
-      '-XX:+UseSerialGC',
-      '-XX:TieredStopAtLevel=1',
-      '-Djava.net.preferIPv4Stack=true',
-      '-Dzookeeper.admin.enableServer=false',
-      '-Dorg.slf4j.simpleLogger.showDateTime=true',
-      '-cp',
-      classpath,
-      'org.apache.zookeeper.server.quorum.QuorumPeerMain',
-      this.cfgFile,
-    ];
-    this.proc.adopt(spawn(this.java, args, { stdio: ['ignore', fd, fd] }));
+    this.proc.adopt(spawn(this.java, javaArgs(this.cfgFile), { stdio: ['ignore', fd, fd] }));
     closeSync(fd);
   }
 

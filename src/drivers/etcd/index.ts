@@ -222,7 +222,15 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
       }
       // A channel option of its own: grpc-js then gives this client its own connection instead of
       // sharing one with other clients in the process, so that close() can wait for it to end.
-      this.client = new (etcd3().Etcd3)({ hosts: [...hosts], grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}` } });
+      // HTTP/2 keep-alive pings while a call is open: a member cut off by a partition (no RST, no
+      // FIN) is then dropped within ~7 s and the call moves to another member. Without them a
+      // waiter whose watch stream sat on that member never heard the holder's key go and waited
+      // out its whole waitMs although the majority had freed the lock (test/chaos/partition-etcd,
+      // 2/1 split). 5 s is etcd's default --grpc-keepalive-min-time: pings more often are refused.
+      this.client = new (etcd3().Etcd3)({
+        hosts: [...hosts],
+        grpcOptions: { 'dlock.connection': `etcd-driver-${++driverSeq}`, 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000 },
+      });
       this.ownsClient = true;
     }
     this.watches = new DeletionWatches(this.client);
@@ -536,6 +544,10 @@ export class EtcdDriver implements QueueDriver<EtcdEntry>, SessionSource, MarkSt
         this.txn({ compare: [], success: [{ request_range: { key: mine.key, keys_only: true } }, ...keys.map((key) => ({ request_range: { key, keys_only: true } }))], failure: [] }),
       );
       const alive = check.then((r) => this.isEntry(kvsOf(r, 0)[0], mine));
+      // Used only if a deletion comes; a failed read is reported once, by check's handler below.
+      // Left alone, its rejection went unhandled and ended the process (a read timed out while
+      // partitioned from a member: test/chaos/partition-etcd, 2/1 split).
+      alive.catch(noop);
       check.then((r) => {
         if (!this.isEntry(kvsOf(r, 0)[0], mine)) return finish(() => resolve('mine-gone'));
         // Gone, or a newer key of the same name (behind us now).

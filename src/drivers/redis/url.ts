@@ -224,6 +224,10 @@ export async function ioredisFor(parsed: ParsedRedisUrl, tuning: IoRedisTuning):
           ...(retryStrategy ? { retryStrategy } : {}),
           sentinels: parsed.sentinels.map((n) => ({ host: n.host, port: n.port })),
           name: parsed.name,
+          // Hear the Sentinels' +switch-master and reconnect at once: a master cut off by a
+          // partition sends no RST, so without it the client stays on the old master's dead
+          // socket and a waiter never reaches the promoted replica (test/chaos/partition-sentinel).
+          failoverDetector: true,
           db: parsed.db,
           ...(parsed.username !== undefined ? { username: parsed.username } : {}),
           ...(parsed.password !== undefined ? { password: parsed.password } : {}),

@@ -1,0 +1,49 @@
+/**
+ * A network partition of Redlock over 5 independent Redis nodes (reliability.md plan item 6,
+ * issue 14): every node and client in its own network namespace (test/support/netns.ts), the
+ * partition made by nftables drop rules in the lab's bridge. The nodes split 3/2 with a client on
+ * each side; the holder is on the 2-node side, the waiter on the 3-node side. Pass: the holder is
+ * told (its renewals cannot reach a majority) within its TTL (+ slack) and before the waiter's
+ * grant, its stale write is refused by the fenced resource, no grant on its side, every client
+ * granted again after heal.
+ */
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { createLab, netnsSupport, type Lab } from '../support/netns.js';
+import { startLabRedis } from '../support/netns-engines.js';
+import { expectHolderCutSafe } from '../support/partition-cases.js';
+import { holderCut, summary, type ScenarioEnv } from '../support/partition-scenarios.js';
+import { removeDir, tempDir } from '../support/processes.js';
+
+const cap = netnsSupport();
+const TTL_MS = 2000;
+const NODES = ['r1', 'r2', 'r3', 'r4', 'r5'];
+
+let lab: Lab;
+let env: ScenarioEnv;
+let dir: string;
+
+describe.skipIf(!cap.ok)(`Redlock partitions in network namespaces${cap.ok ? '' : ` (skipped: ${cap.reason})`}`, () => {
+  beforeAll(async () => {
+    lab = await createLab([...NODES, 'c1', 'c2', 'res']);
+    dir = tempDir('dlock-partition-redlock-');
+    const servers = await startLabRedis(lab, [...NODES, 'res']);
+    const res = servers.find((s) => s.host === 'res');
+    const nodes = servers.filter((s) => s.host !== 'res');
+    env = {
+      lab,
+      client: { lockUrl: `redlock://${nodes.map((n) => n.hostPort).join(',')}?nodeTimeoutMs=500`, counterUrl: res?.url ?? '', ttlMs: TTL_MS, dir },
+      resourceHost: 'res',
+      waitMs: 15_000,
+    };
+  });
+  afterAll(async () => {
+    await lab?.dispose();
+    if (dir) removeDir(dir);
+  });
+
+  it('5 nodes split 3/2, holder on the 2-node side: told within its TTL, the 3-node side grants the waiter after, stale write refused', async () => {
+    const r = await holderCut(env, { sides: [['r1', 'r2', 'r3', 'c1'], ['r4', 'r5', 'c2']], holder: 'c2', waiter: 'c1', minority: ['c2'], tellWithinMs: TTL_MS });
+    console.log(summary('redlock split 3/2', r));
+    expectHolderCutSafe(r, TTL_MS);
+  });
+});

@@ -1,0 +1,105 @@
+/**
+ * The partition cases of a 3-server quorum engine (etcd, ZooKeeper), registered once for each:
+ * servers s1..s3 and clients c1, c2 each in their own lab host, a fenced resource in `res` that no
+ * partition cuts. Cases: the holder isolated from every server; a 2/1 split with the holder on
+ * the minority side (with one server) and the waiter on the majority side; the leader isolated
+ * from everyone. Pass: no stale write accepted, no grant on the minority side, the cut-off holder
+ * told before the waiter's grant and within its deadline (+ slack for a loaded machine), the
+ * waiter granted by the majority during the partition, every client granted again after heal.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createLab, type Lab } from './netns.js';
+import { startLabRedis } from './netns-engines.js';
+import { assertSafe } from './partition-history.js';
+import { holderCut, leaderCut, summary, type ScenarioEnv, type ScenarioResult } from './partition-scenarios.js';
+import { removeDir, tempDir } from './processes.js';
+
+/** A quorum engine started in a lab. */
+export interface QuorumEngine {
+  readonly url: string;
+  leader(): Promise<string>;
+  healthy(): Promise<void>;
+  dispose(): void;
+}
+
+export interface QuorumCasesOptions {
+  /** For the case names and the report lines. */
+  name: string;
+  /** Start the engine on lab hosts s1, s2, s3. */
+  start(lab: Lab, servers: readonly string[]): Promise<QuorumEngine>;
+  /** The cut-off holder's deadline in ms (lease TTL, session timeout). */
+  deadlineMs: number;
+  /** The lock clients' `ttlMs`. */
+  ttlMs: number;
+}
+
+/** Slack over a deadline for a loaded machine (timers fire late, not early). */
+const SLACK_MS = 3000;
+const SERVERS = ['s1', 's2', 's3'];
+
+/**
+ * The pass criteria of a holder cut off from a quorum: no violation in the history, told within
+ * `deadlineMs` (+ slack) and before the waiter's grant, the waiter granted by the majority, the
+ * cut-off holder's stale write refused, no grant on its side, every client granted after heal.
+ */
+export function expectHolderCutSafe(r: ScenarioResult, deadlineMs: number): void {
+  if (r.waiterGrantMs === undefined) console.log(r.history.map((l) => JSON.stringify(l)).join('\n'));
+  assertSafe(r.verdict);
+  expect(r.toldMs, 'the cut-off holder was told').toBeDefined();
+  expect(r.toldMs ?? Infinity).toBeLessThan(deadlineMs + SLACK_MS);
+  expect(r.toldBeforeGrant, 'told before the waiter was granted').toBe(true);
+  expect(r.waiterGrantMs, 'the majority side granted the waiter').toBeDefined();
+  expect(r.verdict.staleRejected, "the cut-off holder's stale write was refused").toBeGreaterThanOrEqual(1);
+  expect(r.minorityAcquire).toMatch(/^denied/);
+  expect(r.afterHealGrants).toBe(r.afterHealClients);
+}
+
+/** Register the cases (inside a `describe`). */
+export function quorumPartitionCases(o: QuorumCasesOptions): void {
+  let lab: Lab;
+  let engine: QuorumEngine;
+  let env: ScenarioEnv;
+  let dir: string;
+  beforeAll(async () => {
+    lab = await createLab([...SERVERS, 'c1', 'c2', 'res']);
+    dir = tempDir(`dlock-partition-${o.name}-`);
+    const [res] = await startLabRedis(lab, ['res']);
+    engine = await o.start(lab, SERVERS);
+    env = {
+      lab,
+      client: { lockUrl: engine.url, counterUrl: res?.url ?? '', ttlMs: o.ttlMs, dir },
+      resourceHost: 'res',
+      waitMs: 15_000,
+      afterHeal: () => engine.healthy(),
+    };
+  });
+  afterAll(async () => {
+    await lab?.dispose();
+    engine?.dispose();
+    if (dir) removeDir(dir);
+  });
+
+
+  it('holder isolated from every server: told within its deadline, the waiter granted after, its stale write refused', async () => {
+    const r = await holderCut(env, { sides: [['c1'], [...SERVERS, 'c2']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
+    console.log(summary(`${o.name} isolate holder`, r));
+    expectHolderCutSafe(r, o.deadlineMs);
+  });
+
+  it('2/1 split, holder with the minority server: told, no grant on its side, the majority grants the waiter', async () => {
+    const r = await holderCut(env, { sides: [['s1', 's2', 'c2'], ['s3', 'c1']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
+    console.log(summary(`${o.name} split 2/1`, r));
+    expectHolderCutSafe(r, o.deadlineMs);
+  });
+
+  it('leader isolated: the others elect a new one and serve, no overlap, no stale write, works after heal', async () => {
+    const leader = await engine.leader();
+    const r = await leaderCut(env, { leader, holder: 'c1', waiter: 'c2', holdMs: o.deadlineMs + SLACK_MS });
+    console.log(summary(`${o.name} isolate leader (${leader})`, r));
+    if (r.waiterGrantMs === undefined) console.log(r.history.map((l) => JSON.stringify(l)).join('\n'));
+    assertSafe(r.verdict);
+    expect(r.toldBeforeGrant).toBe(true);
+    expect(r.waiterGrantMs, 'the remaining majority granted the waiter').toBeDefined();
+    expect(r.afterHealGrants).toBe(r.afterHealClients);
+  });
+}
