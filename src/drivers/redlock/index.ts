@@ -14,6 +14,13 @@
  *   and a shared one (the write holder's own read hold aside); shared holders hold together.
  *   A lost round, a late grant and a release remove only the requester's own entry on each node
  *   (shared holders are entries of `<lock>:h`, keyed by owner), never another owner's.
+ * - A waiting writer is not starved by overlapping readers: its try on a node that readers hold
+ *   marks it (`<lock>:x`, see redlock-ops.lua), and a marked node admits no new reader (readers
+ *   holding stay and renew), so the readers drain from a majority and the writer gets in. Its
+ *   first try in a wait goes to every node for this (a waiter otherwise asks the first node
+ *   alone). The mark only refuses more, so it cannot break exclusion; a writer that dies or
+ *   gives up leaves it behind for at most the readers' remaining TTL + 2 s (its give-up removes
+ *   it). Writers are thus preferred: readers can wait behind a stream of writers.
  * - Quorum floor(N/2)+1. Every request goes to all nodes at once; a round settles as soon as a
  *   majority for, or enough against that a majority is out of reach, is known (a dead or slow
  *   minority costs nothing). Each node runs one Lua script per batch (redis/lua/redlock-ops.lua),
@@ -88,10 +95,8 @@
  *   node at floor(L * q / N) permits would be safe, since every hold counts on q nodes, but it
  *   admits fewer than L at once: 1 of 2 in that example. Not a semaphore of L.)
  * - keep a queue of waiters across nodes (`info.fairness` `none`): whoever tries first after a
- *   release wins; `fair: true` is accepted and not honoured. So a queued writer does not stop new
- *   readers: under a stream of overlapping readers a writer can wait until its `waitMs` runs out
- *   (there is always a reader on a majority); use a single Redis node (FIFO, a queued writer
- *   stops new readers) where writers must not starve.
+ *   release wins; `fair: true` is accepted and not honoured; a reader that arrives after a waiting
+ *   writer may still get in before the writer's try has marked a majority.
  * - order waiters (not fair). Requires Redis >= 6.0 (SET KEEPTTL).
  */
 import { LatchWatch } from '../../core/change-watch.js';
@@ -151,16 +156,26 @@ export interface RedlockDriverOptions {
 }
 
 /** What a node answered to an acquisition. */
-type AcquireAnswer = { readonly granted: true; readonly token: bigint } | { readonly granted: false; readonly pttl: number; readonly holder: string };
+type AcquireAnswer =
+  | { readonly granted: true; readonly token: bigint }
+  | {
+      readonly granted: false;
+      readonly pttl: number;
+      /** The holder's owner id, or what holds it ("shared holders", "free, a writer waits"). */
+      readonly holder: string;
+      /** Shared holders (and no exclusive one) hold it there. */
+      readonly readers: boolean;
+    };
 
-/** "1<token>" | "0<pttl> <holder's value>" (see redlock-ops.lua; the value "|h[|w]": shared holders). */
+/** "1<token>" | "0<pttl> <holder's value>" (see redlock-ops.lua; "|h[|w]": shared holders, "|x": a writer waits). */
 function parseAcquire(line: string): AcquireAnswer {
   if (line.charCodeAt(0) === 49 /* '1' */) return { granted: true, token: BigInt(line.slice(1)) };
   const space = line.indexOf(' ');
   const value = line.slice(space + 1);
   const bar = value.indexOf('|');
-  const holder = bar < 0 ? value : bar === 0 ? 'shared holders' : value.slice(0, bar);
-  return { granted: false, pttl: Number(line.slice(1, space)), holder };
+  const readers = value.startsWith('|h');
+  const holder = bar < 0 ? value : bar > 0 ? value.slice(0, bar) : readers ? 'shared holders' : 'free, a writer waits';
+  return { granted: false, pttl: Number(line.slice(1, space)), holder, readers };
 }
 
 /**
@@ -360,8 +375,10 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       // goes on to the others, the rest go back to waiting without touching them. Without this
       // gate, every woken waiter grabs some nodes, nobody gets a majority, and the releases of
       // those partial grants wake everyone again.
+      // A writer that readers keep out goes on to every node: its try there stops new readers
+      // (<lock>:x, see redlock-ops.lua), which must happen on a majority to keep them out.
       const gate = await this.gate(req);
-      if (gate !== undefined && !gate.granted) {
+      if (gate !== undefined && !gate.granted && !(gate.readers && req.admission?.mode !== 'shared')) {
         return { ok: false, retryAfterMs: gate.pttl };
       }
     }

@@ -14,11 +14,17 @@
 --                 every step that reads them. It may outlive an exclusive holder beside it (the
 --                 write holder's own read hold, `alongside`); an exclusive try that finds <lock>
 --                 free looks at it
+--   <lock>:x      the owner of a waiting writer: set by an exclusive waiter's try (q) that shared
+--                 holders kept out, it stops new shared holders here (those already holding stay,
+--                 and renew), so that a stream of overlapping readers cannot starve a writer.
+--                 Removed by that writer's grant or its release (a wait that ended); otherwise it
+--                 expires: PX = the holders' remaining TTL + 2 s, refreshed by each of its tries
 --   <lock>:fence  this node's token counter; never expires and only goes up (INCR on an
 --                 exclusive grant, INCRBY to the next value of this node's residue on a shared
 --                 one, raised to the quorum's token by the write-back op)
 -- Admission on this node (src/core/admission.ts, restricted to the modes Redlock grants):
--- exclusive: nothing held here; shared: no exclusive holder here, or the one it sits beside.
+-- exclusive: nothing held here; shared: no exclusive holder here, or the one it sits beside, and
+-- no waiting writer (<lock>:x) unless it sits beside the write holder.
 -- A release that frees what a flagged value ("|w") kept busy PUBLISHes "" on "<lock>:released"
 -- (waiters subscribe there).
 --
@@ -28,7 +34,7 @@
 --            q <lock> <owner> <ttl ms>   the same, from a subscribed waiter: when busy, flag the
 --                                        value so that its release publishes
 --            g <lock> <owner> <ask>      shared: acquire unless an exclusive holder (other than
---                                        <alongside>) holds here, or confirm; <ask> is
+--                                        <alongside>) holds here or a writer waits, or confirm; <ask> is
 --                                        "<ttl ms> <residue> <nodes>[ <alongside>]": the token is
 --                                        the counter's next value = <residue> mod <nodes> (each node
 --                                        its own residue, so that shared holders granted at once
@@ -50,7 +56,7 @@
 --                                        fence counter is never touched
 -- returns  one line per op, "\n"-terminated, in order:
 --            a, q, g, w  "1<token>" held | "0<pttl> <holder's value>" busy (pttl -1: no expiry;
---                        the value "|h[|w]": shared holders)
+--                        the value "|h[|w]": shared holders; "|x": free, but a writer waits)
 --            e     "1<token>" done (exclusive) | "1<token> s" done (shared) | "0" held by another
 --                  exclusive owner (never touched) | "2" free | "3" held by other shared holders only
 --            r     "1" done | "0" not held by this owner (another owner's hold is never touched)
@@ -175,13 +181,21 @@ while p <= #s do
     end
     if not held then
       local t = exclusiveToken(lock)
-      redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
+      local x = redis.call('GET', lock .. ':x')
+      if x == owner then redis.call('DEL', lock .. ':x') end
+      -- Readers that a waiting writer kept out wait for this release.
+      redis.call('SET', lock, owner .. '|' .. t .. (x and '|w' or ''), 'PX', arg)
       out[#out + 1] = '1' .. t
     elseif owns(held, owner) then
       -- Ours already (a retried attempt): confirm with a fresh TTL.
       redis.call('PEXPIRE', lock, arg)
       out[#out + 1] = '1' .. tokenOf(held, owner)
     else
+      if op == 'q' and isMark(held) then
+        -- Shared holders keep us out: stop new ones here (unless another writer already does).
+        local x = redis.call('GET', lock .. ':x')
+        if not x or x == owner then redis.call('SET', lock .. ':x', owner, 'PX', math.max(redis.call('PTTL', lock), 0) + 2000) end
+      end
       out[#out + 1] = busy(lock, held, op == 'q')
     end
   elseif op == 'g' or op == 'w' then
@@ -197,6 +211,15 @@ while p <= #s do
     elseif held and not isMark(held) and not (along ~= '' and owns(held, along)) then
       store(lock, held, st)
       out[#out + 1] = busy(lock, held, op == 'w')
+    elseif along == '' and redis.call('EXISTS', lock .. ':x') == 1 then
+      -- A writer waits: no new shared holder before it (released shared holds wake it).
+      store(lock, held, st)
+      held = redis.call('GET', lock)
+      if held then
+        out[#out + 1] = busy(lock, held, op == 'w')
+      else
+        out[#out + 1] = '0' .. redis.call('PTTL', lock .. ':x') .. ' |x'
+      end
     else
       local t = sharedToken(lock, tonumber(residue), tonumber(nodes))
       add(lock, st, owner, nowMs() + tonumber(ttl), t)
@@ -249,6 +272,8 @@ while p <= #s do
         out[#out + 1] = '1'
       else
         if info then redis.call('HDEL', lock .. ':h', owner) end
+        -- A writer whose wait ended: it stops readers no more.
+        if redis.call('GET', lock .. ':x') == owner then redis.call('DEL', lock .. ':x') end
         out[#out + 1] = '0'
       end
     end
