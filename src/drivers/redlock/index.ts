@@ -16,9 +16,9 @@
  *   (shared holders are entries of `<lock>:h`, keyed by owner), never another owner's.
  * - A waiting writer is not starved by overlapping readers: its try on a node that readers hold
  *   marks it (`<lock>:x`, see redlock-ops.lua), and a marked node admits no new reader (readers
- *   holding stay and renew), so the readers drain from a majority and the writer gets in. Its
- *   first try in a wait goes to every node for this (a waiter otherwise asks the first node
- *   alone). The mark only refuses more, so it cannot break exclusion; a writer that dies or
+ *   holding stay and renew), so the readers drain from a majority and the writer gets in. While
+ *   readers keep it out, its tries go to every node for this (a waiter otherwise asks the first
+ *   node alone). The mark only refuses more, so it cannot break exclusion; a writer that dies or
  *   gives up leaves it behind for at most the readers' remaining TTL + 2 s (its give-up removes
  *   it). Writers are thus preferred: readers can wait behind a stream of writers.
  * - Quorum floor(N/2)+1. Every request goes to all nodes at once; a round settles as soon as a

@@ -174,14 +174,16 @@ while p <= #s do
   local lock, owner, arg = field(), field(), field()
   if op == 'a' or op == 'q' then
     local held = redis.call('GET', lock)
-    if not held and redis.call('EXISTS', lock .. ':h') == 1 then
-      -- Shared holders that outlived the exclusive one they sat beside: they hold it.
+    -- A free key costs one more look: shared holders that outlived the exclusive one they sat
+    -- beside (they hold it), or a waiting writer's mark.
+    local more = not held and redis.call('EXISTS', lock .. ':h', lock .. ':x') > 0
+    if more and redis.call('EXISTS', lock .. ':h') == 1 then
       store(lock, nil, load(lock))
       held = redis.call('GET', lock)
     end
     if not held then
       local t = exclusiveToken(lock)
-      local x = redis.call('GET', lock .. ':x')
+      local x = more and redis.call('GET', lock .. ':x')
       if x == owner then redis.call('DEL', lock .. ':x') end
       -- Readers that a waiting writer kept out wait for this release.
       redis.call('SET', lock, owner .. '|' .. t .. (x and '|w' or ''), 'PX', arg)
@@ -255,9 +257,10 @@ while p <= #s do
   elseif op == 'r' then
     local held = redis.call('GET', lock)
     if owns(held, owner) then
-      -- Shared holders beside it (the write holder's own read hold) keep the key: the mark takes its place.
-      local st = redis.call('EXISTS', lock .. ':h') == 1 and load(lock) or { h = {}, n = 0 }
-      if st.n > 0 then store(lock, nil, st) else redis.call('DEL', lock) end
+      -- Shared holders beside it (the write holder's own read hold) keep <lock>:h; the next step
+      -- that reads it puts the mark back (an exclusive try on a free key looks there), so that
+      -- a mutex's release stays one GET + DEL.
+      redis.call('DEL', lock)
       if flagged(held) then redis.call('PUBLISH', lock .. ':released', '') end
       out[#out + 1] = '1'
     else
