@@ -19,6 +19,8 @@ import { fmt, fmtSpread, rotate, spread, table } from './support.js';
 export interface AdmissionBenchOptions {
   readonly scenario: 'semaphore' | 'rwlock';
   readonly url: string;
+  /** With a `redlock://` url (rwlock only): a plain node for the counters. */
+  readonly probeUrl?: string;
   readonly reps: number;
   readonly seconds: number;
   readonly processes: number | undefined;
@@ -114,7 +116,7 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
     for (const lib of rotate(libs, rep)) {
       const key = `bench:${o.scenario}:${lib}:${rep}`;
       const t = Date.now();
-      const done = await runWorkers({ lib, url: o.url, permits: 4, readPct: 90, holdMs: 1, seconds: o.seconds, dlock: o.dlock }, processes, key);
+      const done = await runWorkers({ lib, url: o.url, ...(o.probeUrl !== undefined ? { probeUrl: o.probeUrl } : {}), permits: 4, readPct: 90, holdMs: 1, seconds: o.seconds, dlock: o.dlock }, processes, key);
       const reads = done.reduce((s, d) => s + d.reads, 0);
       const r = per.get(lib)!;
       r.rate.push(reads / o.seconds);
@@ -126,7 +128,7 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
   }
   const base = per.get(libs[1]!)!;
   const ratios = per.get(libs[0]!)!.rate.map((x, i) => x / base.rate[i]!);
-  console.log(`\n## ${o.scenario}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
+  console.log(`\n## ${o.scenario}${o.probeUrl !== undefined ? ' (redlock, 3 nodes)' : ''}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
   console.log(
     table(
       ['library', semaphore ? 'cycles/s' : 'read cycles/s', `× ${NAMES[libs[1]!]}`, 'max wait ms', 'over-admitted', ...(semaphore ? ['idle waiter cmd/s'] : [])],

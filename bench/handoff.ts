@@ -42,7 +42,8 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
   const holder = await spec.create(url);
   const waiter = await spec.create(url);
   const { Redis } = await import('ioredis');
-  const ping = new Redis(url);
+  // A redlock:// URL (bench/redlock.ts): PING its first node.
+  const ping = new Redis(url.startsWith('redlock://') ? `redis://${url.slice('redlock://'.length).split(',')[0] ?? ''}` : url);
   try {
     await ping.ping();
     const pings: number[] = [];

@@ -37,6 +37,7 @@ const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|semaphore|
   --count N         ids per library per rep in 'ids' (default 1000000)
   --only a,b        only these libraries; ratios need the baseline '${BASELINE_ID}' (ids: ${LIBS.map((l) => l.id).join(', ')};
                     in 'ids': ${ID_LIBS.join(', ')})
+  --redlock         rwlock only: dlock over Redlock (3 private redis-servers) instead of one Redis
   --src             load dlock from src/ via tsx instead of the built dist/
   --report FILE     also draw the results: FILE.svg (charts) or FILE.html (charts and every figure)`;
 
@@ -54,6 +55,7 @@ const { values, positionals } = parseArgs({
     waiters: { type: 'string', default: '10000' },
     only: { type: 'string' },
     src: { type: 'boolean', default: false },
+    redlock: { type: 'boolean', default: false },
     report: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -370,7 +372,18 @@ async function main(): Promise<void> {
     if (admissionScenario) {
       const { runAdmissionBench } = await import('./admission.js');
       const explicit = process.argv.some((a) => a === '--processes' || a.startsWith('--processes='));
-      await runAdmissionBench({ scenario: admissionScenario, url: server.url, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log });
+      const opts: Omit<import('./admission.js').AdmissionBenchOptions, 'url'> = { scenario: admissionScenario, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log };
+      if (values.redlock && admissionScenario === 'rwlock') {
+        const { startRedlock } = await import('../test/support/redlock.js');
+        const nodes = await startRedlock({ nodes: 3 });
+        try {
+          await runAdmissionBench({ ...opts, url: nodes.url, probeUrl: server.url });
+        } finally {
+          await nodes.stop();
+        }
+      } else {
+        await runAdmissionBench({ ...opts, url: server.url });
+      }
     }
   } finally {
     await stopAll();

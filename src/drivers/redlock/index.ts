@@ -3,6 +3,24 @@
  * when a majority of them grant it.
  *
  * Guarantees:
+ * - Modes `exclusive` and `shared` (`info.modes`: a mutex and both sides of a ReadWriteLock).
+ *   Each node applies the admission rule (src/core/admission.ts) to its own holders in one Lua
+ *   step: an exclusive request is granted on a node where nothing is held, a shared one where no
+ *   exclusive holder is (or only the write holder it sits beside, `alongside`: the write holder
+ *   taking the read side, and keeping it after releasing the write side). Every mode then needs
+ *   a majority within the validity, exactly as below. Why that excludes: any two majorities share
+ *   a node, and that node ran the two requests one after the other, so it refused the second
+ *   unless both are shared. So two exclusive holders never both hold a majority, nor an exclusive
+ *   and a shared one (the write holder's own read hold aside); shared holders hold together.
+ *   A lost round, a late grant and a release remove only the requester's own entry on each node
+ *   (shared holders are entries of `<lock>:h`, keyed by owner), never another owner's.
+ * - A waiting writer is not starved by overlapping readers: its try on a node that readers hold
+ *   marks it (`<lock>:x`, see redlock-ops.lua), and a marked node admits no new reader (readers
+ *   holding stay and renew), so the readers drain from a majority and the writer gets in. While
+ *   readers keep it out, its tries go to every node for this (a waiter otherwise asks the first
+ *   node alone). The mark only refuses more, so it cannot break exclusion; a writer that dies or
+ *   gives up leaves it behind for at most the readers' remaining TTL + 2 s (its give-up removes
+ *   it). Writers are thus preferred: readers can wait behind a stream of writers.
  * - Quorum floor(N/2)+1. Every request goes to all nodes at once; a round settles as soon as a
  *   majority for, or enough against that a majority is out of reach, is known (a dead or slow
  *   minority costs nothing). Each node runs one Lua script per batch (redis/lua/redlock-ops.lua),
@@ -31,6 +49,9 @@
  *     node's counter to at least T, like the write-back of a grant, so after every node has been
  *     wiped and restored in turn, the next grant still gets a token > T.
  *   A renewal that fails to reach a majority restores nothing: the lease is lost, as before.
+ *   A shared hold is restored as a shared entry, only on a node where no exclusive holder is (an
+ *   exclusive one only where nothing is held): the same argument, since the renewed majority
+ *   excludes any exclusive holder's majority.
  * - Errors say what each node answered ({@link QuorumError} `answers`: granted, held by another
  *   owner, unreachable, script error). A lock held by someone else is contention, not an error:
  *   `tryAcquire` answers busy when a majority of nodes answered without error.
@@ -44,7 +65,13 @@
  *   not all answer T, T is written back (counter = max(counter, T)) to every node, and the grant is
  *   reported only once a majority holds the lock with T. Any later majority shares a node with
  *   this one, whose counter is >= T, so every later token is > T: tokens strictly increase per key
- *   as long as nodes keep their writes.
+ *   across both modes as long as nodes keep their writes. Shared holders granted at the same time
+ *   over different majorities could reach the same maximum on different nodes, so a shared grant
+ *   takes the counter's next value that is r mod N (INCRBY, r = the node's rank among the sorted
+ *   node labels): a node never issues a value twice and two nodes never issue the same value, so
+ *   the maximum, issued to this holder by one node, is no other holder's token. This needs every
+ *   client to name the nodes alike (`host:port`); otherwise two readers at once may share a token
+ *   (the order of tokens across grants that follow each other holds either way).
  * Does not (limits, stated plainly):
  * - tolerate unbounded clock drift: each node expires keys by its own clock; a node whose clock
  *   runs fast by more than the drift allowance can free a lock early.
@@ -58,22 +85,24 @@
  *   at a time with more than a renewal interval (TTL x renewRatio) plus a reconnect between two.
  * - keep exclusion across a holder's pause past its TTL (no lease lock can): use the fencing token.
  * - offer `allocateRange` (segment ids): a counter needs consensus, not a majority of independent nodes.
- * - grant `shared` or `permits` holds (`info.modes` is exclusive only): a `ReadWriteLock` refuses
- *   Redlock at construction (UnsupportedModeError) and a `Semaphore` uses its per-permit
- *   construction (one Redlock lock per permit, each safe). Why: a shared mode would be safe over
- *   a quorum (a reader and a writer granted at once would each hold a majority; two majorities
- *   share a node, and that node refuses one of them), so it may come; permits are not: each node
- *   admits up to L permits and an owner needs only a majority of nodes, so different owners can
- *   count on different majorities, and more than L owners hold at once (3 nodes, L = 2: A granted
- *   on nodes 1 and 2, B on 2 and 3, C on 1 and 3; no node counts more than 2, and 3 owners hold).
+ * - grant `permits` holds (not in `info.modes`): a `Semaphore` uses its per-permit construction
+ *   on Redlock (one Redlock lock per permit, each exclusive, so each safe by the argument above).
+ *   Why: the intersection of two majorities catches a conflict between TWO holders, which is all
+ *   exclusive and shared need; a limit of L is broken by L + 1 holders, and no node has to see
+ *   all of them. Each node admits up to L permits and an owner needs only a majority of nodes, so
+ *   different owners count on different majorities: 3 nodes, L = 2: A granted on nodes 1 and 2,
+ *   B on 2 and 3, C on 1 and 3; no node counts more than 2, and 3 owners hold. (Capping each
+ *   node at floor(L * q / N) permits would be safe, since every hold counts on q nodes, but it
+ *   admits fewer than L at once: 1 of 2 in that example. Not a semaphore of L.)
  * - keep a queue of waiters across nodes (`info.fairness` `none`): whoever tries first after a
- *   release wins; `fair: true` is accepted and not honoured.
+ *   release wins; `fair: true` is accepted and not honoured; a reader that arrives after a waiting
+ *   writer may still get in before the writer's try has marked a majority.
  * - order waiters (not fair). Requires Redis >= 6.0 (SET KEEPTTL).
  */
 import { LatchWatch } from '../../core/change-watch.js';
 import { driftFor, monotonicNow, sleep } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
-import { ClosedError, InvalidArgumentError, OutOfRangeError, QuorumError, UnavailableError, type NodeAnswer } from '../../errors.js';
+import { ClosedError, InvalidArgumentError, OutOfRangeError, QuorumError, UnavailableError, UnsupportedModeError, type NodeAnswer } from '../../errors.js';
 import type {
   AcquireRequest,
   ChangeWatch,
@@ -82,11 +111,13 @@ import type {
   ForceReleased,
   HandedOver,
   KeyPage,
+  KeyState,
   TrySetDriver,
   LockState,
   TryResult,
 } from '../driver.js';
 import { isIoRedis, isNodeRedis, type ScanNode } from '../redis/adapter.js';
+import type { OpCode } from '../redis/batch.js';
 import { lockKeyName, lockPattern, scanPage } from '../redis/scan.js';
 import * as scripts from '../redis/scripts.generated.js';
 import type { MarkStore } from '../id-store.js';
@@ -125,24 +156,45 @@ export interface RedlockDriverOptions {
 }
 
 /** What a node answered to an acquisition. */
-type AcquireAnswer = { readonly granted: true; readonly token: bigint } | { readonly granted: false; readonly pttl: number; readonly holder: string };
+type AcquireAnswer =
+  | { readonly granted: true; readonly token: bigint }
+  | {
+      readonly granted: false;
+      readonly pttl: number;
+      /** The holder's owner id, or what holds it ("shared holders", "free, a writer waits"). */
+      readonly holder: string;
+      /** Shared holders (and no exclusive one) hold it there. */
+      readonly readers: boolean;
+    };
 
-/** "1<token>" | "0<pttl> <holder's value>" (see redlock-ops.lua). */
+/** "1<token>" | "0<pttl> <holder's value>" (see redlock-ops.lua; "|h[|w]": shared holders, "|x": a writer waits). */
 function parseAcquire(line: string): AcquireAnswer {
   if (line.charCodeAt(0) === 49 /* '1' */) return { granted: true, token: BigInt(line.slice(1)) };
   const space = line.indexOf(' ');
   const value = line.slice(space + 1);
   const bar = value.indexOf('|');
-  return { granted: false, pttl: Number(line.slice(1, space)), holder: bar < 0 ? value : value.slice(0, bar) };
+  const readers = value.startsWith('|h');
+  const holder = bar < 0 ? value : bar > 0 ? value.slice(0, bar) : readers ? 'shared holders' : 'free, a writer waits';
+  return { granted: false, pttl: Number(line.slice(1, space)), holder, readers };
 }
 
-/** What a node answered to a renewal: renewed (with the token it holds), or not, and then whether the lock was free there. */
-type ExtendAnswer = { readonly held: true; readonly token: bigint } | { readonly held: false; readonly free: boolean };
+/**
+ * What a node answered to a renewal: renewed (with the token it holds, and whether the hold is
+ * shared), or not, and then whether no exclusive holder was there (`free`: a restore may fit;
+ * `readers`: other shared holders were).
+ */
+type ExtendAnswer =
+  | { readonly held: true; readonly token: bigint; readonly shared: boolean }
+  | { readonly held: false; readonly free: boolean; readonly readers: boolean };
 
-/** "1<token>" | "0" (another owner) | "2" (free) (see redlock-ops.lua). */
+/** "1<token>[ s]" | "0" (another exclusive owner) | "2" (free) | "3" (other shared holders) (see redlock-ops.lua). */
 function parseExtend(line: string): ExtendAnswer {
-  if (line.charCodeAt(0) === 49 /* '1' */) return { held: true, token: /^\d+$/.test(line.slice(1)) ? BigInt(line.slice(1)) : 0n };
-  return { held: false, free: line === '2' };
+  if (line.charCodeAt(0) === 49 /* '1' */) {
+    const shared = line.endsWith(' s');
+    const token = shared ? line.slice(1, -2) : line.slice(1);
+    return { held: true, token: /^\d+$/.test(token) ? BigInt(token) : 0n, shared };
+  }
+  return { held: false, free: line === '2' || line === '3', readers: line === '3' };
 }
 
 /** A renewal in flight, as its restores see it. */
@@ -153,21 +205,40 @@ interface Renewal {
   readonly deadline: number;
 }
 
-/** What a node answered to an inspection. */
+/** One holder as one node reports it. */
 interface NodeState {
   readonly owner: string;
   readonly token: bigint;
+  /** Remaining ms on that node (-1: no expiry). */
   readonly pttl: number;
+  readonly shared: boolean;
 }
 
-/** `inspect.lua`'s answer: false, or ["<owner>|<token>[|w]", pttl]. */
-function parseState(raw: unknown): NodeState | null {
-  if (!Array.isArray(raw)) return null;
-  const [owner = '', token = '0'] = String(raw[0]).split('|');
-  return { owner, token: /^\d+$/.test(token) ? BigInt(token) : 0n, pttl: Number(raw[1]) };
+/**
+ * `key-state.lua`'s answer: [exclusive "<owner>|<token>[|w]" or "", its pttl, waiters, then per
+ * shared holder: owner, "<remaining ms> <token> s 0 0"].
+ */
+function parseStates(raw: unknown): NodeState[] {
+  if (!Array.isArray(raw)) return [];
+  const r = raw as unknown[];
+  const out: NodeState[] = [];
+  const exclusive = typeof r[0] === 'string' ? r[0] : '';
+  if (exclusive !== '') {
+    const [owner = '', token = '0'] = exclusive.split('|');
+    out.push({ owner, token: /^\d+$/.test(token) ? BigInt(token) : 0n, pttl: Number(r[1]), shared: false });
+  }
+  for (let i = 3; i + 1 < r.length; i += 2) {
+    const [remaining = '0', token = '0'] = String(r[i + 1]).split(' ');
+    out.push({ owner: String(r[i]), token: /^\d+$/.test(token) ? BigInt(token) : 0n, pttl: Number(remaining), shared: true });
+  }
+  return out;
 }
 
 const noop = (): void => undefined;
+
+/** Why Redlock refuses `permits` (see the file header). */
+const PERMITS_WHY =
+  'each node counts only the permits granted on it, and holders need different majorities only, so more than the limit could hold at once';
 
 /** Split rounds in a row a waiter holding the first node may keep its partial grants. */
 const MAX_KEPT_ROUNDS = 8;
@@ -223,11 +294,13 @@ interface Channel {
  */
 export class RedlockDriver implements TrySetDriver, MarkStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'redlock', liveness: 'lease', fair: false, scope: 'distributed', modes: ['exclusive'], fairness: 'none' };
+  readonly info: DriverInfo = { name: 'redlock', liveness: 'lease', fair: false, scope: 'distributed', modes: ['exclusive', 'shared'], fairness: 'none' };
   /** Nodes that must agree: floor(N/2) + 1. */
   readonly quorum: number;
   private readonly nodes: readonly RedlockNode[];
   private readonly labels: readonly string[];
+  /** Node i's shared tokens are the counter's values = residues[i] mod N (see redlock-ops.lua). */
+  private readonly residues: readonly number[];
   private readonly prefix: string;
   private readonly nodeTimeoutMs: number;
   private readonly retryJitterMs: number;
@@ -272,6 +345,12 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       seen.add(id);
     });
     this.labels = labels;
+    // Each node's token residue: its rank among the labels, so clients listing the same nodes in
+    // another order agree (see the file header on shared tokens).
+    const ranked = labels.map((l, i) => ({ l, i })).sort((a, b) => (a.l < b.l ? -1 : a.l > b.l ? 1 : a.i - b.i));
+    const residues = new Array<number>(labels.length).fill(0);
+    ranked.forEach(({ i }, rank) => (residues[i] = rank));
+    this.residues = residues;
     this.quorum = quorumOf(specs.length);
     this.nodes = specs.map((s, i) => new RedlockNode(s, labels[i] ?? `node${i + 1}`, this.nodeTimeoutMs, options.logger));
   }
@@ -288,24 +367,39 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
 
   async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     this.assertOpen();
+    if (req.admission?.mode === 'permits') {
+      throw new UnsupportedModeError('redlock', 'semaphore permits', PERMITS_WHY, 'Use a Semaphore (it takes one Redlock lock per permit here), or a single Redis node.');
+    }
     if (queue && this.nodes.length > 1) {
       // A waiter woken by a release first asks the first node alone: the one waiter it grants
       // goes on to the others, the rest go back to waiting without touching them. Without this
       // gate, every woken waiter grabs some nodes, nobody gets a majority, and the releases of
       // those partial grants wake everyone again.
+      // A writer that readers keep out goes on to every node: its try there stops new readers
+      // (<lock>:x, see redlock-ops.lua), which must happen on a majority to keep them out.
       const gate = await this.gate(req);
-      if (gate !== undefined && !gate.granted) {
+      if (gate !== undefined && !gate.granted && !(gate.readers && req.admission?.mode !== 'shared')) {
         return { ok: false, retryAfterMs: gate.pttl };
       }
     }
     return this.attempt(req, queue);
   }
 
+  /**
+   * The op of `req` on node `i`: `a`/`q` (exclusive) or `g`/`w` (shared, with the node's token
+   * residue and the holder it may sit beside); see redlock-ops.lua.
+   */
+  private opFor(req: AcquireRequest, queue: boolean, i: number, lock: string): [OpCode, string, string, string] {
+    if (req.admission?.mode !== 'shared') return [queue ? 'q' : 'a', lock, req.owner, String(req.ttlMs)];
+    const ask = `${req.ttlMs} ${this.residues[i] ?? 0} ${this.nodes.length}${req.alongside !== undefined ? ` ${req.alongside}` : ''}`;
+    return [queue ? 'w' : 'g', lock, req.owner, ask];
+  }
+
   /** The first node's answer to a waiter's try; undefined when it gave none in time. */
   private async gate(req: AcquireRequest): Promise<AcquireAnswer | undefined> {
     const { outcome } = await round<AcquireAnswer, AcquireAnswer | null>({
       n: 1,
-      send: () => this.node(0).op('q', this.lockKey(req.key), req.owner, String(req.ttlMs)).then(parseAcquire),
+      send: () => this.node(0).op(...this.opFor(req, true, 0, this.lockKey(req.key))).then(parseAcquire),
       decide: (rs) => (rs[0]?.ok ? rs[0].value : null),
       timeoutMs: Math.max(1, Math.min(this.nodeTimeoutMs, req.ttlMs - driftFor(req.ttlMs))),
     });
@@ -317,7 +411,6 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     const n = this.nodes.length;
     const q = this.quorum;
     const lock = this.lockKey(req.key);
-    const ttl = String(req.ttlMs);
     const validFor = req.ttlMs - driftFor(req.ttlMs);
     const sentAt = monotonicNow();
     /** The quorum's token, fixed when the round is won (late grants are brought in line with it). */
@@ -326,7 +419,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     const timeoutMs = Math.max(1, Math.min(this.nodeTimeoutMs, validFor));
     const { outcome, replies, complete } = await round<AcquireAnswer, { won: boolean; final: boolean }>({
       n,
-      send: (i) => this.node(i).op(queue ? 'q' : 'a', lock, req.owner, ttl).then(parseAcquire),
+      send: (i) => this.node(i).op(...this.opFor(req, queue, i, lock)).then(parseAcquire),
       decide: (rs, final) => {
         const granted = count(rs, (a) => a.granted);
         if (granted >= q) {
@@ -449,12 +542,14 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     if (!set) this.renewals.set(id, (set = new Set()));
     set.add(state);
     let token: bigint | undefined;
+    /** The hold is shared (the majority said so): restored as a shared entry, beside other readers. */
+    let shared = false;
     const pendingLate: number[] = [];
     const send = (i: number): void => {
       const now = monotonicNow();
       const left = it.ttlMs - driftFor(it.ttlMs) - (now - sentAt);
       if (state.released || this.closed || token === undefined || token === 0n || left < 1 || now > deadline) return;
-      this.node(i).op('c', lock, it.owner, `${token} ${Math.floor(left)}`).catch(noop);
+      this.node(i).op('c', lock, it.owner, `${token} ${Math.floor(left)}${shared ? ' s' : ''}`).catch(noop);
     };
     return {
       late: (i, a) => {
@@ -465,7 +560,11 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
       settled: (won) => {
         if (!won) return;
         token = 0n;
-        for (const r of won) if (r?.ok && r.value.held && r.value.token > token) token = r.value.token;
+        for (const r of won) {
+          if (!r?.ok || !r.value.held) continue;
+          if (r.value.token > token) token = r.value.token;
+          shared ||= r.value.shared;
+        }
         won.forEach((r, i) => {
           if (r?.ok && !r.value.held && r.value.free) send(i);
         });
@@ -501,31 +600,47 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     return outcome;
   }
 
+  /** The oldest holder a majority of nodes agrees on (see {@link keyState}); null when free. */
   async inspect(key: string): Promise<LockState | null> {
+    return (await this.keyState(key)).holders[0] ?? null;
+  }
+
+  /**
+   * Every holder that a majority of nodes holds (the exclusive one, or each shared one), oldest
+   * grant first, read with key-state.lua on every node at once. Settles once no other owner could
+   * still reach a majority with the nodes that have not answered (or failed); else QuorumError.
+   * Waiters: 0 (no queue across nodes).
+   */
+  async keyState(key: string): Promise<KeyState> {
     this.assertOpen();
     const n = this.nodes.length;
     const q = this.quorum;
     const lock = this.lockKey(key);
-    const { outcome, replies } = await round<NodeState | null, LockState | null | 'unknown'>({
+    const { outcome, replies } = await round<NodeState[], LockState[] | 'unknown'>({
       n,
-      send: (i) => this.node(i).run(scripts.inspect, [lock], []).then(parseState),
+      send: (i) => this.node(i).run(scripts.keyState, [lock], []).then(parseStates),
       decide: (rs, final) => {
         const byOwner = new Map<string, NodeState[]>();
-        for (const r of rs) if (r?.ok && r.value) byOwner.set(r.value.owner, [...(byOwner.get(r.value.owner) ?? []), r.value]);
-        let best: NodeState[] = [];
-        for (const states of byOwner.values()) if (states.length > best.length) best = states;
-        if (best.length >= q) return stateOf(best, q);
-        // Free when no owner could reach a majority even with every unanswered or failed node.
+        for (const r of rs) if (r?.ok) for (const st of r.value) byOwner.set(st.owner, [...(byOwner.get(st.owner) ?? []), st]);
         const unknown = rs.filter((r) => r === undefined || !r.ok).length;
-        if (best.length + unknown < q) return null;
+        // An owner not seen yet could still hold a majority on the unknown nodes.
+        let decided = unknown < q;
+        const holders: LockState[] = [];
+        for (const states of byOwner.values()) {
+          if (states.length >= q) holders.push(stateOf(states, q));
+          else if (states.length + unknown >= q) decided = false;
+        }
+        if (decided) return holders.sort((a, b) => (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
         return final ? 'unknown' : undefined;
       },
       timeoutMs: this.nodeTimeoutMs,
     });
     if (outcome === 'unknown') {
-      throw this.quorumFailure(new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (s) => (s ? { answer: 'held', detail: s.owner } : { answer: 'done', detail: 'free' }))));
+      throw this.quorumFailure(
+        new QuorumError('inspect', key, q, this.answers(replies, this.nodeTimeoutMs, (ss) => (ss.length > 0 ? { answer: 'held', detail: ss.map((x) => x.owner).join(', ') } : { answer: 'done', detail: 'free' }))),
+      );
     }
-    return outcome;
+    return { holders: outcome, waiters: 0 };
   }
 
   /**
@@ -576,33 +691,37 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     const q = this.quorum;
     const lock = this.lockKey(key);
     for (const [id, set] of this.renewals) if (id.startsWith(`${lock}\n`)) for (const r of set) r.released = true;
-    const { outcome, replies } = await round<{ fence: bigint; owner: string | undefined }, Replies<{ fence: bigint; owner: string | undefined }>>({
+    type Deleted = { fence: bigint; owner: string | undefined; shared: string[] };
+    const { outcome, replies } = await round<Deleted, Replies<Deleted>>({
       n,
       send: (i) =>
         this.node(i)
           .op('f', lock, '', '')
           .then((line) => {
-            const space = line.indexOf(' ');
-            const held = line.slice(space + 1);
-            return { fence: BigInt(line.slice(0, space)), owner: held === '' ? undefined : held.slice(0, held.indexOf('|')) };
+            // "<fence> <exclusive value or nothing>[ <shared owner>...]"
+            const [fence = '0', held = '', ...shared] = line.split(' ');
+            return { fence: BigInt(fence), owner: held === '' ? undefined : held.slice(0, held.indexOf('|')), shared };
           }),
       decide: (rs, final) => (final ? rs : undefined),
       timeoutMs: this.nodeTimeoutMs,
     });
     const answered = count(outcome, () => true);
     if (answered < q) {
-      throw this.quorumFailure(
-        new QuorumError('forceRelease', key, q, this.answers(replies, this.nodeTimeoutMs, (r) => ({ answer: 'done', detail: r.owner === undefined ? 'free' : `deleted ${r.owner}` })), 'too many nodes are unreachable or failing'),
-      );
+      const detail = (r: Deleted): string => (r.owner === undefined && r.shared.length === 0 ? 'free' : `deleted ${[...(r.owner !== undefined ? [r.owner] : []), ...r.shared].join(', ')}`);
+      throw this.quorumFailure(new QuorumError('forceRelease', key, q, this.answers(replies, this.nodeTimeoutMs, (r) => ({ answer: 'done', detail: detail(r) })), 'too many nodes are unreachable or failing'));
     }
     let fence = 0n;
     const owners = new Map<string, number>();
+    const readers = new Map<string, number>();
     for (const r of outcome) {
       if (!r?.ok) continue;
       if (r.value.fence > fence) fence = r.value.fence;
       if (r.value.owner !== undefined) owners.set(r.value.owner, (owners.get(r.value.owner) ?? 0) + 1);
+      for (const o of r.value.shared) readers.set(o, (readers.get(o) ?? 0) + 1);
     }
-    const released = [...owners.values()].filter((c) => c + (n - answered) >= q).length > 0 ? 1 : 0;
+    // Holds that may have had a majority: at most one exclusive one, and every such shared one.
+    const majority = (m: Map<string, number>): number => [...m.values()].filter((c) => c + (n - answered) >= q).length;
+    const released = (majority(owners) > 0 ? 1 : 0) + majority(readers);
     // Best effort: a node that misses it still has its own counter, and any later majority
     // includes a node that answered above.
     await Promise.all(this.nodes.map((node) => node.op('c', lock, '', fence.toString()).catch(() => undefined)));
@@ -826,7 +945,9 @@ function decideYesNo<T = boolean>(rs: Replies<T>, n: number, q: number, final: b
 
 const yesNo = (v: boolean): Pick<NodeAnswer, 'answer'> => ({ answer: v ? 'done' : 'not-held' });
 const extendAnswer = (a: ExtendAnswer): Pick<NodeAnswer, 'answer' | 'detail'> =>
-  a.held ? { answer: 'done', detail: `token ${a.token}` } : { answer: 'not-held', detail: a.free ? 'free' : 'held by another owner' };
+  a.held
+    ? { answer: 'done', detail: `token ${a.token}` }
+    : { answer: 'not-held', detail: a.readers ? 'held by shared holders' : a.free ? 'free' : 'held by another owner' };
 
 /** The highest token among the grants so far. */
 function maxToken(rs: Replies<AcquireAnswer>): bigint {
@@ -844,7 +965,12 @@ function stateOf(states: readonly NodeState[], q: number): LockState {
   for (const [t, v] of votes) if (v > best || (v === best && t > token)) [token, best] = [t, v];
   const ttls = states.map((s) => (s.pttl < 0 ? Number.POSITIVE_INFINITY : s.pttl)).sort((a, b) => b - a);
   const remaining = ttls[q - 1] ?? 0;
-  return { owner: states[0]?.owner ?? '', token, remainingMs: Number.isFinite(remaining) ? remaining : -1 };
+  return {
+    owner: states[0]?.owner ?? '',
+    token,
+    remainingMs: Number.isFinite(remaining) ? remaining : -1,
+    ...(states[0]?.shared === true ? { admission: { mode: 'shared' } as const } : {}),
+  };
 }
 
 function positiveInt(name: string, v: number | undefined, fallback: number): number {

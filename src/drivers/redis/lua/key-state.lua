@@ -8,7 +8,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('GET', lock)
 local out = {'', -2, 0}
-if v and v ~= '|h' then
+if v and string.sub(v, 1, 2) ~= '|h' then -- '|h' or Redlock's '|h|w': only shared holders
   out[1] = v
   out[2] = redis.call('PTTL', lock)
 end
