@@ -14,6 +14,7 @@
 import { IdsExhaustedError, InvalidArgumentError } from '../../errors.js';
 import type { KeyPage } from '../driver.js';
 import { int8, sqlState } from './connection.js';
+import { admissionSql } from './table-sql.js';
 
 /** What runs one statement: a pg Client, a Pool, or a wrapper. */
 export type Run = (text: string, values?: readonly unknown[]) => Promise<Array<Record<string, unknown>>>;
@@ -25,13 +26,27 @@ export interface Names {
   /** `nextval(...)` argument: the sequence name as a quoted literal. */
   readonly tokensRegclass: string;
   readonly locks: string;
+  /** Lease-table mode: shared and permit holders (see table-sql.ts). */
+  readonly holders: string;
+  /** Lease-table mode: the queue of waiters (see table-sql.ts). */
+  readonly waiters: string;
+  /** Index of the queue in arrival order. */
+  readonly waitersOrder: string;
+  /** Lease-table mode's admission functions (see table-sql.ts). */
+  readonly fn: Readonly<Record<'admits' | 'grant' | 'handover' | 'tidy' | 'lockRow' | 'acquire' | 'release' | 'evict' | 'extend', string>>;
   readonly sessionLocks: string;
+  /** Session mode: shared holders, one row per holder (see session.ts). */
+  readonly sessionHolders: string;
   readonly marks: string;
   readonly sequences: string;
   /** LISTEN/NOTIFY channel of releases (lease-table mode), quoted. */
   readonly channel: string;
   /** The channel name as pg_notify() takes it (unquoted). */
   readonly channelName: string;
+  /** LISTEN/NOTIFY channel of direct handoffs (lease-table mode): payload `<owner> <token>`, quoted. */
+  readonly handoffChannel: string;
+  /** The handoff channel name as pg_notify() takes it (unquoted). */
+  readonly handoffChannelName: string;
 }
 
 export const DEFAULT_PREFIX = 'dlock_';
@@ -46,11 +61,28 @@ export function namesFor(prefix: string = DEFAULT_PREFIX): Names {
     tokens: q('tokens'),
     tokensRegclass: `'${q('tokens')}'`,
     locks: q('locks'),
+    holders: q('holders'),
+    waiters: q('waiters'),
+    waitersOrder: q('waiters_order'),
+    fn: {
+      admits: q('admits'),
+      grant: q('grant'),
+      handover: q('handover'),
+      tidy: q('tidy'),
+      lockRow: q('lock_row'),
+      acquire: q('acquire'),
+      release: q('release_hold'),
+      evict: q('evict'),
+      extend: q('extend'),
+    },
     sessionLocks: q('session_locks'),
+    sessionHolders: q('session_holders'),
     marks: q('marks'),
     sequences: q('sequences'),
     channel: q('release'),
     channelName: `${prefix}release`,
+    handoffChannel: q('handoff'),
+    handoffChannelName: `${prefix}handoff`,
   };
 }
 
@@ -78,8 +110,17 @@ CREATE TABLE IF NOT EXISTS ${n.sessionLocks} (
   holder_pid integer,
   expires_at timestamptz
 );
+CREATE TABLE IF NOT EXISTS ${n.sessionHolders} (
+  id         bigint NOT NULL,
+  owner      text NOT NULL,
+  token      bigint NOT NULL,
+  holder_pid integer NOT NULL,
+  expires_at timestamptz,
+  PRIMARY KEY (id, owner)
+);
 CREATE TABLE IF NOT EXISTS ${n.marks} (key text PRIMARY KEY, mark bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS ${n.sequences} (name text PRIMARY KEY, seq bigint NOT NULL);`;
+CREATE TABLE IF NOT EXISTS ${n.sequences} (name text PRIMARY KEY, seq bigint NOT NULL);
+${admissionSql(n)}`;
 }
 
 const INT64_MAX = 2n ** 63n - 1n;
