@@ -107,7 +107,7 @@ class Holds {
 
   add(hold: Hold): void {
     let m = this.byKey.get(hold.key);
-    if (!m) this.byKey.set(hold.key, (m = new Map()));
+    if (!m) this.byKey.set(hold.key, (m = new Map<string, Hold>()));
     m.set(hold.owner, hold);
   }
 
