@@ -162,9 +162,13 @@ export async function allocateRange(run: Run, n: Names, name: string, count: big
   return int8(row.seq);
 }
 
-/** Whether `e` is PostgreSQL's "relation does not exist" (tables not created: `createTables: false`). */
+/**
+ * Whether `e` is PostgreSQL's "relation does not exist" or "function does not exist" (dlock's
+ * tables and table-mode functions not created: `createTables: false`).
+ */
 export function isMissingTable(e: unknown): boolean {
-  return sqlState(e) === '42P01';
+  const code = sqlState(e);
+  return code === '42P01' || code === '42883';
 }
 
 /** A read that finds no locks where dlock's tables are missing (`createTables: false`). */
