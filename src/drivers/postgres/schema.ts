@@ -4,7 +4,10 @@
  * - `<prefix>tokens`: ONE sequence for every fencing token (both modes). `nextval` never goes
  *   back and survives deleted rows, so tokens strictly increase per key (and across keys).
  * - `<prefix>locks` (lease-table mode): a row per held key: owner, token, expiry by the server's
- *   clock; deleted on release.
+ *   clock; deleted once nothing holds or waits. With `<prefix>holders` (shared and permit
+ *   holders), `<prefix>waiters` (the queue) and the PL/pgSQL steps over them: ./table-sql.ts.
+ * - `<prefix>session_holders` (session mode): shared holders (owner, token, backend pid), valid
+ *   while `pg_locks` shows that backend holding the key's advisory lock shared.
  * - `<prefix>session_locks` (session mode): the key registry: key text -> a unique `id`; the
  *   advisory lock of a key is `advisoryBase + id`, so two different keys can never share one
  *   (no hashing, no collisions). The row also records the current holder (owner, token, backend

@@ -10,6 +10,12 @@
  *   `pg_advisory_lock(advisoryBase + id)`, where `<prefix>session_locks` gives each key text a
  *   unique id (identity column): two keys never share an advisory key, and every statement
  *   re-checks that the id still belongs to the key;
+ * - the `shared` mode (read side of a ReadWriteLock) through `pg_advisory_lock_shared`: the
+ *   server refuses a new shared request while an exclusive one waits (no writer starvation);
+ *   where a connection already holds the key shared (the server would only count up), the try
+ *   looks for a waiting exclusive request in `pg_locks` itself; the write holder's read side is
+ *   taken on its own connection (downgrade); shared holders are recorded in
+ *   `<prefix>session_holders` and reported while their backend holds the lock;
  * - a lock lives exactly as long as the connection that took it (its session): the server frees
  *   it when that connection ends (release, kill -9, pg_terminate_backend, a dropped connection
  *   seen by TCP keepalive), and the driver then aborts `Grant.session` of every lease that
@@ -28,6 +34,8 @@
  *   until it is released, then serves the next wait.
  * Does not:
  * - work through transaction poolers (PgBouncer transaction mode, RDS Proxy): use table mode;
+ * - grant semaphore permits (`info.modes` lacks `permits`: the lock manager keeps no count of
+ *   holders to admit against): a k-permit Semaphore is refused, pointing to table mode;
  * - free the lock of a holder that is paused but still connected (its own lease expires locally;
  *   use fencing tokens);
  * - notice a silently dead connection before TCP keepalive or the local deadline does.

@@ -6,16 +6,25 @@
  * connection may run it; the core's wait loop (src/core/wait-loop.ts) waits.
  *
  * Guarantees:
- * - exclusion by one upsert that grants only a free or expired row (the row is locked while it
- *   decides); tokens from one sequence, strictly increasing per key;
- * - a release NOTIFYs `<prefix>release` with the key, and each driver keeps one dedicated LISTEN
- *   connection (`listen` option: a direct connection when the pool cannot carry LISTEN), opened
- *   before the waiter's decisive try, so a release after it cannot go unseen; a lost
- *   notification (the LISTEN connection dropped) costs at most the holder's remaining TTL.
+ * - every admission mode (exclusive, shared, permits: src/core/admission.ts), each step ONE call
+ *   of a PL/pgSQL function (./table-sql.ts) that locks the key's row first, so the steps of one
+ *   key are serialized; an uncontended mutex try is still one upsert;
+ * - the fairness choice: `fair` requests are granted in queue order across processes; others may
+ *   barge only while the queue's head has waited less than BARGE_BOUND_MS (5 ms); a queued writer
+ *   stops new readers; a release hands the key to the queue's heads directly, with a fresh token;
+ * - tokens from one sequence, strictly increasing per key across every mode;
+ * - a release NOTIFYs `<prefix>release` with the key, a handoff NOTIFYs `<prefix>handoff` with
+ *   `<owner> <token>`, and each driver keeps one dedicated LISTEN connection (`listen` option: a
+ *   direct connection when the pool cannot carry LISTEN), opened before the waiter's decisive try
+ *   and queueing, so a release or handoff after it cannot go unseen; a lost notification (the
+ *   LISTEN connection dropped) costs at most the holders' remaining TTL (the waiter's next try
+ *   finds the handed-over lock its own);
+ * - tables an older dlock created keep working (`ADD COLUMN IF NOT EXISTS`, new tables beside).
  * Does not:
- * - free a crashed holder's lock before its TTL runs out (no session to end);
- * - order waiters fairly (a NOTIFY wakes every local waiter of the key; the first try wins);
- * - hand the lock over directly: a woken waiter takes it with its own try (one more round trip).
+ * - free a crashed holder's lock before its TTL runs out (no session to end); a waiter that
+ *   crashes while queued holds up the queue until its entry expires (its holders' TTL + 2 s), and
+ *   one handed the lock as it crashed holds it until its TTL;
+ * - keep strict FIFO for requests without `fair` (bounded barging, see above).
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
