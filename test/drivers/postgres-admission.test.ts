@@ -4,7 +4,9 @@
  *   a shared lock up (it would let them pass a queued writer): the writer still gets in; a
  *   k-permit Semaphore is refused with an error that points to the table mode;
  * - table mode: a database whose tables an older dlock created (no `queued` column, no holders
- *   or waiters table, a live row of an old holder) keeps working, and a run leaves no row behind.
+ *   or waiters table, a live row of an old holder) keeps working, and a run leaves no row behind;
+ *   read-write locks and semaphores work through PgBouncer in transaction pooling (each step is
+ *   one statement), with the handoff NOTIFY heard on a direct LISTEN connection.
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,6 +16,7 @@ import { createPostgresDriver } from '../../src/drivers/postgres/index.js';
 import { UnsupportedModeError } from '../../src/errors.js';
 import { ReadWriteLock } from '../../src/primitives/read-write-lock.js';
 import { Semaphore } from '../../src/primitives/semaphore.js';
+import { startPgBouncer } from '../support/pgbouncer.js';
 import { startPostgres, type PostgresServer } from '../support/postgres.js';
 
 let server: PostgresServer;
@@ -105,4 +108,32 @@ describe('postgres table mode: admission tables', () => {
     );
     expect(Number(left[0]!.n)).toBe(0);
   }, 20_000);
+
+  it('read-write lock and k-permit semaphore through PgBouncer pool_mode=transaction', async () => {
+    const bouncer = await startPgBouncer(server, { poolMode: 'transaction' });
+    try {
+      const make = (): LockClient => {
+        const c = new LockClient(createPostgresDriver({ connection: bouncer.url, mode: 'table', listen: server.url, tablePrefix: 'pooled_' }), { ttlMs: 5000, waitMs: 10_000 });
+        clients.push(c);
+        return c;
+      };
+      const [a, b] = [make(), make()];
+      const read = await new ReadWriteLock(a, 'pooled-rw').read.acquire();
+      const writer = new ReadWriteLock(b, 'pooled-rw').write.acquire();
+      await sleep(100);
+      // The queued writer stops a new reader; the release hands the key to it.
+      expect(await new ReadWriteLock(a, 'pooled-rw').read.tryAcquire()).toBeNull();
+      await read.release();
+      const w = await writer;
+      expect(w.token).toBeGreaterThan(read.token);
+      await w.release();
+      const sem = new Semaphore(a, 'pooled-sem', { permits: 3 });
+      const two = await sem.acquire({ permits: 2 });
+      expect(await new Semaphore(b, 'pooled-sem', { permits: 3 }).tryAcquire({ permits: 2 })).toBeNull();
+      await two.release();
+      expect(await sem.inUse()).toBe(0);
+    } finally {
+      await bouncer.stop();
+    }
+  }, 30_000);
 });
