@@ -706,7 +706,7 @@ export function assertMode(driver: LockDriver, mode: Admission['mode']): void {
     driver.info.name,
     what,
     `its engine step grants one exclusive holder per key`,
-    'Use a driver that lists it in info.modes (see the README\'s table of engines), or a mutex.',
+    driver.info.modesAdvice ?? 'Use a driver that lists it in info.modes (see the README\'s table of engines), or a mutex.',
   );
 }
 

@@ -200,6 +200,11 @@ export interface DriverInfo {
    */
   readonly modes?: readonly AdmissionMode[];
   /**
+   * What to use instead when a mode this driver lacks is asked for (e.g. PostgreSQL's session
+   * mode: its table mode grants permits); the `UnsupportedModeError` message says it.
+   */
+  readonly modesAdvice?: string;
+  /**
    * How waiters are ordered: `fifo` (always in arrival order, both modes), `choice` (strict FIFO
    * with `fair: true`, bounded barging otherwise: a newcomer or the releaser may take a free key
    * only while the queue's head has waited less than the driver's bound), `none` (whoever tries

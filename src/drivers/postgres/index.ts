@@ -19,9 +19,14 @@
  * - notice a silently dead connection before TCP keepalive does (server side ~20 s; the client's
  *   lease is lost at its local TTL deadline when renewals stop getting through).
  *
+ * Read-write locks through `pg_advisory_lock_shared` (a queued writer blocks new readers); no
+ * semaphore permits (use table mode).
+ *
  * **Lease-table mode** (`mode: 'table'`): a row per held key with owner, token and an expiry by the
- * server's clock (src/drivers/postgres/table.ts), for transaction poolers. Releases NOTIFY waiters
- * (one LISTEN connection per driver). A crashed holder's lock is free once its TTL runs out.
+ * server's clock (src/drivers/postgres/table.ts), for transaction poolers. Every admission mode
+ * (read-write locks, k-permit semaphores) and the fairness choice, each step one PL/pgSQL call;
+ * releases hand the key to the queue's head and NOTIFY it (one LISTEN connection per driver). A
+ * crashed holder's lock is free once its TTL runs out.
  *
  * Both modes keep their data in tables they create (`createTables`, default true) and answer the
  * optional contract operations (marks, id ranges) with SQL. Do not mix modes on one key: they

@@ -4,7 +4,10 @@
  * - `<prefix>tokens`: ONE sequence for every fencing token (both modes). `nextval` never goes
  *   back and survives deleted rows, so tokens strictly increase per key (and across keys).
  * - `<prefix>locks` (lease-table mode): a row per held key: owner, token, expiry by the server's
- *   clock; deleted on release.
+ *   clock; deleted once nothing holds or waits. With `<prefix>holders` (shared and permit
+ *   holders), `<prefix>waiters` (the queue) and the PL/pgSQL steps over them: ./table-sql.ts.
+ * - `<prefix>session_holders` (session mode): shared holders (owner, token, backend pid), valid
+ *   while `pg_locks` shows that backend holding the key's advisory lock shared.
  * - `<prefix>session_locks` (session mode): the key registry: key text -> a unique `id`; the
  *   advisory lock of a key is `advisoryBase + id`, so two different keys can never share one
  *   (no hashing, no collisions). The row also records the current holder (owner, token, backend
@@ -14,6 +17,7 @@
 import { IdsExhaustedError, InvalidArgumentError } from '../../errors.js';
 import type { KeyPage } from '../driver.js';
 import { int8, sqlState } from './connection.js';
+import { admissionSql } from './table-sql.js';
 
 /** What runs one statement: a pg Client, a Pool, or a wrapper. */
 export type Run = (text: string, values?: readonly unknown[]) => Promise<Array<Record<string, unknown>>>;
@@ -25,13 +29,27 @@ export interface Names {
   /** `nextval(...)` argument: the sequence name as a quoted literal. */
   readonly tokensRegclass: string;
   readonly locks: string;
+  /** Lease-table mode: shared and permit holders (see table-sql.ts). */
+  readonly holders: string;
+  /** Lease-table mode: the queue of waiters (see table-sql.ts). */
+  readonly waiters: string;
+  /** Index of the queue in arrival order. */
+  readonly waitersOrder: string;
+  /** Lease-table mode's admission functions (see table-sql.ts). */
+  readonly fn: Readonly<Record<'admits' | 'grant' | 'handover' | 'tidy' | 'lockRow' | 'acquire' | 'release' | 'evict' | 'extend', string>>;
   readonly sessionLocks: string;
+  /** Session mode: shared holders, one row per holder (see session.ts). */
+  readonly sessionHolders: string;
   readonly marks: string;
   readonly sequences: string;
   /** LISTEN/NOTIFY channel of releases (lease-table mode), quoted. */
   readonly channel: string;
   /** The channel name as pg_notify() takes it (unquoted). */
   readonly channelName: string;
+  /** LISTEN/NOTIFY channel of direct handoffs (lease-table mode): payload `<owner> <token>`, quoted. */
+  readonly handoffChannel: string;
+  /** The handoff channel name as pg_notify() takes it (unquoted). */
+  readonly handoffChannelName: string;
 }
 
 export const DEFAULT_PREFIX = 'dlock_';
@@ -46,11 +64,28 @@ export function namesFor(prefix: string = DEFAULT_PREFIX): Names {
     tokens: q('tokens'),
     tokensRegclass: `'${q('tokens')}'`,
     locks: q('locks'),
+    holders: q('holders'),
+    waiters: q('waiters'),
+    waitersOrder: q('waiters_order'),
+    fn: {
+      admits: q('admits'),
+      grant: q('grant'),
+      handover: q('handover'),
+      tidy: q('tidy'),
+      lockRow: q('lock_row'),
+      acquire: q('acquire'),
+      release: q('release_hold'),
+      evict: q('evict'),
+      extend: q('extend'),
+    },
     sessionLocks: q('session_locks'),
+    sessionHolders: q('session_holders'),
     marks: q('marks'),
     sequences: q('sequences'),
     channel: q('release'),
     channelName: `${prefix}release`,
+    handoffChannel: q('handoff'),
+    handoffChannelName: `${prefix}handoff`,
   };
 }
 
@@ -78,8 +113,17 @@ CREATE TABLE IF NOT EXISTS ${n.sessionLocks} (
   holder_pid integer,
   expires_at timestamptz
 );
+CREATE TABLE IF NOT EXISTS ${n.sessionHolders} (
+  id         bigint NOT NULL,
+  owner      text NOT NULL,
+  token      bigint NOT NULL,
+  holder_pid integer NOT NULL,
+  expires_at timestamptz,
+  PRIMARY KEY (id, owner)
+);
 CREATE TABLE IF NOT EXISTS ${n.marks} (key text PRIMARY KEY, mark bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS ${n.sequences} (name text PRIMARY KEY, seq bigint NOT NULL);`;
+CREATE TABLE IF NOT EXISTS ${n.sequences} (name text PRIMARY KEY, seq bigint NOT NULL);
+${admissionSql(n)}`;
 }
 
 const INT64_MAX = 2n ** 63n - 1n;
@@ -121,9 +165,13 @@ export async function allocateRange(run: Run, n: Names, name: string, count: big
   return int8(row.seq);
 }
 
-/** Whether `e` is PostgreSQL's "relation does not exist" (tables not created: `createTables: false`). */
+/**
+ * Whether `e` is PostgreSQL's "relation does not exist" or "function does not exist" (dlock's
+ * tables and table-mode functions not created: `createTables: false`).
+ */
 export function isMissingTable(e: unknown): boolean {
-  return sqlState(e) === '42P01';
+  const code = sqlState(e);
+  return code === '42P01' || code === '42883';
 }
 
 /** A read that finds no locks where dlock's tables are missing (`createTables: false`). */

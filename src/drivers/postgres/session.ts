@@ -10,6 +10,12 @@
  *   `pg_advisory_lock(advisoryBase + id)`, where `<prefix>session_locks` gives each key text a
  *   unique id (identity column): two keys never share an advisory key, and every statement
  *   re-checks that the id still belongs to the key;
+ * - the `shared` mode (read side of a ReadWriteLock) through `pg_advisory_lock_shared`: the
+ *   server refuses a new shared request while an exclusive one waits (no writer starvation);
+ *   where a connection already holds the key shared (the server would only count up), the try
+ *   looks for a waiting exclusive request in `pg_locks` itself; the write holder's read side is
+ *   taken on its own connection (downgrade); shared holders are recorded in
+ *   `<prefix>session_holders` and reported while their backend holds the lock;
  * - a lock lives exactly as long as the connection that took it (its session): the server frees
  *   it when that connection ends (release, kill -9, pg_terminate_backend, a dropped connection
  *   seen by TCP keepalive), and the driver then aborts `Grant.session` of every lease that
@@ -28,6 +34,8 @@
  *   until it is released, then serves the next wait.
  * Does not:
  * - work through transaction poolers (PgBouncer transaction mode, RDS Proxy): use table mode;
+ * - grant semaphore permits (`info.modes` lacks `permits`: the lock manager keeps no count of
+ *   holders to admit against): a k-permit Semaphore is refused, pointing to table mode;
  * - free the lock of a holder that is paused but still connected (its own lease expires locally;
  *   use fencing tokens);
  * - notice a silently dead connection before TCP keepalive or the local deadline does.
@@ -47,6 +55,7 @@ import type {
   ForceReleased,
   Grant,
   KeyPage,
+  KeyState,
   LockState,
   SessionSource,
   SessionState,
@@ -69,8 +78,8 @@ export interface SessionModeOptions {
 interface Conn {
   readonly client: pg.Client;
   readonly pid: number;
-  /** Keys whose advisory lock this connection holds. */
-  readonly holds: Map<string, Hold>;
+  /** The holds (advisory locks, exclusive or shared) this connection carries. */
+  readonly holds: Set<Hold>;
   /** The session of the locks it holds; present while it holds any. */
   session: EngineSession | undefined;
   dead: boolean;
@@ -87,6 +96,40 @@ interface Hold {
   readonly owner: string;
   readonly id: bigint;
   readonly conn: Conn;
+  /** `x`: pg_advisory_lock; `s`: pg_advisory_lock_shared. */
+  readonly mode: 'x' | 's';
+}
+
+/** The holds of this driver by key, then owner (a key may have several shared holders). */
+class Holds {
+  private readonly byKey = new Map<string, Map<string, Hold>>();
+
+  get(key: string, owner: string): Hold | undefined {
+    return this.byKey.get(key)?.get(owner);
+  }
+
+  of(key: string): Hold[] {
+    const m = this.byKey.get(key);
+    return m ? [...m.values()] : [];
+  }
+
+  add(hold: Hold): void {
+    let m = this.byKey.get(hold.key);
+    if (!m) this.byKey.set(hold.key, (m = new Map<string, Hold>()));
+    m.set(hold.owner, hold);
+  }
+
+  /** Remove `hold` if it is still the one recorded for its key and owner. */
+  delete(hold: Hold): void {
+    const m = this.byKey.get(hold.key);
+    if (m?.get(hold.owner) !== hold) return;
+    m.delete(hold.owner);
+    if (m.size === 0) this.byKey.delete(hold.key);
+  }
+
+  all(): Hold[] {
+    return [...this.byKey.values()].flatMap((m) => [...m.values()]);
+  }
 }
 
 /**
@@ -108,10 +151,27 @@ const ID_CACHE_MAX = 10_000;
 const IDLE_SPARES = 2;
 const BUSY: TryResult = { ok: false, retryAfterMs: -1 };
 
+/** A row of the `inspect` statement as the contract reports it. */
+function stateOf(row: Record<string, unknown>): LockState {
+  const remaining = Number(row.remaining_ms);
+  // A holder whose lease lapsed still holds the lock for as long as its session lives.
+  return { owner: String(row.owner), token: int8(row.token), remainingMs: remaining > 0 ? remaining : -1, ...(row.mode === 's' ? { admission: { mode: 'shared' } as const } : {}) };
+}
+
 /** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
 export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   readonly kind = 'server-blocking' as const;
-  readonly info: DriverInfo = { name: 'postgres', liveness: 'session', fair: true, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'postgres',
+    liveness: 'session',
+    fair: true,
+    scope: 'distributed',
+    // Semaphore permits would need a count of holders the server's lock manager does not keep.
+    modes: ['exclusive', 'shared'],
+    modesAdvice:
+      'PostgreSQL advisory locks have no counted mode: for a Semaphore with several permits per acquisition, use the lease-table mode (createPostgresDriver({ mode: \'table\' }) or ?mode=table), which grants permits; or take permits one by one.',
+    fairness: 'fifo',
+  };
   private readonly n: Names;
   private readonly config: pg.ClientConfig;
   private main: Promise<Conn> | undefined;
@@ -120,8 +180,9 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   private readonly spares: Conn[] = [];
   /** Waits for a connection when all `maxConnections` are taken (abortable; see {@link takeConn}). */
   private readonly connQueue: Array<(c: Conn | undefined) => void> = [];
-  private readonly holds = new Map<string, Hold>();
-  private readonly trying = new Set<string>();
+  private readonly holds = new Holds();
+  /** Tries in flight on the main connection per key: `x` (one exclusive) or a count of shared ones. */
+  private readonly trying = new Map<string, 'x' | number>();
   /** Connections in a server wait or cleaning up after one. */
   private readonly waits = new Set<Conn>();
   private readonly ids = new Map<string, bigint>();
@@ -131,7 +192,10 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   private lastState: SessionState = 'lost';
   private suspended = false;
   private closed = false;
-  private readonly sql: Record<'tryLock' | 'waitLock' | 'release' | 'extend' | 'inspect' | 'held' | 'register' | 'list' | 'forceRelease' | 'fence', string>;
+  private readonly sql: Record<
+    'tryLock' | 'waitLock' | 'trySharedLock' | 'waitSharedLock' | 'release' | 'releaseShared' | 'extend' | 'inspect' | 'waiters' | 'held' | 'register' | 'list' | 'forceRelease' | 'fence',
+    string
+  >;
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: SessionModeOptions) {
@@ -145,17 +209,37 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
       keepAliveInitialDelayMillis: 10_000,
       pipeline: true,
     });
-    const { sessionLocks: sl, tokensRegclass } = this.n;
+    const { sessionLocks: sl, sessionHolders: sh, tokensRegclass } = this.n;
     const base = `${o.advisoryBase}::bigint`;
-    // The pg_locks row of the advisory lock of `s` (bigint keys: objsubid 1, high and low halves).
-    // The pg_locks row of whoever holds the advisory lock of `s`, recorded or not.
-    const lockOf = (s: string): string => `l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    // The pg_locks rows of the advisory lock `adv` (bigint keys: objsubid 1, high and low halves).
+    const lockAt = (adv: string, granted = true): string => `l.locktype = 'advisory' AND ${granted ? '' : 'NOT '}l.granted AND l.objsubid = 1
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.classid::bigint = ((${base} + ${s}.id) >> 32) AND l.objid::bigint = ((${base} + ${s}.id) & 4294967295)`;
+        AND l.classid::bigint = ((${adv}) >> 32) AND l.objid::bigint = ((${adv}) & 4294967295)`;
+    // The pg_locks row of whoever holds the advisory lock of `s`, in any mode, recorded or not.
+    const lockOf = (s: string): string => lockAt(`${base} + ${s}.id`);
+    // The pg_locks row of the recorded exclusive holder of `s`.
     const heldBy = (s: string): string => `${lockOf(s)}
-        AND l.pid = ${s}.holder_pid`;
-    const grant = `token = nextval(${tokensRegclass}), owner = $4, holder_pid = pg_backend_pid(),
-        expires_at = clock_timestamp() + $5::int * interval '1 millisecond'`;
+        AND l.mode = 'ExclusiveLock' AND l.pid = ${s}.holder_pid`;
+    // The pg_locks row of the shared holder `h` of `s`.
+    const sharedBy = (h: string, s: string): string => `${lockOf(s)}
+        AND l.mode = 'ShareLock' AND l.pid = ${h}.holder_pid`;
+    const ttl = `clock_timestamp() + $5::int * interval '1 millisecond'`;
+    const grant = `token = nextval(${tokensRegclass}), owner = $4, holder_pid = pg_backend_pid(), expires_at = ${ttl}`;
+    // Record a shared grant (got: the lock was taken), and drop the rows of shared holders of the
+    // key whose backend no longer holds it (a connection that died without releasing).
+    const recordShared = `
+        stale AS (
+          DELETE FROM ${sh} AS h WHERE h.id = $1 AND h.owner <> $4 AND (SELECT ok FROM got)
+            AND NOT EXISTS (SELECT 1 FROM pg_locks AS l WHERE ${lockAt('$2::bigint')} AND l.mode = 'ShareLock' AND l.pid = h.holder_pid)
+        ),
+        ins AS (
+          INSERT INTO ${sh} (id, owner, token, holder_pid, expires_at)
+          SELECT s.id, $4, nextval(${tokensRegclass}), pg_backend_pid(), ${ttl} FROM got, ${sl} AS s WHERE got.ok AND s.id = $1 AND s.key = $3
+          ON CONFLICT (id, owner) DO UPDATE SET token = excluded.token, holder_pid = excluded.holder_pid, expires_at = excluded.expires_at
+          RETURNING token
+        )
+        SELECT got.ok, (SELECT token FROM ins) AS token FROM got`;
+    const remaining = (col: string): string => `floor(extract(epoch FROM ${col} - clock_timestamp()) * 1000)`;
     this.sql = {
       register: `
         WITH added AS (INSERT INTO ${sl} (key) VALUES ($1) ON CONFLICT (key) DO NOTHING RETURNING id)
@@ -170,6 +254,20 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
         WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $6, true) AS v),
         got AS MATERIALIZED (SELECT pg_advisory_lock($2::bigint) AS v FROM cfg)
         UPDATE ${sl} AS s SET ${grant} FROM got WHERE s.id = $1 AND s.key = $3 RETURNING s.token`,
+      // The server refuses a shared try while an exclusive request waits (no writer starvation),
+      // except on a connection that already holds the key shared (it only counts up): there, with
+      // $6, the statement looks for a waiting exclusive request itself.
+      trySharedLock: `
+        WITH got AS MATERIALIZED (
+          SELECT CASE WHEN $6::boolean AND EXISTS (SELECT 1 FROM pg_locks AS l WHERE ${lockAt('$2::bigint', false)} AND l.mode = 'ExclusiveLock')
+            THEN false ELSE pg_try_advisory_lock_shared($2::bigint) END AS ok
+        ),${recordShared}`,
+      // Blocks in the server's lock queue (behind a queued exclusive request), bounded by
+      // lock_timeout ($6). On the connection that holds the key exclusively (downgrade) the server
+      // grants it at once, ahead of the waiters that wait for that connection anyway.
+      waitSharedLock: `
+        WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $6, true) AS v),
+        got AS MATERIALIZED (SELECT pg_advisory_lock_shared($2::bigint) IS NOT NULL AS ok FROM cfg),${recordShared}`,
       // Run on the holding connection: clear the record if it is still ours, THEN unlock (we know
       // locally that this connection holds the lock). The order matters: once unlocked, the next
       // holder's grant may update the row, and our clearing must not race with it.
@@ -180,28 +278,55 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
         ),
         cleared AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM mine) AS owned)
         SELECT cleared.owned, pg_advisory_unlock($2::bigint) AS unlocked FROM cleared`,
+      releaseShared: `
+        WITH mine AS (DELETE FROM ${sh} WHERE id = $1 AND owner = $3 AND holder_pid = pg_backend_pid() RETURNING 1),
+        cleared AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM mine) AS owned)
+        SELECT cleared.owned, pg_advisory_unlock_shared($2::bigint) AS unlocked FROM cleared`,
       extend: `
-        UPDATE ${sl} AS s SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
-        FROM unnest($1::text[], $2::text[], $3::int[]) AS i(key, owner, ttl), pg_locks AS l
-        WHERE s.key = i.key AND s.owner = i.owner AND ${heldBy('s')}
-        RETURNING s.key, s.owner`,
+        WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS i(key, owner, ttl)),
+        x AS (
+          UPDATE ${sl} AS s SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
+          FROM i, pg_locks AS l
+          WHERE s.key = i.key AND s.owner = i.owner AND ${heldBy('s')}
+          RETURNING s.key, s.owner
+        ),
+        h AS (
+          UPDATE ${sh} AS h SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
+          FROM i, ${sl} AS s, pg_locks AS l
+          WHERE s.key = i.key AND h.id = s.id AND h.owner = i.owner AND ${sharedBy('h', 's')}
+          RETURNING s.key, h.owner
+        )
+        SELECT key, owner FROM x UNION ALL SELECT key, owner FROM h`,
+      // Every holder, the exclusive one first, then the shared ones in grant order ($2: how many).
       inspect: `
-        SELECT s.owner, s.token, floor(extract(epoch FROM s.expires_at - clock_timestamp()) * 1000) AS remaining_ms
-        FROM ${sl} AS s JOIN pg_locks AS l ON ${heldBy('s')}
-        WHERE s.key = $1 AND s.owner IS NOT NULL`,
+        SELECT * FROM (
+          SELECT s.owner, s.token, ${remaining('s.expires_at')} AS remaining_ms, 'x' AS mode
+          FROM ${sl} AS s JOIN pg_locks AS l ON ${heldBy('s')}
+          WHERE s.key = $1 AND s.owner IS NOT NULL
+          UNION ALL
+          (SELECT h.owner, h.token, ${remaining('h.expires_at')}, 's'
+           FROM ${sl} AS s JOIN ${sh} AS h ON h.id = s.id JOIN pg_locks AS l ON ${sharedBy('h', 's')}
+           WHERE s.key = $1 ORDER BY h.token)
+        ) AS t LIMIT $2`,
+      // Requests waiting in the server's lock queue for the key.
+      waiters: `SELECT count(*)::int AS n FROM ${sl} AS s JOIN pg_locks AS l ON ${lockAt(`${base} + s.id`, false)} WHERE s.key = $1`,
       held: `SELECT 1 FROM ${sl} AS s JOIN pg_locks AS l ON ${heldBy('s')}
         WHERE s.key = $1 AND s.owner = $2 FOR SHARE OF s`,
-      // The keys whose advisory lock is held right now (pg_locks joined with the key registry).
+      // The keys whose advisory lock is held right now by a recorded holder (pg_locks joined with
+      // the key registry and the shared holders).
       list: `
-        SELECT s.key FROM ${sl} AS s JOIN pg_locks AS l ON ${heldBy('s')}
-        WHERE s.owner IS NOT NULL AND starts_with(s.key, $1) AND ($2::text IS NULL OR s.key > $2)
+        SELECT DISTINCT s.key FROM ${sl} AS s JOIN pg_locks AS l ON ${lockOf('s')}
+        LEFT JOIN ${sh} AS h ON h.id = s.id AND h.holder_pid = l.pid
+        WHERE ((l.mode = 'ExclusiveLock' AND l.pid = s.holder_pid AND s.owner IS NOT NULL) OR (l.mode = 'ShareLock' AND h.owner IS NOT NULL))
+          AND starts_with(s.key, $1) AND ($2::text IS NULL OR s.key > $2)
         ORDER BY s.key LIMIT $3`,
       // Another session's advisory lock cannot be unlocked: end that session (it waits up to 5 s
       // for the backend to exit, so the lock is free when this answers). Never our own backend.
+      // Every holder, exclusive or shared.
       forceRelease: `
-        SELECT l.pid, pg_terminate_backend(l.pid, 5000) AS ended, ${fenceSql(this.n)} AS fence
-        FROM ${sl} AS s JOIN pg_locks AS l ON ${lockOf('s')}
-        WHERE s.key = $1 AND l.pid <> pg_backend_pid()`,
+        SELECT p.pid, pg_terminate_backend(p.pid, 5000) AS ended, ${fenceSql(this.n)} AS fence
+        FROM (SELECT DISTINCT l.pid FROM ${sl} AS s JOIN pg_locks AS l ON ${lockOf('s')}
+              WHERE s.key = $1 AND l.pid <> pg_backend_pid()) AS p`,
       fence: `SELECT ${fenceSql(this.n)} AS fence`,
     };
   }
@@ -228,34 +353,71 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
 
   async tryAcquire(req: AcquireRequest): Promise<TryResult> {
     this.assertOpen();
+    const shared = req.admission?.mode === 'shared';
+    const beside = req.alongside === undefined ? undefined : this.holds.get(req.key, req.alongside);
+    if (shared && beside?.mode === 'x') return this.besideWrite(req, beside);
     // A session lock is reentrant on its own connection: another owner of this driver must not
-    // take a key this driver holds (or is taking) through it.
-    if (this.holds.has(req.key) || this.trying.has(req.key)) return BUSY;
-    this.trying.add(req.key);
+    // take a key this driver holds (or is taking) in a conflicting mode through it.
+    const held = this.holds.of(req.key);
+    const trying = this.trying.get(req.key);
+    if (shared ? trying === 'x' || held.some((h) => h.mode === 'x') : trying !== undefined || held.length > 0) return BUSY;
+    this.trying.set(req.key, shared ? (typeof trying === 'number' ? trying : 0) + 1 : 'x');
     try {
       const conn = await this.mainConn();
       for (let attempt = 0; ; attempt++) {
         const id = await this.keyId(conn, req.key);
         // Taken once connected and registered: opening a connection does not eat into the TTL.
         const sentAt = monotonicNow();
+        const args = [id.toString(), this.advisory(id), req.key, req.owner, Math.ceil(req.ttlMs)];
+        // Main holds (or is about to hold: pipelined tries run in order) the key shared: the
+        // server would just count up, so the statement checks for a queued writer itself.
+        const counts = shared && (this.holds.of(req.key).some((h) => h.conn === conn) || (this.trying.get(req.key) as number) > 1);
         let row: Record<string, unknown> | undefined;
         try {
-          [row] = await this.query(conn, this.sql.tryLock, [id.toString(), this.advisory(id), req.key, req.owner, Math.ceil(req.ttlMs)]);
+          [row] = await this.query(conn, shared ? this.sql.trySharedLock : this.sql.tryLock, shared ? [...args, counts] : args);
         } catch (e) {
-          // The lock may have been taken before the statement failed: give it back.
-          await this.unlockQuietly(conn, id);
+          // The lock may have been taken before the statement failed: give it back. Where it would
+          // only have counted up, an unlock might take another holder's count instead: end the
+          // session (the server frees everything it held; its leases are told).
+          if (counts) this.abandon(conn, e);
+          else await this.unlockQuietly(conn, id, shared ? 's' : 'x');
           throw e;
         }
         if (row?.ok !== true) return BUSY;
-        if (row.token !== null && row.token !== undefined) return { ok: true, grant: this.hold(conn, req, id, int8(row.token), sentAt) };
+        if (row.token !== null && row.token !== undefined) return { ok: true, grant: this.hold(conn, req, id, int8(row.token), sentAt, shared ? 's' : 'x') };
         // The id no longer belongs to the key (its row was deleted and re-created): re-resolve.
-        await this.unlockQuietly(conn, id);
+        await this.unlockQuietly(conn, id, shared ? 's' : 'x');
         this.ids.delete(req.key);
         if (attempt > 0) throw new UnavailableError(`The key registry row of lock "${req.key}" keeps changing`);
       }
     } finally {
-      this.trying.delete(req.key);
+      const left = this.trying.get(req.key);
+      if (typeof left === 'number' && left > 1) this.trying.set(req.key, left - 1);
+      else this.trying.delete(req.key);
     }
+  }
+
+  /**
+   * The write holder takes the read side (downgrade): a shared lock on the connection that holds
+   * the key exclusively. A try would be refused while a writer waits behind us; a blocking request
+   * is granted at once (the waiters wait for this very connection), bounded by `lock_timeout`.
+   */
+  private async besideWrite(req: AcquireRequest, write: Hold): Promise<TryResult> {
+    const conn = write.conn;
+    if (conn.dead) return BUSY;
+    const sentAt = monotonicNow();
+    let row: Record<string, unknown> | undefined;
+    try {
+      [row] = await this.query(conn, this.sql.waitSharedLock, [write.id.toString(), this.advisory(write.id), req.key, req.owner, Math.ceil(req.ttlMs), '1000ms']);
+    } catch (e) {
+      // It may have been granted before the statement failed: give it back (unlocks one shared count).
+      await this.unlockQuietly(conn, write.id, 's');
+      if (sqlState(e) === '55P03') return BUSY;
+      throw e;
+    }
+    if (row?.token !== null && row?.token !== undefined) return { ok: true, grant: this.hold(conn, req, write.id, int8(row.token), sentAt, 's') };
+    await this.unlockQuietly(conn, write.id, 's');
+    throw new UnavailableError(`The key registry row of lock "${req.key}" changed`);
   }
 
   /**
@@ -265,6 +427,9 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
    */
   async block(req: AcquireRequest, maxMs: number, signal: AbortSignal): Promise<TryResult> {
     this.assertOpen();
+    const shared = req.admission?.mode === 'shared';
+    // Beside our own write hold: never a wait of its own (it would wait for itself).
+    if (shared && req.alongside !== undefined && this.holds.get(req.key, req.alongside)?.mode === 'x') return this.tryAcquire(req);
     const startedAt = monotonicNow();
     const main = await raceAbort(this.mainConn(), signal);
     const id = await raceAbort(this.keyId(main, req.key), signal);
@@ -278,7 +443,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     this.waits.add(conn);
     // The server bounds the wait too (a little later than the core's deadline, which normally
     // ends it first and cancels it).
-    const waiting = conn.client.query(this.sql.waitLock, [id.toString(), this.advisory(id), req.key, req.owner, Math.ceil(req.ttlMs), `${left + 100}ms`]);
+    const waiting = conn.client.query(shared ? this.sql.waitSharedLock : this.sql.waitLock, [id.toString(), this.advisory(id), req.key, req.owner, Math.ceil(req.ttlMs), `${left + 100}ms`]);
     return new Promise<TryResult>((resolve, reject) => {
       // An abort cancels the server's wait (the statement then fails, unless it got the lock first).
       const onAbort = (): void => {
@@ -302,7 +467,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
           // surely still had our session (see SESSION_GUARANTEE_MS). Also when it landed as the
           // wait was given up: the core gives it back.
           conn.repliedAt = monotonicNow();
-          resolve({ ok: true, grant: this.hold(conn, req, id, int8(token), conn.repliedAt) });
+          resolve({ ok: true, grant: this.hold(conn, req, id, int8(token), conn.repliedAt, shared ? 's' : 'x') });
         },
         (error: unknown) => {
           signal.removeEventListener('abort', onAbort);
@@ -324,7 +489,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     // connection's confirmation (Grant.validUntil) stays fresh.
     const others = new Set<Conn>();
     for (const it of items) {
-      const c = this.holds.get(it.key)?.conn;
+      const c = this.holds.get(it.key, it.owner)?.conn;
       if (c && c !== conn && !c.dead) others.add(c);
     }
     for (const c of others) this.query(c, 'SELECT 1').catch(() => undefined);
@@ -342,18 +507,18 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     }
     const confirmed = new Set(rows.map((r) => `${String(r.owner)}\u0000${String(r.key)}`));
     const out = items.map((i) => {
-      const local = this.holds.get(i.key);
-      if (local && local.owner === i.owner && local.conn.dead) return false;
+      const local = this.holds.get(i.key, i.owner);
+      if (local?.conn.dead) return false;
       return confirmed.has(`${i.owner}\u0000${i.key}`);
     });
     // Held here but no longer recorded as ours (revoked behind our back): the connection still has
     // the advisory lock, and the core will not release a lease it lost as 'not-held'. Unlock it.
     await Promise.all(
       items.map(async (it, i) => {
-        const local = this.holds.get(it.key);
-        if (out[i] || !local || local.owner !== it.owner || local.conn.dead) return;
+        const local = this.holds.get(it.key, it.owner);
+        if (out[i] || !local || local.conn.dead) return;
         this.forget(local);
-        await this.unlockQuietly(local.conn, local.id);
+        await this.unlockQuietly(local.conn, local.id, local.mode);
         this.connFreed(local.conn);
       }),
     );
@@ -361,13 +526,13 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   }
 
   async release(key: string, owner: string): Promise<boolean> {
-    const hold = this.holds.get(key);
+    const hold = this.holds.get(key, owner);
     // Only the session that holds an advisory lock can release it: a foreign release is a no-op.
-    if (!hold || hold.owner !== owner) return false;
+    if (!hold) return false;
     this.forget(hold);
     if (hold.conn.dead) return false;
     try {
-      const [row] = await this.query(hold.conn, this.sql.release, [hold.id.toString(), this.advisory(hold.id), owner]);
+      const [row] = await this.query(hold.conn, hold.mode === 's' ? this.sql.releaseShared : this.sql.release, [hold.id.toString(), this.advisory(hold.id), owner]);
       return row?.unlocked === true && row.owned === true;
     } catch (e) {
       // Unknown whether it unlocked: end the session, so that the server surely frees the lock
@@ -380,11 +545,15 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
   }
 
   async inspect(key: string): Promise<LockState | null> {
-    const [row] = await orNone(this.query(await this.mainConn(), this.sql.inspect, [key]), []);
-    if (!row) return null;
-    const remaining = Number(row.remaining_ms);
-    // A holder whose lease lapsed still holds the lock for as long as its session lives.
-    return { owner: String(row.owner), token: int8(row.token), remainingMs: remaining > 0 ? remaining : -1 };
+    const [row] = await orNone(this.query(await this.mainConn(), this.sql.inspect, [key, 1]), []);
+    return row ? stateOf(row) : null;
+  }
+
+  /** Every holder of `key` (the writer, or the readers) and the requests waiting in the server's lock queue. */
+  async keyState(key: string): Promise<KeyState> {
+    const conn = await this.mainConn();
+    const [rows, waiting] = await Promise.all([orNone(this.query(conn, this.sql.inspect, [key, null]), []), orNone(this.query(conn, this.sql.waiters, [key]), [])]);
+    return { holders: rows.map(stateOf), waiters: Number(waiting[0]?.n ?? 0) };
   }
 
   /** One page of the keys whose advisory lock is held now: `pg_locks` joined with the key registry, by key. */
@@ -405,15 +574,15 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     this.assertOpen();
     const conn = await this.mainConn();
     let released = 0;
-    const local = this.holds.get(key);
-    if (local && !local.conn.dead) {
+    const local = this.holds.of(key).filter((h) => !h.conn.dead);
+    for (const c of new Set(local.map((h) => h.conn))) {
       // Ours: end that connection (the server frees its locks as the backend exits).
-      const ended = local.conn.client.end();
-      this.abandon(local.conn, new LockLostError(key, 'session-lost'));
+      const ended = c.client.end();
+      this.abandon(c, new LockLostError(key, 'session-lost'));
       await settleWithin(ended, 5000);
-      released++;
     }
-    const main = local?.conn === conn ? await this.mainConn() : conn;
+    released += local.length;
+    const main = local.some((h) => h.conn === conn) ? await this.mainConn() : conn;
     const rows = await orNone(
       this.query(main, this.sql.forceRelease, [key]).catch((e: unknown) => {
         // insufficient_privilege: the holder's backend belongs to another role.
@@ -456,7 +625,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
 
   /** The backend pid of the connection that holds `key` for this driver (tests, diagnostics). */
   holderPid(key: string): number | undefined {
-    return this.holds.get(key)?.conn.pid;
+    return this.holds.of(key)[0]?.conn.pid;
   }
 
   async close(): Promise<void> {
@@ -464,7 +633,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     this.closed = true;
     for (const give of this.connQueue.splice(0)) give(undefined);
     await settleWithin(Promise.allSettled([...this.background]), 2000);
-    for (const hold of [...this.holds.values()]) this.forget(hold, new LockLostError(hold.key, 'closed'));
+    for (const hold of this.holds.all()) this.forget(hold, new LockLostError(hold.key, 'closed'));
     const ends = [...this.conns].map((c) => {
       c.dead = true;
       void c.session?.end('closed');
@@ -632,7 +801,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     const client = await openClient(this.config, (cause) => {
       if (ref.conn) this.died(ref.conn, cause);
     });
-    const conn: Conn = (ref.conn = { client, pid: backendPid(client), holds: new Map(), session: undefined, dead: false, busy: false, repliedAt: monotonicNow() });
+    const conn: Conn = (ref.conn = { client, pid: backendPid(client), holds: new Set(), session: undefined, dead: false, busy: false, repliedAt: monotonicNow() });
     if (this.closed) {
       conn.dead = true;
       await client.end().catch(() => undefined);
@@ -651,7 +820,7 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     if (i >= 0) this.spares.splice(i, 1);
     conn.client.end().catch(() => undefined);
     const lost = conn.holds.size;
-    for (const hold of [...conn.holds.values()]) if (this.holds.get(hold.key) === hold) this.holds.delete(hold.key);
+    for (const hold of conn.holds) this.holds.delete(hold);
     conn.holds.clear();
     // The server released every lock of this session: its leases hear it at once.
     const session = conn.session;
@@ -672,15 +841,15 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     this.connQueue.shift()?.(undefined);
   }
 
-  private hold(conn: Conn, req: AcquireRequest, id: bigint, token: bigint, sentAt: number): Grant {
+  private hold(conn: Conn, req: AcquireRequest, id: bigint, token: bigint, sentAt: number, mode: 'x' | 's'): Grant {
     if (conn.dead || this.closed) {
       const lost = new AbortController();
       lost.abort(new LockLostError(req.key, this.closed ? 'closed' : 'session-lost'));
       return { token, sentAt, session: lost.signal, validUntil: () => Number.NEGATIVE_INFINITY };
     }
-    const hold: Hold = { key: req.key, owner: req.owner, id, conn };
-    this.holds.set(req.key, hold);
-    conn.holds.set(req.key, hold);
+    const hold: Hold = { key: req.key, owner: req.owner, id, conn, mode };
+    this.holds.add(hold);
+    conn.holds.add(hold);
     // No server TTL: valid while the connection lives, and at most SESSION_GUARANTEE_MS after the
     // server last answered on it (renewal refreshes that).
     conn.session ??= new EngineSession(`PostgreSQL backend ${conn.pid}`, SESSION_GUARANTEE_MS, conn.repliedAt, {
@@ -697,10 +866,9 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
 
   /** Stop tracking a hold; a connection that holds nothing any more has no session. */
   private forget(hold: Hold, lost?: LockLostError): void {
-    if (this.holds.get(hold.key) === hold) this.holds.delete(hold.key);
+    this.holds.delete(hold);
     const conn = hold.conn;
-    if (conn.holds.get(hold.key) !== hold) return;
-    conn.holds.delete(hold.key);
+    if (!conn.holds.delete(hold)) return;
     if (lost) conn.session?.loseGrant(hold.owner, lost);
     else conn.session?.forget(hold.owner);
     if (conn.holds.size === 0 && conn.session) {
@@ -730,9 +898,9 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     return (this.o.advisoryBase + id).toString();
   }
 
-  private async unlockQuietly(conn: Conn, id: bigint): Promise<void> {
+  private async unlockQuietly(conn: Conn, id: bigint, mode: 'x' | 's'): Promise<void> {
     if (conn.dead) return;
-    await this.query(conn, 'SELECT pg_advisory_unlock($1::bigint)', [this.advisory(id)]).catch((e: unknown) => this.abandon(conn, e));
+    await this.query(conn, `SELECT pg_advisory_unlock${mode === 's' ? '_shared' : ''}($1::bigint)`, [this.advisory(id)]).catch((e: unknown) => this.abandon(conn, e));
   }
 
   /** End a connection whose lock state is unknown: the server then frees whatever it held. */

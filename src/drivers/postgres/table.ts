@@ -6,16 +6,25 @@
  * connection may run it; the core's wait loop (src/core/wait-loop.ts) waits.
  *
  * Guarantees:
- * - exclusion by one upsert that grants only a free or expired row (the row is locked while it
- *   decides); tokens from one sequence, strictly increasing per key;
- * - a release NOTIFYs `<prefix>release` with the key, and each driver keeps one dedicated LISTEN
- *   connection (`listen` option: a direct connection when the pool cannot carry LISTEN), opened
- *   before the waiter's decisive try, so a release after it cannot go unseen; a lost
- *   notification (the LISTEN connection dropped) costs at most the holder's remaining TTL.
+ * - every admission mode (exclusive, shared, permits: src/core/admission.ts), each step ONE call
+ *   of a PL/pgSQL function (./table-sql.ts) that locks the key's row first, so the steps of one
+ *   key are serialized; an uncontended mutex try is still one upsert;
+ * - the fairness choice: `fair` requests are granted in queue order across processes; others may
+ *   barge only while the queue's head has waited less than BARGE_BOUND_MS (5 ms); a queued writer
+ *   stops new readers; a release hands the key to the queue's heads directly, with a fresh token;
+ * - tokens from one sequence, strictly increasing per key across every mode;
+ * - a release NOTIFYs `<prefix>release` with the key, a handoff NOTIFYs `<prefix>handoff` with
+ *   `<owner> <token>`, and each driver keeps one dedicated LISTEN connection (`listen` option: a
+ *   direct connection when the pool cannot carry LISTEN), opened before the waiter's decisive try
+ *   and queueing, so a release or handoff after it cannot go unseen; a lost notification (the
+ *   LISTEN connection dropped) costs at most the holders' remaining TTL (the waiter's next try
+ *   finds the handed-over lock its own);
+ * - tables an older dlock created keep working (`ADD COLUMN IF NOT EXISTS`, new tables beside).
  * Does not:
- * - free a crashed holder's lock before its TTL runs out (no session to end);
- * - order waiters fairly (a NOTIFY wakes every local waiter of the key; the first try wins);
- * - hand the lock over directly: a woken waiter takes it with its own try (one more round trip).
+ * - free a crashed holder's lock before its TTL runs out (no session to end); a waiter that
+ *   crashes while queued holds up the queue until its entry expires (its holders' TTL + 2 s), and
+ *   one handed the lock as it crashed holds it until its TTL;
+ * - keep strict FIFO for requests without `fair` (bounded barging, see above).
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
@@ -23,14 +32,22 @@ import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError } from '../../errors.js';
-import type { AcquireRequest, ChangeWatch, DriverInfo, ExtendItem, ForceReleased, KeyPage, TrySetDriver, LockState, TryResult } from '../driver.js';
+import type { AcquireRequest, Admission, ChangeWatch, DriverInfo, ExtendItem, ForceReleased, KeyPage, KeyState, TrySetDriver, LockState, TryResult } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
 import { clientConfig, int8, openClient, pgModule, timed, type ConnectionSettings } from './connection.js';
-import { allocateRange, fenceSql, listPage, orNone, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
+import { allocateRange, listPage, orNone, raiseMark, readMark, schemaSql, type Names, type Run } from './schema.js';
 
 /** NOTIFY payloads are limited to 8000 bytes: long keys are sent as a digest. */
 export function notifyPayload(key: string): string {
   return Buffer.byteLength(key) <= 200 ? key : `sha256:${createHash('sha256').update(key).digest('hex')}`;
+}
+
+/** A holder row (see `holdersOf` in the constructor) as the contract reports it. */
+function stateOf(row: Record<string, unknown>): LockState {
+  const mode = String(row.mode);
+  const admission: Admission | undefined =
+    mode === 's' ? { mode: 'shared' } : mode === 'p' ? { mode: 'permits', permits: Number(row.permits), limit: Number(row.lim) } : undefined;
+  return { owner: String(row.owner), token: int8(row.token), remainingMs: Math.max(0, Number(row.remaining_ms)), ...(admission ? { admission } : {}) };
 }
 
 export interface TableModeOptions {
@@ -47,14 +64,25 @@ export interface TableModeOptions {
 /** See the file header. Created through `PostgresDriver` / `createPostgresDriver`. */
 export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'postgres', liveness: 'lease', fair: false, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'postgres',
+    liveness: 'lease',
+    fair: false,
+    scope: 'distributed',
+    modes: ['exclusive', 'shared', 'permits'],
+    fairness: 'choice',
+  };
   private readonly pool: pg.Pool;
   private readonly n: Names;
   private readonly watches = new Map<string, Set<LatchWatch>>();
+  /** The queued try in flight of each waiting owner (see `cancel`). */
+  private readonly tries = new Map<string, Promise<unknown>>();
+  /** The watch of each waiting owner, for direct handoff. */
+  private readonly watchOf = new Map<string, LatchWatch>();
   private listener: Promise<pg.Client> | undefined;
   private schema: Promise<void> | undefined;
   private closed = false;
-  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'held' | 'list' | 'forceRelease', string>;
+  private readonly sql: Record<'acquire' | 'extend' | 'release' | 'inspect' | 'holders' | 'waiters' | 'held' | 'list' | 'forceRelease', string>;
 
   /** @internal Create it with {@link createPostgresDriver} or `connect()`. */
   constructor(private readonly o: TableModeOptions) {
@@ -68,60 +96,60 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
     // with no listener, an uncaught exception in the host process. Every pooled connection gets a
     // listener of its own for its whole life; the statement that was running gets the error too.
     this.pool.on('connect', (client) => client.on('error', () => undefined));
-    const { locks, tokensRegclass } = this.n;
+    const { locks, holders, waiters, fn } = this.n;
+    const remaining = (col: string): string => `floor(extract(epoch FROM ${col} - clock_timestamp()) * 1000)`;
+    // Every holder of a key, exclusive first, then shared and permit holders in grant order.
+    const holdersOf = `
+        SELECT owner, token, ${remaining('expires_at')} AS remaining_ms, 'x' AS mode, 0::bigint AS permits, 0::bigint AS lim
+        FROM ${locks} WHERE key = $1 AND owner <> '' AND expires_at > clock_timestamp()
+        UNION ALL
+        (SELECT owner, token, ${remaining('expires_at')}, mode, permits, lim
+         FROM ${holders} WHERE key = $1 AND expires_at > clock_timestamp() ORDER BY token)`;
     this.sql = {
-      // Grant when free or expired (one upsert; the row is locked while we decide), else report
-      // the holder's remaining TTL from the statement's snapshot (null: unknown).
-      acquire: `
-        WITH granted AS (
-          INSERT INTO ${locks} AS l (key, owner, token, expires_at)
-          VALUES ($1, $2, nextval(${tokensRegclass}), clock_timestamp() + $3::int * interval '1 millisecond')
-          ON CONFLICT (key) DO UPDATE
-            SET owner = excluded.owner, token = nextval(${tokensRegclass}), expires_at = excluded.expires_at
-            WHERE l.expires_at <= clock_timestamp()
-          RETURNING token
-        )
-        SELECT (SELECT token FROM granted) AS token,
-               (SELECT floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)
-                  FROM ${locks} WHERE key = $1) AS remaining_ms`,
-      extend: `
-        UPDATE ${locks} AS l SET expires_at = clock_timestamp() + i.ttl * interval '1 millisecond'
-        FROM unnest($1::text[], $2::text[], $3::int[]) AS i(key, owner, ttl)
-        WHERE l.key = i.key AND l.owner = i.owner AND l.expires_at > clock_timestamp()
-        RETURNING l.key, l.owner`,
-      // Delete our row (even expired: tidy), answer whether it was still live, and wake waiters.
-      release: `
-        WITH gone AS (
-          DELETE FROM ${locks} WHERE key = $1 AND owner = $2
-          RETURNING expires_at > clock_timestamp() AS live
-        )
-        SELECT live, pg_notify($3, $4) FROM gone`,
-      inspect: `
-        SELECT owner, token, floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000) AS remaining_ms
-        FROM ${locks} WHERE key = $1 AND expires_at > clock_timestamp()`,
+      // One call: the admission rule over the key's holders and queue (see table-sql.ts).
+      acquire: `SELECT o_token AS token, o_remaining AS remaining_ms FROM ${fn.acquire}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      extend: `SELECT key, owner FROM ${fn.extend}($1::text[], $2::text[], $3::int[])`,
+      // Delete our hold (even expired: tidy), hand the key over, wake waiters; whether it was live.
+      release: `SELECT ${fn.release}($1, $2, $3, $4, $5, $6) AS live`,
+      inspect: `${holdersOf} LIMIT 1`,
+      holders: `${holdersOf}`,
+      waiters: `SELECT count(*)::int AS n FROM ${waiters} WHERE key = $1 AND expires_at > clock_timestamp()`,
       held: `SELECT 1 FROM ${locks} WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp() FOR SHARE`,
+      // The key's row stays while anything holds it (the marker of shared holders included).
       list: `
         SELECT key FROM ${locks}
         WHERE starts_with(key, $1) AND ($2::text IS NULL OR key > $2) AND expires_at > clock_timestamp()
         ORDER BY key LIMIT $3`,
-      // One statement: delete the row whoever owns it (an expired one too: tidy; only a live one
-      // counts), wake the waiters, and read the token sequence (never reset by a delete).
-      forceRelease: `
-        WITH gone AS (DELETE FROM ${locks} WHERE key = $1 RETURNING expires_at > clock_timestamp() AS live)
-        SELECT (SELECT count(*) FROM gone WHERE live)::int AS released,
-               ${fenceSql(this.n)} AS fence,
-               CASE WHEN EXISTS (SELECT 1 FROM gone) THEN pg_notify($2, $3) END AS notified`,
+      // One call: remove every hold whoever owns it, read the token sequence (never reset by a
+      // delete), hand the key to its queue's heads, wake the waiters.
+      forceRelease: `SELECT o_released AS released, o_fence AS fence FROM ${fn.evict}($1, $2, $3, $4)`,
     };
   }
 
-  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+  async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     let sentAt = 0;
-    const [row] = await this.run(this.sql.acquire, [req.key, req.owner, Math.ceil(req.ttlMs)], () => (sentAt = monotonicNow()));
+    const a = req.admission;
+    const mode = a === undefined || a.mode === 'exclusive' ? 'x' : a.mode === 'shared' ? 's' : 'p';
+    const permits = a?.mode === 'permits' ? a.permits : 0;
+    const limit = a?.mode === 'permits' ? a.limit : 0;
+    const trying = this.run(
+      this.sql.acquire,
+      [req.key, req.owner, Math.ceil(req.ttlMs), mode, permits, limit, req.fair === true, req.alongside ?? '', queue, this.n.handoffChannelName],
+      () => (sentAt = monotonicNow()),
+    );
+    // A cancel of this waiter must come after its try (pooled connections do not keep order):
+    // else a try still in flight would queue it again after it gave up.
+    if (queue) this.tries.set(req.owner, trying);
+    let row: Record<string, unknown> | undefined;
+    try {
+      [row] = await trying;
+    } finally {
+      if (this.tries.get(req.owner) === trying) this.tries.delete(req.owner);
+    }
     if (row?.token !== null && row?.token !== undefined) return { ok: true, grant: { token: int8(row.token), sentAt } };
-    const remaining = row?.remaining_ms;
-    return { ok: false, retryAfterMs: remaining === null || remaining === undefined ? -1 : Math.max(0, Number(remaining)) };
+    const left = row?.remaining_ms;
+    return { ok: false, retryAfterMs: left === null || left === undefined ? -1 : Math.max(0, Number(left)) };
   }
-
 
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     if (items.length === 0) return [];
@@ -135,14 +163,23 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   }
 
   async release(key: string, owner: string): Promise<boolean> {
-    const [row] = await this.run(this.sql.release, [key, owner, this.n.channelName, notifyPayload(key)]);
-    return row?.live === true;
+    return this.leave(key, owner, false);
+  }
+
+  /** The waiter `owner` gives up: leave the queue; a hold handed to it meanwhile is released (handed on). */
+  async cancel(key: string, owner: string): Promise<void> {
+    await this.tries.get(owner)?.catch(() => undefined);
+    await this.leave(key, owner, true);
   }
 
   async inspect(key: string): Promise<LockState | null> {
     const [row] = await orNone(this.run(this.sql.inspect, [key]), []);
-    if (!row) return null;
-    return { owner: String(row.owner), token: int8(row.token), remainingMs: Math.max(0, Number(row.remaining_ms)) };
+    return row ? stateOf(row) : null;
+  }
+
+  async keyState(key: string): Promise<KeyState> {
+    const [rows, waiting] = await Promise.all([orNone(this.run(this.sql.holders, [key]), []), orNone(this.run(this.sql.waiters, [key]), [])]);
+    return { holders: rows.map(stateOf), waiters: Number(waiting[0]?.n ?? 0) };
   }
 
   /** One page of held keys: a range of the lease table, `key > cursor ORDER BY key LIMIT n`, live rows only. */
@@ -156,7 +193,7 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
    * holder's next renewal finds no row of its own (its lease signal aborts, `not-held`).
    */
   async forceRelease(key: string): Promise<ForceReleased> {
-    const [row] = await orNone(this.run(this.sql.forceRelease, [key, this.n.channelName, notifyPayload(key)]), []);
+    const [row] = await orNone(this.run(this.sql.forceRelease, [key, this.n.handoffChannelName, this.n.channelName, notifyPayload(key)]), []);
     return { released: Number(row?.released ?? 0), fence: row ? int8(row.fence) : 0n };
   }
 
@@ -176,7 +213,7 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
    * Wake-ups for `key`: the LISTEN is in place before this resolves, so a release committed after
    * it (the waiter's decisive try comes next) cannot go unseen.
    */
-  async watch(key: string): Promise<ChangeWatch> {
+  async watch(key: string, owner = ''): Promise<ChangeWatch> {
     if (this.closed) throw new ClosedError('PostgreSQL lock driver');
     await this.listening();
     const payload = notifyPayload(key);
@@ -186,8 +223,11 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
     const latch = new LatchWatch((w) => {
       s.delete(w);
       if (s.size === 0 && this.watches.get(payload) === s) this.watches.delete(payload);
+      if (this.watchOf.get(owner) === w) this.watchOf.delete(owner);
     });
     s.add(latch);
+    // A release that hands the key to `owner` says so on the handoff channel.
+    if (owner !== '') this.watchOf.set(owner, latch);
     return latch;
   }
 
@@ -208,6 +248,12 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
   }
 
   private readonly runner: Run = (text, values) => this.run(text, values);
+
+  /** Release `owner`'s hold (and with `cancel`, its queue entry first); whether the hold was live. */
+  private async leave(key: string, owner: string, cancel: boolean): Promise<boolean> {
+    const [row] = await this.run(this.sql.release, [key, owner, cancel, this.n.handoffChannelName, this.n.channelName, notifyPayload(key)]);
+    return row?.live === true;
+  }
 
   /** One statement on a pooled connection; `onSend` runs once the connection is ready, just before it goes out. */
   private async run(text: string, values?: readonly unknown[], onSend?: () => void): Promise<Array<Record<string, unknown>>> {
@@ -249,10 +295,17 @@ export class PostgresTableDriver implements TrySetDriver, MarkStore, RangeStore 
         this.wakeAll();
       });
       client.on('notification', (m) => {
-        if (m.channel !== this.n.channelName || m.payload === undefined) return;
-        for (const w of this.watches.get(m.payload) ?? []) w.changed();
+        if (m.payload === undefined) return;
+        if (m.channel === this.n.channelName) {
+          for (const w of this.watches.get(m.payload) ?? []) w.changed();
+        } else if (m.channel === this.n.handoffChannelName) {
+          // "<owner> <token>": the key was handed to that waiter (owners contain no space).
+          const at = m.payload.lastIndexOf(' ');
+          const w = this.watchOf.get(m.payload.slice(0, at));
+          if (w && /^\d+$/.test(m.payload.slice(at + 1))) w.granted(BigInt(m.payload.slice(at + 1)));
+        }
       });
-      await client.query(`LISTEN ${this.n.channel}`);
+      await client.query(`LISTEN ${this.n.channel}; LISTEN ${this.n.handoffChannel}`);
       return client;
     })();
     this.listener = opening;
