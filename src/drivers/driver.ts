@@ -200,6 +200,11 @@ export interface DriverInfo {
    */
   readonly modes?: readonly AdmissionMode[];
   /**
+   * Optional: why this driver lacks the modes it does not list, and what to use instead, for the
+   * `UnsupportedModeError` a primitive throws (e.g. MySQL session mode: use the table mode).
+   */
+  readonly modeAdvice?: { readonly why: string; readonly instead: string };
+  /**
    * How waiters are ordered: `fifo` (always in arrival order, both modes), `choice` (strict FIFO
    * with `fair: true`, bounded barging otherwise: a newcomer or the releaser may take a free key
    * only while the queue's head has waited less than the driver's bound), `none` (whoever tries

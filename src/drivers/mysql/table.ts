@@ -1,4 +1,5 @@
 import { settleWithin } from '../../core/abort.js';
+import { modeOf } from '../../core/admission.js';
 import { LatchWatch } from '../../core/change-watch.js';
 import { sleep } from '../../core/clock.js';
 import type {
@@ -6,13 +7,29 @@ import type {
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  KeyState,
+  LockState,
   TrySetDriver,
   TryResult,
 } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
 import type { Conn } from './connection.js';
-import { LIVE, MysqlEngine } from './engine.js';
+import { LIVE, MysqlEngine, orNone } from './engine.js';
 import { slotOf, type MysqlDriverOptions } from './options.js';
+import {
+  HOLDERS_SQL,
+  micros,
+  parseHolder,
+  parseRow,
+  parseWaiter,
+  StepPlan,
+  WAITER_MARGIN_US,
+  type HolderRaw,
+  type Op,
+  type Outcome,
+  type RowRaw,
+  type WaiterRaw,
+} from './step.js';
 
 /** How long one armed wake-up wait may block in the server; the core re-arms it as needed. */
 const ARM_SECONDS = 3600;
@@ -48,52 +65,95 @@ const FREE_BACKOFF_CAP_MS = 60_000;
  */
 export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'mysql', liveness: 'lease', fair: false, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'mysql',
+    liveness: 'lease',
+    fair: false,
+    scope: 'distributed',
+    modes: ['exclusive', 'shared', 'permits'],
+    fairness: 'choice',
+  };
   private readonly watches = new Set<SignalWatch>();
+  /** The queued try in flight of each waiter (see tryAcquire). */
+  private readonly trying = new Map<string, Promise<void>>();
 
   constructor(options: MysqlDriverOptions) {
     super(options);
   }
 
   /**
-   * One statement grants when the row is free, expired or already ours (a retried request), and
-   * bumps the fencing counter on a new grant; the next one reads the outcome and, if granted,
-   * takes the key's wake-up signal. Both run in one round trip on the key's home connection.
+   * Exclusive requests (a mutex, a write lock) first take the fast path: one statement grants
+   * when the row is free, not crowded (no holders or waiters rows) or already ours, and bumps the
+   * fencing counter on a new grant; the next one reads the outcome and, if granted, takes the
+   * key's wake-up signal; a queued waiter's entry is refreshed in the same round trip while the
+   * key stays busy. Everything else (a crowded free key, the first enqueue, shared and permit
+   * requests) is one transaction over the row and its holders and queue ({@link step}).
    */
-  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+  tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
+    const attempt = this.attempt(req, queue);
+    if (!queue) return attempt;
+    // A waiter's try may queue it in its second round trip: a cancel must come after it.
+    const settled = attempt.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.trying.set(req.owner, settled);
+    void settled.then(() => {
+      if (this.trying.get(req.owner) === settled) this.trying.delete(req.owner);
+    });
+    return attempt;
+  }
+
+  private async attempt(req: AcquireRequest, queue: boolean): Promise<TryResult> {
+    if (modeOf(req.admission) !== 'exclusive' || req.alongside !== undefined) return this.stepTry(req, queue);
     const n = this.namesOf(req.key);
-    const us = Math.ceil(req.ttlMs) * 1000;
+    const us = micros(req.ttlMs);
     const sentAt = this.now();
+    const refresh = queue
+      ? `;
+       UPDATE ${this.waiters} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL (GREATEST(@dlock_left, 0) + ${WAITER_MARGIN_US}) MICROSECOND
+         WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6) AND @dlock_busy = 1`
+      : '';
     const r = await this.onHome<unknown[]>(
       n.id,
       `INSERT INTO ${this.locks} (id, name, owner, token, expires_at)
          VALUES (?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
        ON DUPLICATE KEY UPDATE
-         token      = IF(owner <=> ?, token, IF(${LIVE}, token, token + 1)),
-         owner      = IF(owner <=> ? OR NOT ${LIVE}, ?, owner),
+         token      = IF(owner <=> ?, token, IF(${LIVE} OR crowded = 1, token, token + 1)),
+         owner      = IF(owner <=> ? OR NOT (${LIVE} OR crowded = 1), ?, owner),
          session_id = IF(owner <=> ?, NULL, session_id),
          expires_at = IF(owner <=> ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, expires_at);
-       SELECT owner <=> ? AS mine, token, session_id IS NOT NULL AS session,
-              TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
+       SELECT owner <=> ? AS mine, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+              @dlock_left := TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
+              @dlock_busy := (NOT (owner <=> ?) AND ${LIVE}) AS busy,
               IF(owner <=> ?, IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 1, GET_LOCK(?, 0.05)), NULL) AS signalled
-         FROM ${this.locks} WHERE id = ?`,
+         FROM ${this.locks} WHERE id = ?${refresh}`,
       [
         n.id, req.key, req.owner, us,
         req.owner, n.lock,
         req.owner, n.lock, req.owner,
         req.owner,
         req.owner, us,
-        req.owner, req.owner, n.signal, n.signal, n.id,
+        req.owner, n.lock, req.owner, n.lock, req.owner, n.signal, n.signal, n.id,
+        ...(queue ? [n.id, req.owner] : []),
       ],
     );
-    const row = (r[1] as Array<{ mine: number; token: string; session: number; remaining_us: string | null }>)[0];
+    const row = (r[1] as Array<{ mine: number; token: string; session: number; live: number; remaining_us: string | null }>)[0];
     if (row && Number(row.mine) === 1) return { ok: true, grant: { token: BigInt(row.token), sentAt } };
-    const retryAfterMs = !row || Number(row.session) === 1 ? -1 : Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
+    const refreshed = queue && ((r[2] as { affectedRows?: number } | undefined)?.affectedRows ?? 0) > 0;
+    // Free but crowded (waiters, holders rows), or a waiter not queued yet: the full rule.
+    if (!row || Number(row.live) !== 1 || (queue && !refreshed)) return this.stepTry(req, queue);
+    const retryAfterMs = Number(row.session) === 1 ? -1 : Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
     return { ok: false, retryAfterMs };
   }
 
 
-  /** One round trip per home connection: an UPDATE per lease, only while unexpired and ours. */
+  /**
+   * One round trip per home connection: per lease an UPDATE of the row (an exclusive holder) and
+   * one of its holders row (a shared or permit holder), each only while unexpired and ours. A
+   * shared holder then raises the row's expiry (the '' marker) and takes the wake-up signal when
+   * nobody holds it (a holder that released it left the others without it).
+   */
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     const out = items.map(() => false);
     const groups = new Map<number, number[]>();
@@ -107,17 +167,38 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
         const sql = indexes
           .map((i) => {
             const it = items[i] as ExtendItem;
-            params.push(Math.ceil(it.ttlMs) * 1000, this.namesOf(it.key).id, it.owner);
+            const id = this.namesOf(it.key).id;
+            params.push(micros(it.ttlMs), id, it.owner, micros(it.ttlMs), id, it.owner);
             return `UPDATE ${this.locks} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
-                      WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6)`;
+                      WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6);
+                    UPDATE ${this.holders} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
+                      WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6)`;
           })
           .join(';\n');
         const conn = await this.home(slot);
-        const r = await conn.query<{ affectedRows: number } | Array<{ affectedRows: number }>>(sql, params);
-        const results = Array.isArray(r) ? r : [r];
+        const r = await conn.query<Array<{ affectedRows: number }>>(sql, params);
+        const shared: number[] = [];
         indexes.forEach((i, j) => {
-          out[i] = (results[j]?.affectedRows ?? 0) > 0;
+          const x = (r[2 * j]?.affectedRows ?? 0) > 0;
+          const h = (r[2 * j + 1]?.affectedRows ?? 0) > 0;
+          out[i] = x || h;
+          if (h) shared.push(i);
         });
+        if (shared.length > 0) {
+          await conn
+            .query(
+              shared
+                .map(() => `UPDATE ${this.locks} SET expires_at = GREATEST(COALESCE(expires_at, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND) WHERE id = ? AND owner = '';
+                            DO IF(IS_FREE_LOCK(?), GET_LOCK(?, 0), 0)`)
+                .join(';\n'),
+              shared.flatMap((i) => {
+                const it = items[i] as ExtendItem;
+                const n = this.namesOf(it.key);
+                return [micros(it.ttlMs), n.id, n.signal, n.signal];
+              }),
+            )
+            .catch(() => undefined);
+        }
         // A lease lost with its row free (force-released, or expired): pass the wake-up signal
         // on, so that the waiters blocked on it try now rather than at the holder's TTL.
         const lost = indexes.filter((i) => !out[i]).map((i) => this.namesOf((items[i] as ExtendItem).key));
@@ -135,23 +216,123 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
   }
 
   /**
-   * Clear the row if `owner` holds it (only a live hold counts as released; our own expired row is
-   * tidied too), and release the wake-up signal, which wakes the waiters.
+   * An exclusive holder of an uncrowded row: clear the row if `owner` holds it (only a live hold
+   * counts as released; our own expired row is tidied too) and release the wake-up signal, which
+   * wakes the waiters, in one round trip. A crowded row (holders or waiters rows): the full step,
+   * which hands the key over to the queue's heads that are due.
    */
   async release(key: string, owner: string): Promise<boolean> {
     const n = this.namesOf(key);
     const r = await this.onHome<unknown[]>(
       n.id,
       `UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
-         WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6);
+         WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6) AND crowded = 0;
        SET @dlock_live = ROW_COUNT();
-       UPDATE ${this.locks} SET owner = NULL, expires_at = NULL WHERE id = ? AND owner = ? AND session_id IS NULL;
-       SELECT @dlock_live AS released,
+       UPDATE ${this.locks} SET owner = NULL, expires_at = NULL WHERE id = ? AND owner = ? AND session_id IS NULL AND crowded = 0;
+       SELECT @dlock_live AS released, (SELECT crowded FROM ${this.locks} WHERE id = ?) AS crowded,
               IF(@dlock_live + ROW_COUNT() > 0 AND IS_USED_LOCK(?) <=> CONNECTION_ID(), RELEASE_LOCK(?), NULL) AS signalled`,
-      [n.id, owner, n.id, owner, n.signal, n.signal],
+      [n.id, owner, n.id, owner, n.id, n.signal, n.signal],
     );
-    const row = (r[3] as Array<{ released: string | number }>)[0];
-    return Number(row?.released) > 0;
+    const row = (r[3] as Array<{ released: string | number; crowded: string | number | null }>)[0];
+    if (Number(row?.released) > 0) return true;
+    if (Number(row?.crowded) !== 1) return false;
+    return (await this.step(key, { kind: 'release', owner })).released;
+  }
+
+  /** The waiter `owner` gives up: leave the queue; a hold handed to it meanwhile goes to the next. */
+  async cancel(key: string, owner: string): Promise<void> {
+    await this.trying.get(owner);
+    await this.step(key, { kind: 'cancel', owner });
+  }
+
+  /** The oldest holder of `key` (an exclusive one, or the first shared or permit holder). */
+  override async inspect(key: string): Promise<LockState | null> {
+    return (await this.keyState(key)).holders[0] ?? null;
+  }
+
+  /** Every live holder of `key` (exclusive, shared, permits), oldest grant first, and its live waiters. */
+  async keyState(key: string): Promise<KeyState> {
+    const n = this.namesOf(key);
+    const r = await orNone(
+      this.onHome<unknown[]>(
+        n.id,
+        `SELECT owner, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+           FROM ${this.locks} WHERE id = ?;
+         ${HOLDERS_SQL(this.holders)} AND expires_at > UTC_TIMESTAMP(6) ORDER BY token;
+         SELECT COUNT(*) AS n FROM ${this.waiters} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6)`,
+        [n.lock, n.id, n.id, n.id],
+      ),
+      [],
+    );
+    if (r.length === 0) return { holders: [], waiters: 0 };
+    const rowRaw = (r[0] as RowRaw[])[0];
+    const holders: LockState[] = [];
+    if (rowRaw) {
+      const row = parseRow(rowRaw);
+      if (row.live && row.owner !== '' && row.owner !== null) holders.push({ owner: row.owner, token: row.token, remainingMs: row.session ? -1 : Math.max(0, row.leftMs) });
+      if (row.owner !== null) {
+        for (const h of (r[1] as HolderRaw[]).map(parseHolder)) holders.push({ owner: h.owner, token: h.token, remainingMs: Math.max(0, h.leftMs), admission: h.admission });
+      }
+    }
+    holders.sort((a, b) => (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
+    return { holders, waiters: Number((r[2] as Array<{ n: string | number }>)[0]?.n ?? 0) };
+  }
+
+  /**
+   * One atomic step over the key's row, holders and queue (src/core/admission.ts's rule), as one
+   * transaction in two round trips on the key's home connection, which it has to itself meanwhile
+   * (Conn.exclusive): the first locks the key's row (an INSERT ... ON DUPLICATE KEY UPDATE, which
+   * also creates it; every step of a key takes this one row lock first, so steps of one key run
+   * one after the other and never deadlock) and reads the holders and the queue; the second
+   * writes what the rule decided and commits, then takes or releases the wake-up signal.
+   * READ COMMITTED: reads see the latest commit and writes lock only the rows they touch (no gap
+   * locks between keys). An engine error (ER_LOCK_DEADLOCK included) rolls back and rejects: the
+   * core backs off and tries again.
+   *
+   * Rule (the memory driver's): expired holders and waiters are dropped; the queue's heads are
+   * handed the key while the rule admits them, when the head asked for fairness or has waited
+   * past BARGE_BOUND_MS; then the request is admitted over the holders, and also over the
+   * waiters queued before it when it asks for fairness, when the head has waited past the bound,
+   * or when the head is exclusive and the request would share (a queued writer stops new
+   * readers). A busy request with `queue` is queued (or its entry refreshed, keeping its place).
+   */
+  private async step(key: string, op: Op): Promise<Outcome & { sentAt: number }> {
+    const n = this.namesOf(key);
+    const conn = await this.home(slotOf(n.id, this.o.connections));
+    const sentAt = this.now();
+    return conn.exclusive(async (send) => {
+      const r = await send<unknown[]>(
+        `SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+         START TRANSACTION;
+         INSERT INTO ${this.locks} (id, name, token) VALUES (?, ?, 0) ON DUPLICATE KEY UPDATE token = token;
+         SELECT owner, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+           FROM ${this.locks} WHERE id = ?;
+         ${HOLDERS_SQL(this.holders)};
+         SELECT owner, mode, permits, lim, ttl_ms, fair, alongside,
+                TIMESTAMPDIFF(MICROSECOND, since, UTC_TIMESTAMP(6)) AS waited_us,
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+           FROM ${this.waiters} WHERE id = ? ORDER BY seq`,
+        [n.id, key, n.lock, n.id, n.id, n.id],
+      );
+      const plan = new StepPlan(
+        { locks: this.locks, holders: this.holders, waiters: this.waiters },
+        n,
+        parseRow((r[3] as RowRaw[])[0]),
+        (r[4] as HolderRaw[]).map(parseHolder),
+        (r[5] as WaiterRaw[]).map(parseWaiter),
+      );
+      const outcome = plan.apply(op);
+      await send(plan.sql(), plan.params);
+      return { ...outcome, sentAt };
+    });
+  }
+
+  /** The full step as a {@link TryResult}. */
+  private async stepTry(req: AcquireRequest, queue: boolean): Promise<TryResult> {
+    const o = await this.step(req.key, { kind: 'try', req, queue });
+    return o.token !== undefined ? { ok: true, grant: { token: o.token, sentAt: o.sentAt } } : { ok: false, retryAfterMs: o.retryAfterMs };
   }
 
   /** A wake-up watch for `key`: a connection of its own blocked on the key's signal lock. */
