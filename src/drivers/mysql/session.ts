@@ -46,6 +46,11 @@
  * the confirming statement), never later than the start of the server's idle countdown, which
  * is at least the TTL (wait_timeout, whole seconds rounded up).
  * Does not:
+ * - grant shared (read) holds or semaphore permits: GET_LOCK has no shared mode, and building one
+ *   from several user locks would tie a reader's liveness to more than its connection, so
+ *   `info.modes` is exclusive only and the core refuses a ReadWriteLock with an
+ *   UnsupportedModeError that points to the table mode (`mode: 'table'`); a Semaphore here is one
+ *   lock per permit;
  * - survive a failover to an asynchronous replica, or work through a multiplexing proxy;
  * - keep a grant's local deadline in step with a later `extend()` to a longer TTL: the grant's
  *   session counts its TTL at grant time (renewals at the usual cadence keep it alive).

@@ -38,16 +38,38 @@ const FREE_BACKOFF_MS = 20;
 const FREE_BACKOFF_CAP_MS = 60_000;
 
 /**
- * Lease-table mode: a row per key holds owner, fencing token and expiry by the server's clock
- * (`UTC_TIMESTAMP(6)`); the core renews it. A try-set driver: every statement is atomic on its
- * own (autocommit), so the lock does not depend on any connection staying up; the core's wait
- * loop waits. See ./index.ts for the guarantees of both modes. Does not: free a crashed
- * holder's lock before its TTL, order waiters fairly, or hand the lock over directly (a woken
- * waiter takes it with its own try).
+ * Lease-table mode: a row per key holds its exclusive holder, fencing counter and expiry by the
+ * server's clock (`UTC_TIMESTAMP(6)`); `<prefix>holders` holds its shared (read) and permit
+ * holders, `<prefix>waiters` its queue; the core renews every lease. A try-set driver whose
+ * steps are atomic on the engine (a statement, or one transaction under the key row's lock), so
+ * the lock does not depend on any connection staying up; the core's wait loop waits.
+ *
+ * Guarantees (see ./index.ts for both modes):
+ * - every admission mode (`info.modes`: exclusive, shared, permits; the rule of
+ *   src/core/admission.ts): many readers at once, a writer alone, k of L permits all or nothing;
+ *   a queued writer stops new readers;
+ * - fairness as a choice (`info.fairness` `choice`): a `fair` request is strict FIFO across
+ *   processes (behind every waiter queued before it); otherwise it may barge only while the
+ *   queue's head has waited less than BARGE_BOUND_MS (5 ms), after which a release hands the key
+ *   to the head. A busy waiter queues in its decisive try and refreshes its entry on each try
+ *   (an entry lives the holders' remaining TTL + 2 s, so a crashed waiter leaves the queue);
+ * - direct handoff: a release (or a step that finds holders expired) grants the key to the
+ *   queue's heads that the rule admits, each with the next token; the waiter finds it is the
+ *   holder at its next try (woken by the signal below) and confirms it;
+ * - tokens strictly increase per key across modes (one counter in the row, never deleted);
+ * - an uncontended mutex costs what it did before: one statement on an uncrowded row.
+ * Does not: free a crashed holder's lock before its TTL; wake the waiters a step hands the key
+ * to other than through the signal (a release by a holder that does not hold the signal, e.g.
+ * the second of two readers, leaves them to the signal's back-off below, bounded by the
+ * holders' TTL); order session-mode waiters (GET_LOCK's own queue) among the table's; retry an
+ * InnoDB error (a deadlock, a lock wait timeout) itself: the step rolls back and the core
+ * backs off. Every client of a key must run a version with these tables (an older one ignores
+ * the `crowded` flag and the holders rows).
  *
  * Waking waiters without LISTEN/NOTIFY: the holder also takes a per-key "signal" user lock
- * (`GET_LOCK(signal, 0.05)`, best effort) on the connection that granted it, and releases it with
- * the row. A waiter blocks in the server on `GET_LOCK(signal, ...)` (opened before its decisive
+ * (`GET_LOCK(signal, 0.05)`, best effort; at once or not at all beside other holders, and
+ * re-taken by a shared holder's renewal when free) on the connection that granted it, and
+ * releases it with its hold. A waiter blocks in the server on `GET_LOCK(signal, ...)` (opened before its decisive
  * try), and passes the signal on at once (`RELEASE_LOCK` in the same round trip), so a release
  * wakes every waiter in turn with no polling. A holder that could not take the signal, or whose
  * connection died, wakes no one: waiters that find the signal missing twice in a row re-try with
