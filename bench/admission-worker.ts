@@ -10,6 +10,8 @@ import type { DlockSource } from './libs.js';
 export interface AdmissionJob {
   readonly lib: 'dlock-semaphore' | 'redis-semaphore' | 'dlock-rwlock' | 'dlock-mutex';
   readonly url: string;
+  /** dlock's engine when not `url`'s Redis (the counters stay on `url`). */
+  readonly lockUrl?: string | undefined;
   readonly key: string;
   readonly permits: number;
   readonly readPct: number;
@@ -32,7 +34,7 @@ async function run(job: AdmissionJob): Promise<AdmissionDone> {
   const dl = (await (job.dlock === 'src' ? import('../src/index.js') : import(new URL('../dist/esm/index.js', import.meta.url).href))) as Dlock;
   const probe = new Redis(job.url);
   const peer = new Redis(job.url);
-  const client = job.lib.startsWith('dlock') ? await dl.connect(job.url, { ttlMs: 10_000 }) : undefined;
+  const client = job.lib.startsWith('dlock') ? await dl.connect(job.lockUrl ?? job.url, { ttlMs: 10_000 }) : undefined;
   const inside = `${job.key}:inside`;
   const writing = `${job.key}:writing`;
   let reads = 0;

@@ -34,6 +34,8 @@ const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|semaphore|
   --count N         ids per library per rep in 'ids' (default 1000000)
   --only a,b        only these libraries; ratios need the baseline '${BASELINE_ID}' (ids: ${LIBS.map((l) => l.id).join(', ')};
                     in 'ids': ${ID_LIBS.join(', ')})
+  --engine E        semaphore/rwlock: run dlock on this engine instead of Redis (mysql-table: a
+                    private MariaDB, table mode); the peer and the counters stay on Redis
   --src             load dlock from src/ via tsx instead of the built dist/
   --report FILE     also draw the results: FILE.svg (charts) or FILE.html (charts and every figure)`;
 
@@ -49,6 +51,7 @@ const { values, positionals } = parseArgs({
     processes: { type: 'string', default: '8' },
     count: { type: 'string', default: '1000000' },
     only: { type: 'string' },
+    engine: { type: 'string' },
     src: { type: 'boolean', default: false },
     report: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -362,7 +365,14 @@ async function main(): Promise<void> {
     if (admissionScenario) {
       const { runAdmissionBench } = await import('./admission.js');
       const explicit = process.argv.some((a) => a === '--processes' || a.startsWith('--processes='));
-      await runAdmissionBench({ scenario: admissionScenario, url: server.url, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log });
+      if (values.engine !== undefined && values.engine !== 'mysql-table') throw new Error(`--engine must be mysql-table, got ${JSON.stringify(values.engine)}`);
+      const mysql = values.engine === 'mysql-table' ? await (await import('../test/support/mysql.js')).startMysql() : undefined;
+      try {
+        const lockUrl = mysql ? `${mysql.url}?mode=table` : undefined;
+        await runAdmissionBench({ scenario: admissionScenario, url: server.url, lockUrl, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log });
+      } finally {
+        await mysql?.stop();
+      }
     }
   } finally {
     await stopAll();

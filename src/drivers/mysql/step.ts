@@ -18,6 +18,8 @@ import type { KeyNames } from './options.js';
 
 /** What a waiter's entry adds to the holders' remaining TTL: it lives until its next try. */
 export const WAITER_MARGIN_US = 2_000_000;
+/** A busy answer's retry bound while the key is free but waiters queued earlier come first. */
+export const QUEUED_RETRY_MS = 20;
 /** A queued entry's life when no holder's TTL is known (a session holder). */
 const UNKNOWN_LIFE_MS = 30_000;
 
@@ -210,9 +212,6 @@ export class StepPlan {
   private try(req: AcquireRequest, queue: boolean): Outcome {
     const mine = this.mine(req);
     if (mine !== undefined) return this.granted(mine);
-    const given = this.handOver();
-    const handed = given.get(req.owner);
-    if (handed !== undefined) return this.granted(handed);
     const at = this.queue.findIndex((w) => w.owner === req.owner);
     const before = at >= 0 ? this.queue.slice(0, at) : this.queue;
     const head = before[0];
@@ -226,6 +225,9 @@ export class StepPlan {
     }
     const soonest = this.soonestMs();
     if (queue) this.enqueue(req, at >= 0, soonest);
+    // Free, but waiters come first: they take it with their own tries in a moment (woken by the
+    // release's signal), and then hold the signal; look again shortly rather than at a TTL.
+    if (this.claims().length === 0) return { released: false, retryAfterMs: QUEUED_RETRY_MS };
     return { released: false, retryAfterMs: soonest };
   }
 
@@ -294,8 +296,12 @@ export class StepPlan {
   }
 
   /**
-   * Hand the key to the queue's heads in order while the rule admits them (strict FIFO: stop at
-   * the first that does not fit), when the head asked for fairness or has waited past the bound.
+   * After a release: hand the key to the queue's heads in order while the rule admits them
+   * (strict FIFO: stop at the first that does not fit) when the head asked for fairness. Not for
+   * barging heads: a handed-over waiter holds the key without the wake-up signal until its next
+   * try finds the grant, and the waiters woken meanwhile find the signal missing and back off
+   * (measured: contended cycles/s fell to a third); a barging head past the bound is served by
+   * its own try instead, the rule keeping everyone else out.
    */
   private handOver(): Map<string, bigint> {
     const given = new Map<string, bigint>();

@@ -1,5 +1,5 @@
 import { settleWithin } from '../../core/abort.js';
-import { modeOf } from '../../core/admission.js';
+import { BARGE_BOUND_MS, modeOf } from '../../core/admission.js';
 import { LatchWatch } from '../../core/change-watch.js';
 import { sleep } from '../../core/clock.js';
 import type {
@@ -22,6 +22,7 @@ import {
   parseHolder,
   parseRow,
   parseWaiter,
+  QUEUED_RETRY_MS,
   StepPlan,
   WAITER_MARGIN_US,
   type HolderRaw,
@@ -35,7 +36,12 @@ import {
 const ARM_SECONDS = 3600;
 /** First back-off when a busy key's signal is missing (see SignalWatch.next). */
 const FREE_BACKOFF_MS = 20;
-const FREE_BACKOFF_CAP_MS = 60_000;
+/**
+ * Longest of those back-offs. Short: with a queue, the waiter that finds the signal missing may be
+ * the head, the only one the rule lets take the free key (measured: with a 60 s cap, a head asleep
+ * in back-off stalled the contended benchmark for seconds).
+ */
+const FREE_BACKOFF_CAP_MS = 250;
 
 /**
  * Lease-table mode: a row per key holds its exclusive holder, fencing counter and expiry by the
@@ -73,7 +79,7 @@ const FREE_BACKOFF_CAP_MS = 60_000;
  * try), and passes the signal on at once (`RELEASE_LOCK` in the same round trip), so a release
  * wakes every waiter in turn with no polling. A holder that could not take the signal, or whose
  * connection died, wakes no one: waiters that find the signal missing twice in a row re-try with
- * exponential back-off (20 ms, 40 ms, ... capped by the holder's remaining TTL), the only case
+ * exponential back-off (20 ms, 40 ms, ... at most 250 ms and the holder's remaining TTL), the only case
  * where this driver polls; a lost wake-up costs at most that back-off, never more than one TTL.
  *
  * @example
@@ -96,6 +102,8 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
     fairness: 'choice',
   };
   private readonly watches = new Set<SignalWatch>();
+  /** Owners granted by the full step (a crowded row), until released: see stepTry. */
+  private readonly crowdedGrants = new Set<string>();
   /** The queued try in flight of each waiter (see tryAcquire). */
   private readonly trying = new Map<string, Promise<void>>();
 
@@ -133,37 +141,47 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
     const sentAt = this.now();
     const refresh = queue
       ? `;
-       UPDATE ${this.waiters} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL (GREATEST(@dlock_left, 0) + ${WAITER_MARGIN_US}) MICROSECOND
-         WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6) AND @dlock_busy = 1`
+       UPDATE ${this.waiters} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL (GREATEST(COALESCE(@dlock_left, 0), 0) + ${WAITER_MARGIN_US}) MICROSECOND
+         WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6) AND (@dlock_busy = 1 OR @dlock_behind = 1)`
       : '';
     const r = await this.onHome<unknown[]>(
       n.id,
-      `INSERT INTO ${this.locks} (id, name, owner, token, expires_at)
-         VALUES (?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
+      // A key held by someone else is seen with a plain read first, which locks nothing: woken
+      // waiters that find it busy do not queue on the row lock ahead of the one it was handed to.
+      `SET @dlock_held = (SELECT NOT (owner <=> ?) AND ${LIVE} FROM ${this.locks} WHERE id = ?);
+       INSERT INTO ${this.locks} (id, name, owner, token, expires_at)
+         SELECT ?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND FROM DUAL WHERE NOT (@dlock_held <=> 1)
        ON DUPLICATE KEY UPDATE
          token      = IF(owner <=> ?, token, IF(${LIVE} OR crowded = 1, token, token + 1)),
          owner      = IF(owner <=> ? OR NOT (${LIVE} OR crowded = 1), ?, owner),
          session_id = IF(owner <=> ?, NULL, session_id),
          expires_at = IF(owner <=> ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, expires_at);
-       SELECT owner <=> ? AS mine, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+       SET @dlock_behind = COALESCE((SELECT owner <> ? AND (? OR TIMESTAMPDIFF(MICROSECOND, since, UTC_TIMESTAMP(6)) > ${BARGE_BOUND_MS * 1000})
+                                       FROM ${this.waiters} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6) ORDER BY seq LIMIT 1), 0);
+       SELECT @dlock_behind AS behind, owner <=> ? AS mine, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
               @dlock_left := TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
               @dlock_busy := (NOT (owner <=> ?) AND ${LIVE}) AS busy,
               IF(owner <=> ?, IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 1, GET_LOCK(?, 0.05)), NULL) AS signalled
          FROM ${this.locks} WHERE id = ?${refresh}`,
       [
+        req.owner, n.lock, n.id,
         n.id, req.key, req.owner, us,
         req.owner, n.lock,
         req.owner, n.lock, req.owner,
         req.owner,
         req.owner, us,
+        req.owner, req.fair === true ? 1 : 0, n.id,
         req.owner, n.lock, req.owner, n.lock, req.owner, n.signal, n.signal, n.id,
         ...(queue ? [n.id, req.owner] : []),
       ],
     );
-    const row = (r[1] as Array<{ mine: number; token: string; session: number; live: number; remaining_us: string | null }>)[0];
+    const row = (r[3] as Array<{ behind: number | string; mine: number; token: string; session: number; live: number; remaining_us: string | null }>)[0];
     if (row && Number(row.mine) === 1) return { ok: true, grant: { token: BigInt(row.token), sentAt } };
-    const refreshed = queue && ((r[2] as { affectedRows?: number } | undefined)?.affectedRows ?? 0) > 0;
-    // Free but crowded (waiters, holders rows), or a waiter not queued yet: the full rule.
+    const refreshed = queue && ((r[4] as { affectedRows?: number } | undefined)?.affectedRows ?? 0) > 0;
+    // Free but behind the queue's head (fair, or past the barging bound): busy, as the full rule
+    // would answer, and the head takes it with its own try.
+    if (row && Number(row.live) !== 1 && Number(row.behind) === 1 && (!queue || refreshed)) return { ok: false, retryAfterMs: QUEUED_RETRY_MS };
+    // Free but crowded (the head, a barging request, holders rows), or a waiter not queued yet: the full rule.
     if (!row || Number(row.live) !== 1 || (queue && !refreshed)) return this.stepTry(req, queue);
     const retryAfterMs = Number(row.session) === 1 ? -1 : Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
     return { ok: false, retryAfterMs };
@@ -244,6 +262,7 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
    * which hands the key over to the queue's heads that are due.
    */
   async release(key: string, owner: string): Promise<boolean> {
+    if (this.crowdedGrants.delete(owner)) return (await this.step(key, { kind: 'release', owner })).released;
     const n = this.namesOf(key);
     const r = await this.onHome<unknown[]>(
       n.id,
@@ -354,7 +373,10 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
   /** The full step as a {@link TryResult}. */
   private async stepTry(req: AcquireRequest, queue: boolean): Promise<TryResult> {
     const o = await this.step(req.key, { kind: 'try', req, queue });
-    return o.token !== undefined ? { ok: true, grant: { token: o.token, sentAt: o.sentAt } } : { ok: false, retryAfterMs: o.retryAfterMs };
+    if (o.token === undefined) return { ok: false, retryAfterMs: o.retryAfterMs };
+    // Granted on a crowded row: its release will need the full step too, so go there directly.
+    this.crowdedGrants.add(req.owner);
+    return { ok: true, grant: { token: o.token, sentAt: o.sentAt } };
   }
 
   /** A wake-up watch for `key`: a connection of its own blocked on the key's signal lock. */
