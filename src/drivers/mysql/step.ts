@@ -297,11 +297,10 @@ export class StepPlan {
 
   /**
    * After a release: hand the key to the queue's heads in order while the rule admits them
-   * (strict FIFO: stop at the first that does not fit) when the head asked for fairness. Not for
-   * barging heads: a handed-over waiter holds the key without the wake-up signal until its next
-   * try finds the grant, and the waiters woken meanwhile find the signal missing and back off
-   * (measured: contended cycles/s fell to a third); a barging head past the bound is served by
-   * its own try instead, the rule keeping everyone else out.
+   * (strict FIFO: stop at the first that does not fit) when the head asked for fairness or has
+   * waited past the barging bound (the memory driver's rule). The head learns at its next try,
+   * woken by the release's signal (measured: 8 contenders in one process, 29 cycles/s with the
+   * handover against 21 without, where the head's own try had to win the key).
    */
   private handOver(): Map<string, bigint> {
     const given = new Map<string, bigint>();

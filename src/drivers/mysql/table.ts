@@ -59,9 +59,10 @@ const FREE_BACKOFF_CAP_MS = 250;
  *   queue's head has waited less than BARGE_BOUND_MS (5 ms), after which a release hands the key
  *   to the head. A busy waiter queues in its decisive try and refreshes its entry on each try
  *   (an entry lives the holders' remaining TTL + 2 s, so a crashed waiter leaves the queue);
- * - direct handoff: a release (or a step that finds holders expired) grants the key to the
- *   queue's heads that the rule admits, each with the next token; the waiter finds it is the
- *   holder at its next try (woken by the signal below) and confirms it;
+ * - direct handoff: a release grants the key to the queue's heads that the rule admits (when
+ *   the head is fair or past the bound), each with the next token; the waiter finds it is the
+ *   holder at its next try (woken by the signal below) and confirms it; after a holder's expiry
+ *   the head takes the key with its own try;
  * - tokens strictly increase per key across modes (one counter in the row, never deleted);
  * - an uncontended mutex costs what it did before: one statement on an uncrowded row.
  * Does not: free a crashed holder's lock before its TTL; wake the waiters a step hands the key
@@ -331,9 +332,9 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
    * locks between keys). An engine error (ER_LOCK_DEADLOCK included) rolls back and rejects: the
    * core backs off and tries again.
    *
-   * Rule (the memory driver's): expired holders and waiters are dropped; the queue's heads are
-   * handed the key while the rule admits them, when the head asked for fairness or has waited
-   * past BARGE_BOUND_MS; then the request is admitted over the holders, and also over the
+   * Rule (the memory driver's): expired holders and waiters are dropped; a release (or cancel)
+   * hands the key to the queue's heads while the rule admits them, when the head asked for
+   * fairness or has waited past BARGE_BOUND_MS; a try is admitted over the holders, and also over the
    * waiters queued before it when it asks for fairness, when the head has waited past the bound,
    * or when the head is exclusive and the request would share (a queued writer stops new
    * readers). A busy request with `queue` is queued (or its entry refreshed, keeping its place).
