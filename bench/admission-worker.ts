@@ -9,10 +9,9 @@ import type { DlockSource } from './libs.js';
 
 export interface AdmissionJob {
   readonly lib: 'dlock-semaphore' | 'redis-semaphore' | 'dlock-rwlock' | 'dlock-mutex';
-  /** What dlock connects to (`redis://`, or `redlock://` with `--redlock`). */
   readonly url: string;
-  /** A plain Redis node for the section's counters (and redis-semaphore); default `url`. */
-  readonly probeUrl?: string;
+  /** dlock's engine when not `url`'s Redis (the counters stay on `url`). */
+  readonly lockUrl?: string | undefined;
   readonly key: string;
   readonly permits: number;
   readonly readPct: number;
@@ -33,9 +32,9 @@ type Dlock = typeof import('../src/index.js');
 
 async function run(job: AdmissionJob): Promise<AdmissionDone> {
   const dl = (await (job.dlock === 'src' ? import('../src/index.js') : import(new URL('../dist/esm/index.js', import.meta.url).href))) as Dlock;
-  const probe = new Redis(job.probeUrl ?? job.url);
-  const peer = new Redis(job.probeUrl ?? job.url);
-  const client = job.lib.startsWith('dlock') ? await dl.connect(job.url, { ttlMs: 10_000 }) : undefined;
+  const probe = new Redis(job.url);
+  const peer = new Redis(job.url);
+  const client = job.lib.startsWith('dlock') ? await dl.connect(job.lockUrl ?? job.url, { ttlMs: 10_000 }) : undefined;
   const inside = `${job.key}:inside`;
   const writing = `${job.key}:writing`;
   let reads = 0;

@@ -19,8 +19,8 @@ import { fmt, fmtSpread, rotate, spread, table } from './support.js';
 export interface AdmissionBenchOptions {
   readonly scenario: 'semaphore' | 'rwlock';
   readonly url: string;
-  /** With a `redlock://` url (rwlock only): a plain node for the counters. */
-  readonly probeUrl?: string;
+  /** Where dlock takes its locks when not on `url`'s Redis (`--engine`); no idle-waiter count then. */
+  readonly lockUrl?: string | undefined;
   readonly reps: number;
   readonly seconds: number;
   readonly processes: number | undefined;
@@ -116,33 +116,34 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
     for (const lib of rotate(libs, rep)) {
       const key = `bench:${o.scenario}:${lib}:${rep}`;
       const t = Date.now();
-      const done = await runWorkers({ lib, url: o.url, ...(o.probeUrl !== undefined ? { probeUrl: o.probeUrl } : {}), permits: 4, readPct: 90, holdMs: 1, seconds: o.seconds, dlock: o.dlock }, processes, key);
+      const done = await runWorkers({ lib, url: o.url, lockUrl: o.lockUrl, permits: 4, readPct: 90, holdMs: 1, seconds: o.seconds, dlock: o.dlock }, processes, key);
       const reads = done.reduce((s, d) => s + d.reads, 0);
       const r = per.get(lib)!;
       r.rate.push(reads / o.seconds);
       r.maxWait.push(Math.max(...done.map((d) => d.maxWaitMs)));
       r.over += done.reduce((s, d) => s + d.overAdmitted, 0);
-      if (semaphore) r.idle.push(await idleWaiter(lib, o.url, o.dlock, `${key}:idle`));
-      o.log(`  [${o.scenario} ${rep + 1}/${o.reps}] ${NAMES[lib].padEnd(28)} ${fmt(reads / o.seconds)} ${semaphore ? 'cycles' : 'reads'}/s  max wait ${fmt(r.maxWait.at(-1)!)} ms${semaphore ? `  idle waiter ${fmt(r.idle.at(-1)!)} cmd/s` : ''}  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+      if (semaphore && (o.lockUrl === undefined || lib === 'redis-semaphore')) r.idle.push(await idleWaiter(lib, o.url, o.dlock, `${key}:idle`));
+      o.log(`  [${o.scenario} ${rep + 1}/${o.reps}] ${NAMES[lib].padEnd(28)} ${fmt(reads / o.seconds)} ${semaphore ? 'cycles' : 'reads'}/s  max wait ${fmt(r.maxWait.at(-1)!)} ms${semaphore && r.idle.length > 0 ? `  idle waiter ${fmt(r.idle.at(-1)!)} cmd/s` : ''}  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
     }
   }
   const base = per.get(libs[1]!)!;
   const ratios = per.get(libs[0]!)!.rate.map((x, i) => x / base.rate[i]!);
-  console.log(`\n## ${o.scenario}${o.probeUrl !== undefined ? ' (redlock, 3 nodes)' : ''}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
+  console.log(`\n## ${o.scenario}${o.lockUrl ? ` (dlock on ${o.lockUrl.replace(/\/\/[^@]*@/, '//')})` : ''}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
   console.log(
     table(
       ['library', semaphore ? 'cycles/s' : 'read cycles/s', `× ${NAMES[libs[1]!]}`, 'max wait ms', 'over-admitted', ...(semaphore ? ['idle waiter cmd/s'] : [])],
       libs.map((l, i) => {
         const r = per.get(l)!;
-        return [NAMES[l], fmtSpread(spread(r.rate)), i === 0 ? fmtSpread(spread(ratios), '×') : '1×', fmtSpread(spread(r.maxWait)), String(r.over), ...(semaphore ? [fmtSpread(spread(r.idle))] : [])];
+        return [NAMES[l], fmtSpread(spread(r.rate)), i === 0 ? fmtSpread(spread(ratios), '×') : '1×', fmtSpread(spread(r.maxWait)), String(r.over), ...(semaphore ? [r.idle.length > 0 ? fmtSpread(spread(r.idle)) : 'not counted (not Redis)'] : [])];
       }),
     ),
   );
   const mid = spread(ratios).median;
   const dl = per.get(libs[0]!)!;
   if (semaphore) {
-    const idle = spread(dl.idle).median;
-    console.log(`target: dlock >= 1.0× redis-semaphore: ${fmt(mid)}×, ${verdict(mid >= 1)}; never over-admitted: ${dl.over}, ${verdict(dl.over === 0)}; idle waiter 0 commands/s: ${fmt(idle)}, ${verdict(idle === 0)}`);
+    const idle = dl.idle.length > 0 ? spread(dl.idle).median : undefined;
+    const idleText = idle === undefined ? 'idle waiter not counted (dlock not on Redis)' : `idle waiter 0 commands/s: ${fmt(idle)}, ${verdict(idle === 0)}`;
+    console.log(`target: dlock >= 1.0× redis-semaphore: ${fmt(mid)}×, ${verdict(mid >= 1)}; never over-admitted: ${dl.over}, ${verdict(dl.over === 0)}; ${idleText}`);
   } else {
     console.log(`target: read cycles/s >= 4× the exclusive mutex's: ${fmt(mid)}×, ${verdict(mid >= 4)}; writer never beside anyone: ${dl.over} overlaps, ${verdict(dl.over === 0)}`);
   }

@@ -37,7 +37,9 @@ const USAGE = `usage: npm run bench -- <handoff|uncontended|contended|semaphore|
   --count N         ids per library per rep in 'ids' (default 1000000)
   --only a,b        only these libraries; ratios need the baseline '${BASELINE_ID}' (ids: ${LIBS.map((l) => l.id).join(', ')};
                     in 'ids': ${ID_LIBS.join(', ')})
-  --redlock         rwlock only: dlock over Redlock (3 private redis-servers) instead of one Redis
+  --engine E        semaphore/rwlock: run dlock on this engine instead of Redis (redlock: 3 private
+                    redis-servers, rwlock only; mysql-table: a private MariaDB, table mode); the
+                    peer and the counters stay on the bench's Redis
   --src             load dlock from src/ via tsx instead of the built dist/
   --report FILE     also draw the results: FILE.svg (charts) or FILE.html (charts and every figure)`;
 
@@ -54,8 +56,8 @@ const { values, positionals } = parseArgs({
     count: { type: 'string', default: '1000000' },
     waiters: { type: 'string', default: '10000' },
     only: { type: 'string' },
+    engine: { type: 'string' },
     src: { type: 'boolean', default: false },
-    redlock: { type: 'boolean', default: false },
     report: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -372,17 +374,17 @@ async function main(): Promise<void> {
     if (admissionScenario) {
       const { runAdmissionBench } = await import('./admission.js');
       const explicit = process.argv.some((a) => a === '--processes' || a.startsWith('--processes='));
-      const opts: Omit<import('./admission.js').AdmissionBenchOptions, 'url'> = { scenario: admissionScenario, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log };
-      if (values.redlock && admissionScenario === 'rwlock') {
-        const { startRedlock } = await import('../test/support/redlock.js');
-        const nodes = await startRedlock({ nodes: 3 });
-        try {
-          await runAdmissionBench({ ...opts, url: nodes.url, probeUrl: server.url });
-        } finally {
-          await nodes.stop();
-        }
-      } else {
-        await runAdmissionBench({ ...opts, url: server.url });
+      const engine = values.engine;
+      if (engine !== undefined && engine !== 'mysql-table' && engine !== 'redlock') throw new Error(`--engine must be redlock or mysql-table, got ${JSON.stringify(engine)}`);
+      if (engine === 'redlock' && admissionScenario !== 'rwlock') throw new Error('--engine redlock: rwlock only (Redlock grants no counted permits)');
+      const mysql = engine === 'mysql-table' ? await (await import('../test/support/mysql.js')).startMysql() : undefined;
+      const redlock = engine === 'redlock' ? await (await import('../test/support/redlock.js')).startRedlock({ nodes: 3 }) : undefined;
+      try {
+        const lockUrl = mysql ? `${mysql.url}?mode=table` : redlock?.url;
+        await runAdmissionBench({ scenario: admissionScenario, url: server.url, lockUrl, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log });
+      } finally {
+        await mysql?.stop();
+        await redlock?.stop();
       }
     }
   } finally {

@@ -705,8 +705,8 @@ export function assertMode(driver: LockDriver, mode: Admission['mode']): void {
   throw new UnsupportedModeError(
     driver.info.name,
     what,
-    `its engine step grants one exclusive holder per key`,
-    driver.info.modesAdvice ?? 'Use a driver that lists it in info.modes (see the README\'s table of engines), or a mutex.',
+    driver.info.modeAdvice?.why ?? `its engine step grants one exclusive holder per key`,
+    driver.info.modeAdvice?.instead ?? 'Use a driver that lists it in info.modes (see the README\'s table of engines), or a mutex.',
   );
 }
 

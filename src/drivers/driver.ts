@@ -200,10 +200,10 @@ export interface DriverInfo {
    */
   readonly modes?: readonly AdmissionMode[];
   /**
-   * What to use instead when a mode this driver lacks is asked for (e.g. PostgreSQL's session
-   * mode: its table mode grants permits); the `UnsupportedModeError` message says it.
+   * Optional: why this driver lacks the modes it does not list, and what to use instead, for the
+   * `UnsupportedModeError` a primitive throws (e.g. MySQL session mode: use the table mode).
    */
-  readonly modesAdvice?: string;
+  readonly modeAdvice?: { readonly why: string; readonly instead: string };
   /**
    * How waiters are ordered: `fifo` (always in arrival order, both modes), `choice` (strict FIFO
    * with `fair: true`, bounded barging otherwise: a newcomer or the releaser may take a free key

@@ -137,7 +137,7 @@ export class Semaphore {
         this.client.driver.info.name,
         'several permits in one acquisition',
         'without the permits mode a semaphore is one lock per permit',
-        this.client.driver.info.modesAdvice ?? 'Take them one by one, or use a driver whose info.modes includes "permits".',
+        this.client.driver.info.modeAdvice?.instead ?? 'Take them one by one, or use a driver whose info.modes includes "permits".',
       );
     }
     return k;

@@ -15,7 +15,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import type { SessionState } from '../../src/drivers/driver.js';
 import { createMysqlDriver, keyNames, MysqlSessionDriver, type MysqlMode } from '../../src/drivers/mysql/index.js';
-import { isDlockError, LockAbortedError, LockLostError } from '../../src/errors.js';
+import { isDlockError, LockAbortedError, LockLostError, UnsupportedModeError } from '../../src/errors.js';
+import { ReadWriteLock } from '../../src/primitives/read-write-lock.js';
+import { Semaphore } from '../../src/primitives/semaphore.js';
 import { abortWhileConnecting } from '../support/abort-while-connecting.js';
 import { startDelayProxy } from '../support/delay-proxy.js';
 import { startMysql, type MysqlServer } from '../support/mysql.js';
@@ -171,6 +173,67 @@ describe('mysql: session and table mode on one key', () => {
     const s2 = await session.acquire(key, { ttlMs: 5000 });
     expect(s2.token).toBeGreaterThan(t1.token);
     expect(await s2.release()).toBe(true);
+  });
+});
+
+describe('mysql: admission modes (read-write locks, semaphores)', () => {
+  it('session mode refuses a read-write lock with UnsupportedModeError that points to the table mode, which grants it', async () => {
+    const key = uniqueKey('rw-session');
+    const e = (() => {
+      try {
+        new ReadWriteLock(client('session'), key);
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    })();
+    expect(e).toBeInstanceOf(UnsupportedModeError);
+    expect((e as UnsupportedModeError).code).toBe('DLOCK_UNSUPPORTED_MODE');
+    expect((e as Error).message).toMatch(/GET_LOCK, which has no shared mode/);
+    expect((e as Error).message).toMatch(/mode: 'table'/);
+    const rw = new ReadWriteLock(client('table'), key);
+    const [r1, r2] = [await rw.read.acquire(), await new ReadWriteLock(client('table'), key).read.acquire()];
+    expect(r2.token).toBeGreaterThan(r1.token);
+    await Promise.all([r1.release(), r2.release()]);
+  });
+
+  it('table-mode readers and permits are busy for session mode; tokens keep increasing across modes and admissions', async () => {
+    const key = uniqueKey('rw-mixed');
+    const session = client('session');
+    const table = client('table');
+    const read = await new ReadWriteLock(table, key).read.acquire({ ttlMs: 5000 });
+    expect(await session.tryAcquire(key)).toBeNull();
+    await read.release();
+    const s1 = await session.acquire(key, { ttlMs: 5000 });
+    expect(s1.token).toBeGreaterThan(read.token);
+    // A session holder is exclusive for the table mode's permits too.
+    expect(await new Semaphore(table, key, { permits: 3 }).tryAcquire()).toBeNull();
+    await s1.release();
+    const p = await new Semaphore(table, key, { permits: 3 }).acquire({ permits: 2 });
+    expect(p.token).toBeGreaterThan(s1.token);
+    expect(await session.tryAcquire(key)).toBeNull();
+    await p.release();
+    const s2 = await session.acquire(key, { ttlMs: 5000 });
+    expect(s2.token).toBeGreaterThan(p.token);
+    await s2.release();
+  });
+
+  it('tables of an older version (no holders/waiters tables, no crowded column) keep their tokens and get the new modes', async () => {
+    const prefix = `old${process.pid}_`;
+    const key = uniqueKey('old-table');
+    await server.sql(
+      `CREATE TABLE dlock.${prefix}locks (id BINARY(32) NOT NULL PRIMARY KEY, name TEXT NOT NULL, owner VARBINARY(255) NULL, token BIGINT NOT NULL,
+         expires_at DATETIME(6) NULL, session_id BIGINT UNSIGNED NULL, mark BIGINT NOT NULL DEFAULT 0) ENGINE = InnoDB`,
+    );
+    await server.sql(`INSERT INTO dlock.${prefix}locks (id, name, owner, token) VALUES (?, ?, NULL, 41)`, [keyNames('dlock', prefix, key).id, key]);
+    const c = new LockClient(createMysqlDriver({ url: `${url('table')}&tablePrefix=${prefix}` }));
+    clients.push(c);
+    const w = await new ReadWriteLock(c, key).write.acquire();
+    expect(w.token).toBe(42n);
+    await w.release();
+    const r = await new ReadWriteLock(c, key).read.acquire();
+    expect(r.token).toBe(43n);
+    await r.release();
   });
 });
 

@@ -39,6 +39,8 @@ export class Conn {
   private readonly closeListeners = new Set<(error: MysqlError | undefined) => void>();
   private readonly confirmListeners = new Set<(sentAt: number) => void>();
   private ended: Promise<void> | undefined;
+  /** Set while {@link exclusive} runs: settles when it ends. */
+  private owned: Promise<void> | undefined;
 
   constructor(
     private readonly raw: RawConnection,
@@ -53,6 +55,32 @@ export class Conn {
 
   /** Run `sql` (several statements allowed); resolves mysql2's result (an array for several). */
   query<T = unknown>(sql: string, params: readonly unknown[] = []): Promise<T> {
+    // A transaction of several round trips owns the connection: later statements wait for it.
+    if (this.owned) return this.owned.then(() => this.query<T>(sql, params));
+    return this.send<T>(sql, params);
+  }
+
+  /**
+   * Run `fn` with this connection to itself: statements that others send meanwhile wait until it
+   * settles, so that none of them lands inside its transaction. When `fn` fails, `ROLLBACK` is
+   * sent (an open transaction must never meet the next statement). `fn` sends with `send`.
+   */
+  async exclusive<T>(fn: (send: <R>(sql: string, params?: readonly unknown[]) => Promise<R>) => Promise<T>): Promise<T> {
+    while (this.owned) await this.owned;
+    let done!: () => void;
+    this.owned = new Promise<void>((resolve) => (done = resolve));
+    try {
+      return await fn((sql, params) => this.send(sql, params));
+    } catch (e) {
+      if (this.alive) await this.send('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      this.owned = undefined;
+      done();
+    }
+  }
+
+  private send<T>(sql: string, params: readonly unknown[] = []): Promise<T> {
     if (!this.alive) return Promise.reject(this.failure ?? connectionClosed());
     const sentAt = monotonicNow();
     this.inFlight++;

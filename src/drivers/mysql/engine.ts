@@ -13,6 +13,8 @@ import { keyNames, resolveOptions, slotOf, type KeyNames, type MysqlDriverOption
 const ER_NO_SUCH_TABLE = 1146;
 /** The error number MySQL/MariaDB answer when BIGINT arithmetic overflows (ER_DATA_OUT_OF_RANGE). */
 const ER_DATA_OUT_OF_RANGE = 1690;
+/** ER_DUP_FIELDNAME: the column exists already (another client added it first). */
+const ER_DUP_FIELDNAME = 1060;
 /** How long an interrupt (KILL QUERY) may take before the connection is dropped instead. */
 const KILL_TIMEOUT_MS = 2000;
 
@@ -29,6 +31,10 @@ export abstract class MysqlEngine {
   /** `<prefix>locks`, quoted. */
   protected readonly locks: string;
   protected readonly sequences: string;
+  /** `<prefix>holders`, quoted: the shared and permit holders of lease-table mode. */
+  protected readonly holders: string;
+  /** `<prefix>waiters`, quoted: lease-table mode's queue of waiters, in `seq` order. */
+  protected readonly waiters: string;
   /** Connections for non-blocking statements, chosen by key. */
   private readonly homes: Array<Promise<Conn> | undefined>;
   /** Connections that hold nothing and wait for nothing, kept for the next wait. */
@@ -43,6 +49,8 @@ export abstract class MysqlEngine {
     mysql2(); // MissingPeerError (npm install mysql2) here rather than at the first lock
     this.locks = `\`${this.o.prefix}locks\``;
     this.sequences = `\`${this.o.prefix}sequences\``;
+    this.holders = `\`${this.o.prefix}holders\``;
+    this.waiters = `\`${this.o.prefix}waiters\``;
     this.homes = Array.from({ length: this.o.connections }, () => undefined);
   }
 
@@ -119,15 +127,22 @@ export abstract class MysqlEngine {
     const conn = await this.home(slotOf(n.id, this.o.connections));
     const r = await orNone(
       conn.query<unknown[]>(
-        `UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
-           WHERE id = ? AND owner IS NOT NULL AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6);
-         SELECT ROW_COUNT() AS leased, IS_USED_LOCK(?) AS holder, CONNECTION_ID() AS me,
+        // The live exclusive lease and the live holders rows (table mode's shared and permit
+        // holders, valid while the row is held) are counted, then the row is cleared (the
+        // holders rows stop counting at once) and they are deleted.
+        `SET @dlock_x = (SELECT COUNT(*) FROM ${this.locks} WHERE id = ? AND owner IS NOT NULL AND owner <> '' AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6)),
+             @dlock_h = (SELECT COUNT(*) FROM ${this.holders} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6)
+                           AND EXISTS (SELECT 1 FROM ${this.locks} WHERE id = ? AND owner IS NOT NULL));
+         UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
+           WHERE id = ? AND owner IS NOT NULL AND session_id IS NULL AND (expires_at > UTC_TIMESTAMP(6) OR owner = '');
+         DELETE FROM ${this.holders} WHERE id = ?;
+         SELECT @dlock_x + @dlock_h AS leased, IS_USED_LOCK(?) AS holder, CONNECTION_ID() AS me,
                 (SELECT token FROM ${this.locks} WHERE id = ?) AS token`,
-        [n.id, n.lock, n.id],
+        [n.id, n.id, n.id, n.id, n.id, n.lock, n.id],
       ),
       [],
     );
-    const row = (r[1] as Array<{ leased: string | number; holder: string | number | null; me: string | number; token: string | null }> | undefined)?.[0];
+    const row = (r[3] as Array<{ leased: string | number; holder: string | number | null; me: string | number; token: string | null }> | undefined)?.[0];
     if (!row) return { released: 0, fence: 0n };
     let released = Math.max(0, Number(row.leased));
     if (row.holder !== null) {
@@ -295,6 +310,9 @@ export abstract class MysqlEngine {
 
   private async createSchema(conn: Conn): Promise<void> {
     // Rows are never deleted: a key's row keeps its fencing counter (`token`) and mark for good.
+    // Lease-table mode: the row's owner is the exclusive holder, or '' while only `holders` rows
+    // hold the key (its expiry then the latest of theirs), so that every check of the row alone
+    // (session mode's, the exclusive fast path's, list()) sees the key busy.
     await conn.query(
       `CREATE TABLE IF NOT EXISTS ${this.locks} (
          id         BINARY(32)      NOT NULL PRIMARY KEY COMMENT 'SHA-256 of the key',
@@ -303,14 +321,52 @@ export abstract class MysqlEngine {
          token      BIGINT          NOT NULL COMMENT 'fencing counter: the last token handed out',
          expires_at DATETIME(6)     NULL     COMMENT 'server UTC time the lease ends',
          session_id BIGINT UNSIGNED NULL     COMMENT 'session mode: CONNECTION_ID() holding the lock',
-         mark       BIGINT          NOT NULL DEFAULT 0 COMMENT 'high-water mark (worker-id leases)'
+         mark       BIGINT          NOT NULL DEFAULT 0 COMMENT 'high-water mark (worker-id leases)',
+         crowded    TINYINT         NOT NULL DEFAULT 0 COMMENT '1 while holders or waiters rows may exist: steps take the full rule'
        ) ENGINE = InnoDB;
        CREATE TABLE IF NOT EXISTS ${this.sequences} (
          id   BINARY(32) NOT NULL PRIMARY KEY COMMENT 'SHA-256 of the counter name',
          name TEXT       NOT NULL,
          seq  BIGINT     NOT NULL COMMENT 'the last id handed out'
+       ) ENGINE = InnoDB;
+       CREATE TABLE IF NOT EXISTS ${this.holders} (
+         id         BINARY(32)     NOT NULL COMMENT 'the key row (locks.id)',
+         owner      VARBINARY(255) NOT NULL,
+         token      BIGINT         NOT NULL COMMENT 'fencing token of this grant',
+         mode       CHAR(1)        NOT NULL COMMENT 's = shared (read), p = permits',
+         permits    BIGINT         NOT NULL,
+         lim        BIGINT         NOT NULL COMMENT 'the semaphore limit the holder asked for',
+         expires_at DATETIME(6)    NOT NULL COMMENT 'server UTC time the lease ends',
+         PRIMARY KEY (id, owner)
+       ) ENGINE = InnoDB;
+       CREATE TABLE IF NOT EXISTS ${this.waiters} (
+         seq        BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY COMMENT 'arrival order',
+         id         BINARY(32)      NOT NULL COMMENT 'the key row (locks.id)',
+         owner      VARBINARY(255)  NOT NULL,
+         mode       CHAR(1)         NOT NULL COMMENT 'x = exclusive, s = shared, p = permits',
+         permits    BIGINT          NOT NULL,
+         lim        BIGINT          NOT NULL,
+         ttl_ms     BIGINT          NOT NULL COMMENT 'TTL of the grant a handoff gives it',
+         fair       TINYINT         NOT NULL,
+         alongside  VARBINARY(255)  NULL,
+         since      DATETIME(6)     NOT NULL COMMENT 'server UTC time it queued',
+         expires_at DATETIME(6)     NOT NULL COMMENT 'dropped unless it tries again before',
+         UNIQUE KEY key_owner (id, owner),
+         KEY key_seq (id, seq)
        ) ENGINE = InnoDB`,
     );
+    // Tables of older versions lack the flag: add it (guarded; a concurrent add is fine).
+    const [has] = await conn.query<Array<{ n: string | number }>>(
+      `SELECT COUNT(*) AS n FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'crowded'`,
+      [`${this.o.prefix}locks`],
+    );
+    if (Number(has?.n) === 0) {
+      await conn
+        .query(`ALTER TABLE ${this.locks} ADD COLUMN crowded TINYINT NOT NULL DEFAULT 0 COMMENT '1 while holders or waiters rows may exist: steps take the full rule'`)
+        .catch((e: MysqlError) => {
+          if (e.errno !== ER_DUP_FIELDNAME) throw e;
+        });
+    }
   }
 
   /** Close every connection (bounded). */
@@ -333,7 +389,7 @@ export abstract class MysqlEngine {
 }
 
 /** A read that finds no locks where the tables are missing (`create: false`). */
-async function orNone<T>(read: Promise<T>, none: T): Promise<T> {
+export async function orNone<T>(read: Promise<T>, none: T): Promise<T> {
   try {
     return await read;
   } catch (e) {

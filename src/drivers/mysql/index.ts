@@ -18,9 +18,17 @@
  *   server-wide: the database is part of the hash so that two databases do not share locks;
  * - fencing: a counter in the key's row, bumped in the same round trip as the grant.
  *
+ * - only exclusive holds (`info.modes`): GET_LOCK has no shared mode, so a ReadWriteLock is
+ *   refused with UnsupportedModeError pointing to the table mode, and a Semaphore falls back to
+ *   one lock per permit;
+ *
  * Lease-table mode ({@link MysqlTableDriver}, `?mode=table`):
- * - a row per key: owner, fencing token, expiry by the server's clock (`UTC_TIMESTAMP(6)`),
- *   renewed by the core; each operation is one atomic statement, so no connection must stay up;
+ * - a row per key: exclusive owner, fencing token, expiry by the server's clock
+ *   (`UTC_TIMESTAMP(6)`), renewed by the core; shared and permit holders in `<prefix>holders`, a
+ *   FIFO queue in `<prefix>waiters`; each operation is one atomic statement or one transaction
+ *   under the key row's lock, so no connection must stay up;
+ * - read-write locks and semaphores (`info.modes` exclusive, shared, permits), and fairness as a
+ *   choice: strict FIFO with `fair: true`, else bounded barging (5 ms) with direct handoff;
  * - waiters block in the server on a per-key "signal" user lock the holder keeps while it holds
  *   the row (see ./table.ts); only while that signal is missing (holder's connection died...)
  *   do they re-try, with exponential back-off bounded by the holder's TTL.
@@ -34,9 +42,10 @@
  *   may lag): point every client at the primary;
  * - work through a proxy that multiplexes connections (ProxySQL in multiplexing mode): user
  *   locks belong to a server connection;
- * - order waiters fairly in table mode.
- * Needs: CREATE/SELECT/INSERT/UPDATE on the database (tables `<prefix>locks` and
- * `<prefix>sequences` are created on first use); `KILL QUERY` on its own connections (no privilege
+ * - grant shared holds or permits in session mode (use the table mode).
+ * Needs: CREATE/ALTER/SELECT/INSERT/UPDATE/DELETE on the database (tables `<prefix>locks`,
+ * `<prefix>holders`, `<prefix>waiters` and `<prefix>sequences` are created on first use; an
+ * older `<prefix>locks` gets its `crowded` column added); `KILL QUERY` on its own connections (no privilege
  * needed for the same user). Tested on MariaDB 10.11; MySQL 5.7+/8.0 provide the same functions
  * (several user locks per connection since MySQL 5.7.5 / MariaDB 10.0.2).
  */

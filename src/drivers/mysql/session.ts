@@ -46,6 +46,11 @@
  * the confirming statement), never later than the start of the server's idle countdown, which
  * is at least the TTL (wait_timeout, whole seconds rounded up).
  * Does not:
+ * - grant shared (read) holds or semaphore permits: GET_LOCK has no shared mode, and building one
+ *   from several user locks would tie a reader's liveness to more than its connection, so
+ *   `info.modes` is exclusive only and the core refuses a ReadWriteLock with an
+ *   UnsupportedModeError that points to the table mode (`mode: 'table'`); a Semaphore here is one
+ *   lock per permit;
  * - survive a failover to an asynchronous replica, or work through a multiplexing proxy;
  * - keep a grant's local deadline in step with a later `extend()` to a longer TTL: the grant's
  *   session counts its TTL at grant time (renewals at the usual cadence keep it alive).
@@ -94,7 +99,19 @@ const BUSY: TryResult = { ok: false, retryAfterMs: -1 };
 /** See the file header. */
 export class MysqlSessionDriver extends MysqlEngine implements BlockingDriver, SessionSource {
   readonly kind = 'server-blocking' as const;
-  readonly info: DriverInfo = { name: 'mysql', liveness: 'session', fair: true, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'mysql',
+    liveness: 'session',
+    fair: true,
+    scope: 'distributed',
+    modes: ['exclusive'],
+    fairness: 'fifo',
+    modeAdvice: {
+      why: 'MySQL/MariaDB session mode locks with GET_LOCK, which has no shared mode: one holder per key',
+      instead:
+        "On MySQL/MariaDB use the lease-table mode for read-write locks and semaphores: mode: 'table' (createMysqlDriver({ url, mode: 'table' }), new MysqlTableDriver(...), or ?mode=table in the URL).",
+    },
+  };
   /** Held locks by owner id. */
   private readonly held = new Map<string, Held>();
   /** Held locks by connection. */
@@ -212,14 +229,15 @@ export class MysqlSessionDriver extends MysqlEngine implements BlockingDriver, S
     try {
       const r = await conn.query<Array<{ affectedRows: number; insertId: number | string }>>(
         `SET @dlock_got = IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 0, IF(GET_LOCK(?, ?) = 1, IF(EXISTS (
-             SELECT 1 FROM ${this.locks} WHERE id = ? AND owner IS NOT NULL AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6)),
+             SELECT 1 FROM ${this.locks} WHERE id = ? AND owner IS NOT NULL AND session_id IS NULL AND (expires_at > UTC_TIMESTAMP(6)
+               OR EXISTS (SELECT 1 FROM ${this.holders} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6)))),
            RELEASE_LOCK(?) - 1, 1), 0));
          INSERT INTO ${this.locks} (id, name, owner, token, expires_at, session_id)
            SELECT ?, ?, ?, LAST_INSERT_ID(1), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, CONNECTION_ID() FROM DUAL WHERE @dlock_got = 1
            ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1), owner = ?,
              expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, session_id = CONNECTION_ID();
          SET SESSION wait_timeout = IF(@dlock_got = 1, ?, @@SESSION.wait_timeout)`,
-        [n.lock, n.lock, waitSeconds, n.id, n.lock, n.id, req.key, req.owner, us, req.owner, us, idleSeconds],
+        [n.lock, n.lock, waitSeconds, n.id, n.id, n.lock, n.id, req.key, req.owner, us, req.owner, us, idleSeconds],
       );
       const written = r[1];
       if (!written || !(written.affectedRows > 0)) return null;

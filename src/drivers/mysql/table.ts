@@ -1,4 +1,5 @@
 import { settleWithin } from '../../core/abort.js';
+import { BARGE_BOUND_MS, modeOf } from '../../core/admission.js';
 import { LatchWatch } from '../../core/change-watch.js';
 import { sleep } from '../../core/clock.js';
 import type {
@@ -6,35 +7,80 @@ import type {
   ChangeWatch,
   DriverInfo,
   ExtendItem,
+  KeyState,
+  LockState,
   TrySetDriver,
   TryResult,
 } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
 import type { Conn } from './connection.js';
-import { LIVE, MysqlEngine } from './engine.js';
+import { LIVE, MysqlEngine, orNone } from './engine.js';
 import { slotOf, type MysqlDriverOptions } from './options.js';
+import {
+  HOLDERS_SQL,
+  micros,
+  parseHolder,
+  parseRow,
+  parseWaiter,
+  QUEUED_RETRY_MS,
+  StepPlan,
+  WAITER_MARGIN_US,
+  type HolderRaw,
+  type Op,
+  type Outcome,
+  type RowRaw,
+  type WaiterRaw,
+} from './step.js';
 
 /** How long one armed wake-up wait may block in the server; the core re-arms it as needed. */
 const ARM_SECONDS = 3600;
 /** First back-off when a busy key's signal is missing (see SignalWatch.next). */
 const FREE_BACKOFF_MS = 20;
-const FREE_BACKOFF_CAP_MS = 60_000;
+/**
+ * Longest of those back-offs. Short: with a queue, the waiter that finds the signal missing may be
+ * the head, the only one the rule lets take the free key (measured: with a 60 s cap, a head asleep
+ * in back-off stalled the contended benchmark for seconds).
+ */
+const FREE_BACKOFF_CAP_MS = 250;
 
 /**
- * Lease-table mode: a row per key holds owner, fencing token and expiry by the server's clock
- * (`UTC_TIMESTAMP(6)`); the core renews it. A try-set driver: every statement is atomic on its
- * own (autocommit), so the lock does not depend on any connection staying up; the core's wait
- * loop waits. See ./index.ts for the guarantees of both modes. Does not: free a crashed
- * holder's lock before its TTL, order waiters fairly, or hand the lock over directly (a woken
- * waiter takes it with its own try).
+ * Lease-table mode: a row per key holds its exclusive holder, fencing counter and expiry by the
+ * server's clock (`UTC_TIMESTAMP(6)`); `<prefix>holders` holds its shared (read) and permit
+ * holders, `<prefix>waiters` its queue; the core renews every lease. A try-set driver whose
+ * steps are atomic on the engine (a statement, or one transaction under the key row's lock), so
+ * the lock does not depend on any connection staying up; the core's wait loop waits.
+ *
+ * Guarantees (see ./index.ts for both modes):
+ * - every admission mode (`info.modes`: exclusive, shared, permits; the rule of
+ *   src/core/admission.ts): many readers at once, a writer alone, k of L permits all or nothing;
+ *   a queued writer stops new readers;
+ * - fairness as a choice (`info.fairness` `choice`): a `fair` request is strict FIFO across
+ *   processes (behind every waiter queued before it); otherwise it may barge only while the
+ *   queue's head has waited less than BARGE_BOUND_MS (5 ms), after which a release hands the key
+ *   to the head. A busy waiter queues in its decisive try and refreshes its entry on each try
+ *   (an entry lives the holders' remaining TTL + 2 s, so a crashed waiter leaves the queue);
+ * - direct handoff: a release grants the key to the queue's heads that the rule admits (when
+ *   the head is fair or past the bound), each with the next token; the waiter finds it is the
+ *   holder at its next try (woken by the signal below) and confirms it; after a holder's expiry
+ *   the head takes the key with its own try;
+ * - tokens strictly increase per key across modes (one counter in the row, never deleted);
+ * - an uncontended mutex costs what it did before: one statement on an uncrowded row.
+ * Does not: free a crashed holder's lock before its TTL; wake the waiters a step hands the key
+ * to other than through the signal (a release by a holder that does not hold the signal, e.g.
+ * the second of two readers, leaves them to the signal's back-off below, bounded by the
+ * holders' TTL); order session-mode waiters (GET_LOCK's own queue) among the table's; retry an
+ * InnoDB error (a deadlock, a lock wait timeout) itself: the step rolls back and the core
+ * backs off. Every client of a key must run a version with these tables (an older one ignores
+ * the `crowded` flag and the holders rows).
  *
  * Waking waiters without LISTEN/NOTIFY: the holder also takes a per-key "signal" user lock
- * (`GET_LOCK(signal, 0.05)`, best effort) on the connection that granted it, and releases it with
- * the row. A waiter blocks in the server on `GET_LOCK(signal, ...)` (opened before its decisive
+ * (`GET_LOCK(signal, 0.05)`, best effort; at once or not at all beside other holders, and
+ * re-taken by a shared holder's renewal when free) on the connection that granted it, and
+ * releases it with its hold. A waiter blocks in the server on `GET_LOCK(signal, ...)` (opened before its decisive
  * try), and passes the signal on at once (`RELEASE_LOCK` in the same round trip), so a release
  * wakes every waiter in turn with no polling. A holder that could not take the signal, or whose
  * connection died, wakes no one: waiters that find the signal missing twice in a row re-try with
- * exponential back-off (20 ms, 40 ms, ... capped by the holder's remaining TTL), the only case
+ * exponential back-off (20 ms, 40 ms, ... at most 250 ms and the holder's remaining TTL), the only case
  * where this driver polls; a lost wake-up costs at most that back-off, never more than one TTL.
  *
  * @example
@@ -48,52 +94,107 @@ const FREE_BACKOFF_CAP_MS = 60_000;
  */
 export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'mysql', liveness: 'lease', fair: false, scope: 'distributed' };
+  readonly info: DriverInfo = {
+    name: 'mysql',
+    liveness: 'lease',
+    fair: false,
+    scope: 'distributed',
+    modes: ['exclusive', 'shared', 'permits'],
+    fairness: 'choice',
+  };
   private readonly watches = new Set<SignalWatch>();
+  /** Owners granted by the full step (a crowded row), until released: see stepTry. */
+  private readonly crowdedGrants = new Set<string>();
+  /** The queued try in flight of each waiter (see tryAcquire). */
+  private readonly trying = new Map<string, Promise<void>>();
 
   constructor(options: MysqlDriverOptions) {
     super(options);
   }
 
   /**
-   * One statement grants when the row is free, expired or already ours (a retried request), and
-   * bumps the fencing counter on a new grant; the next one reads the outcome and, if granted,
-   * takes the key's wake-up signal. Both run in one round trip on the key's home connection.
+   * Exclusive requests (a mutex, a write lock) first take the fast path: one statement grants
+   * when the row is free, not crowded (no holders or waiters rows) or already ours, and bumps the
+   * fencing counter on a new grant; the next one reads the outcome and, if granted, takes the
+   * key's wake-up signal; a queued waiter's entry is refreshed in the same round trip while the
+   * key stays busy. Everything else (a crowded free key, the first enqueue, shared and permit
+   * requests) is one transaction over the row and its holders and queue ({@link step}).
    */
-  async tryAcquire(req: AcquireRequest): Promise<TryResult> {
+  tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
+    const attempt = this.attempt(req, queue);
+    if (!queue) return attempt;
+    // A waiter's try may queue it in its second round trip: a cancel must come after it.
+    const settled = attempt.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.trying.set(req.owner, settled);
+    void settled.then(() => {
+      if (this.trying.get(req.owner) === settled) this.trying.delete(req.owner);
+    });
+    return attempt;
+  }
+
+  private async attempt(req: AcquireRequest, queue: boolean): Promise<TryResult> {
+    if (modeOf(req.admission) !== 'exclusive' || req.alongside !== undefined) return this.stepTry(req, queue);
     const n = this.namesOf(req.key);
-    const us = Math.ceil(req.ttlMs) * 1000;
+    const us = micros(req.ttlMs);
     const sentAt = this.now();
+    const refresh = queue
+      ? `;
+       UPDATE ${this.waiters} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL (GREATEST(COALESCE(@dlock_left, 0), 0) + ${WAITER_MARGIN_US}) MICROSECOND
+         WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6) AND (@dlock_busy = 1 OR @dlock_behind = 1)`
+      : '';
     const r = await this.onHome<unknown[]>(
       n.id,
-      `INSERT INTO ${this.locks} (id, name, owner, token, expires_at)
-         VALUES (?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
+      // A key held by someone else is seen with a plain read first, which locks nothing: woken
+      // waiters that find it busy do not queue on the row lock ahead of the one it was handed to.
+      `SET @dlock_held = (SELECT NOT (owner <=> ?) AND ${LIVE} FROM ${this.locks} WHERE id = ?);
+       INSERT INTO ${this.locks} (id, name, owner, token, expires_at)
+         SELECT ?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND FROM DUAL WHERE NOT (@dlock_held <=> 1)
        ON DUPLICATE KEY UPDATE
-         token      = IF(owner <=> ?, token, IF(${LIVE}, token, token + 1)),
-         owner      = IF(owner <=> ? OR NOT ${LIVE}, ?, owner),
+         token      = IF(owner <=> ?, token, IF(${LIVE} OR crowded = 1, token, token + 1)),
+         owner      = IF(owner <=> ? OR NOT (${LIVE} OR crowded = 1), ?, owner),
          session_id = IF(owner <=> ?, NULL, session_id),
          expires_at = IF(owner <=> ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, expires_at);
-       SELECT owner <=> ? AS mine, token, session_id IS NOT NULL AS session,
-              TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
+       SET @dlock_behind = COALESCE((SELECT owner <> ? AND (? OR TIMESTAMPDIFF(MICROSECOND, since, UTC_TIMESTAMP(6)) > ${BARGE_BOUND_MS * 1000})
+                                       FROM ${this.waiters} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6) ORDER BY seq LIMIT 1), 0);
+       SELECT @dlock_behind AS behind, owner <=> ? AS mine, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+              @dlock_left := TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
+              @dlock_busy := (NOT (owner <=> ?) AND ${LIVE}) AS busy,
               IF(owner <=> ?, IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 1, GET_LOCK(?, 0.05)), NULL) AS signalled
-         FROM ${this.locks} WHERE id = ?`,
+         FROM ${this.locks} WHERE id = ?${refresh}`,
       [
+        req.owner, n.lock, n.id,
         n.id, req.key, req.owner, us,
         req.owner, n.lock,
         req.owner, n.lock, req.owner,
         req.owner,
         req.owner, us,
-        req.owner, req.owner, n.signal, n.signal, n.id,
+        req.owner, req.fair === true ? 1 : 0, n.id,
+        req.owner, n.lock, req.owner, n.lock, req.owner, n.signal, n.signal, n.id,
+        ...(queue ? [n.id, req.owner] : []),
       ],
     );
-    const row = (r[1] as Array<{ mine: number; token: string; session: number; remaining_us: string | null }>)[0];
+    const row = (r[3] as Array<{ behind: number | string; mine: number; token: string; session: number; live: number; remaining_us: string | null }>)[0];
     if (row && Number(row.mine) === 1) return { ok: true, grant: { token: BigInt(row.token), sentAt } };
-    const retryAfterMs = !row || Number(row.session) === 1 ? -1 : Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
+    const refreshed = queue && ((r[4] as { affectedRows?: number } | undefined)?.affectedRows ?? 0) > 0;
+    // Free but behind the queue's head (fair, or past the barging bound): busy, as the full rule
+    // would answer, and the head takes it with its own try.
+    if (row && Number(row.live) !== 1 && Number(row.behind) === 1 && (!queue || refreshed)) return { ok: false, retryAfterMs: QUEUED_RETRY_MS };
+    // Free but crowded (the head, a barging request, holders rows), or a waiter not queued yet: the full rule.
+    if (!row || Number(row.live) !== 1 || (queue && !refreshed)) return this.stepTry(req, queue);
+    const retryAfterMs = Number(row.session) === 1 ? -1 : Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
     return { ok: false, retryAfterMs };
   }
 
 
-  /** One round trip per home connection: an UPDATE per lease, only while unexpired and ours. */
+  /**
+   * One round trip per home connection: per lease an UPDATE of the row (an exclusive holder) and
+   * one of its holders row (a shared or permit holder), each only while unexpired and ours. A
+   * shared holder then raises the row's expiry (the '' marker) and takes the wake-up signal when
+   * nobody holds it (a holder that released it left the others without it).
+   */
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     const out = items.map(() => false);
     const groups = new Map<number, number[]>();
@@ -107,17 +208,38 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
         const sql = indexes
           .map((i) => {
             const it = items[i] as ExtendItem;
-            params.push(Math.ceil(it.ttlMs) * 1000, this.namesOf(it.key).id, it.owner);
+            const id = this.namesOf(it.key).id;
+            params.push(micros(it.ttlMs), id, it.owner, micros(it.ttlMs), id, it.owner);
             return `UPDATE ${this.locks} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
-                      WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6)`;
+                      WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6);
+                    UPDATE ${this.holders} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
+                      WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6)`;
           })
           .join(';\n');
         const conn = await this.home(slot);
-        const r = await conn.query<{ affectedRows: number } | Array<{ affectedRows: number }>>(sql, params);
-        const results = Array.isArray(r) ? r : [r];
+        const r = await conn.query<Array<{ affectedRows: number }>>(sql, params);
+        const shared: number[] = [];
         indexes.forEach((i, j) => {
-          out[i] = (results[j]?.affectedRows ?? 0) > 0;
+          const x = (r[2 * j]?.affectedRows ?? 0) > 0;
+          const h = (r[2 * j + 1]?.affectedRows ?? 0) > 0;
+          out[i] = x || h;
+          if (h) shared.push(i);
         });
+        if (shared.length > 0) {
+          await conn
+            .query(
+              shared
+                .map(() => `UPDATE ${this.locks} SET expires_at = GREATEST(COALESCE(expires_at, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND) WHERE id = ? AND owner = '';
+                            DO IF(IS_FREE_LOCK(?), GET_LOCK(?, 0), 0)`)
+                .join(';\n'),
+              shared.flatMap((i) => {
+                const it = items[i] as ExtendItem;
+                const n = this.namesOf(it.key);
+                return [micros(it.ttlMs), n.id, n.signal, n.signal];
+              }),
+            )
+            .catch(() => undefined);
+        }
         // A lease lost with its row free (force-released, or expired): pass the wake-up signal
         // on, so that the waiters blocked on it try now rather than at the holder's TTL.
         const lost = indexes.filter((i) => !out[i]).map((i) => this.namesOf((items[i] as ExtendItem).key));
@@ -135,23 +257,127 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
   }
 
   /**
-   * Clear the row if `owner` holds it (only a live hold counts as released; our own expired row is
-   * tidied too), and release the wake-up signal, which wakes the waiters.
+   * An exclusive holder of an uncrowded row: clear the row if `owner` holds it (only a live hold
+   * counts as released; our own expired row is tidied too) and release the wake-up signal, which
+   * wakes the waiters, in one round trip. A crowded row (holders or waiters rows): the full step,
+   * which hands the key over to the queue's heads that are due.
    */
   async release(key: string, owner: string): Promise<boolean> {
+    if (this.crowdedGrants.delete(owner)) return (await this.step(key, { kind: 'release', owner })).released;
     const n = this.namesOf(key);
     const r = await this.onHome<unknown[]>(
       n.id,
       `UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
-         WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6);
+         WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6) AND crowded = 0;
        SET @dlock_live = ROW_COUNT();
-       UPDATE ${this.locks} SET owner = NULL, expires_at = NULL WHERE id = ? AND owner = ? AND session_id IS NULL;
-       SELECT @dlock_live AS released,
+       UPDATE ${this.locks} SET owner = NULL, expires_at = NULL WHERE id = ? AND owner = ? AND session_id IS NULL AND crowded = 0;
+       SELECT @dlock_live AS released, (SELECT crowded FROM ${this.locks} WHERE id = ?) AS crowded,
               IF(@dlock_live + ROW_COUNT() > 0 AND IS_USED_LOCK(?) <=> CONNECTION_ID(), RELEASE_LOCK(?), NULL) AS signalled`,
-      [n.id, owner, n.id, owner, n.signal, n.signal],
+      [n.id, owner, n.id, owner, n.id, n.signal, n.signal],
     );
-    const row = (r[3] as Array<{ released: string | number }>)[0];
-    return Number(row?.released) > 0;
+    const row = (r[3] as Array<{ released: string | number; crowded: string | number | null }>)[0];
+    if (Number(row?.released) > 0) return true;
+    if (Number(row?.crowded) !== 1) return false;
+    return (await this.step(key, { kind: 'release', owner })).released;
+  }
+
+  /** The waiter `owner` gives up: leave the queue; a hold handed to it meanwhile goes to the next. */
+  async cancel(key: string, owner: string): Promise<void> {
+    await this.trying.get(owner);
+    await this.step(key, { kind: 'cancel', owner });
+  }
+
+  /** The oldest holder of `key` (an exclusive one, or the first shared or permit holder). */
+  override async inspect(key: string): Promise<LockState | null> {
+    return (await this.keyState(key)).holders[0] ?? null;
+  }
+
+  /** Every live holder of `key` (exclusive, shared, permits), oldest grant first, and its live waiters. */
+  async keyState(key: string): Promise<KeyState> {
+    const n = this.namesOf(key);
+    const r = await orNone(
+      this.onHome<unknown[]>(
+        n.id,
+        `SELECT owner, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+           FROM ${this.locks} WHERE id = ?;
+         ${HOLDERS_SQL(this.holders)} AND expires_at > UTC_TIMESTAMP(6) ORDER BY token;
+         SELECT COUNT(*) AS n FROM ${this.waiters} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6)`,
+        [n.lock, n.id, n.id, n.id],
+      ),
+      [],
+    );
+    if (r.length === 0) return { holders: [], waiters: 0 };
+    const rowRaw = (r[0] as RowRaw[])[0];
+    const holders: LockState[] = [];
+    if (rowRaw) {
+      const row = parseRow(rowRaw);
+      if (row.live && row.owner !== '' && row.owner !== null) holders.push({ owner: row.owner, token: row.token, remainingMs: row.session ? -1 : Math.max(0, row.leftMs) });
+      if (row.owner !== null) {
+        for (const h of (r[1] as HolderRaw[]).map(parseHolder)) holders.push({ owner: h.owner, token: h.token, remainingMs: Math.max(0, h.leftMs), admission: h.admission });
+      }
+    }
+    holders.sort((a, b) => (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
+    return { holders, waiters: Number((r[2] as Array<{ n: string | number }>)[0]?.n ?? 0) };
+  }
+
+  /**
+   * One atomic step over the key's row, holders and queue (src/core/admission.ts's rule), as one
+   * transaction in two round trips on the key's home connection, which it has to itself meanwhile
+   * (Conn.exclusive): the first locks the key's row (an INSERT ... ON DUPLICATE KEY UPDATE, which
+   * also creates it; every step of a key takes this one row lock first, so steps of one key run
+   * one after the other and never deadlock) and reads the holders and the queue; the second
+   * writes what the rule decided and commits, then takes or releases the wake-up signal.
+   * READ COMMITTED: reads see the latest commit and writes lock only the rows they touch (no gap
+   * locks between keys). An engine error (ER_LOCK_DEADLOCK included) rolls back and rejects: the
+   * core backs off and tries again.
+   *
+   * Rule (the memory driver's): expired holders and waiters are dropped; a release (or cancel)
+   * hands the key to the queue's heads while the rule admits them, when the head asked for
+   * fairness or has waited past BARGE_BOUND_MS; a try is admitted over the holders, and also over the
+   * waiters queued before it when it asks for fairness, when the head has waited past the bound,
+   * or when the head is exclusive and the request would share (a queued writer stops new
+   * readers). A busy request with `queue` is queued (or its entry refreshed, keeping its place).
+   */
+  private async step(key: string, op: Op): Promise<Outcome & { sentAt: number }> {
+    const n = this.namesOf(key);
+    const conn = await this.home(slotOf(n.id, this.o.connections));
+    const sentAt = this.now();
+    return conn.exclusive(async (send) => {
+      const r = await send<unknown[]>(
+        `SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+         START TRANSACTION;
+         INSERT INTO ${this.locks} (id, name, token) VALUES (?, ?, 0) ON DUPLICATE KEY UPDATE token = token;
+         SELECT owner, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+           FROM ${this.locks} WHERE id = ?;
+         ${HOLDERS_SQL(this.holders)};
+         SELECT owner, mode, permits, lim, ttl_ms, fair, alongside,
+                TIMESTAMPDIFF(MICROSECOND, since, UTC_TIMESTAMP(6)) AS waited_us,
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+           FROM ${this.waiters} WHERE id = ? ORDER BY seq`,
+        [n.id, key, n.lock, n.id, n.id, n.id],
+      );
+      const plan = new StepPlan(
+        { locks: this.locks, holders: this.holders, waiters: this.waiters },
+        n,
+        parseRow((r[3] as RowRaw[])[0]),
+        (r[4] as HolderRaw[]).map(parseHolder),
+        (r[5] as WaiterRaw[]).map(parseWaiter),
+      );
+      const outcome = plan.apply(op);
+      await send(plan.sql(), plan.params);
+      return { ...outcome, sentAt };
+    });
+  }
+
+  /** The full step as a {@link TryResult}. */
+  private async stepTry(req: AcquireRequest, queue: boolean): Promise<TryResult> {
+    const o = await this.step(req.key, { kind: 'try', req, queue });
+    if (o.token === undefined) return { ok: false, retryAfterMs: o.retryAfterMs };
+    // Granted on a crowded row: its release will need the full step too, so go there directly.
+    this.crowdedGrants.add(req.owner);
+    return { ok: true, grant: { token: o.token, sentAt: o.sentAt } };
   }
 
   /** A wake-up watch for `key`: a connection of its own blocked on the key's signal lock. */

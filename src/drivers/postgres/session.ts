@@ -168,8 +168,10 @@ export class PostgresSessionDriver implements BlockingDriver, SessionSource {
     scope: 'distributed',
     // Semaphore permits would need a count of holders the server's lock manager does not keep.
     modes: ['exclusive', 'shared'],
-    modesAdvice:
-      'PostgreSQL advisory locks have no counted mode: for a Semaphore with several permits per acquisition, use the lease-table mode (createPostgresDriver({ mode: \'table\' }) or ?mode=table), which grants permits; or take permits one by one.',
+    modeAdvice: {
+      why: 'PostgreSQL advisory locks have no counted mode (the lock manager keeps no count of holders to admit against)',
+      instead: 'For a Semaphore with several permits per acquisition, use the lease-table mode (createPostgresDriver({ mode: \'table\' }) or ?mode=table), which grants permits; or take permits one by one.',
+    },
     fairness: 'fifo',
   };
   private readonly n: Names;
