@@ -103,7 +103,7 @@ function child(body: string): { proc: ChildProcess; line: (pattern: RegExp, time
 
 describe('SqliteDriver', () => {
   it('declares what it is', () => {
-    expect(driver().info).toEqual({ name: 'sqlite', liveness: 'lease', fair: false, scope: 'host' });
+    expect(driver().info).toEqual({ name: 'sqlite', liveness: 'lease', fair: false, scope: 'host', modes: ['exclusive', 'shared', 'permits'], fairness: 'choice' });
   });
 
   it('two instances on one file exclude each other', async () => {
