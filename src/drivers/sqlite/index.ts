@@ -12,7 +12,8 @@
  * - fairness as a choice: `fair: true` is strict FIFO across processes (a release hands the key to
  *   the queue's head in its own transaction, also after a holder's TTL ran out); otherwise bounded
  *   barging: a free key goes to whoever asks first while the queue's head has waited less than
- *   `BARGE_BOUND_MS` (5 ms) as the head, after which it is handed to the head;
+ *   `HEAD_BOUND_MS` (50 ms: a handoff here is a cross-process wake-up, see holds.ts) as the head,
+ *   after which it is handed to the head;
  * - fencing: the token comes from a per-key counter in the file that only ever grows (the row is
  *   never deleted; each grant is fsynced, so not even a power loss rolls it back), across modes,
  *   holders, processes and restarts;
