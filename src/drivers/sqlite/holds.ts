@@ -27,9 +27,12 @@
  * file watch (1 ms on a quiet host, 4-11 ms on a loaded one), not a server round trip, so the
  * core's 5 ms {@link BARGE_BOUND_MS} made most grants of a contended key handoffs: counted from
  * the enqueue, every waiter of a busy key soon counts as past it; counted from when the waiter
- * became the head (its enqueue, or when the waiter before it left: `since`), 5 ms still made the
- * flash-sale demo 2-3x slower. 50 ms as the head keeps handoffs under 20 a second per key, and no
- * head waits more than that plus the holder's section plus one handoff.
+ * became the head (its enqueue, or when the waiter before it left: `since`), 5 ms still made
+ * about half of the flash-sale demo's grants handoffs. 50 ms as the head keeps handoffs under 20 a
+ * second per key, and no head waits more than that plus the holder's section plus one handoff.
+ * The cost that remains: each waiting acquisition writes its queue entry once (a commit without
+ * fsync, but it takes the file's write lock), which makes the 16-process demo about twice as slow
+ * as the driver without a queue was; the 8-process contended benchmark is not slower.
  */
 import type Database from 'better-sqlite3';
 import { admits, BARGE_BOUND_MS, modeOf, sharesKey, type Ask, type Claim } from '../../core/admission.js';
