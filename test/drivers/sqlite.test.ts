@@ -103,7 +103,7 @@ function child(body: string): { proc: ChildProcess; line: (pattern: RegExp, time
 
 describe('SqliteDriver', () => {
   it('declares what it is', () => {
-    expect(driver().info).toEqual({ name: 'sqlite', liveness: 'lease', fair: false, scope: 'host' });
+    expect(driver().info).toEqual({ name: 'sqlite', liveness: 'lease', fair: false, scope: 'host', modes: ['exclusive', 'shared', 'permits'], fairness: 'choice' });
   });
 
   it('two instances on one file exclude each other', async () => {
@@ -204,6 +204,33 @@ describe('SqliteDriver', () => {
 
     expect((await d.inspect('same-boot'))?.owner).toBe('alive');
     expect((await d.tryAcquire({ key: 'same-boot', owner: 'new', ttlMs: 1000 })).ok).toBe(false);
+  });
+
+  it('a file of an earlier version gets the new tables; its exclusive lock excludes readers and permits, and tokens go on', async () => {
+    // The schema before admission modes, with a live exclusive lock written by that version.
+    const raw = new Database(dbPath);
+    raw.exec(`CREATE TABLE dlock_locks (key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, expires_at INTEGER NOT NULL, boot TEXT NOT NULL);
+      CREATE TABLE dlock_fences (key TEXT PRIMARY KEY, token INTEGER NOT NULL);
+      CREATE TABLE dlock_marks (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);
+      CREATE TABLE dlock_sequences (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);`);
+    const soon = process.hrtime.bigint() / 1_000_000n + 400n;
+    raw.prepare('INSERT INTO dlock_locks (key, owner, token, expires_at, boot) VALUES (?, ?, ?, ?, ?)').run('k', 'old-version', 7n, soon, hostBootId());
+    raw.prepare('INSERT INTO dlock_fences (key, token) VALUES (?, ?)').run('k', 7n);
+    raw.close();
+    const d = driver();
+    expect((await d.tryAcquire({ key: 'k', owner: 'r', ttlMs: 1000, admission: { mode: 'shared' } })).ok).toBe(false);
+    expect((await d.tryAcquire({ key: 'k', owner: 'p', ttlMs: 1000, admission: { mode: 'permits', permits: 1, limit: 3 } })).ok).toBe(false);
+    const c = client(d);
+    const read = await c.acquire('k', { admission: { mode: 'shared' }, waitMs: 5000 });
+    expect(read.token).toBe(8n);
+    // What the earlier version reads: a live row, so its exclusive try finds the key busy.
+    const check = new Database(dbPath);
+    const row = check.prepare('SELECT owner, expires_at FROM dlock_locks WHERE key = ?').get('k') as { owner: string; expires_at: number };
+    check.close();
+    expect(row.owner).toBe('');
+    expect(BigInt(row.expires_at)).toBeGreaterThan(process.hrtime.bigint() / 1_000_000n);
+    await read.release();
+    expect(await d.keyState('k')).toEqual({ holders: [], waiters: 0 });
   });
 
   it('never hands out a token at or below a live row’s, even if its fence row is missing', async () => {
@@ -449,7 +476,9 @@ describe('SqliteDriver', () => {
     const tables = raw.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
     raw.close();
-    expect(tables).toEqual(['app1_fences', 'app1_locks', 'app1_marks', 'app1_sequences', 'app2_fences', 'app2_locks', 'app2_marks', 'app2_sequences']);
+    expect(tables).toEqual(
+      ['fences', 'holders', 'locks', 'marks', 'queue', 'sequences'].flatMap((t) => [`app1_${t}`, `app2_${t}`]).sort(),
+    );
   });
 
   describe('bad input', () => {

@@ -3,20 +3,34 @@
  *
  * Guarantees:
  * - exclusion between every process on ONE host that opens the same file: each change (grant,
- *   renewal batch, release) is one `BEGIN IMMEDIATE` transaction (WAL mode, busy timeout), so
- *   SQLite's file lock serialises them; a try that finds the key held answers from a plain read;
+ *   renewal batch, release, handoff) is one `BEGIN IMMEDIATE` transaction (WAL mode, busy
+ *   timeout), so SQLite's file lock serialises them; a try that finds the key held answers from
+ *   plain reads;
+ * - every admission mode (exclusive, shared, k permits of a limit: src/core/admission.ts) over a
+ *   holders table and a FIFO queue of waiters per key (see holds.ts): read-write locks (a queued
+ *   writer stops new readers), semaphores up to 2^40 permits at the cost of a mutex;
+ * - fairness as a choice: `fair: true` is strict FIFO across processes (a release hands the key to
+ *   the queue's head in its own transaction, also after a holder's TTL ran out); otherwise bounded
+ *   barging: a free key goes to whoever asks first while the queue's head has waited less than
+ *   `HEAD_BOUND_MS` (50 ms: a handoff here is a cross-process wake-up, see holds.ts) as the head,
+ *   after which it is handed to the head;
  * - fencing: the token comes from a per-key counter in the file that only ever grows (the row is
- *   never deleted; each grant is fsynced, so not even a power loss rolls it back), across holders,
- *   processes and restarts;
+ *   never deleted; each grant is fsynced, so not even a power loss rolls it back), across modes,
+ *   holders, processes and restarts;
  * - TTLs by the host's shared monotonic clock (CLOCK_MONOTONIC): wall-clock steps change nothing;
- * - a release wakes waiters in every process through a watched notify file, without polling.
+ * - a release wakes waiters in every process through a watched notify file, without polling;
+ * - files of earlier versions keep working (new tables are added beside the old ones); an earlier
+ *   version's exclusive locks exclude every mode, and its processes see shared holds as busy.
  *
  * Does not:
  * - coordinate several hosts, or work on network filesystems (NFS, SMB...) where SQLite's file
  *   locking is unreliable: use a server-backed driver there;
  * - keep locks across a reboot: the monotonic clock restarts, so every lock of an earlier boot is
  *   expired (fencing tokens do survive);
- * - order waiters fairly.
+ * - wake only the waiter a release concerns: the notify file wakes every waiter of the file, and
+ *   each answers itself with a plain read; a crashed waiter keeps its place in the queue until its
+ *   entry expires (its next try was due within the holder's TTL, plus 2 s), and a key handed to it
+ *   meanwhile stays held until the TTL of that grant.
  *
  * better-sqlite3 is synchronous: a transaction that finds the file locked blocks the event loop
  * for at most `busyTimeoutMs`, then fails with SQLITE_BUSY and the core retries with backoff.
@@ -34,12 +48,14 @@ import type {
   ExtendItem,
   ForceReleased,
   KeyPage,
+  KeyState,
   TrySetDriver,
   LockState,
   TryResult,
 } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
 import { hostBootId, hostNow, type HostNow } from './host-clock.js';
+import { holdTablesSql, Holds, ms, remainingMs, type Outcome } from './holds.js';
 import { ReleaseNotifier } from './notify.js';
 
 /** Options of {@link SqliteDriver}. */
@@ -61,20 +77,8 @@ export interface SqliteDriverOptions {
   create?: boolean;
 }
 
-interface LockRow {
-  owner: string;
-  token: bigint;
-  expires_at: bigint;
-  boot: string;
-}
-
 interface Statements {
-  readonly select: Database.Statement<[string], LockRow>;
-  readonly nextToken: Database.Statement<[string, bigint], { token: bigint }>;
-  readonly upsert: Database.Statement<[string, string, bigint, bigint, string]>;
   readonly extend: Database.Statement<[bigint, string, string, string, bigint]>;
-  readonly remove: Database.Statement<[string, string]>;
-  readonly removeAny: Database.Statement<[string]>;
   readonly fence: Database.Statement<[string], { token: bigint }>;
   readonly page: Database.Statement<[string, string, string, string, bigint, string, number], { key: string }>;
   readonly readMark: Database.Statement<[string], { mark: bigint }>;
@@ -87,21 +91,30 @@ const DEFAULT_PREFIX = 'dlock_';
 /** See the file header. */
 export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
   readonly kind = 'try-set' as const;
-  readonly info: DriverInfo = { name: 'sqlite', liveness: 'lease', fair: false, scope: 'host' };
+  readonly info: DriverInfo = {
+    name: 'sqlite',
+    liveness: 'lease',
+    fair: false,
+    scope: 'host',
+    modes: ['exclusive', 'shared', 'permits'],
+    fairness: 'choice',
+  };
   /** The database file. */
   readonly path: string;
   /** The file a release writes to so that waiters in other processes wake up. */
   readonly notifyPath: string;
   private readonly db: Database.Database;
   private readonly stmts: Statements;
+  private readonly holds: Holds;
   private readonly boot = hostBootId();
   private readonly notifier: ReleaseNotifier;
   private closed = false;
   private syncMode: 'FULL' | 'NORMAL' | undefined;
 
-  private readonly acquireTx: (req: AcquireRequest, sentAt: number) => TryResult;
+  private readonly acquireTx: (req: AcquireRequest, sentAt: number, queue: boolean) => TryResult;
   private readonly extendTx: (items: readonly ExtendItem[]) => boolean[];
   private readonly releaseTx: (key: string, owner: string) => boolean;
+  private readonly cancelTx: (key: string, owner: string) => void;
   private readonly raiseMarkTx: (key: string, owner: string, mark: bigint) => boolean;
   private readonly forceTx: (key: string) => ForceReleased;
   private readonly allocateTx: (name: string, count: bigint) => bigint | undefined;
@@ -133,24 +146,12 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
     const locks = `"${prefix}locks"`;
     const fences = `"${prefix}fences"`;
     this.stmts = {
-      select: this.db.prepare(`SELECT owner, token, expires_at, boot FROM ${locks} WHERE key = ?`),
-      // max(): even if a fence row were lost, never hand out a token at or below the lock row's.
-      nextToken: this.db.prepare(
-        `INSERT INTO ${fences} (key, token) VALUES (?, ?)
-         ON CONFLICT (key) DO UPDATE SET token = max(token + 1, excluded.token) RETURNING token`,
-      ),
-      upsert: this.db.prepare(
-        `INSERT INTO ${locks} (key, owner, token, expires_at, boot) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token,
-           expires_at = excluded.expires_at, boot = excluded.boot`,
-      ),
       extend: this.db.prepare(
         `UPDATE ${locks} SET expires_at = ? WHERE key = ? AND owner = ? AND boot = ? AND expires_at > ?`,
       ),
-      remove: this.db.prepare(`DELETE FROM ${locks} WHERE key = ? AND owner = ?`),
-      removeAny: this.db.prepare(`DELETE FROM ${locks} WHERE key = ?`),
       fence: this.db.prepare(`SELECT token FROM ${fences} WHERE key = ?`),
-      // Live rows under a prefix, after the cursor, in key order (the primary key's index).
+      // Live rows under a prefix, after the cursor, in key order (the primary key's index). A key
+      // held only by readers or permit holders has its marker row here (owner '').
       page: this.db.prepare(
         `SELECT key FROM ${locks} WHERE key >= ? AND key > ? AND substr(key, 1, length(?)) = ?
            AND expires_at > ? AND boot = ? ORDER BY key LIMIT ?`,
@@ -161,33 +162,40 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
          ON CONFLICT (key) DO UPDATE SET mark = max(mark, excluded.mark)`,
       ),
     };
+    const holds = (this.holds = new Holds(this.db, prefix, this.boot));
     this.notifier = new ReleaseNotifier(this.notifyPath);
 
-    const acquire = this.db.transaction((req: AcquireRequest, sentAt: number): TryResult => {
+    const acquire = this.db.transaction((req: AcquireRequest, queue: boolean, canGrant: boolean) => holds.acquire(req, hostNow(), queue, canGrant));
+    this.acquireTx = (req, sentAt, queue) => {
+      // Plain reads first: in WAL mode they see the last commit without waiting for (or delaying)
+      // any writer. Every release in the file wakes every waiter, so most tries end here. A key
+      // that looks free is decided again inside the write transaction.
       const now = hostNow();
-      const row = this.stmts.select.get(req.key);
-      if (row && this.isLive(row, now)) return { ok: false, retryAfterMs: remainingMs(row, now) };
-      const floorToken = (row?.token ?? 0n) + 1n;
-      const token = this.stmts.nextToken.get(req.key, floorToken)?.token ?? floorToken;
-      this.stmts.upsert.run(req.key, req.owner, token, now.ceil + ms(req.ttlMs), this.boot);
-      return { ok: true, grant: { token, sentAt } };
-    });
-    this.acquireTx = (req, sentAt) => {
-      // A busy key needs no write lock: in WAL mode this read sees the last commit without waiting
-      // for (or delaying) any writer. Every release in the file wakes every waiter, so most tries
-      // end here. A key that looks free is decided again inside the write transaction.
-      const row = this.stmts.select.get(req.key);
-      const now = hostNow();
-      if (row && this.isLive(row, now)) return { ok: false, retryAfterMs: remainingMs(row, now) };
-      this.synchronous('FULL');
-      return acquire.immediate(req, sentAt);
+      let outcome = holds.peek(req, now, queue);
+      if (outcome.kind === 'write' && !outcome.grant) {
+        // Only a queue entry to write: no token is minted, so the commit needs no fsync. Should
+        // the key have become free meanwhile, the grant follows in a second, fsynced transaction.
+        this.synchronous('NORMAL');
+        const r = acquire.immediate(req, queue, false);
+        if (r.handed) this.notifier.publish();
+        outcome = r.outcome;
+      }
+      if (outcome.kind === 'write') {
+        this.synchronous('FULL');
+        const r = acquire.immediate(req, queue, true);
+        if (r.handed) this.notifier.publish();
+        outcome = r.outcome;
+      }
+      return answer(outcome, req, sentAt, now);
     };
 
     const extend = this.db.transaction((items: readonly ExtendItem[]): boolean[] => {
       const now = hostNow();
-      return items.map(
-        (it) => this.stmts.extend.run(now.ceil + ms(it.ttlMs), it.key, it.owner, this.boot, now.floor).changes > 0,
-      );
+      return items.map((it) => {
+        const expiresAt = now.ceil + ms(it.ttlMs);
+        if (this.stmts.extend.run(expiresAt, it.key, it.owner, this.boot, now.floor).changes > 0) return true;
+        return holds.extendHolder(it.key, it.owner, expiresAt, now);
+      });
     });
     this.extendTx = (items) => {
       if (items.length === 0) return [];
@@ -195,16 +203,29 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
       return extend.immediate(items);
     };
 
-    const release = this.db.transaction((key: string, owner: string): boolean => {
-      const row = this.stmts.select.get(key);
-      if (!row || row.owner !== owner) return false;
-      // Our own row goes even when expired (tidy), but only a live one counts as released.
-      this.stmts.remove.run(key, owner);
-      return this.isLive(row, hostNow());
-    });
+    const release = this.db.transaction((key: string, owner: string, canGrant: boolean) => holds.release(key, owner, hostNow(), canGrant));
+    this.releaseTx = (key, owner) => {
+      // A release that hands the key over mints tokens: fsynced then, like a grant. Whether a
+      // head is due is read first; one that becomes due in between takes the key by its own try.
+      const canGrant = holds.mayHandOver(key, hostNow());
+      this.synchronous(canGrant ? 'FULL' : 'NORMAL');
+      const r = release.immediate(key, owner, canGrant);
+      if (r.released || r.handed) this.notifier.publish();
+      return r.released;
+    };
+
+    const cancel = this.db.transaction((key: string, owner: string, canGrant: boolean) => holds.cancel(key, owner, hostNow(), canGrant));
+    this.cancelTx = (key, owner) => {
+      if (!holds.hasAnything(key, owner)) return;
+      const canGrant = holds.mayHandOver(key, hostNow());
+      this.synchronous(canGrant ? 'FULL' : 'NORMAL');
+      const r = cancel.immediate(key, owner, canGrant);
+      if (r.released || r.handed) this.notifier.publish();
+    };
+
     const raiseMark = this.db.transaction((key: string, owner: string, mark: bigint): boolean => {
-      const row = this.stmts.select.get(key);
-      if (!row || row.owner !== owner || !this.isLive(row, hostNow())) return false;
+      const row = holds.lockRow(key);
+      if (!row || row.owner !== owner || !holds.isLive(row, hostNow())) return false;
       this.stmts.raiseMark.run(key, mark);
       return true;
     });
@@ -214,24 +235,17 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
       return raiseMark.immediate(key, owner, mark);
     };
 
-    // One transaction: the row goes (whoever owns it); the fence row is never touched, so the
+    // One transaction: every hold goes (whoever owns it); the fence row is never touched, so the
     // next grant's token is above every token the key carried.
-    const force = this.db.transaction((key: string): ForceReleased => {
-      const row = this.stmts.select.get(key);
-      const released = row && this.isLive(row, hostNow()) ? 1 : 0;
-      if (row) this.stmts.removeAny.run(key);
-      const counted = this.stmts.fence.get(key)?.token ?? 0n;
-      const fence = row && row.token > counted ? row.token : counted;
-      return { released, fence };
-    });
+    const force = this.db.transaction((key: string, canGrant: boolean) =>
+      holds.force(key, hostNow(), canGrant, this.stmts.fence.get(key)?.token ?? 0n),
+    );
     this.forceTx = (key) => {
-      this.synchronous('NORMAL');
-      return force.immediate(key);
-    };
-
-    this.releaseTx = (key, owner) => {
-      this.synchronous('NORMAL');
-      return release.immediate(key, owner);
+      const canGrant = holds.mayHandOver(key, hostNow());
+      this.synchronous(canGrant ? 'FULL' : 'NORMAL');
+      const { released, fence, handed } = force.immediate(key, canGrant);
+      if (released > 0 || handed) this.notifier.publish();
+      return { released, fence };
     };
 
     // Id ranges (segment ids). The WHERE refuses to pass 2^63 - 1 (SQLite would silently turn the
@@ -249,33 +263,37 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
     };
   }
 
-  tryAcquire(req: AcquireRequest): Promise<TryResult> {
+  /**
+   * One try in any admission mode. With `queue` (a waiter whose watch is open), a busy try keeps
+   * the waiter's place in the key's queue, so that fairness and handoff can serve it.
+   */
+  tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     // Taken before the transaction: the engine's TTL never starts earlier than this.
     const sentAt = monotonicNow();
-    return this.run(() => this.acquireTx(req, sentAt));
+    return this.run(() => this.acquireTx(req, sentAt, queue));
   }
-
 
   extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     return this.run(() => this.extendTx(items));
   }
 
   release(key: string, owner: string): Promise<boolean> {
-    return this.run(() => {
-      const released = this.releaseTx(key, owner);
-      if (released) this.notifier.publish();
-      return released;
-    });
+    return this.run(() => this.releaseTx(key, owner));
+  }
+
+  /** The waiter `owner` gives up: it leaves the queue, and a hold handed to it meanwhile is passed on. */
+  cancel(key: string, owner: string): Promise<void> {
+    return this.run(() => this.cancelTx(key, owner));
   }
 
   inspect(key: string): Promise<LockState | null> {
-    return this.run(() => {
-      // One SELECT is one (read) transaction; in WAL mode it never waits for writers.
-      const row = this.stmts.select.get(key);
-      const now = hostNow();
-      if (!row || !this.isLive(row, now)) return null;
-      return { owner: row.owner, token: row.token, remainingMs: remainingMs(row, now) };
-    });
+    return this.run(() => this.holds.state(key, hostNow()).holders[0] ?? null);
+  }
+
+  /** Every holder of `key` (exclusive, readers, permit holders with their permits) and the waiters queued. */
+  keyState(key: string): Promise<KeyState> {
+    // Plain reads: in WAL mode they never wait for writers.
+    return this.run(() => this.holds.state(key, hostNow()));
   }
 
   /** Live rows whose key starts with `prefix`, in key order; the cursor is the page's last key. */
@@ -289,15 +307,12 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
   }
 
   /**
-   * Delete `key`'s row whoever holds it, in one transaction, and wake every waiter of the file.
-   * The fence row stays: the next grant's token is greater than the evicted holder's.
+   * Remove every hold of `key` whoever owns it, in one transaction, hand the key to the queue's
+   * heads where due, and wake every waiter of the file. The fence row stays: the next grant's
+   * token is greater than the evicted holders'.
    */
   forceRelease(key: string): Promise<ForceReleased> {
-    return this.run(() => {
-      const result = this.forceTx(key);
-      if (result.released > 0) this.notifier.publish();
-      return result;
-    });
+    return this.run(() => this.forceTx(key));
   }
 
   readMark(key: string): Promise<bigint> {
@@ -346,11 +361,6 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
     this.syncMode = mode;
   }
 
-  /** Same boot (the monotonic clock is comparable) and not yet expired. */
-  private isLive(row: LockRow, now: HostNow): boolean {
-    return row.boot === this.boot && row.expires_at > now.floor;
-  }
-
   /** Run one synchronous step as a promise: errors (SQLITE_BUSY...) become rejections. */
   // eslint-disable-next-line @typescript-eslint/require-await -- async turns throws into rejections
   private async run<T>(step: () => T): Promise<T> {
@@ -363,14 +373,23 @@ export class SqliteDriver implements TrySetDriver, MarkStore, RangeStore {
   }
 }
 
-/** Remaining TTL, rounded down (never more than the TTL that was granted). */
-function remainingMs(row: LockRow, now: HostNow): number {
-  return Math.max(0, Number(row.expires_at - now.ceil));
-}
-
-/** Whole milliseconds as a bigint (the core passes integers; round up anything else). */
-function ms(value: number): bigint {
-  return BigInt(Math.ceil(value));
+/**
+ * The try's answer. A hold already ours was handed over to us after an earlier try: its TTL
+ * started before this one, so `sentAt` is moved back by the time it has already run.
+ */
+function answer(outcome: Outcome, req: AcquireRequest, sentAt: number, now: HostNow): TryResult {
+  switch (outcome.kind) {
+    case 'granted':
+      return { ok: true, grant: { token: outcome.token, sentAt } };
+    case 'mine': {
+      const left = remainingMs({ expires_at: outcome.expiresAt }, now);
+      return { ok: true, grant: { token: outcome.token, sentAt: sentAt + Math.min(0, left - req.ttlMs) } };
+    }
+    case 'busy':
+      return { ok: false, retryAfterMs: outcome.retryAfterMs };
+    case 'write':
+      throw new Error('unreachable: a write step answers');
+  }
 }
 
 /** The `better-sqlite3` module, loaded at the first driver construction (MissingPeerError when absent). */
@@ -401,7 +420,8 @@ function tablesSql(prefix: string, schema: 'main' | 'temp'): string {
          expires_at INTEGER NOT NULL, boot TEXT NOT NULL);
        CREATE TABLE IF NOT EXISTS ${schema}."${prefix}fences" (key TEXT PRIMARY KEY, token INTEGER NOT NULL);
        CREATE TABLE IF NOT EXISTS ${schema}."${prefix}marks" (key TEXT PRIMARY KEY, mark INTEGER NOT NULL);
-       CREATE TABLE IF NOT EXISTS ${schema}."${prefix}sequences" (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);`;
+       CREATE TABLE IF NOT EXISTS ${schema}."${prefix}sequences" (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+       ${holdTablesSql(prefix, schema)}`;
 }
 
 function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string, create: boolean): Database.Database {
@@ -418,6 +438,8 @@ function setUpDatabase(path: string, busyTimeoutMs: number, prefix: string, crea
       // Create nothing in the file: a table it lacks is read as an empty one of this connection.
       const present = db.prepare<[string], { n: bigint }>(`SELECT count(*) AS n FROM main.sqlite_master WHERE type = 'table' AND name = ?`);
       if (present.get(`${prefix}locks`)?.n !== 1n) db.exec(tablesSql(prefix, 'temp'));
+      // A file of an earlier version has the lock tables but not those of the admission modes.
+      else if (present.get(`${prefix}queue`)?.n !== 1n) db.exec(holdTablesSql(prefix, 'temp'));
     }
     return db;
   } catch (e) {
