@@ -45,6 +45,8 @@ export type ChaosCommand =
   | { readonly type: 'release'; readonly id: number }
   /** Abort a hold still waiting. */
   | { readonly type: 'abort'; readonly id: number }
+  /** Report the wall clock (Date.now()), to prove a libfaketime jump took effect. */
+  | { readonly type: 'now' }
   /** Close the client and report the handles left. */
   | { readonly type: 'close' };
 
@@ -56,4 +58,5 @@ export type ChaosReply =
   | { readonly type: 'lost'; readonly id: number; readonly code: string; readonly t: string }
   | { readonly type: 'released'; readonly id: number; readonly ok: boolean; readonly t: string }
   | { readonly type: 'closed'; readonly resources: readonly string[] }
+  | { readonly type: 'now'; readonly wallMs: number }
   | { readonly type: 'error'; readonly pid: number; readonly message: string };

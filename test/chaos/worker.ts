@@ -85,7 +85,15 @@ async function onClose(): Promise<void> {
 
 process.on('message', (c: ChaosCommand) => {
   const work =
-    c.type === 'hold' ? onHold(c) : c.type === 'release' ? onRelease(c.id) : c.type === 'abort' ? Promise.resolve(pending.get(c.id)?.abort()) : onClose();
+    c.type === 'hold'
+      ? onHold(c)
+      : c.type === 'release'
+        ? onRelease(c.id)
+        : c.type === 'abort'
+          ? Promise.resolve(pending.get(c.id)?.abort())
+          : c.type === 'now'
+            ? Promise.resolve(send({ type: 'now', wallMs: Date.now() }))
+            : onClose();
   work.catch((e: unknown) => {
     send({ type: 'error', pid, message: e instanceof Error ? `${e.name}: ${e.message}\n${e.stack ?? ''}` : String(e) });
     process.exitCode = 1;
