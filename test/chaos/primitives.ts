@@ -18,6 +18,10 @@ import { Semaphore } from '../../src/primitives/semaphore.js';
 export const PRIMITIVE_NAMES = ['mutex', 'read', 'write', 'semaphore', 'multi', 'election', 'snowflake'] as const;
 export type PrimitiveName = (typeof PRIMITIVE_NAMES)[number];
 
+export function isPrimitiveName(s: string): s is PrimitiveName {
+  return (PRIMITIVE_NAMES as readonly string[]).includes(s);
+}
+
 export const SEMAPHORE_PERMITS = 3;
 
 /** One hold of a primitive, whatever it is. */
