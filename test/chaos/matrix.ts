@@ -21,9 +21,9 @@ export interface Cell {
   /** A key of its own: `chaos:<scenario>:<engine>:<primitive>:<random>`. */
   readonly key: string;
   /** A client in this process (closed after the case). */
-  client(options?: LockClientOptions): Promise<LockClient>;
+  readonly client: (options?: LockClientOptions) => Promise<LockClient>;
   /** Skip the case with a reason (recorded in the results). */
-  skip(reason: string): never;
+  readonly skip: (reason: string) => never;
 }
 
 export interface ScenarioOptions {

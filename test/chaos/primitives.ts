@@ -85,14 +85,16 @@ export async function hold(client: LockClient, p: PrimitiveName, key: string, o:
       const gen = await IdGenerator.start({ client, name: key, slot: 0, ttlMs: o.ttlMs, waitMs: o.waitMs, signal: o.signal });
       const slot = await client.inspect(gen.workerKey);
       let last = 0n;
+      let answer: boolean | undefined;
       return {
         tokens: [slot?.token ?? -1n],
         signal: gen.signal,
         isHeld: () => gen.isActive(),
+        // Like Lease.release: true when it still held its slot, and the same answer every time.
         release: async () => {
-          const was = gen.isActive();
+          answer ??= gen.isActive();
           await gen.close();
-          return was;
+          return answer;
         },
         issue: (n) => {
           for (let i = 0; i < n; i++) last = gen.next();
