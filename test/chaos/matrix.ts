@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, describe, it, type TestContext } from 'vitest';
 import type { LockClient, LockClientOptions } from '../../src/core/client.js';
 import { killWorkers } from '../support/workers.js';
-import { chaosEngine, localClient, stopEngines, type RunningEngine } from './engines.js';
+import { chaosEngine, ENGINE_NAMES, localClient, stopEngines, type RunningEngine } from './engines.js';
 import { report, slice, type CellResult } from './harness.js';
 import { unsupported, type PrimitiveName } from './primitives.js';
 
@@ -34,6 +34,10 @@ export interface ScenarioOptions {
   primitives?: readonly PrimitiveName[];
   /** Skip process-local engines (memory): the scenario needs a second process. */
   crossProcess?: boolean;
+  /** Where the fast slice may land (default: every engine, or every one with a URL for a cross-process scenario). */
+  fastEngines?: readonly string[];
+  /** Which primitives the fast slice may pick (default: all of `primitives`). */
+  fastPrimitives?: readonly PrimitiveName[];
   timeoutMs?: number;
 }
 
@@ -41,7 +45,8 @@ export interface ScenarioOptions {
 export type CellBody = (cell: Cell) => Promise<Omit<CellResult, 'scenario' | 'engine' | 'primitive'>>;
 
 export function defineScenario(o: ScenarioOptions, body: CellBody): void {
-  const chosen = slice(o.number, o.engines, o.primitives);
+  const fastEngines = o.fastEngines ?? (o.crossProcess ? (o.engines ?? ENGINE_NAMES).filter((e) => e !== 'memory') : undefined);
+  const chosen = slice(o.number, o.engines, o.primitives, { engines: fastEngines, primitives: o.fastPrimitives });
   const scenario = `${o.number}. ${o.title}`;
   const clients: LockClient[] = [];
   afterEach(async () => {

@@ -20,7 +20,13 @@ const TTL_MS = 600;
 const INCREMENTS = 3;
 
 defineScenario(
-  { number: 2, title: 'holder paused past its TTL (SIGSTOP, Atomics.wait), fenced resource', crossProcess: true, timeoutMs: 180_000 },
+  {
+    number: 2,
+    title: 'holder paused past its TTL (SIGSTOP, Atomics.wait), fenced resource',
+    crossProcess: true,
+    fastPrimitives: ['mutex', 'write', 'multi', 'election', 'snowflake'],
+    timeoutMs: 180_000,
+  },
   async ({ engine, primitive, skip }) => {
     if (primitive === 'read' || primitive === 'semaphore') skip(`a ${primitive === 'read' ? 'read lock' : 'semaphore of 3'} admits several writers at once: one fenced counter is not its resource`);
     const counterUrl = (await chaosEngine('redis').start()).localUrl;
