@@ -36,8 +36,17 @@ defineScenario(
     const blockers: Held[] = [];
     for (let i = 0; i < (primitive === 'semaphore' ? SEMAPHORE_PERMITS : 1); i++) blockers.push(await hold(owner, primitive, key, o));
 
+    if (primitive === 'semaphore' && !engine.info.modes?.includes('permits')) {
+      skip(`${engine.info.name} has no permits mode: the semaphore is one lock per permit, and a waiter takes whichever permit frees first (no single queue)`);
+    }
     const clients: LockClient[] = [];
-    for (let i = 0; i < WAITERS; i++) clients.push(await client({ ttlMs: TTL_MS, fair: true }));
+    for (let i = 0; i < WAITERS; i++) {
+      const c = await client({ ttlMs: TTL_MS, fair: true });
+      // Connected (and, on session engines, its session open) before it queues: its arrival is
+      // the enqueue itself, not a cold connection's setup.
+      await (await c.tryAcquire(`${key}:warm:${i}`))?.release();
+      clients.push(c);
+    }
     const worker: ChaosWorker | undefined = engine.workerUrl ? await forkChaosWorker(engine.workerUrl) : undefined;
     const abort = new AbortController();
     const granted: Array<{ index: number; token: bigint }> = [];

@@ -43,7 +43,10 @@ defineScenario(
       expect(r.newerReadFirst, `${pauseBy}: a newer holder read before the paused one wrote`).toBe(true);
       expect(r.staleAccepted, `${pauseBy}: stale writes accepted`).toBe(0);
       expect(r.lost, `${pauseBy}: increments lost`).toBe(0);
-      expect(r.rejected, `${pauseBy}: stale writes refused`).toBe(1);
+      // The paused holder's write at least; on a loaded machine another worker's 1 s session may
+      // lapse too and its write be refused as well (the fence doing its job, not a violation).
+      expect(r.rejected, `${pauseBy}: stale writes refused`).toBeGreaterThanOrEqual(1);
+      figures[`${pauseBy}Refused`] = r.rejected;
       expect(r.done[0]!.paused!.abortedBeforeWrite, `${pauseBy}: the paused holder's signal aborted before its write`).toBe(true);
     }
     let runs = 2;
