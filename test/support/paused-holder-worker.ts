@@ -1,19 +1,23 @@
 /**
  * Worker for the paused-holder scenario (paused-holder.ts): increments a counter kept in a fenced
  * resource (fenced-counter/<kind>.ts) under a lock from `connect(lockUrl)`.
- * argv: kind lockUrl counterUrl key counterId reads(fenced|plain) increments ttlMs victim(0|1)
+ * argv: kind lockUrl counterUrl key counterId reads(fenced|plain) increments ttlMs victim(0|1) [primitive]
+ * (primitive: one of the chaos suite's, test/chaos/primitives.ts; default mutex).
  * Messages from the parent: 'go' (start); 'arm' {token} (the victim holds `token` and is frozen: the
  * first read with a newer token reports 'newer-read' and waits for 'continue' before it writes);
- * 'disarm'; to the victim, 'write' (write your stale value now).
+ * 'disarm'; to the victim, 'write' (write your stale value now) and 'block' {ms} (block the event
+ * loop with Atomics.wait for ms, as a long GC pause would).
  * To the parent: 'ready'; the victim's 'holding' and, after its write, 'wrote'; 'done'.
  */
 import { connect } from '../../src/connect.js';
 import { isDlockError } from '../../src/index.js';
+import { hold, isPrimitiveName } from '../chaos/primitives.js';
 import { isCounterKind, openCounter } from './fenced-counter/index.js';
 
-const [kind = '', lockUrl = '', counterUrl = '', key = '', counterId = '', reads = 'fenced', countArg = '10', ttlArg = '600', victimArg = '0'] =
+const [kind = '', lockUrl = '', counterUrl = '', key = '', counterId = '', reads = 'fenced', countArg = '10', ttlArg = '600', victimArg = '0', primitive = 'mutex'] =
   process.argv.slice(2);
 if (!isCounterKind(kind)) throw new Error(`Unknown counter kind "${kind}".`);
+if (!isPrimitiveName(primitive)) throw new Error(`Unknown primitive "${primitive}".`);
 const increments = Number(countArg);
 const victim = victimArg === '1';
 
@@ -30,9 +34,10 @@ const nextMessage = (type: string): Promise<void> =>
     process.on('message', on);
   });
 let armedAbove: bigint | undefined;
-process.on('message', (m: { type?: string; token?: string }) => {
+process.on('message', (m: { type?: string; token?: string; ms?: number }) => {
   if (m.type === 'arm') armedAbove = BigInt(m.token ?? '0');
   if (m.type === 'disarm') armedAbove = undefined;
+  if (m.type === 'block') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.ms ?? 0);
 });
 // The parent is gone: nothing to report to.
 process.on('disconnect', () => process.exit(3));
@@ -51,9 +56,10 @@ let readsRefused = 0;
 let pausedReport: { abortedBeforeWrite: boolean; reason: string | undefined; token: string } | undefined;
 for (let i = 0; i < increments; i++) {
   const t0 = performance.now();
-  const lease = await locks.acquire(key).catch((e: unknown) => {
+  const held = await hold(locks, primitive, key, { ttlMs: Number(ttlArg), waitMs: 60_000 }).catch((e: unknown) => {
     throw new Error(`acquire failed after ${Math.round(performance.now() - t0)} ms in cycle ${i}`, { cause: e });
   });
+  const lease = { token: held.tokens[0]!, signal: held.signal, release: () => held.release() };
   const paused = victim && i === 0;
   let count: number | undefined;
   try {

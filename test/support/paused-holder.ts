@@ -64,6 +64,14 @@ export interface PausedHolderOptions {
   workers?: number;
   /** Lock-and-increment cycles per worker. Default 5. */
   increments?: number;
+  /** Which primitive the workers take (test/chaos/primitives.ts). Default `mutex`. */
+  primitive?: string;
+  /**
+   * How the victim is paused: `sigstop` (default: SIGSTOP, then SIGCONT), or `atomics`: its event
+   * loop is blocked with Atomics.wait for exactly `pauseMs` (a long GC pause; the process keeps
+   * running, its sockets stay open, nothing of its own runs).
+   */
+  pauseBy?: 'sigstop' | 'atomics';
   /** Create the counter `id` before the workers start (e.g. insert its row). */
   prepare?(id: string): Promise<void>;
   /**
@@ -104,7 +112,7 @@ export async function runPausedHolder(opts: PausedHolderOptions): Promise<Paused
   const procs: ChildProcess[] = [];
   try {
     for (let i = 0; i < (opts.workers ?? 3); i++) {
-      const args = [opts.counter, opts.url, counterUrl, key, id, opts.reads, String(opts.increments ?? 5), String(opts.ttlMs), i === 0 ? '1' : '0'];
+      const args = [opts.counter, opts.url, counterUrl, key, id, opts.reads, String(opts.increments ?? 5), String(opts.ttlMs), i === 0 ? '1' : '0', opts.primitive ?? 'mutex'];
       procs.push(fork(WORKER, args, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     }
     const victim = procs[0]!;
@@ -150,14 +158,16 @@ export async function runPausedHolder(opts: PausedHolderOptions): Promise<Paused
     const holding = new Promise<Holding>((resolve) => victim.on('message', (m: Holding) => m.type === 'holding' && resolve(m)));
     const schedule = (async () => {
       const h = await holding;
-      process.kill(victim.pid!, 'SIGSTOP');
+      const atomics = opts.pauseBy === 'atomics';
+      if (atomics) victim.send({ type: 'block', ms: opts.pauseMs });
+      else process.kill(victim.pid!, 'SIGSTOP');
       frozen = true;
       const t0 = performance.now();
       for (const c of procs.slice(1)) c.send({ type: 'arm', token: h.token });
       const pauseOver = delay(opts.pauseMs);
       await Promise.all([pauseOver, opts.whilePaused?.({ holding: h, counter, pauseOver })]);
-      if (opts.resumeAfterNewerRead) await Promise.race([newerRead, limit()]);
-      process.kill(victim.pid!, 'SIGCONT');
+      if (opts.resumeAfterNewerRead && !atomics) await Promise.race([newerRead, limit()]);
+      if (!atomics) process.kill(victim.pid!, 'SIGCONT');
       frozen = false;
       pausedMs = performance.now() - t0;
       // Resumed, the victim's core sees its lease past the deadline (and gives a kept lock back).
