@@ -28,6 +28,9 @@ const ENGINES: ReadonlyArray<[bin: string, pkg: string, alsoAt?: string[]]> = [
   ['pgbouncer', 'pgbouncer', ['/usr/sbin/pgbouncer']],
   // The dashboard's end-to-end tests drive Debian's chromium through playwright-core.
   ['chromium', 'chromium', ['/usr/bin/chromium']],
+  // The partition tests (test/chaos/partition-*) build network namespaces with ip and nft.
+  ['ip', 'iproute2', ['/usr/sbin/ip', '/sbin/ip']],
+  ['nft', 'nftables', ['/usr/sbin/nft']],
 ];
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
