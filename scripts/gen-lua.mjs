@@ -15,8 +15,15 @@ for (const f of files) {
   const keys = source.match(/^-- KEYS\[(\d+)\]/gm) ?? [];
   const numberOfKeys = keys.length;
   const name = f.replace(/\.lua$/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-  const sha = createHash('sha1').update(source).digest('hex');
-  ts += `export const ${name}: LuaScript = {\n  name: ${JSON.stringify(name)},\n  numberOfKeys: ${numberOfKeys},\n  sha: ${JSON.stringify(sha)},\n  source: ${JSON.stringify(source)},\n};\n\n`;
+  // What Redis runs (and the package ships): the script without its comment lines and
+  // indentation. The .lua file keeps them; a `--` inside a line stays (it may be in a string).
+  const shipped = source
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('--'))
+    .join('\n') + '\n';
+  const sha = createHash('sha1').update(shipped).digest('hex');
+  ts += `export const ${name}: LuaScript = {\n  name: ${JSON.stringify(name)},\n  numberOfKeys: ${numberOfKeys},\n  sha: ${JSON.stringify(sha)},\n  source: ${JSON.stringify(shipped)},\n};\n\n`;
 }
 ts = ts.trimEnd() + '\n';
 if (!existsSync(out) || readFileSync(out, 'utf8') !== ts) writeFileSync(out, ts);

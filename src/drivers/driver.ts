@@ -203,7 +203,12 @@ export interface DriverInfo {
    * Optional: why this driver lacks the modes it does not list, and what to use instead, for the
    * `UnsupportedModeError` a primitive throws (e.g. MySQL session mode: use the table mode).
    */
-  readonly modeAdvice?: { readonly why: string; readonly instead: string };
+  readonly modeAdvice?: {
+    /** Why the missing modes are missing, e.g. that GET_LOCK has no shared mode. */
+    readonly why: string;
+    /** What to do instead, e.g. to connect with `mode: 'table'` (`?mode=table` in the URL). */
+    readonly instead: string;
+  };
   /**
    * How waiters are ordered: `fifo` (always in arrival order, both modes), `choice` (strict FIFO
    * with `fair: true`, bounded barging otherwise: a newcomer or the releaser may take a free key

@@ -101,26 +101,34 @@ describe.each(engines)('dlock ls and release --force on %s', (_name, urlOf) => {
   }, 60_000);
 });
 
-describe('inspect of a semaphore built one lock per permit (SQLite has no permits mode)', () => {
-  it('shows its held permits under the semaphore\'s name, not "free"', async () => {
-    const url = `sqlite:${join(dir, 'locks.db')}`;
+describe('inspect of a semaphore', () => {
+  // SQLite grants permits on one key: inspect reads the limit from the engine. Redlock has no
+  // permits mode, so a semaphore there is one lock per permit (`<name>:permit:<i>`): inspect
+  // gathers them under the semaphore's name and says the limit is not stored.
+  it.each([
+    ['SQLite (permits mode: one key, the limit stored)', 'sqlite', 'permits', '2 of 3 permits held by 2; 0 waiting'],
+    ['Redlock (one lock per permit)', 'redlock', undefined, '2 of ? permits held by 2 (one lock per permit on this driver'],
+  ])('%s: shows its held permits under the semaphore\'s name, not "free"', async (_label, engine, mode, line) => {
+    const url = engine === 'sqlite' ? `sqlite:${join(dir, 'locks.db')}` : `redlock://127.0.0.1:${redis.port}`;
     const { connect } = await import('../../src/connect.js');
     const { Semaphore } = await import('../../src/primitives/semaphore.js');
     const client = await connect(url);
     try {
       const name = `pool:${Math.random().toString(36).slice(2)}`;
       const sem = new Semaphore(client, name, { permits: 3 });
+      expect(sem.construction).toBe(mode === 'permits' ? 'admission' : 'per-permit');
       const a = await sem.acquire({ ttlMs: 10_000 });
       const b = await sem.acquire({ ttlMs: 10_000 });
       const json = await dlock(['inspect', name, '--url', url, '--json']);
       expect(json.code).toBe(0);
-      const state = JSON.parse(json.stdout) as { free: boolean; mode: string; holders: Array<{ token: string; permits: number }> };
+      const state = JSON.parse(json.stdout) as { free: boolean; mode: string; limit?: number; holders: Array<{ token: string; permits: number }> };
       expect(state.free).toBe(false);
       expect(state.mode).toBe('permits');
+      expect(state.limit).toBe(mode === 'permits' ? 3 : undefined);
       expect(state.holders.map((h) => h.token).sort()).toEqual([a.token, b.token].map(String).sort());
       expect(state.holders.every((h) => h.permits === 1)).toBe(true);
       const text = await dlock(['inspect', name, '--url', url]);
-      expect(text.stdout).toContain(`lock "${name}" is a semaphore: 2 of ? permits held by 2 (one lock per permit on this driver`);
+      expect(text.stdout).toContain(`lock "${name}" is a semaphore: ${line}`);
       await a.release();
       await b.release();
       expect((await dlock(['inspect', name, '--url', url])).stdout).toBe(`lock "${name}" is free\n`);

@@ -69,8 +69,17 @@ describe('forceRelease without the privilege to end the holder connection', () =
     await refusedEviction(
       `${my.url}?mode=session`,
       `${my.url.replace('root@', 'weak@')}?mode=session`,
-      () => my.sql("CREATE USER 'weak'@'%'; GRANT SELECT, INSERT, UPDATE ON dlock.* TO 'weak'@'%'"),
+      () => my.sql("CREATE USER 'weak'@'%'; GRANT SELECT, INSERT, UPDATE, DELETE ON dlock.* TO 'weak'@'%'"),
       'SUPER',
+    );
+  }, 60_000);
+
+  it('MariaDB, a user without DELETE on dlock\'s tables: PermissionDeniedError naming the grant, the holder keeps its lock', async () => {
+    await refusedEviction(
+      `${my.url}?mode=session`,
+      `${my.url.replace('root@', 'weak2@')}?mode=session`,
+      () => my.sql("CREATE USER 'weak2'@'%'; GRANT SELECT, INSERT, UPDATE ON dlock.* TO 'weak2'@'%'"),
+      'DELETE',
     );
   }, 60_000);
 });

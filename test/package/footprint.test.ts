@@ -56,7 +56,9 @@ describe('install footprint', () => {
 
   it('stays within 1 MB unpacked (every file of the tarball)', () => {
     // 3.4 MB before the footprint work, 1.5 MB with ESM + CommonJS builds; one ESM build (CommonJS
-    // callers use require(esm)) brings it under the 1 MB goal. See the README's Install section.
+    // callers use require(esm)) brings it under the 1 MB goal. The admission modes of every engine
+    // took it to 1.08 MB: the Redis scripts now ship without their comment lines (what Redis runs),
+    // and the guides under docs/ stay in the repository. See the README's Install section.
     expect(pack.unpackedSize).toBeLessThan(1_000_000);
   });
 

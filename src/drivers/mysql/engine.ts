@@ -139,7 +139,13 @@ export abstract class MysqlEngine {
          SELECT @dlock_x + @dlock_h AS leased, IS_USED_LOCK(?) AS holder, CONNECTION_ID() AS me,
                 (SELECT token FROM ${this.locks} WHERE id = ?) AS token`,
         [n.id, n.id, n.id, n.id, n.id, n.lock, n.id],
-      ),
+      ).catch((e: unknown) => {
+        // ER_TABLEACCESS_DENIED_ERROR: this user may not change dlock's tables.
+        if ((e as MysqlError).errno === 1142) {
+          throw new PermissionDeniedError('mysql', `to clear lock "${key}" (${(e as Error).message})`, `GRANT SELECT, INSERT, UPDATE, DELETE on dlock's tables to this user`, { cause: e });
+        }
+        throw e;
+      }),
       [],
     );
     const row = (r[3] as Array<{ leased: string | number; holder: string | number | null; me: string | number; token: string | null }> | undefined)?.[0];

@@ -118,7 +118,7 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
    * fencing counter on a new grant; the next one reads the outcome and, if granted, takes the
    * key's wake-up signal; a queued waiter's entry is refreshed in the same round trip while the
    * key stays busy. Everything else (a crowded free key, the first enqueue, shared and permit
-   * requests) is one transaction over the row and its holders and queue ({@link step}).
+   * requests) is one transaction over the row and its holders and queue (`step` in step.ts).
    */
   tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     const attempt = this.attempt(req, queue);
@@ -265,19 +265,24 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
   async release(key: string, owner: string): Promise<boolean> {
     if (this.crowdedGrants.delete(owner)) return (await this.step(key, { kind: 'release', owner })).released;
     const n = this.namesOf(key);
+    // The statements are not one transaction: a waiter's step may make the row crowded, or
+    // uncrowded (a cancel), between them. So the tidy-up clears only our EXPIRED row, and a row
+    // still ours and live after a missed fast path goes through the full step, which decides under
+    // the row lock (without that, a cancel committed in between made a live hold answer false).
     const r = await this.onHome<unknown[]>(
       n.id,
       `UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
          WHERE id = ? AND owner = ? AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6) AND crowded = 0;
        SET @dlock_live = ROW_COUNT();
-       UPDATE ${this.locks} SET owner = NULL, expires_at = NULL WHERE id = ? AND owner = ? AND session_id IS NULL AND crowded = 0;
-       SELECT @dlock_live AS released, (SELECT crowded FROM ${this.locks} WHERE id = ?) AS crowded,
+       UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
+         WHERE id = ? AND owner = ? AND session_id IS NULL AND crowded = 0 AND (expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6));
+       SELECT @dlock_live AS released, (SELECT crowded = 1 OR (owner <=> ? AND ${LIVE}) FROM ${this.locks} WHERE id = ?) AS undecided,
               IF(@dlock_live + ROW_COUNT() > 0 AND IS_USED_LOCK(?) <=> CONNECTION_ID(), RELEASE_LOCK(?), NULL) AS signalled`,
-      [n.id, owner, n.id, owner, n.id, n.signal, n.signal],
+      [n.id, owner, n.id, owner, owner, n.lock, n.id, n.signal, n.signal],
     );
-    const row = (r[3] as Array<{ released: string | number; crowded: string | number | null }>)[0];
+    const row = (r[3] as Array<{ released: string | number; undecided: string | number | null }>)[0];
     if (Number(row?.released) > 0) return true;
-    if (Number(row?.crowded) !== 1) return false;
+    if (Number(row?.undecided) !== 1) return false;
     return (await this.step(key, { kind: 'release', owner })).released;
   }
 
