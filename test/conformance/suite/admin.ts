@@ -112,19 +112,24 @@ export function defineAdmin(ctx: SuiteContext): void {
     await third.release();
   });
 
-  it('forceRelease: removes every reader of a read-write lock at once', async (t) => {
+  it('forceRelease: removes every reader of a read-write lock at once, and each reader\'s lease is told', async (t) => {
     const probe = await newDriver();
     if (!(probe.info.modes ?? ['exclusive']).includes('shared')) t.skip(`${probe.info.name} does not grant shared holds (info.modes)`);
     const name = uniqueKey('force-readers');
     const r1 = await newClient();
     const r2 = await newClient();
     const admin = await newClient();
-    const a = await new ReadWriteLock(r1, name).read.acquire({ ttlMs: 10_000 });
-    const b = await new ReadWriteLock(r2, name).read.acquire({ ttlMs: 10_000 });
+    // A short TTL: each reader's next renewal comes a third of it later.
+    const a = await new ReadWriteLock(r1, name).read.acquire({ ttlMs: 1500 });
+    const b = await new ReadWriteLock(r2, name).read.acquire({ ttlMs: 1500 });
+    const lost = [a, b].map((l) => whenAborted(l.signal, 5000));
+    for (const p of lost) p.catch(() => undefined); // awaited below
     const listed = await admin.list(name);
     expect(listed.map((i) => [i.key, i.mode, i.holders.length])).toEqual([[name, 'shared', 2]]);
     expect((await admin.forceRelease(name)).released).toBe(2);
     expect(await admin.inspect(name)).toBeNull();
+    // Each evicted reader is told (by its renewal, or its ended session).
+    for (const { reason } of await Promise.all(lost)) expect(['not-held', 'session-lost']).toContain((reason as { reason?: string }).reason);
     const w = await new ReadWriteLock(admin, name).write.acquire({ ttlMs: 10_000, waitMs: 5000 });
     expect(w.token).toBeGreaterThan(a.token > b.token ? a.token : b.token);
     await w.release();
