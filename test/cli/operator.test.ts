@@ -112,8 +112,9 @@ describe('dlock ls of readers and semaphore permit holders (SQLite)', () => {
       const tag = `modes-${Math.random().toString(36).slice(2)}:`;
       const reads = [await new ReadWriteLock(a, `${tag}doc`).read.acquire({ ttlMs: 10_000 }), await new ReadWriteLock(b, `${tag}doc`).read.acquire({ ttlMs: 10_000 })];
       const writer = new ReadWriteLock(b, `${tag}doc`).write.acquire({ ttlMs: 10_000, waitMs: 20_000 });
+      writer.catch(() => undefined); // awaited at the end
       const permits = await new Semaphore(a, `${tag}pool`, { permits: 3 }).acquire({ permits: 2, ttlMs: 10_000 });
-      await new Promise((r) => setTimeout(r, 300)); // the writer queues
+      await expect.poll(async () => (await a.inspectAll(`${tag}doc`)).waiters, { timeout: 10_000 }).toBe(1); // the writer queues
       const text = await dlock(['ls', tag, '--url', url]);
       expect(text.code).toBe(0);
       const rows = text.stdout.split('\n').filter((l) => l.startsWith(tag)).map((l) => l.split(/ {2,}/));

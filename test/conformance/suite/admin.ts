@@ -154,7 +154,9 @@ export function defineAdmin(ctx: SuiteContext): void {
     const ex = await r1.acquire(x, { ttlMs: 10_000 });
     const writer = new ReadWriteLock(w, rw).write.acquire({ ttlMs: 10_000, waitMs: 15_000 });
     writer.catch(() => undefined); // awaited below
-    await new Promise((r) => setTimeout(r, 300)); // the writer queues behind the readers
+    // The writer queues behind the readers (polled: on a loaded machine its try may come late).
+    if (queued > 0) await expect.poll(async () => (await admin.inspectAll(rw)).waiters, { timeout: 10_000 }).toBe(queued);
+    else await new Promise((r) => setTimeout(r, 300));
     const keys = permits ? [rw, sem, x] : [rw, x];
     const listed = await admin.list(prefix);
     expect(listed.map((i) => i.key)).toEqual(keys);
