@@ -53,6 +53,8 @@ describe('CLI consistency', () => {
     const url = 'redis://127.0.0.1:1';
     const runs = await Promise.all([
       dlock(['inspect', 'k', '--url', url]),
+      dlock(['ls', '--url', url]),
+      dlock(['release', '--force', 'k'], { DLOCK_URL: url }),
       dlock(['ids', 'next'], { DLOCK_URL: url }),
       dlock(['demo', 'flash-sale', '--json'], { DLOCK_URL: url }),
       dlock(['doctor'], { DLOCK_URL: url }),
@@ -61,6 +63,21 @@ describe('CLI consistency', () => {
     for (const r of runs) {
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(line);
+    }
+  });
+
+  it('bad input to ls, release and inspect: what to pass, no stack trace, nothing done', async () => {
+    const runs = await Promise.all([
+      dlock(['ls', '--limit', '0', '--url', 'memory:']),
+      dlock(['release', '--force', '', '--url', 'memory:']),
+      dlock(['inspect', '', '--url', 'memory:']),
+    ]);
+    expect(runs.map((r) => r.code)).toEqual([1, 1, 1]);
+    expect(runs[0]?.stderr).toContain('expected a whole number from 1 to 1000000');
+    for (const r of runs.slice(1)) expect(r.stderr).toBe('dlock: error: Lock key must be a non-empty string.\n');
+    for (const r of runs) {
+      expect(r.stdout).toBe('');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
     }
   });
 

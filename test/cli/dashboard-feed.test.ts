@@ -37,8 +37,10 @@ describe('dashboard feed', () => {
     feed.update([key([hold('2', 'b')])], 1000);
     expect(feed.update([key([hold('2', 'b')], 2)], 1500).map((e) => e.kind)).toEqual(['waiting']);
     // One waiter got it (waited 3000 ms), the other left.
-    const kinds = feed.update([key([hold('3', 'c')])], 4500).map((e) => e.kind);
-    expect(kinds).toEqual(['handed-over', 'gave-up']);
+    const events = feed.update([key([hold('3', 'c')])], 4500);
+    expect(events.map((e) => e.kind)).toEqual(['handed-over', 'gave-up']);
+    // Two listings cannot tell a waiter that gave up from one served and done between them.
+    expect(events[1]?.text).toBe('1 waiter(s) left the queue unseen: timed out or gave up, or were served and done within one polling period');
     expect(feed.histograms().k?.wait).toEqual([0, 0, 0, 1, 0, 0, 0, 0]);
     expect(feed.recent().every((e) => e.inferred)).toBe(true);
     expect(feed.note({ kind: 'force-released', key: 'k', text: 'x' }, 5000).inferred).toBe(false);

@@ -1,9 +1,10 @@
 /**
  * `dlock dashboard` end to end: the CLI (dist) serves a SQLite file on port 0, lock workers in
  * other processes hold and release locks, and Debian's headless Chromium (driven by
- * playwright-core) shows them: key, holder pid, token, mode, a TTL counting down, a lock name
- * with markup rendered as text, feed entries on release, force release only with --allow-admin
- * (the worker's lease is lost), the auth token, and the loopback rule. Screenshots go to the
+ * playwright-core) shows them: key, holder pid, token, mode, readers and semaphore permit holders
+ * with their permits and queued waiters, a TTL counting down, a lock name with markup rendered as
+ * text, feed entries on release, force release only with --allow-admin (the worker's lease is
+ * lost), the auth token, and the loopback rule. Screenshots go to the
  * test's temp dir (DLOCK_DASHBOARD_SCREENSHOTS=docs also copies two of them there, for the README).
  */
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -12,6 +13,8 @@ import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/connect.js';
+import { ReadWriteLock } from '../../src/primitives/read-write-lock.js';
+import { Semaphore } from '../../src/primitives/semaphore.js';
 import { killClis, launchChromium, openPage, runCli, servedUrl, stopCli } from '../support/browser.js';
 import { forkWorker, killWorkers, startTogether } from '../support/workers.js';
 
@@ -27,7 +30,11 @@ beforeAll(async () => {
   await c.close();
 }, 60_000);
 
+/** In-process clients a test opened (closed at the end, also after a failure). */
+const closers: Array<() => Promise<void>> = [];
+
 afterAll(async () => {
+  await Promise.allSettled(closers.splice(0).map((c) => c()));
   await killWorkers();
   killClis();
   await browser?.close();
@@ -51,13 +58,16 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       const key = `orders:${XSS}`;
       const holder = forkWorker({ mode: 'hold', url, key, ttlMs: 8000 });
       const looper = forkWorker({ mode: 'loop', url, key: 'cart:loop', cycles: 3, holdMs: 900, ttlMs: 5000, waitMs: 10_000 });
-      await startTogether([holder, looper]);
+      await startTogether([holder]);
       const held = await holder.next('held', 20_000);
       const page = await openPage(browser, address);
 
       // The holder's row: the name with markup is text, the pid, token and mode are the worker's.
       const row = page.locator('tr[data-testid=lock-row]').filter({ has: page.locator('td.key', { hasText: 'orders:' }) });
       await row.waitFor({ timeout: 10_000 });
+      // The dashboard polls only while a page is open: the looper starts once it is (on a loaded
+      // machine its three cycles could otherwise end before the first snapshot).
+      await startTogether([looper]);
       expect(await row.locator('td.key').textContent()).toBe(key);
       expect(await row.locator('td.pid').textContent()).toBe(String(held.pid));
       expect(await row.locator('td.token').textContent()).toBe(held.token);
@@ -73,6 +83,23 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       }
       expect(samples.every((s) => s > 0 && s <= 8)).toBe(true);
       expect(samples.some((s, i) => i > 0 && s < (samples[i - 1] ?? 0))).toBe(true);
+
+      // Readers of a read-write lock with a writer queued, and a semaphore's permit holders with a
+      // waiter for more permits than are free: one row per holder, mode, permits and queue (held
+      // until the screenshot, released at the end).
+      const [ca, cb] = [await connect(url), await connect(url)];
+      closers.push(() => ca.close(), () => cb.close());
+      const reads = [await new ReadWriteLock(ca, 'doc:1').read.acquire({ ttlMs: 8000 }), await new ReadWriteLock(cb, 'doc:1').read.acquire({ ttlMs: 8000 })];
+      const writer = new ReadWriteLock(cb, 'doc:1').write.acquire({ ttlMs: 8000, waitMs: 60_000 });
+      const sem = (c: typeof ca): Semaphore => new Semaphore(c, 'pool:db', { permits: 3 });
+      const permits = [await sem(ca).acquire({ permits: 2, ttlMs: 8000 }), await sem(ca).acquire({ permits: 1, ttlMs: 8000 })];
+      const all = sem(cb).acquire({ permits: 3, ttlMs: 8000, waitMs: 60_000 });
+      for (const p of [writer, all]) p.catch(() => undefined); // awaited at the end
+      const cells = async (k: string): Promise<string[][]> =>
+        page.locator(`tr[data-key="${k}"]`).evaluateAll((rows) => rows.map((r) => ['mode', 'pid', 'permits', 'waiters'].map((c) => r.querySelector(`td.${c}`)?.textContent ?? '')));
+      const me = String(process.pid);
+      await expect.poll(() => cells('doc:1'), { timeout: 10_000 }).toEqual([['shared', me, '1', '1'], ['shared', me, '1', '']]);
+      await expect.poll(() => cells('pool:db'), { timeout: 10_000 }).toEqual([['permits/3', me, '2', '1'], ['permits/3', me, '1', '']]);
 
       // The looping worker's releases reach the feed, and its holds the histograms.
       await looper.next('done', 30_000);
@@ -93,6 +120,8 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
       await page.screenshot({ path: shot, fullPage: true });
       expect(statSync(shot).size).toBeGreaterThan(10_000);
       keepForDocs(shot, 'dashboard.png');
+      await Promise.all([...reads, ...permits].map((l) => l.release()));
+      await Promise.all([(await writer).release(), (await all).release()]);
       await page.close();
       await killWorkers([holder, looper]);
     } finally {
@@ -154,7 +183,7 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
     }
   }, 60_000);
 
-  it('refuses a non-loopback --host without --auth-token, and an unreachable engine is one line', async () => {
+  it('refuses a non-loopback --host without --auth-token; an unreachable engine and a missing SQLite file are one line', async () => {
     const open = runCli(['dashboard', '--url', url, '--host', '0.0.0.0']);
     expect(await open.exited).toBe(2);
     expect(open.out()).toContain('--auth-token');
@@ -164,6 +193,12 @@ describe('dlock dashboard on SQLite, in headless Chromium', () => {
     expect(down.out()).toBe(
       'dlock: error: Cannot reach Redis at redis://127.0.0.1:1: no connection. Check that it is running there and that --url (or DLOCK_URL) names it.\n',
     );
+    // It creates nothing: a mistyped SQLite path is one line, and no file appears.
+    const typo = join(dir, 'typo', 'lcoks.db');
+    const missing = runCli(['dashboard', '--url', `sqlite:${typo}`]);
+    expect(await missing.exited).toBe(1);
+    expect(missing.out()).toBe(`dlock: error: no such database file "${typo}": check the path (nothing was created)\n`);
+    expect(existsSync(join(dir, 'typo'))).toBe(false);
     const badPort = runCli(['dashboard', '--url', url, '--port', '70000']);
     expect(await badPort.exited).toBe(1);
     expect(badPort.out()).toContain('expected a whole number from 0 to 65535');

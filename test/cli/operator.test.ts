@@ -101,6 +101,43 @@ describe.each(engines)('dlock ls and release --force on %s', (_name, urlOf) => {
   }, 60_000);
 });
 
+describe('dlock ls of readers and semaphore permit holders (SQLite)', () => {
+  it('one row per holder with its mode, permits and the queue; --json the same', async () => {
+    const url = `sqlite:${join(dir, 'locks.db')}`;
+    const { connect } = await import('../../src/connect.js');
+    const { ReadWriteLock } = await import('../../src/primitives/read-write-lock.js');
+    const { Semaphore } = await import('../../src/primitives/semaphore.js');
+    const [a, b] = [await connect(url), await connect(url)];
+    try {
+      const tag = `modes-${Math.random().toString(36).slice(2)}:`;
+      const reads = [await new ReadWriteLock(a, `${tag}doc`).read.acquire({ ttlMs: 10_000 }), await new ReadWriteLock(b, `${tag}doc`).read.acquire({ ttlMs: 10_000 })];
+      const writer = new ReadWriteLock(b, `${tag}doc`).write.acquire({ ttlMs: 10_000, waitMs: 20_000 });
+      writer.catch(() => undefined); // awaited at the end
+      const permits = await new Semaphore(a, `${tag}pool`, { permits: 3 }).acquire({ permits: 2, ttlMs: 10_000 });
+      await expect.poll(async () => (await a.inspectAll(`${tag}doc`)).waiters, { timeout: 10_000 }).toBe(1); // the writer queues
+      const text = await dlock(['ls', tag, '--url', url]);
+      expect(text.code).toBe(0);
+      const rows = text.stdout.split('\n').filter((l) => l.startsWith(tag)).map((l) => l.split(/ {2,}/));
+      // KEY MODE OWNER HOST PID PERMITS TOKEN TTL WAITERS
+      expect(rows.map((r) => [r[0], r[1], r[4], r[5], r[8]])).toEqual([
+        [`${tag}doc`, 'shared', String(process.pid), '1', '1'],
+        [`${tag}doc`, 'shared', String(process.pid), '1', '1'],
+        [`${tag}pool`, 'permits/3', String(process.pid), '2', '0'],
+      ]);
+      expect(text.stdout).toContain('2 lock(s) held');
+      const json = JSON.parse((await dlock(['ls', tag, '--url', url, '--json'])).stdout) as { locks: Array<{ key: string; mode: string; limit?: number; waiters: number; holders: Array<{ permits: number; token: string }> }> };
+      expect(json.locks.map((l) => [l.key, l.mode, l.limit, l.waiters, l.holders.map((h) => h.permits)])).toEqual([
+        [`${tag}doc`, 'shared', undefined, 1, [1, 1]],
+        [`${tag}pool`, 'permits', 3, 0, [2]],
+      ]);
+      await Promise.all([...reads, permits].map((l) => l.release()));
+      await (await writer).release();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  }, 60_000);
+});
+
 describe('inspect of a semaphore', () => {
   // SQLite grants permits on one key: inspect reads the limit from the engine. Redlock has no
   // permits mode, so a semaphore there is one lock per permit (`<name>:permit:<i>`): inspect

@@ -1,6 +1,7 @@
 /**
- * doctor() on a real Redis Cluster and a real Sentinel setup: cluster state and slots, per-master
- * checks, the Sentinels' quorum and the master they name, replicas without replicaAcks.
+ * doctor() on a real Redis Cluster and a real Sentinel setup: cluster state and slots (an unserved
+ * slot fails), per-master checks, the Sentinels' quorum and the master they name, replicas without
+ * replicaAcks.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/doctor/index.js';
@@ -35,6 +36,14 @@ describe('doctor: Redis Cluster', () => {
     const failing = policies.filter((f) => f.status === 'fail');
     expect(failing).toHaveLength(1);
     expect(failing[0]!.evidence).toContain(`:${port}: maxmemory-policy allkeys-random`);
+  });
+
+  it('a slot no master serves (CLUSTER DELSLOTS on every node): cluster.state fails with the count', async () => {
+    for (const port of cluster.ports) await withRedisClient(port, (c) => c.call('CLUSTER', 'DELSLOTS', '0'));
+    const state = one(await doctor(cluster.url, { pings: 5 }), 'cluster.state');
+    expect(state.status).toBe('fail');
+    expect(state.evidence).toMatch(/16383 of 16384 slots assigned/);
+    expect(state.fix).toMatch(/redis-cli --cluster check/);
   });
 });
 

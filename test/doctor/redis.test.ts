@@ -2,12 +2,16 @@
  * doctor() on real Redis servers started with good and bad settings: the verdicts follow the
  * settings, and doctor writes nothing (the keyspace stays empty).
  */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/doctor/index.js';
 import { startDelayProxy } from '../support/delay-proxy.js';
 import { startRedis, withRedisClient, type RedisServer } from '../support/redis.js';
 import { startRedlock, type RedlockNodes } from '../support/redlock.js';
+import { repoRoot } from '../support/workers.js';
 import { all, one } from './findings.js';
 
 const servers: { stop(): Promise<void> }[] = [];
@@ -68,6 +72,23 @@ describe('doctor: Redis eviction policy', () => {
     const r = await doctor(`redis://:sekret@127.0.0.1:${s.port}`, { pings: 5 });
     expect(r.url).toBe(`redis://:***@127.0.0.1:${s.port}`);
     expect(JSON.stringify(r)).not.toContain('sekret');
+  });
+});
+
+describe('doctor: clock offset', () => {
+  it('this host 30 s ahead of the engine (libfaketime on the doctor process, wall clock only) warns, with the offset and NTP', async () => {
+    const s = await redis([]);
+    const env: NodeJS.ProcessEnv = { ...process.env, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
+    delete env.DLOCK_URL;
+    const { stdout } = await promisify(execFile)('faketime', ['-f', '+30s', process.execPath, join(repoRoot, 'bin', 'dlock.js'), 'doctor', '--url', s.url, '--json'], { cwd: repoRoot, env, timeout: 60_000 });
+    const report = JSON.parse(stdout) as { findings: Array<{ check: string; status: string; evidence: string; fix?: string }> };
+    const clock = report.findings.find((f) => f.check === 'clock');
+    expect(clock?.status).toBe('warn');
+    const offset = /^the engine's clock is ([\d.]+) ms behind this host's/.exec(clock?.evidence ?? '');
+    expect(offset, clock?.evidence).not.toBeNull();
+    expect(Number(offset![1])).toBeGreaterThan(29_000);
+    expect(Number(offset![1])).toBeLessThan(31_000);
+    expect(clock?.fix).toMatch(/NTP/);
   });
 });
 

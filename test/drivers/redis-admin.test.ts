@@ -1,8 +1,9 @@
 /**
  * The Redis driver's operator steps on one real node, beyond the conformance suite: list() with
  * keys and prefixes that need escaping (glob characters, a leading `}` the driver escapes), one
- * SCAN batch larger than the page (no key lost or repeated, also when keys go between pages), and forceRelease() of readers with a
- * writer queued behind them (handed the key, not stranded), leaving the fence counter alone.
+ * SCAN batch larger than the page (no key lost or repeated, also when keys go between pages), never
+ * KEYS (INFO commandstats), and forceRelease() of readers with a writer queued behind them (handed
+ * the key, not stranded), leaving the fence counter alone.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -61,9 +62,15 @@ describe('redis list() and forceRelease()', () => {
     const leases = await Promise.all(keys.map((k) => c.acquire(k, { ttlMs: 10_000 })));
     const d = new RedisDriver({ url: redis.url });
     closers.push(() => d.close());
+    await withRedisClient(redis.port, (r) => r.config('RESETSTAT'));
     // SCAN COUNT is a hint: with MATCH on a small keyspace one call may return many keys; a page never does.
     const seen = await allPages(d, `${tag}:`, 1);
     expect(seen.sort()).toEqual([...keys].sort());
+    expect((await c.list(`${tag}:`)).length).toBe(keys.length);
+    // Never a blocking KEYS, not even inside a script (Redis 7 counts a script's calls too).
+    const stats = await withRedisClient(redis.port, (r) => r.info('commandstats'));
+    expect(stats).toMatch(/^cmdstat_scan:calls=\d+/m);
+    expect(stats).not.toMatch(/^cmdstat_keys:/m);
     await expect(d.list(tag, { limit: 5, cursor: 'not a cursor' })).rejects.toMatchObject({ code: 'DLOCK_INVALID_ARGUMENT' });
     await Promise.all(leases.map((l) => l.release()));
   });

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/connect.js';
 import { LockClient } from '../../src/core/client.js';
 import { MemoryDriver } from '../../src/drivers/memory/index.js';
-import { InvalidArgumentError, LockAbortedError, LockTimeoutError, OutOfRangeError } from '../../src/errors.js';
+import { InvalidArgumentError, LockAbortedError, LockTimeoutError, OutOfRangeError, UnavailableError } from '../../src/errors.js';
 import { ACQUIRE_SPAN, ATTR, instrument, METRICS, OTHER_KEY } from '../../src/otel/index.js';
 import { removeDir, tempDir } from '../support/processes.js';
 import { startSqliteBlocker } from '../support/sqlite.js';
@@ -290,7 +290,7 @@ describe('dlock/otel on SQLite (two clients, one meter)', () => {
     if (dir) removeDir(dir);
   });
 
-  it('contention between two clients: wait, held and waiters gauges summed over both; renewal failures and the loss while the file is locked', async () => {
+  it('contention between two clients: wait, held and waiters gauges summed over both; renewal failures, the loss and engine errors while the file is locked', async () => {
     t = telemetry();
     const path = `${dir}/otel.db`;
     const a = await connect(`sqlite:${path}`);
@@ -329,6 +329,14 @@ describe('dlock/otel on SQLite (two clients, one meter)', () => {
       expect(m.value(METRICS.losses, { [ATTR.lostReason]: 'expired' })).toBe(1);
       expect(m.value(METRICS.held)).toBe(0);
       expect(m.histogram(METRICS.hold, { [ATTR.holdEnd]: 'lost' }).sum).toBeGreaterThan(1);
+      // An acquisition while the engine refuses: engine errors by operation, an unavailable outcome.
+      const refused = await a.acquire('res:refused', { waitMs: 300 }).catch((e: unknown) => e);
+      m = await t.collect();
+      expect(refused).toBeInstanceOf(UnavailableError);
+      expect(m.value(METRICS.engineErrors, { [ATTR.engine]: 'sqlite', [ATTR.operation]: 'acquire' })).toBeGreaterThanOrEqual(1);
+      expect(m.value(METRICS.acquisitions, { [ATTR.outcome]: 'unavailable' })).toBe(1);
+      const span = t.spans().find((s) => s.attributes[ATTR.key] === 'res:refused');
+      expect([span?.attributes[ATTR.outcome], span?.status.code]).toEqual(['unavailable', SpanStatusCode.ERROR]);
     } finally {
       await blocker.unlock().catch(() => undefined);
       await blocker.stop();

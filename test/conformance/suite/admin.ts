@@ -4,6 +4,8 @@
  */
 import { expect, it } from 'vitest';
 import { ReadWriteLock } from '../../../src/primitives/read-write-lock.js';
+import { Semaphore } from '../../../src/primitives/semaphore.js';
+import { allPages } from '../../support/list-pages.js';
 import type { SuiteContext } from './context.js';
 import { whenAborted } from './helpers.js';
 
@@ -78,6 +80,8 @@ export function defineAdmin(ctx: SuiteContext): void {
     // The evicted holder learns it at its next renewal (a third of the TTL), before its TTL ends.
     const { reason } = await lost;
     expect((reason as { code?: string }).code).toBe('DLOCK_LOCK_LOST');
+    // Told by the engine (its renewal found the hold gone), not a local expiry.
+    expect(['not-held', 'session-lost']).toContain((reason as { reason?: string }).reason);
     expect(evicted.isHeld()).toBe(false);
     // A fenced resource (keeps the highest token it saw) now rejects the evicted holder's write.
     let highest = 0n;
@@ -108,21 +112,72 @@ export function defineAdmin(ctx: SuiteContext): void {
     await third.release();
   });
 
-  it('forceRelease: removes every reader of a read-write lock at once', async (t) => {
+  it('forceRelease: removes every reader of a read-write lock at once, and each reader\'s lease is told', async (t) => {
     const probe = await newDriver();
     if (!(probe.info.modes ?? ['exclusive']).includes('shared')) t.skip(`${probe.info.name} does not grant shared holds (info.modes)`);
     const name = uniqueKey('force-readers');
     const r1 = await newClient();
     const r2 = await newClient();
     const admin = await newClient();
-    const a = await new ReadWriteLock(r1, name).read.acquire({ ttlMs: 10_000 });
-    const b = await new ReadWriteLock(r2, name).read.acquire({ ttlMs: 10_000 });
+    // A short TTL: each reader's next renewal comes a third of it later.
+    const a = await new ReadWriteLock(r1, name).read.acquire({ ttlMs: 1500 });
+    const b = await new ReadWriteLock(r2, name).read.acquire({ ttlMs: 1500 });
+    const lost = [a, b].map((l) => whenAborted(l.signal, 5000));
+    for (const p of lost) p.catch(() => undefined); // awaited below
     const listed = await admin.list(name);
     expect(listed.map((i) => [i.key, i.mode, i.holders.length])).toEqual([[name, 'shared', 2]]);
     expect((await admin.forceRelease(name)).released).toBe(2);
     expect(await admin.inspect(name)).toBeNull();
+    // Each evicted reader is told (by its renewal, or its ended session).
+    for (const { reason } of await Promise.all(lost)) expect(['not-held', 'session-lost']).toContain((reason as { reason?: string }).reason);
     const w = await new ReadWriteLock(admin, name).write.acquire({ ttlMs: 10_000, waitMs: 5000 });
     expect(w.token).toBeGreaterThan(a.token > b.token ? a.token : b.token);
     await w.release();
+  });
+
+  it('list: readers, permit holders (permits and limit) and queued waiters, and pages over keys of every mode', async (t) => {
+    const probe = await newDriver();
+    const modes = probe.info.modes ?? ['exclusive'];
+    if (!modes.includes('shared')) t.skip(`${probe.info.name} grants exclusive holds only (info.modes)`);
+    // Engines that keep a queue count a waiter; fairness 'none' (Redlock) keeps none.
+    const queued = probe.info.fairness === 'none' ? 0 : 1;
+    const prefix = `${uniqueKey('modes')}:`;
+    const [r1, r2, w, admin] = await Promise.all([newClient(), newClient(), newClient(), newClient()]);
+    const rw = `${prefix}rw`;
+    const sem = `${prefix}sem`;
+    const x = `${prefix}x`;
+    const a = await new ReadWriteLock(r1, rw).read.acquire({ ttlMs: 10_000 });
+    const b = await new ReadWriteLock(r2, rw).read.acquire({ ttlMs: 10_000 });
+    const permits = modes.includes('permits');
+    const p2 = permits ? await new Semaphore(r1, sem, { permits: 3 }).acquire({ permits: 2, ttlMs: 10_000 }) : undefined;
+    const p1 = permits ? await new Semaphore(r2, sem, { permits: 3 }).acquire({ permits: 1, ttlMs: 10_000 }) : undefined;
+    const ex = await r1.acquire(x, { ttlMs: 10_000 });
+    const writer = new ReadWriteLock(w, rw).write.acquire({ ttlMs: 10_000, waitMs: 15_000 });
+    writer.catch(() => undefined); // awaited below
+    // The writer queues behind the readers (polled: on a loaded machine its try may come late).
+    if (queued > 0) await expect.poll(async () => (await admin.inspectAll(rw)).waiters, { timeout: 10_000 }).toBe(queued);
+    else await new Promise((r) => setTimeout(r, 300));
+    const keys = permits ? [rw, sem, x] : [rw, x];
+    const listed = await admin.list(prefix);
+    expect(listed.map((i) => i.key)).toEqual(keys);
+    const byKey = new Map(listed.map((i) => [i.key, i]));
+    const readers = byKey.get(rw)!;
+    expect([readers.mode, readers.waiters]).toEqual(['shared', queued]);
+    expect(readers.holders.map((h) => [h.owner, h.token, h.mode]).sort()).toEqual([[a.owner, a.token, 'shared'], [b.owner, b.token, 'shared']].sort());
+    for (const h of readers.holders) expect(h.remainingMs === -1 || (h.remainingMs > 0 && h.remainingMs <= 10_000)).toBe(true);
+    if (p1 && p2) {
+      const s = byKey.get(sem)!;
+      expect([s.mode, s.limit, s.waiters]).toEqual(['permits', 3, 0]);
+      expect(s.holders.map((h) => [h.owner, h.permits]).sort()).toEqual([[p2.owner, 2], [p1.owner, 1]].sort());
+    }
+    expect(byKey.get(x)!.holders.map((h) => [h.owner, h.mode])).toEqual([[ex.owner, 'exclusive']]);
+    // The driver's pages (one key each) name every key once, whatever mode holds it.
+    expect((await allPages(probe, prefix, 1)).sort()).toEqual(keys);
+    await Promise.all([a.release(), b.release()]);
+    const wl = await writer;
+    const [after] = await admin.list(rw);
+    expect([after?.mode, after?.holders.map((h) => h.owner), after?.waiters]).toEqual(['exclusive', [wl.owner], 0]);
+    await Promise.all([wl.release(), ex.release(), p1?.release(), p2?.release()]);
+    expect(await admin.list(prefix)).toEqual([]);
   });
 }

@@ -20,6 +20,8 @@ export function defineInput(ctx: SuiteContext): void {
         () => c.tryAcquire(bad),
         () => c.using(bad, () => 1),
         () => c.inspect(bad),
+        () => c.inspectAll(bad),
+        () => c.forceRelease(bad),
       ]) {
         const e = await errorOf(call);
         expect(e).toBeInstanceOf(TypeError);
@@ -27,6 +29,17 @@ export function defineInput(ctx: SuiteContext): void {
       }
     }
     expect(c.heldCount).toBe(0);
+    // list(): a prefix that is not a string, a limit that is not a whole number >= 1.
+    for (const bad of [42, null, {}] as unknown as string[]) {
+      const e = await errorOf(() => c.list(bad));
+      expect(e).toBeInstanceOf(TypeError);
+      expect(e.code).toBe('DLOCK_INVALID_ARGUMENT');
+    }
+    for (const limit of [0, -1, 1.5, Number.NaN]) {
+      const e = await errorOf(() => c.list('', { limit }));
+      expect(e).toBeInstanceOf(RangeError);
+      expect([e.code, e.option]).toEqual(['DLOCK_OUT_OF_RANGE', 'limit']);
+    }
   });
 
   it('refuses out-of-range ttlMs / waitMs / maxHoldMs / renewRatio with RangeError DLOCK_OUT_OF_RANGE naming the option', async () => {
@@ -67,6 +80,10 @@ export function defineInput(ctx: SuiteContext): void {
       ['tryAcquire ttlMs', () => c.tryAcquire('k', { ttlMs: Number.NaN })],
       ['using', () => c.using('', () => 1)],
       ['inspect', () => c.inspect('')],
+      ['inspectAll', () => c.inspectAll('')],
+      ['forceRelease', () => c.forceRelease('')],
+      ['list prefix', () => c.list(42 as unknown as string)],
+      ['list limit', () => c.list('', { limit: 0 })],
     ];
     const sync: string[] = [];
     for (const [name, call] of calls) {
