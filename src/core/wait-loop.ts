@@ -412,7 +412,8 @@ export class WaitLoop {
    * Try-set engines: open the change watch *before* the decisive try (a release between a failed
    * try and the subscription would otherwise be missed), then sleep until a change or the holder's
    * remaining TTL, whichever comes first: a lost notification costs at most one TTL, and nothing
-   * polls. Without a watch: jittered backoff bounded by the holder's remaining TTL.
+   * polls. Without a watch, or while the engine says its watch cannot see the holder
+   * (`unseen`): jittered backoff bounded by the holder's remaining TTL.
    */
   private async trySet(d: TrySetDriver, req: AcquireRequest, run: WaitRun, justTried: boolean): Promise<Grant | undefined> {
     let watch: ChangeWatch | undefined;
@@ -422,6 +423,7 @@ export class WaitLoop {
     let granted = false;
     let skipTry = justTried && d.watch !== undefined;
     let idle = 0;
+    let unseen = false;
     try {
       for (;;) {
         let retryAfterMs = -1;
@@ -435,6 +437,9 @@ export class WaitLoop {
             return r.grant;
           }
           retryAfterMs = r.retryAfterMs;
+          // A holder the watch sees again: backoff starts over the next time one is unseen.
+          if (r.unseen !== true) idle = 0;
+          unseen = r.unseen === true;
           if (queue) lastBusyAt = sentAt;
         }
         skipTry = false;
@@ -448,7 +453,7 @@ export class WaitLoop {
           await sleep(Math.min(remaining, bound, backoffMs(idle++)), run.signal);
           continue;
         }
-        const woke = await watch.next(Math.min(remaining, bound), run.signal);
+        const woke = await watch.next(Math.min(remaining, bound, unseen ? backoffMs(idle++) : Number.POSITIVE_INFINITY), run.signal);
         // Handed over by the engine after our last busy try: its TTL started after that try was
         // sent. Take it at once unless that bound leaves too little validity; then the next try
         // confirms it (the engine answers "yours" and extends it).

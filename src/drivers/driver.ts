@@ -108,6 +108,12 @@ export type TryResult =
       readonly ok: false;
       /** The holder's remaining TTL in ms as the engine sees it; -1 when unknown. */
       readonly retryAfterMs: number;
+      /**
+       * The driver's watch will not see this holder go (a holder of another mode, say, that
+       * releases without waking this mode's waiters): the core then bounds each wait on the watch
+       * by its jittered backoff as well, the one place where such a wait polls.
+       */
+      readonly unseen?: boolean;
     };
 
 /** A lock handed to a waiter by the engine itself (direct handoff), delivered through its watch. */

@@ -30,6 +30,8 @@ class ScriptedEngine implements TrySetDriver {
   released: string[] = [];
   cancelled: string[] = [];
   tries = 0;
+  /** Busy answers say the watch cannot see this holder go (TryResult.unseen). */
+  unseen = false;
   private readonly watches = new Set<LatchWatch>();
 
   tryAcquire(req: AcquireRequest): Promise<TryResult> {
@@ -37,7 +39,7 @@ class ScriptedEngine implements TrySetDriver {
     if (this.manual) return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
     const failure = this.failures.shift();
     if (failure !== undefined) return Promise.reject(failure);
-    if (this.holder !== undefined) return Promise.resolve({ ok: false, retryAfterMs: -1 });
+    if (this.holder !== undefined) return Promise.resolve(this.unseen ? { ok: false, retryAfterMs: -1, unseen: true } : { ok: false, retryAfterMs: -1 });
     this.holder = req.owner;
     this.token += 1n;
     return Promise.resolve({ ok: true, grant: { token: this.token, sentAt: performance.now() } });
@@ -181,6 +183,23 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect(t.value).toBeNull();
     expect(engine.openWatches).toBe(0);
     expect(engine.cancelled).toEqual(['a']);
+  });
+
+  it('a holder the watch cannot see (unseen): the core backs off (jittered, capped), the driver keeps no timer', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    engine.unseen = true;
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 60_000));
+    await vi.advanceTimersByTimeAsync(10_000);
+    // Backoff up to 1 s: a try every second or so, not a busy loop, and not one wait of 60 s.
+    expect(engine.tries).toBeGreaterThan(5);
+    expect(engine.tries).toBeLessThan(40);
+    // The holder goes without a wake-up: the next backoff round finds the key free.
+    engine.holder = undefined;
+    await vi.advanceTimersByTimeAsync(1100);
+    expect(t.state).toBe('resolved');
+    expect(engine.holder).toBe('a');
   });
 
   it('a release wakes the waiter through its watch, with no polling in between', async () => {

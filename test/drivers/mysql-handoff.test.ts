@@ -14,12 +14,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import { createMysqlDriver, keyNames } from '../../src/drivers/mysql/index.js';
-import { startMysql, type MysqlServer } from '../support/mysql.js';
+import { startMysql, statementCounter, type MysqlServer } from '../support/mysql.js';
 
 let server: MysqlServer;
 
 beforeAll(async () => {
   server = await startMysql();
+  questions = statementCounter(server);
 }, 120_000);
 
 afterAll(async () => {
@@ -28,13 +29,8 @@ afterAll(async () => {
 
 const client = (): LockClient => new LockClient(createMysqlDriver({ url: `${server.url}?mode=session` }));
 
-/** Statements the server ran so far, less the ones these readings made (each reading is one). */
-let readings = 0;
-async function questions(): Promise<number> {
-  const rows = (await server.sql("SHOW GLOBAL STATUS LIKE 'Questions'")) as Array<{ Value: string }>;
-  readings += 1;
-  return Number(rows[0]?.Value) - readings;
-}
+/** Statements the server ran so far (see statementCounter). */
+let questions: () => Promise<number>;
 
 it('a handoff runs five statements on the server: two for the release, three for the blocked grant', async () => {
   const a = client();

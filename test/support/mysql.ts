@@ -216,3 +216,17 @@ export async function startMysql(opts: StartMysqlOptions = {}): Promise<MysqlSer
     sql,
   };
 }
+
+/**
+ * Counts the statements `server` ran (its `Questions` status: one per statement, also inside a
+ * multi-statement batch), less the readings themselves (each is one statement): a counter that
+ * tells what a code path sends, on a server that nothing else uses.
+ */
+export function statementCounter(server: MysqlServer): () => Promise<number> {
+  let readings = 0;
+  return async () => {
+    const rows = (await server.sql("SHOW GLOBAL STATUS LIKE 'Questions'")) as Array<{ Value: string }>;
+    readings += 1;
+    return Number(rows[0]?.Value) - readings;
+  };
+}

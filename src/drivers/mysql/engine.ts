@@ -54,7 +54,7 @@ export abstract class MysqlEngine {
     this.homes = Array.from({ length: this.o.connections }, () => undefined);
   }
 
-  /** The MySQL names of `key` (row id, session lock name, wake-up signal name). */
+  /** The MySQL names of `key` (row id, session lock name). */
   namesOf(key: string): KeyNames {
     return keyNames(this.o.database, this.o.prefix, key);
   }
@@ -118,9 +118,9 @@ export abstract class MysqlEngine {
    * stays, and with it the fencing counter), and a connection that holds the key's user lock is
    * ended with `KILL CONNECTION <id>` (found with `IS_USED_LOCK`): MySQL cannot release another
    * connection's user lock, so EVERY lock that connection holds goes with it, and its driver aborts
-   * their leases at once. Waiters blocked in GET_LOCK get the lock; a lease-table waiter is woken
-   * when the evicted holder's next renewal fails (or at its TTL). Killing another user's
-   * connection needs `CONNECTION_ADMIN` (or `SUPER`). `fence`: the row's counter.
+   * their leases at once. Waiters blocked in GET_LOCK get the lock; lease-table waiters are woken
+   * (the row's `changes` moves on, their watches' sleep is ended, see ./table.ts). Killing another
+   * user's connection needs `CONNECTION_ADMIN` (or `SUPER`). `fence`: the row's counter.
    */
   async forceRelease(key: string): Promise<ForceReleased> {
     const n = this.namesOf(key);
@@ -133,12 +133,13 @@ export abstract class MysqlEngine {
         `SET @dlock_x = (SELECT COUNT(*) FROM ${this.locks} WHERE id = ? AND owner IS NOT NULL AND owner <> '' AND session_id IS NULL AND expires_at > UTC_TIMESTAMP(6)),
              @dlock_h = (SELECT COUNT(*) FROM ${this.holders} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6)
                            AND EXISTS (SELECT 1 FROM ${this.locks} WHERE id = ? AND owner IS NOT NULL));
-         UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
+         UPDATE ${this.locks} SET owner = NULL, expires_at = NULL, changes = changes + 1
            WHERE id = ? AND owner IS NOT NULL AND session_id IS NULL AND (expires_at > UTC_TIMESTAMP(6) OR owner = '');
          DELETE FROM ${this.holders} WHERE id = ?;
          SELECT @dlock_x + @dlock_h AS leased, IS_USED_LOCK(?) AS holder, CONNECTION_ID() AS me,
-                (SELECT token FROM ${this.locks} WHERE id = ?) AS token`,
-        [n.id, n.id, n.id, n.id, n.id, n.lock, n.id],
+                (SELECT token FROM ${this.locks} WHERE id = ?) AS token,
+                (SELECT GROUP_CONCAT(watch_id) FROM ${this.waiters} WHERE id = ? AND watch_id IS NOT NULL AND expires_at > UTC_TIMESTAMP(6)) AS watches`,
+        [n.id, n.id, n.id, n.id, n.id, n.lock, n.id, n.id],
       ).catch((e: unknown) => {
         // ER_TABLEACCESS_DENIED_ERROR: this user may not change dlock's tables.
         if ((e as MysqlError).errno === 1142) {
@@ -148,8 +149,10 @@ export abstract class MysqlEngine {
       }),
       [],
     );
-    const row = (r[3] as Array<{ leased: string | number; holder: string | number | null; me: string | number; token: string | null }> | undefined)?.[0];
+    const row = (r[3] as Array<{ leased: string | number; holder: string | number | null; me: string | number; token: string | null; watches: string | Buffer | null }> | undefined)?.[0];
     if (!row) return { released: 0, fence: 0n };
+    // Wake the table's waiters (ids read from the table: digits only); a watch gone meanwhile is no matter.
+    for (const id of String(row.watches ?? '').split(',').filter((w) => /^\d+$/.test(w))) await conn.query(`KILL QUERY ${id}`).catch(() => undefined);
     let released = Math.max(0, Number(row.leased));
     if (row.holder !== null) {
       const id = Math.trunc(Number(row.holder));
@@ -328,7 +331,8 @@ export abstract class MysqlEngine {
          expires_at DATETIME(6)     NULL     COMMENT 'server UTC time the lease ends',
          session_id BIGINT UNSIGNED NULL     COMMENT 'session mode: CONNECTION_ID() holding the lock',
          mark       BIGINT          NOT NULL DEFAULT 0 COMMENT 'high-water mark (worker-id leases)',
-         crowded    TINYINT         NOT NULL DEFAULT 0 COMMENT '1 while holders or waiters rows may exist: steps take the full rule'
+         crowded    TINYINT         NOT NULL DEFAULT 0 COMMENT '1 while holders or waiters rows may exist: steps take the full rule',
+         changes    BIGINT          NOT NULL DEFAULT 0 COMMENT 'bumped by each release that wakes waiters: their watches sleep on it'
        ) ENGINE = InnoDB;
        CREATE TABLE IF NOT EXISTS ${this.sequences} (
          id   BINARY(32) NOT NULL PRIMARY KEY COMMENT 'SHA-256 of the counter name',
@@ -357,21 +361,27 @@ export abstract class MysqlEngine {
          alongside  VARBINARY(255)  NULL,
          since      DATETIME(6)     NOT NULL COMMENT 'server UTC time it queued',
          expires_at DATETIME(6)     NOT NULL COMMENT 'dropped unless it tries again before',
+         watch_id   BIGINT UNSIGNED NULL     COMMENT 'CONNECTION_ID() of its wake-up watch (a release ends its sleep)',
          UNIQUE KEY key_owner (id, owner),
          KEY key_seq (id, seq)
        ) ENGINE = InnoDB`,
     );
-    // Tables of older versions lack the flag: add it (guarded; a concurrent add is fine).
-    const [has] = await conn.query<Array<{ n: string | number }>>(
-      `SELECT COUNT(*) AS n FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'crowded'`,
-      [`${this.o.prefix}locks`],
+    // Tables of older versions lack these columns: add them (guarded; a concurrent add is fine).
+    const columns: ReadonlyArray<[table: string, quoted: string, column: string, definition: string]> = [
+      ['locks', this.locks, 'crowded', `TINYINT NOT NULL DEFAULT 0 COMMENT '1 while holders or waiters rows may exist: steps take the full rule'`],
+      ['locks', this.locks, 'changes', `BIGINT NOT NULL DEFAULT 0 COMMENT 'bumped by each release that wakes waiters: their watches sleep on it'`],
+      ['waiters', this.waiters, 'watch_id', `BIGINT UNSIGNED NULL COMMENT 'CONNECTION_ID() of its wake-up watch (a release ends its sleep)'`],
+    ];
+    const present = await conn.query<Array<{ t: string; c: string }>>(
+      `SELECT TABLE_NAME AS t, COLUMN_NAME AS c FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?)`,
+      [`${this.o.prefix}locks`, `${this.o.prefix}waiters`],
     );
-    if (Number(has?.n) === 0) {
-      await conn
-        .query(`ALTER TABLE ${this.locks} ADD COLUMN crowded TINYINT NOT NULL DEFAULT 0 COMMENT '1 while holders or waiters rows may exist: steps take the full rule'`)
-        .catch((e: MysqlError) => {
-          if (e.errno !== ER_DUP_FIELDNAME) throw e;
-        });
+    const has = new Set(present.map((r) => `${String(r.t)}.${String(r.c)}`));
+    for (const [table, quoted, column, definition] of columns) {
+      if (has.has(`${this.o.prefix}${table}.${column}`)) continue;
+      await conn.query(`ALTER TABLE ${quoted} ADD COLUMN ${column} ${definition}`).catch((e: MysqlError) => {
+        if (e.errno !== ER_DUP_FIELDNAME) throw e;
+      });
     }
   }
 

@@ -29,9 +29,9 @@
  *   under the key row's lock, so no connection must stay up;
  * - read-write locks and semaphores (`info.modes` exclusive, shared, permits), and fairness as a
  *   choice: strict FIFO with `fair: true`, else bounded barging (5 ms) with direct handoff;
- * - waiters block in the server on a per-key "signal" user lock the holder keeps while it holds
- *   the row (see ./table.ts); only while that signal is missing (holder's connection died...)
- *   do they re-try, with exponential back-off bounded by the holder's TTL.
+ * - waiters sleep in the server on a connection of their own (`SLEEP`, checked against the row's
+ *   `changes` counter in the same statement); a release or cancel that changes a waiter's answer
+ *   ends that sleep with `KILL QUERY` (see ./table.ts): no polling, whichever client releases.
  *
  * Both modes: tokens strictly increase per key (the row is never deleted; `BIGINT`); a key held in
  * one mode is busy for the other (each mode checks the other's live holder). Marks
@@ -45,8 +45,9 @@
  * - grant shared holds or permits in session mode (use the table mode).
  * Needs: CREATE/ALTER/SELECT/INSERT/UPDATE/DELETE on the database (tables `<prefix>locks`,
  * `<prefix>holders`, `<prefix>waiters` and `<prefix>sequences` are created on first use; an
- * older `<prefix>locks` gets its `crowded` column added); `KILL QUERY` on its own connections (no privilege
- * needed for the same user). Tested on MariaDB 10.11; MySQL 5.7+/8.0 provide the same functions
+ * older `<prefix>locks` gets its `crowded` and `changes` columns added, `<prefix>waiters` its `watch_id`);
+ * `KILL QUERY` on its own user's connections (no privilege needed; waiters of another user wake at
+ * the holders' TTL unless the releaser has `CONNECTION_ADMIN` / `SUPER`). Tested on MariaDB 10.11; MySQL 5.7+/8.0 provide the same functions
  * (several user locks per connection since MySQL 5.7.5 / MariaDB 10.0.2).
  */
 import { InvalidArgumentError } from '../../errors.js';

@@ -173,15 +173,13 @@ export interface KeyNames {
    * distinct keys never share a lock (MySQL compares lock names case-insensitively).
    */
   readonly lock: string;
-  /** Lease-table mode's wake-up signal name: the same hash, prefix `dw:`. */
-  readonly signal: string;
 }
 
 /** Names for `key` in `database` with table prefix `prefix` (lock names are server-wide). */
 export function keyNames(database: string, prefix: string, key: string): KeyNames {
   const id = createHash('sha256').update(key, 'utf8').digest();
   const scoped = base32(createHash('sha256').update(`${database}\u0000${prefix}\u0000${key}`, 'utf8').digest());
-  return { id, lock: `dl:${scoped}`, signal: `dw:${scoped}` };
+  return { id, lock: `dl:${scoped}` };
 }
 
 /** Which of `n` connections serves a key (stable per key). */

@@ -9,8 +9,10 @@
  * counter (strictly increasing per key across modes); the row keeps describing the key for the
  * checks that read it alone: its owner is the exclusive holder, '' while only holders rows hold
  * the key (its expiry then their latest), NULL when free; `crowded` is 1 while holders or waiters
- * rows remain. Does not: wake the waiters it hands the key to (the release's signal does, see
- * ./table.ts), or order waiters of session mode (GET_LOCK's own queue) among these.
+ * rows remain. A release or cancel bumps the row's `changes` counter and names the waiters whose
+ * answer it changed (those it hands the key to, and those the rule now admits): the batch ends the
+ * server-side sleep of their wake-up watches (`KILL QUERY`, see ./table.ts). Does not: order
+ * waiters of session mode (GET_LOCK's own queue) among these.
  */
 import { admits, BARGE_BOUND_MS, modeOf, type Claim } from '../../core/admission.js';
 import type { AcquireRequest, Admission } from '../driver.js';
@@ -30,7 +32,8 @@ export function micros(ms: number): number {
 
 /** What a step does. */
 export type Op =
-  | { readonly kind: 'try'; readonly req: AcquireRequest; readonly queue: boolean }
+  /** `watchId`: the CONNECTION_ID() of the waiter's wake-up watch, written with its queue entry. */
+  | { readonly kind: 'try'; readonly req: AcquireRequest; readonly queue: boolean; readonly watchId?: number | undefined }
   | { readonly kind: 'release'; readonly owner: string }
   | { readonly kind: 'cancel'; readonly owner: string };
 
@@ -42,6 +45,10 @@ export interface Outcome {
   readonly released: boolean;
   /** A busy try: ms until the soonest holder's expiry; -1 when unknown. */
   readonly retryAfterMs: number;
+  /** The row's `changes` counter after the step (a watch armed on it sleeps until the next change). */
+  readonly changes: string;
+  /** A busy try behind a session-mode holder, whose release wakes no watch. */
+  readonly unseen?: boolean;
 }
 
 /** The key's row as read (strings and buffers from mysql2). */
@@ -51,6 +58,7 @@ export interface RowRaw {
   session: number | string;
   live: number | string | null;
   left_us: string | null;
+  changes?: string | number;
 }
 export interface HolderRaw {
   owner: Buffer;
@@ -70,6 +78,7 @@ export interface WaiterRaw {
   alongside: Buffer | null;
   waited_us: string;
   left_us: string;
+  watch_id: string | number | null;
 }
 
 export interface Row {
@@ -78,6 +87,7 @@ export interface Row {
   readonly session: boolean;
   readonly live: boolean;
   readonly leftMs: number;
+  readonly changes: bigint;
 }
 export interface Holder extends Claim {
   readonly owner: string;
@@ -93,6 +103,8 @@ interface Waiter extends Claim {
   readonly alongside: string | undefined;
   readonly waitedMs: number;
   readonly leftMs: number;
+  /** CONNECTION_ID() of its wake-up watch, when it has one. */
+  readonly watchId: string | undefined;
 }
 
 /** The columns of a holders row, read by the step and by keyState (`id = ?` bound). */
@@ -103,8 +115,15 @@ const text = (b: Buffer | string | null): string | null => (b === null ? null : 
 const ms = (us: string | null): number => (us === null ? 0 : Math.floor(Number(us) / 1000));
 
 export function parseRow(r: RowRaw | undefined): Row {
-  if (!r) return { owner: null, token: 0n, session: false, live: false, leftMs: 0 };
-  return { owner: text(r.owner), token: BigInt(r.token), session: Number(r.session) === 1, live: Number(r.live) === 1, leftMs: ms(r.left_us) };
+  if (!r) return { owner: null, token: 0n, session: false, live: false, leftMs: 0, changes: 0n };
+  return {
+    owner: text(r.owner),
+    token: BigInt(r.token),
+    session: Number(r.session) === 1,
+    live: Number(r.live) === 1,
+    leftMs: ms(r.left_us),
+    changes: BigInt(r.changes ?? 0),
+  };
 }
 
 function admissionOf(mode: string, permits: string, lim: string): Admission | undefined {
@@ -126,6 +145,7 @@ export function parseWaiter(r: WaiterRaw): Waiter {
     alongside: text(r.alongside) ?? undefined,
     waitedMs: ms(r.waited_us),
     leftMs: ms(r.left_us),
+    watchId: r.watch_id === null ? undefined : BigInt(r.watch_id).toString(),
   };
 }
 
@@ -154,8 +174,10 @@ export class StepPlan {
   private readonly holders: Holder[];
   private readonly queue: Waiter[];
   private counter: bigint;
-  /** After the commit: 'take' the wake-up signal (with a wait when alone), 'release' it. */
-  private signal: { take: number } | 'release' | undefined;
+  /** A release or cancel changed the key: bump `changes` and wake {@link wake}. */
+  private changed = false;
+  /** Watch connections to wake after the commit (CONNECTION_ID() values, digits only). */
+  readonly wake = new Set<string>();
 
   constructor(
     private readonly t: { readonly locks: string; readonly holders: string; readonly waiters: string },
@@ -177,20 +199,41 @@ export class StepPlan {
 
   /** Decide `op` (and queue the writes). */
   apply(op: Op): Outcome {
-    if (op.kind === 'try') return this.try(op.req, op.queue);
-    if (op.kind === 'cancel') this.dequeue(op.owner);
+    if (op.kind === 'try') return this.try(op.req, op.queue, op.watchId);
+    const left = op.kind === 'cancel' && this.dequeue(op.owner);
     const released = this.drop(op.owner);
-    this.handOver();
-    if (released) this.signal = 'release';
-    return { released, retryAfterMs: -1 };
+    const given = this.handOver();
+    if (released || left) {
+      this.changed = true;
+      // Wake exactly the waiters whose answer changed: those handed the key, and those the rule
+      // now admits (the head not due yet, a reader behind a writer that left, freed permits).
+      for (const [i, w] of this.queue.entries()) if (w.watchId !== undefined && this.admitsQueued(i)) this.wake.add(w.watchId);
+      for (const id of given.values()) this.wake.add(id);
+    }
+    return { released, retryAfterMs: -1, changes: this.changesAfter() };
   }
 
-  /** The batch: the writes, the row, COMMIT, then the signal. */
+  /** The row's `changes` counter once this step commits. */
+  private changesAfter(): string {
+    return (this.row.changes + (this.changed ? 1n : 0n)).toString();
+  }
+
+  /** Whether the `i`th queued waiter's own try would be granted now (the rule of {@link try}). */
+  private admitsQueued(i: number): boolean {
+    const w = this.queue[i] as Waiter;
+    const before = this.queue.slice(0, i);
+    const head = before[0];
+    const strict = head !== undefined && (w.fair || head.waitedMs > BARGE_BOUND_MS || (modeOf(head.admission) === 'exclusive' && modeOf(w.admission) !== 'exclusive'));
+    return admits(w, strict ? [...this.claims(), ...before] : this.claims());
+  }
+
+  /** The batch: the writes, the row, COMMIT, then the wake-ups (see {@link wake}). */
   sql(): string {
     const { locks, holders } = this.t;
     const crowded = this.holders.length > 0 || this.queue.length > 0 ? 1 : 0;
     const id = this.n.id;
     const token = this.counter.toString();
+    if (this.changed) this.add(`UPDATE ${locks} SET changes = changes + 1 WHERE id = ?`, id);
     if (this.writeX) {
       this.add(
         `UPDATE ${locks} SET token = ?, crowded = ?, owner = ?, session_id = NULL, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE id = ?`,
@@ -204,12 +247,12 @@ export class StepPlan {
       this.add(`UPDATE ${locks} SET token = ?, crowded = ?, owner = NULL, session_id = NULL, expires_at = NULL WHERE id = ?`, token, crowded, id);
     }
     this.statements.push('COMMIT');
-    if (this.signal === 'release') this.add('DO IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), RELEASE_LOCK(?), 0)', this.n.signal, this.n.signal);
-    else if (this.signal) this.add('DO IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 1, GET_LOCK(?, ?))', this.n.signal, this.n.signal, this.signal.take);
+    // Integers read from the table (digits only), not parameters: KILL takes none.
+    for (const watch of this.wake) this.statements.push(`KILL QUERY ${watch}`);
     return this.statements.join(';\n');
   }
 
-  private try(req: AcquireRequest, queue: boolean): Outcome {
+  private try(req: AcquireRequest, queue: boolean, watchId: number | undefined): Outcome {
     const mine = this.mine(req);
     if (mine !== undefined) return this.granted(mine);
     const at = this.queue.findIndex((w) => w.owner === req.owner);
@@ -224,11 +267,12 @@ export class StepPlan {
       return this.granted(token);
     }
     const soonest = this.soonestMs();
-    if (queue) this.enqueue(req, at >= 0, soonest);
-    // Free, but waiters come first: they take it with their own tries in a moment (woken by the
-    // release's signal), and then hold the signal; look again shortly rather than at a TTL.
-    if (this.claims().length === 0) return { released: false, retryAfterMs: QUEUED_RETRY_MS };
-    return { released: false, retryAfterMs: soonest };
+    if (queue) this.enqueue(req, at >= 0, soonest, watchId);
+    const changes = this.changesAfter();
+    // Free, but waiters come first: they take it with their own tries in a moment; look again
+    // shortly rather than at a TTL.
+    if (this.claims().length === 0) return { released: false, retryAfterMs: QUEUED_RETRY_MS, changes };
+    return { released: false, retryAfterMs: soonest, changes, ...(this.x?.session ? { unseen: true } : {}) };
   }
 
   /** Already ours (a handoff, or a retried request): extend it. */
@@ -247,10 +291,7 @@ export class StepPlan {
   }
 
   private granted(token: bigint): Outcome {
-    // Alone on the key: wait a moment for the signal (waiters pass it on as they wake); beside
-    // other holders, one of which has it, take it only when free.
-    this.signal = { take: this.claims().length === 1 ? 0.05 : 0 };
-    return { token, released: false, retryAfterMs: -1 };
+    return { token, released: false, retryAfterMs: -1, changes: this.changesAfter() };
   }
 
   private claims(): Claim[] {
@@ -288,47 +329,58 @@ export class StepPlan {
     return true;
   }
 
-  private dequeue(owner: string): void {
+  /** Take `owner` out of the queue; whether it was in it. */
+  private dequeue(owner: string): boolean {
     const i = this.queue.findIndex((w) => w.owner === owner);
-    if (i < 0) return;
+    if (i < 0) return false;
     this.queue.splice(i, 1);
     this.add(`DELETE FROM ${this.t.waiters} WHERE id = ? AND owner = ?`, this.n.id, owner);
+    return true;
   }
 
   /**
    * After a release: hand the key to the queue's heads in order while the rule admits them
    * (strict FIFO: stop at the first that does not fit) when the head asked for fairness or has
    * waited past the barging bound (the memory driver's rule). The head learns at its next try,
-   * woken by the release's signal (measured: 8 contenders in one process, 29 cycles/s with the
-   * handover against 21 without, where the head's own try had to win the key).
+   * woken through its watch (measured: 8 contenders in one process, 29 cycles/s with the
+   * handover against 21 without, where the head's own try had to win the key). Returns the
+   * watch ids of the waiters it handed the key to.
    */
-  private handOver(): Map<string, bigint> {
-    const given = new Map<string, bigint>();
+  private handOver(): string[] {
+    const given: string[] = [];
     const head = this.queue[0];
     if (!head || (!head.fair && head.waitedMs <= BARGE_BOUND_MS)) return given;
     for (;;) {
       const w = this.queue[0];
       if (!w || !admits(w, this.claims())) break;
-      given.set(w.owner, this.grant(w.owner, w.admission, w.ttlMs));
+      this.grant(w.owner, w.admission, w.ttlMs);
       this.dequeue(w.owner);
+      if (w.watchId !== undefined) given.push(w.watchId);
     }
     return given;
   }
 
-  private enqueue(req: AcquireRequest, queued: boolean, soonest: number): void {
+  private enqueue(req: AcquireRequest, queued: boolean, soonest: number, watchId: number | undefined): void {
     const lifeUs = micros(soonest > 0 ? soonest : UNKNOWN_LIFE_MS) + WAITER_MARGIN_US;
     const w = this.t.waiters;
+    const watch = watchId ?? null;
     if (queued) {
-      this.add(`UPDATE ${w} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, ttl_ms = ? WHERE id = ? AND owner = ?`, lifeUs, Math.ceil(req.ttlMs), this.n.id, req.owner);
+      this.add(
+        `UPDATE ${w} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, ttl_ms = ?, watch_id = ? WHERE id = ? AND owner = ?`,
+        lifeUs, Math.ceil(req.ttlMs), watch, this.n.id, req.owner,
+      );
       return;
     }
     const [mode, permits, limit] = columns(req.admission);
     this.add(
-      `INSERT INTO ${w} (id, owner, mode, permits, lim, ttl_ms, fair, alongside, since, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)`,
-      this.n.id, req.owner, mode, permits, limit, Math.ceil(req.ttlMs), req.fair === true ? 1 : 0, req.alongside ?? null, lifeUs,
+      `INSERT INTO ${w} (id, owner, mode, permits, lim, ttl_ms, fair, alongside, since, expires_at, watch_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, ?)`,
+      this.n.id, req.owner, mode, permits, limit, Math.ceil(req.ttlMs), req.fair === true ? 1 : 0, req.alongside ?? null, lifeUs, watch,
     );
-    this.queue.push({ owner: req.owner, admission: req.admission, ttlMs: req.ttlMs, fair: req.fair === true, alongside: req.alongside, waitedMs: 0, leftMs: lifeUs / 1000 });
+    this.queue.push({
+      owner: req.owner, admission: req.admission, ttlMs: req.ttlMs, fair: req.fair === true, alongside: req.alongside, waitedMs: 0, leftMs: lifeUs / 1000,
+      watchId: watchId === undefined ? undefined : String(watchId),
+    });
   }
 
   /** ms until the soonest holder's expiry; -1 when unknown (a session holder, or none). */

@@ -1,7 +1,6 @@
 import { settleWithin } from '../../core/abort.js';
 import { BARGE_BOUND_MS, modeOf } from '../../core/admission.js';
 import { LatchWatch } from '../../core/change-watch.js';
-import { sleep } from '../../core/clock.js';
 import type {
   AcquireRequest,
   ChangeWatch,
@@ -13,7 +12,7 @@ import type {
   TryResult,
 } from '../driver.js';
 import type { MarkStore, RangeStore } from '../id-store.js';
-import type { Conn } from './connection.js';
+import type { Conn, MysqlError } from './connection.js';
 import { LIVE, MysqlEngine, orNone } from './engine.js';
 import { slotOf, type MysqlDriverOptions } from './options.js';
 import {
@@ -32,16 +31,12 @@ import {
   type WaiterRaw,
 } from './step.js';
 
-/** How long one armed wake-up wait may block in the server; the core re-arms it as needed. */
+/** How long one armed wake-up wait may sleep in the server; the core re-arms it as needed. */
 const ARM_SECONDS = 3600;
-/** First back-off when a busy key's signal is missing (see SignalWatch.next). */
-const FREE_BACKOFF_MS = 20;
-/**
- * Longest of those back-offs. Short: with a queue, the waiter that finds the signal missing may be
- * the head, the only one the rule lets take the free key (measured: with a 60 s cap, a head asleep
- * in back-off stalled the contended benchmark for seconds).
- */
-const FREE_BACKOFF_CAP_MS = 250;
+/** ER_QUERY_INTERRUPTED: a `KILL QUERY` ended the watch's sleep (a release woke it). */
+const ER_QUERY_INTERRUPTED = 1317;
+/** ER_NO_SUCH_THREAD, ER_KILL_DENIED_ERROR: a wake-up that found its watch gone, or of another user. */
+const KILL_MISSED = new Set([1094, 1095]);
 
 /**
  * Lease-table mode: a row per key holds its exclusive holder, fencing counter and expiry by the
@@ -64,24 +59,26 @@ const FREE_BACKOFF_CAP_MS = 250;
  *   holder at its next try (woken by the signal below) and confirms it; after a holder's expiry
  *   the head takes the key with its own try;
  * - tokens strictly increase per key across modes (one counter in the row, never deleted);
- * - an uncontended mutex costs what it did before: one statement on an uncrowded row.
- * Does not: free a crashed holder's lock before its TTL; wake the waiters a step hands the key
- * to other than through the signal (a release by a holder that does not hold the signal, e.g.
- * the second of two readers, leaves them to the signal's back-off below, bounded by the
- * holders' TTL); order session-mode waiters (GET_LOCK's own queue) among the table's; retry an
- * InnoDB error (a deadlock, a lock wait timeout) itself: the step rolls back and the core
- * backs off. Every client of a key must run a version with these tables (an older one ignores
- * the `crowded` flag and the holders rows).
+ * - an uncontended mutex costs what it did before: one statement on an uncrowded row;
+ * - every release or cancel that changes a waiter's answer wakes that waiter, whichever client
+ *   releases (below), and only those: a handoff wakes the head alone.
+ * Does not: free a crashed holder's lock before its TTL (its waiters wake at that TTL, the core's
+ * bound); wake a waiter connected as another MySQL user than the releaser unless the releaser may
+ * `KILL` it (`CONNECTION_ADMIN` / `SUPER`): that waiter wakes at the holders' TTL; order
+ * session-mode waiters (GET_LOCK's own queue) among the table's; retry an InnoDB error (a
+ * deadlock, a lock wait timeout) itself: the step rolls back and the core backs off. Every client
+ * of a key must run a version with these tables (an older one ignores the `crowded` flag, the
+ * holders rows and the wake-ups).
  *
- * Waking waiters without LISTEN/NOTIFY: the holder also takes a per-key "signal" user lock
- * (`GET_LOCK(signal, 0.05)`, best effort; at once or not at all beside other holders, and
- * re-taken by a shared holder's renewal when free) on the connection that granted it, and
- * releases it with its hold. A waiter blocks in the server on `GET_LOCK(signal, ...)` (opened before its decisive
- * try), and passes the signal on at once (`RELEASE_LOCK` in the same round trip), so a release
- * wakes every waiter in turn with no polling. A holder that could not take the signal, or whose
- * connection died, wakes no one: waiters that find the signal missing twice in a row re-try with
- * exponential back-off (20 ms, 40 ms, ... at most 250 ms and the holder's remaining TTL), the only case
- * where this driver polls; a lost wake-up costs at most that back-off, never more than one TTL.
+ * Waking waiters without LISTEN/NOTIFY: a waiter's watch is a connection of its own that sleeps in
+ * the server (`SLEEP`) unless the row's `changes` counter moved past the value its last try read,
+ * checked in the same statement. Its queue entry carries that connection's `CONNECTION_ID()`
+ * (`watch_id`). A release or cancel is a full step (the row is crowded while anyone waits): it
+ * bumps `changes` and, after its COMMIT in the same batch, ends the sleep of the waiters whose
+ * answer it changed with `KILL QUERY <watch_id>` (a client may end its own user's statements
+ * without any privilege). No wake-up is lost: a KILL that lands before the sleep started comes
+ * after the commit, which that statement's check then sees. Nothing polls: a watch sleeps until a
+ * wake-up or the bound the core gives it (the holders' remaining TTL).
  *
  * @example
  * ```ts
@@ -102,7 +99,9 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
     modes: ['exclusive', 'shared', 'permits'],
     fairness: 'choice',
   };
-  private readonly watches = new Set<SignalWatch>();
+  private readonly watches = new Set<WakeWatch>();
+  /** The open watch of each waiting owner: its connection id and the `changes` its tries read. */
+  private readonly watching = new Map<string, WakeWatch>();
   /** Owners granted by the full step (a crowded row), until released: see stepTry. */
   private readonly crowdedGrants = new Set<string>();
   /** The queued try in flight of each waiter (see tryAcquire). */
@@ -115,9 +114,9 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
   /**
    * Exclusive requests (a mutex, a write lock) first take the fast path: one statement grants
    * when the row is free, not crowded (no holders or waiters rows) or already ours, and bumps the
-   * fencing counter on a new grant; the next one reads the outcome and, if granted, takes the
-   * key's wake-up signal; a queued waiter's entry is refreshed in the same round trip while the
-   * key stays busy. Everything else (a crowded free key, the first enqueue, shared and permit
+   * fencing counter on a new grant; the next one reads the outcome (and the row's `changes`,
+   * which the waiter's watch sleeps on); a queued waiter's entry is refreshed in the same round
+   * trip while the key stays busy. Everything else (a crowded free key, the first enqueue, shared and permit
    * requests) is one transaction over the row and its holders and queue (`step` in step.ts).
    */
   tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
@@ -140,9 +139,11 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
     const n = this.namesOf(req.key);
     const us = micros(req.ttlMs);
     const sentAt = this.now();
+    const watch = queue ? this.watching.get(req.owner) : undefined;
     const refresh = queue
       ? `;
-       UPDATE ${this.waiters} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL (GREATEST(COALESCE(@dlock_left, 0), 0) + ${WAITER_MARGIN_US}) MICROSECOND
+       UPDATE ${this.waiters} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL (GREATEST(COALESCE(@dlock_left, 0), 0) + ${WAITER_MARGIN_US}) MICROSECOND,
+                                  watch_id = ?
          WHERE id = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6) AND (@dlock_busy = 1 OR @dlock_behind = 1)`
       : '';
     const r = await this.onHome<unknown[]>(
@@ -161,8 +162,7 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
                                        FROM ${this.waiters} WHERE id = ? AND expires_at > UTC_TIMESTAMP(6) ORDER BY seq LIMIT 1), 0);
        SELECT @dlock_behind AS behind, owner <=> ? AS mine, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
               @dlock_left := TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS remaining_us,
-              @dlock_busy := (NOT (owner <=> ?) AND ${LIVE}) AS busy,
-              IF(owner <=> ?, IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 1, GET_LOCK(?, 0.05)), NULL) AS signalled
+              @dlock_busy := (NOT (owner <=> ?) AND ${LIVE}) AS busy, changes
          FROM ${this.locks} WHERE id = ?${refresh}`,
       [
         req.owner, n.lock, n.id,
@@ -172,28 +172,29 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
         req.owner,
         req.owner, us,
         req.owner, req.fair === true ? 1 : 0, n.id,
-        req.owner, n.lock, req.owner, n.lock, req.owner, n.signal, n.signal, n.id,
-        ...(queue ? [n.id, req.owner] : []),
+        req.owner, n.lock, req.owner, n.lock, n.id,
+        ...(queue ? [watch?.threadId ?? null, n.id, req.owner] : []),
       ],
     );
-    const row = (r[3] as Array<{ behind: number | string; mine: number; token: string; session: number; live: number; remaining_us: string | null }>)[0];
+    const row = (r[3] as Array<{ behind: number | string; mine: number; token: string; session: number; live: number; remaining_us: string | null; changes: string | number }>)[0];
     if (row && Number(row.mine) === 1) return { ok: true, grant: { token: BigInt(row.token), sentAt } };
     const refreshed = queue && ((r[4] as { affectedRows?: number } | undefined)?.affectedRows ?? 0) > 0;
+    if (row && refreshed) watch?.saw(String(row.changes));
     // Free but behind the queue's head (fair, or past the barging bound): busy, as the full rule
     // would answer, and the head takes it with its own try.
     if (row && Number(row.live) !== 1 && Number(row.behind) === 1 && (!queue || refreshed)) return { ok: false, retryAfterMs: QUEUED_RETRY_MS };
     // Free but crowded (the head, a barging request, holders rows), or a waiter not queued yet: the full rule.
     if (!row || Number(row.live) !== 1 || (queue && !refreshed)) return this.stepTry(req, queue);
-    const retryAfterMs = Number(row.session) === 1 ? -1 : Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000));
-    return { ok: false, retryAfterMs };
+    // A session-mode holder releases without waking this mode's watches.
+    if (Number(row.session) === 1) return { ok: false, retryAfterMs: -1, unseen: true };
+    return { ok: false, retryAfterMs: Math.max(0, Math.floor(Number(row.remaining_us ?? 0) / 1000)) };
   }
 
 
   /**
    * One round trip per home connection: per lease an UPDATE of the row (an exclusive holder) and
    * one of its holders row (a shared or permit holder), each only while unexpired and ours. A
-   * shared holder then raises the row's expiry (the '' marker) and takes the wake-up signal when
-   * nobody holds it (a holder that released it left the others without it).
+   * shared holder then raises the row's expiry (the '' marker).
    */
   async extend(items: readonly ExtendItem[]): Promise<boolean[]> {
     const out = items.map(() => false);
@@ -229,25 +230,12 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
           await conn
             .query(
               shared
-                .map(() => `UPDATE ${this.locks} SET expires_at = GREATEST(COALESCE(expires_at, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND) WHERE id = ? AND owner = '';
-                            DO IF(IS_FREE_LOCK(?), GET_LOCK(?, 0), 0)`)
+                .map(() => `UPDATE ${this.locks} SET expires_at = GREATEST(COALESCE(expires_at, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND) WHERE id = ? AND owner = ''`)
                 .join(';\n'),
               shared.flatMap((i) => {
                 const it = items[i] as ExtendItem;
-                const n = this.namesOf(it.key);
-                return [micros(it.ttlMs), n.id, n.signal, n.signal];
+                return [micros(it.ttlMs), this.namesOf(it.key).id];
               }),
-            )
-            .catch(() => undefined);
-        }
-        // A lease lost with its row free (force-released, or expired): pass the wake-up signal
-        // on, so that the waiters blocked on it try now rather than at the holder's TTL.
-        const lost = indexes.filter((i) => !out[i]).map((i) => this.namesOf((items[i] as ExtendItem).key));
-        if (lost.length > 0) {
-          await conn
-            .query(
-              lost.map(() => `DO IF(IS_USED_LOCK(?) <=> CONNECTION_ID() AND NOT EXISTS (SELECT 1 FROM ${this.locks} WHERE id = ? AND ${LIVE}), RELEASE_LOCK(?), 0)`).join(';\n'),
-              lost.flatMap((n) => [n.signal, n.id, n.lock, n.signal]),
             )
             .catch(() => undefined);
         }
@@ -257,10 +245,10 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
   }
 
   /**
-   * An exclusive holder of an uncrowded row: clear the row if `owner` holds it (only a live hold
-   * counts as released; our own expired row is tidied too) and release the wake-up signal, which
-   * wakes the waiters, in one round trip. A crowded row (holders or waiters rows): the full step,
-   * which hands the key over to the queue's heads that are due.
+   * An exclusive holder of an uncrowded row (nobody waits): clear the row if `owner` holds it
+   * (only a live hold counts as released; our own expired row is tidied too), one round trip. A
+   * crowded row (holders or waiters rows): the full step, which hands the key over to the queue's
+   * heads that are due and wakes the waiters whose answer changed.
    */
   async release(key: string, owner: string): Promise<boolean> {
     if (this.crowdedGrants.delete(owner)) return (await this.step(key, { kind: 'release', owner })).released;
@@ -276,9 +264,8 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
        SET @dlock_live = ROW_COUNT();
        UPDATE ${this.locks} SET owner = NULL, expires_at = NULL
          WHERE id = ? AND owner = ? AND session_id IS NULL AND crowded = 0 AND (expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6));
-       SELECT @dlock_live AS released, (SELECT crowded = 1 OR (owner <=> ? AND ${LIVE}) FROM ${this.locks} WHERE id = ?) AS undecided,
-              IF(@dlock_live + ROW_COUNT() > 0 AND IS_USED_LOCK(?) <=> CONNECTION_ID(), RELEASE_LOCK(?), NULL) AS signalled`,
-      [n.id, owner, n.id, owner, owner, n.lock, n.id, n.signal, n.signal],
+       SELECT @dlock_live AS released, (SELECT crowded = 1 OR (owner <=> ? AND ${LIVE}) FROM ${this.locks} WHERE id = ?) AS undecided`,
+      [n.id, owner, n.id, owner, owner, n.lock, n.id],
     );
     const row = (r[3] as Array<{ released: string | number; undecided: string | number | null }>)[0];
     if (Number(row?.released) > 0) return true;
@@ -332,7 +319,8 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
    * (Conn.exclusive): the first locks the key's row (an INSERT ... ON DUPLICATE KEY UPDATE, which
    * also creates it; every step of a key takes this one row lock first, so steps of one key run
    * one after the other and never deadlock) and reads the holders and the queue; the second
-   * writes what the rule decided and commits, then takes or releases the wake-up signal.
+   * writes what the rule decided and commits, then wakes the waiters it names (KILL QUERY of
+   * their watches' sleep; see the class header).
    * READ COMMITTED: reads see the latest commit and writes lock only the rows they touch (no gap
    * locks between keys). An engine error (ER_LOCK_DEADLOCK included) rolls back and rejects: the
    * core backs off and tries again.
@@ -354,10 +342,10 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
          START TRANSACTION;
          INSERT INTO ${this.locks} (id, name, token) VALUES (?, ?, 0) ON DUPLICATE KEY UPDATE token = token;
          SELECT owner, token, session_id IS NOT NULL AS session, ${LIVE} AS live,
-                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
+                TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us, changes
            FROM ${this.locks} WHERE id = ?;
          ${HOLDERS_SQL(this.holders)};
-         SELECT owner, mode, permits, lim, ttl_ms, fair, alongside,
+         SELECT owner, mode, permits, lim, ttl_ms, fair, alongside, watch_id,
                 TIMESTAMPDIFF(MICROSECOND, since, UTC_TIMESTAMP(6)) AS waited_us,
                 TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) AS left_us
            FROM ${this.waiters} WHERE id = ? ORDER BY seq`,
@@ -371,35 +359,52 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
         (r[5] as WaiterRaw[]).map(parseWaiter),
       );
       const outcome = plan.apply(op);
-      await send(plan.sql(), plan.params);
+      try {
+        await send(plan.sql(), plan.params);
+      } catch (e) {
+        // A KILL (after the COMMIT) whose watch ended meanwhile, or of another user's connection:
+        // the step is done; wake the rest one at a time.
+        if (plan.wake.size === 0 || !KILL_MISSED.has((e as MysqlError).errno ?? 0)) throw e;
+        for (const watch of plan.wake) await send(`KILL QUERY ${watch}`).catch(() => undefined);
+      }
       return { ...outcome, sentAt };
     });
   }
 
   /** The full step as a {@link TryResult}. */
   private async stepTry(req: AcquireRequest, queue: boolean): Promise<TryResult> {
-    const o = await this.step(req.key, { kind: 'try', req, queue });
-    if (o.token === undefined) return { ok: false, retryAfterMs: o.retryAfterMs };
+    const watch = queue ? this.watching.get(req.owner) : undefined;
+    const o = await this.step(req.key, { kind: 'try', req, queue, watchId: watch?.threadId });
+    if (o.token === undefined) {
+      watch?.saw(o.changes);
+      return o.unseen ? { ok: false, retryAfterMs: o.retryAfterMs, unseen: true } : { ok: false, retryAfterMs: o.retryAfterMs };
+    }
     // Granted on a crowded row: its release will need the full step too, so go there directly.
     this.crowdedGrants.add(req.owner);
     return { ok: true, grant: { token: o.token, sentAt: o.sentAt } };
   }
 
-  /** A wake-up watch for `key`: a connection of its own blocked on the key's signal lock. */
-  async watch(key: string): Promise<ChangeWatch> {
+  /**
+   * A wake-up watch for `owner`'s wait on `key`: a connection of its own that sleeps in the server
+   * until a step wakes it (see the class header). Its id goes into the owner's queue entry with
+   * the decisive try that follows.
+   */
+  async watch(key: string, owner: string): Promise<ChangeWatch> {
     if (this.closed) throw this.closedError();
     if (this.watches.size >= this.o.maxWaits) {
-      // Over the cap of blocked connections: wait for the holder's TTL only (still no polling).
+      // Over the cap of sleeping connections: wait for the holder's TTL only (still no polling).
       return new LatchWatch(() => undefined);
     }
-    const w = new SignalWatch(await this.takeSpare(), this.namesOf(key).signal, () => this.takeSpare(), (watch, conn) => {
+    const w = new WakeWatch(await this.takeSpare(), this.locks, this.namesOf(key).id, () => this.takeSpare(), (watch, conn) => {
       this.watches.delete(watch);
+      if (this.watching.get(owner) === watch) this.watching.delete(owner);
       if (watch.armed) {
         // Reuse the connection only once the KILL has landed (it would hit the next statement).
         void Promise.all([this.interrupt(conn), watch.settled()]).then(() => this.giveBack(conn));
       } else this.giveBack(conn);
     });
     this.watches.add(w);
+    this.watching.set(owner, w);
     return w;
   }
 
@@ -417,24 +422,34 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
 }
 
 /**
- * Blocks in the server until the key's signal lock is released: armed when opened (before the
- * waiter's decisive try) and re-armed by `next()`. Results of one arm: 1 = the signal was held and
- * has been released (a release happened: try again); -1 = nobody holds the signal (answered at
- * once: try again once, then sleep until the holder's TTL); 0 = the long server timeout passed, or the wait was interrupted.
+ * Sleeps in the server until a step wakes it: armed by `next()` with the `changes` value the
+ * owner's last try read, in one statement that answers at once when the row has moved on since
+ * (a wake-up that came before the sleep began), and otherwise sleeps until a step's
+ * `KILL QUERY` (ER_QUERY_INTERRUPTED) or the long server bound. An arm outlives a `next()` that
+ * timed out: a later wake-up still ends it.
  */
-class SignalWatch implements ChangeWatch {
-  private inflight: Promise<number | null> | undefined;
-  private freeStreak = 0;
+class WakeWatch implements ChangeWatch {
+  private inflight: Promise<'changed' | 'slept' | 'error'> | undefined;
+  private seen: string | undefined;
   private done = false;
 
   constructor(
     private conn: Conn,
-    private readonly signalName: string,
+    private readonly locks: string,
+    private readonly rowId: Buffer,
     /** A new connection when ours died (the server restarted...). */
     private readonly reconnect: () => Promise<Conn>,
-    private readonly onClose: (w: SignalWatch, conn: Conn) => void,
-  ) {
-    this.arm();
+    private readonly onClose: (w: WakeWatch, conn: Conn) => void,
+  ) {}
+
+  /** The CONNECTION_ID() whose sleep a step ends. */
+  get threadId(): number {
+    return this.conn.threadId;
+  }
+
+  /** The row's `changes` as the owner's latest busy try read it. */
+  saw(changes: string): void {
+    this.seen = changes;
   }
 
   /** Whether a server wait is in flight. */
@@ -444,39 +459,32 @@ class SignalWatch implements ChangeWatch {
 
   /** Resolves when no statement of this watch is running any more. */
   settled(): Promise<void> {
-    return (this.inflight ?? Promise.resolve()).then(
-      () => undefined,
-      () => undefined,
-    );
+    return (this.inflight ?? Promise.resolve()).then(() => undefined);
   }
 
   private arm(): void {
-    const p = this.conn
+    this.inflight = this.conn
       .query<Array<{ w: string | number | null }>>(
-        // One expression, so that nothing (not even a KILL QUERY) can come between taking the
-        // signal and passing it on: a waiter never keeps it.
-        `SELECT IF(IS_FREE_LOCK(?), -1, IF(GET_LOCK(?, ${ARM_SECONDS}) = 1, RELEASE_LOCK(?), 0)) AS w`,
-        [this.signalName, this.signalName, this.signalName],
+        // An unknown `seen` (NULL) answers at once: the next try reads it.
+        `SELECT IF((SELECT changes FROM ${this.locks} WHERE id = ?) <=> CAST(? AS SIGNED), SLEEP(${ARM_SECONDS}), 1) AS w`,
+        [this.rowId, this.seen ?? null],
       )
-      .then((r) => {
-        const w = r[0]?.w;
-        return w === null || w === undefined ? null : Number(w);
-      });
-    p.catch(() => undefined);
-    this.inflight = p;
+      .then(
+        (r) => (Number(r[0]?.w) === 1 ? ('changed' as const) : ('slept' as const)),
+        (e: MysqlError) => (e.errno === ER_QUERY_INTERRUPTED ? ('changed' as const) : ('error' as const)),
+      );
   }
 
   async next(maxMs: number, signal: AbortSignal): Promise<boolean> {
     if (signal.aborted) throw signal.reason as Error;
-    const start = performance.now();
     if (!this.inflight) {
       if (!this.conn.alive) {
         try {
           this.conn = await this.reconnect();
         } catch {
-          // Still unreachable: fall back to the holder's TTL bound.
-          await sleep(maxMs, signal);
-          return false;
+          // Unreachable: report a change, so that the caller's next try meets the error and the
+          // core backs off.
+          return true;
         }
         if (this.done) {
           // Closed (by the driver's close) while reconnecting: hand the new connection back.
@@ -486,41 +494,23 @@ class SignalWatch implements ChangeWatch {
       }
       this.arm();
     }
-    const inflight = this.inflight as Promise<number | null>;
+    const inflight = this.inflight as Promise<'changed' | 'slept' | 'error'>;
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
-    const outcome = await new Promise<number | null | 'timeout' | 'error'>((resolve, reject) => {
+    const outcome = await new Promise<'changed' | 'slept' | 'error' | 'timeout'>((resolve, reject) => {
       timer = setTimeout(() => resolve('timeout'), Math.max(0, maxMs));
       onAbort = () => reject(signal.reason as Error);
       signal.addEventListener('abort', onAbort, { once: true });
-      inflight.then(resolve, () => resolve('error'));
+      void inflight.then(resolve);
     }).finally(() => {
       clearTimeout(timer);
       if (onAbort) signal.removeEventListener('abort', onAbort);
     });
     if (outcome === 'timeout') return false;
     this.inflight = undefined;
-    if (outcome === 1) {
-      this.freeStreak = 0;
-      return true;
-    }
-    if (outcome === 0) this.freeStreak = 0;
-    if (outcome === -1) {
-      // Nobody holds the signal: it may have been released just before we armed (try again at
-      // once), or the holder has not taken it (yet: on a starved CPU the waiters passing it on
-      // can keep it from the new holder past its 50 ms; or its connection died). Then back off
-      // exponentially (20 ms, 40 ms, ...) up to the holder's TTL: a few tries per TTL, and
-      // only while the signal is missing.
-      const streak = this.freeStreak++;
-      if (streak === 0) return true;
-      const backoff = Math.min(FREE_BACKOFF_CAP_MS, FREE_BACKOFF_MS * 2 ** Math.min(streak - 1, 16));
-      await sleep(Math.max(0, Math.min(maxMs, backoff) - (performance.now() - start)), signal);
-      return false;
-    }
     // A connection error: report a change, so that the caller's next try meets the error (and
-    // backs off, and reports unavailability if it lasts). 0 (server timeout) or null
-    // (interrupted): let the caller try again.
-    return outcome === 'error';
+    // backs off, and reports unavailability if it lasts). A sleep that ran out: no change.
+    return outcome !== 'slept';
   }
 
   close(): void {
