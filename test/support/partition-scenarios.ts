@@ -16,6 +16,8 @@
  * either way: no overlap, no stale write accepted, the waiter is granted during the partition,
  * and all works after the heal.
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { judge, hrnow, msBetween, startClient, validityEnd, type CutWindow, type HistoryLine, type LabClient, type PartitionHold, type PartitionVerdict, type StartClientOptions } from './partition-history.js';
 import type { Lab } from './netns.js';
 
@@ -69,7 +71,10 @@ let runs = 0;
 
 async function clientsFor(env: ScenarioEnv, hosts: readonly string[]): Promise<{ clients: Map<string, LabClient>; close: () => Promise<void> }> {
   const counterId = `${env.lab.id}-${++runs}`;
-  const list = await Promise.all(hosts.map((h) => startClient(env.lab, h, { ...env.client, counterId })));
+  // A history of its own per scenario run (several runs share a lab: one per hold).
+  const dir = join(env.client.dir, counterId);
+  mkdirSync(dir, { recursive: true });
+  const list = await Promise.all(hosts.map((h) => startClient(env.lab, h, { ...env.client, counterId, dir })));
   return {
     clients: new Map(list.map((c) => [c.host, c])),
     close: async () => {
