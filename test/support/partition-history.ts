@@ -199,7 +199,9 @@ export function sectionsOf(lines: readonly HistoryLine[]): Map<string, Section[]
       token: big(g.token),
       requestedAt: big(request?.t ?? g.t),
       start: big(g.t),
-      end: end ? (end.ev === 'lost' ? validityEnd(end) : big(end.t)) : endOfRun,
+      // A release ends the section when it is sent (`sentAt`): the engine may grant the next
+      // holder before the release's reply is back.
+      end: end ? (end.ev === 'lost' ? validityEnd(end) : big(end.sentAt ?? end.t)) : endOfRun,
       stillHeld: end?.ev === 'release',
       releaseOk: end?.ok,
     });

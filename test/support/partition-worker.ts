@@ -119,8 +119,10 @@ const handle = async (m: { cmd: string; key?: string; waitMs?: number } & Partia
       if (!lease) throw new Error('release without a lease');
       const l = lease;
       lease = undefined;
+      // The critical section ends here, before the release request is sent.
+      const sentAt = now();
       const ok = await l.release().catch(() => false);
-      return { ok, line: record({ t: now(), ev: 'release', key: l.key, token: l.token.toString(), ok }) };
+      return { ok, line: record({ t: now(), ev: 'release', key: l.key, token: l.token.toString(), ok, sentAt }) };
     }
     case 'state':
       return { held: lease?.isHeld() ?? false, aborted: lease?.signal.aborted ?? false };
