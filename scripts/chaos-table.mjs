@@ -3,11 +3,14 @@
  * results table of docs/reliability.md, between its `chaos-results` markers: one row per
  * scenario × engine, one column per primitive, each cell "runs / violations" and the cell's
  * figures, "skip" with the reason as a footnote, or "FAIL" with the failure's first line.
- * Usage: node scripts/chaos-table.mjs [results.jsonl] [docs/reliability.md]
+ * Usage: node scripts/chaos-table.mjs [results.jsonl] [docs/reliability.md] [marker] [command]
+ * `marker` (default `chaos-results`) names the `<!-- marker:start -->` ... `<!-- marker:end -->`
+ * pair to fill, so that a part of the matrix run alone can have a table of its own; `command`
+ * (default `npm run chaos`) is what the table says it was measured by.
  */
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 
-const [resultsFile = 'chaos-results.jsonl', docFile = 'docs/reliability.md'] = process.argv.slice(2);
+const [resultsFile = 'chaos-results.jsonl', docFile = 'docs/reliability.md', marker = 'chaos-results', command = 'npm run chaos'] = process.argv.slice(2);
 if (!existsSync(resultsFile)) {
   process.stderr.write(`${resultsFile} not found: run npm run chaos first.\n`);
   process.exit(1);
@@ -50,15 +53,15 @@ for (const s of scenarios) {
 }
 const when = rows.map((r) => r.at).sort();
 const table = [
-  `Measured by \`npm run chaos\` on ${when[0]?.slice(0, 10)} (${when[0]?.slice(11, 16)}-${when.at(-1)?.slice(11, 16)} UTC), one 2-core machine shared with other work.`,
+  `Measured by \`${command}\` on ${when[0]?.slice(0, 10)} (${when[0]?.slice(11, 16)}-${when.at(-1)?.slice(11, 16)} UTC), one 2-core machine shared with other work.`,
   `Each cell: runs / violations found, then the figures measured (ms unless named). In total: ${runs} runs, ${violations} violations, ${failed} failed cells.`,
   ...out,
   '',
   ...notes.map((n, i) => `[${i + 1}] ${n.replace(/\|/g, '\\|')}`),
 ].join('\n');
 const doc = readFileSync(docFile, 'utf8');
-const start = '<!-- chaos-results:start -->';
-const end = '<!-- chaos-results:end -->';
+const start = `<!-- ${marker}:start -->`;
+const end = `<!-- ${marker}:end -->`;
 const a = doc.indexOf(start);
 const b = doc.indexOf(end);
 if (a < 0 || b < a) {

@@ -20,7 +20,7 @@ import { unboundedController } from '../core/abort.js';
 import type { Lease } from '../core/lease.js';
 import { validateKey, validateMs, validateSignal } from '../core/validate.js';
 import { usingHeld } from './using.js';
-import { InvalidArgumentError, LockAbortedError, LockTimeoutError, UnsupportedModeError } from '../errors.js';
+import { InvalidArgumentError, LockAbortedError, LockTimeoutError, UnavailableError, UnsupportedModeError } from '../errors.js';
 
 /** Options of a {@link Semaphore}. */
 export interface SemaphoreOptions {
@@ -153,7 +153,12 @@ export class Semaphore {
     const waitMs = validateMs('waitMs', options.waitMs, 0, this.client.defaults.waitMs);
     const caller = validateSignal(options.signal);
     const deadline = monotonicNow() + waitMs;
-    const first = await this.tryAcquire(options);
+    // An engine that is down (or not up yet) is a reason to wait, as for a single lock: the
+    // per-permit waits below back off and retry until the deadline.
+    const first = await this.tryAcquire(options).catch((e: unknown) => {
+      if (e instanceof UnavailableError) return null;
+      throw e;
+    });
     if (first) return first;
     const remaining = Math.max(0, Math.floor(deadline - monotonicNow()));
     if (remaining === 0) throw new LockTimeoutError(this.name, waitMs);

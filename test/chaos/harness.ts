@@ -142,6 +142,20 @@ export function checkExclusive(events: readonly ChaosEvent[], openEnd: bigint): 
   return { overlaps: findOverlaps(s), tokenOrder: tokenOrderViolations(s), sections: s.length };
 }
 
+/** The most sections open at one moment (a semaphore of K must never have more than K). */
+export function maxConcurrent(s: readonly Section[]): number {
+  const edges = s.flatMap((x) => [
+    { t: x.start, d: 1 },
+    { t: x.end, d: -1 },
+  ]);
+  // An end and a start at the same instant do not overlap: ends first.
+  edges.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : a.d - b.d));
+  let open = 0;
+  let most = 0;
+  for (const e of edges) most = Math.max(most, (open += e.d));
+  return most;
+}
+
 /** What is left on the engine: keys under `prefix` still held (`list()`), and waiters queued on `keys`. */
 export async function leftovers(client: LockClient, prefix: string, keys: readonly string[] = []): Promise<string[]> {
   const held = (await client.list(prefix)).map((k) => `${k.key}: ${k.holders.length} holders, ${k.waiters} waiting`);

@@ -39,6 +39,8 @@ export interface ScenarioOptions {
   /** Which primitives the fast slice may pick (default: all of `primitives`). */
   fastPrimitives?: readonly PrimitiveName[];
   timeoutMs?: number;
+  /** Start Redis and Redlock with `appendfsync always` (see engines.ts): the scenario crashes them. */
+  durable?: boolean;
 }
 
 /** A case returns its result (runs, violations, figures); it fails by expect() as usual. */
@@ -66,7 +68,7 @@ export function defineScenario(o: ScenarioOptions, body: CellBody): void {
               report({ ...base, runs: 0, violations: 0, figures: {}, skipped: reason });
               return ctx.skip(reason);
             };
-            const engine = await chaosEngine(engineName).start();
+            const engine = await chaosEngine(engineName, { durable: o.durable }).start();
             if (o.crossProcess && engine.workerUrl === undefined) skip('process-local engine: no second process can share its locks');
             const make = async (options?: LockClientOptions): Promise<LockClient> => {
               const c = await localClient(engine, options);

@@ -30,6 +30,8 @@ export interface Held {
   readonly tokens: readonly bigint[];
   readonly signal: AbortSignal;
   isHeld(): boolean;
+  /** Local validity left (the Lease's); absent for the primitives that do not expose it. */
+  remainingMs?(): number;
   release(): Promise<boolean>;
   /** Snowflake: issue ids (the largest is returned). */
   issue?(n: number): bigint;
@@ -59,8 +61,9 @@ export function keysOf(p: PrimitiveName, key: string): string[] {
   return [key];
 }
 
-function lease(l: { token: bigint; signal: AbortSignal; isHeld(): boolean; release(): Promise<boolean> }): Held {
-  return { tokens: [l.token], signal: l.signal, isHeld: () => l.isHeld(), release: () => l.release() };
+function lease(l: { token: bigint; signal: AbortSignal; isHeld(): boolean; remainingMs?(): number; release(): Promise<boolean> }): Held {
+  const remaining = l.remainingMs?.bind(l);
+  return { tokens: [l.token], signal: l.signal, isHeld: () => l.isHeld(), release: () => l.release(), ...(remaining ? { remainingMs: remaining } : {}) };
 }
 
 /** Take one hold of `p` on `key`. */

@@ -18,7 +18,8 @@ import { defineScenario } from './matrix.js';
 import { hold, keysOf, SEMAPHORE_PERMITS, type PrimitiveName } from './primitives.js';
 
 const TTL_MS = 1000;
-const RACE_MS = FULL ? 4000 : 3000;
+// The plan asks for 20 s of races; the fast slice in `npm test` keeps 3 s.
+const RACE_MS = FULL ? 20_000 : 3000;
 const CLIENTS = 4;
 const TASKS = 3;
 

@@ -6,11 +6,14 @@
  * from everyone. Pass: no stale write accepted, no grant on the minority side, the cut-off holder
  * told before the waiter's grant and within its deadline (+ slack for a loaded machine), the
  * waiter granted by the majority during the partition, every client granted again after heal.
+ * Each case runs for a mutex, a read lock (the waiter takes the write side), a write lock and a
+ * semaphore (the holder takes all of its permits, the waiter one), in the same lab; a hold whose
+ * admission mode the driver lacks (`info.modes`, asked of a lab client) is skipped saying so.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { createLab, type Lab } from './netns.js';
 import { startLabRedis } from './netns-engines.js';
-import { assertSafe } from './partition-history.js';
+import { assertSafe, PARTITION_PERMITS, startClient, type PartitionHold } from './partition-history.js';
 import { holderCut, leaderCut, summary, type ScenarioEnv, type ScenarioResult } from './partition-scenarios.js';
 import { removeDir, tempDir } from './processes.js';
 
@@ -31,6 +34,42 @@ export interface QuorumCasesOptions {
   deadlineMs: number;
   /** The lock clients' `ttlMs`. */
   ttlMs: number;
+}
+
+/** The holds every partition case runs with, and the admission mode each needs beyond `exclusive`. */
+export const PARTITION_HOLDS: ReadonlyArray<{ name: string; hold: PartitionHold; needs?: string }> = [
+  { name: 'mutex', hold: { primitive: 'mutex' } },
+  { name: 'read lock', hold: { primitive: 'read' }, needs: 'shared' },
+  { name: 'write lock', hold: { primitive: 'write' }, needs: 'shared' },
+  { name: `semaphore (all ${PARTITION_PERMITS} permits)`, hold: { primitive: 'semaphore', permits: PARTITION_PERMITS }, needs: 'permits' },
+];
+
+/** The driver's admission modes, asked of a lab client on `host` (what `info.modes` says there). */
+export async function labModes(env: ScenarioEnv, host: string): Promise<string[]> {
+  const c = await startClient(env.lab, host, { ...env.client, counterId: `${env.lab.id}-modes` });
+  try {
+    return await c.modes();
+  } finally {
+    await c.close();
+  }
+}
+
+/**
+ * Register `body` once per hold of {@link PARTITION_HOLDS} (a describe each); a hold the driver
+ * cannot grant is skipped with the reason.
+ */
+export function forEachHold(
+  env: () => ScenarioEnv,
+  modes: () => readonly string[],
+  body: (env: () => ScenarioEnv, name: string, guard: (ctx: TestContext) => void) => void,
+  holds: typeof PARTITION_HOLDS = PARTITION_HOLDS,
+): void {
+  for (const h of holds) {
+    const guard = (ctx: TestContext): void => {
+      if (h.needs && !modes().includes(h.needs)) ctx.skip(`the driver does not grant the "${h.needs}" mode (info.modes = ${modes().join(', ')})`);
+    };
+    describe(h.name, () => body(() => ({ ...env(), hold: h.hold }), h.name, guard));
+  }
 }
 
 /** Slack over a deadline for a loaded machine (timers fire late, not early). */
@@ -60,6 +99,7 @@ export function quorumPartitionCases(o: QuorumCasesOptions): void {
   let engine: QuorumEngine;
   let env: ScenarioEnv;
   let dir: string;
+  let modes: string[] = [];
   beforeAll(async () => {
     lab = await createLab([...SERVERS, 'c1', 'c2', 'res']);
     dir = tempDir(`dlock-partition-${o.name}-`);
@@ -72,6 +112,7 @@ export function quorumPartitionCases(o: QuorumCasesOptions): void {
       waitMs: 15_000,
       afterHeal: () => engine.healthy(),
     };
+    modes = await labModes(env, 'c1');
   });
   afterAll(async () => {
     await lab?.dispose();
@@ -79,27 +120,35 @@ export function quorumPartitionCases(o: QuorumCasesOptions): void {
     if (dir) removeDir(dir);
   });
 
+  forEachHold(
+    () => env,
+    () => modes,
+    (e, what, guard) => {
+      it('holder isolated from every server: told within its deadline, the waiter granted after, its stale write refused', async (ctx) => {
+        guard(ctx);
+        const r = await holderCut(e(), { sides: [['c1'], [...SERVERS, 'c2']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
+        console.log(summary(`${o.name} ${what}: isolate holder`, r));
+        expectHolderCutSafe(r, o.deadlineMs);
+      });
 
-  it('holder isolated from every server: told within its deadline, the waiter granted after, its stale write refused', async () => {
-    const r = await holderCut(env, { sides: [['c1'], [...SERVERS, 'c2']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
-    console.log(summary(`${o.name} isolate holder`, r));
-    expectHolderCutSafe(r, o.deadlineMs);
-  });
+      it('2/1 split, holder with the minority server: told, no grant on its side, the majority grants the waiter', async (ctx) => {
+        guard(ctx);
+        const r = await holderCut(e(), { sides: [['s1', 's2', 'c2'], ['s3', 'c1']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
+        console.log(summary(`${o.name} ${what}: split 2/1`, r));
+        expectHolderCutSafe(r, o.deadlineMs);
+      });
 
-  it('2/1 split, holder with the minority server: told, no grant on its side, the majority grants the waiter', async () => {
-    const r = await holderCut(env, { sides: [['s1', 's2', 'c2'], ['s3', 'c1']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
-    console.log(summary(`${o.name} split 2/1`, r));
-    expectHolderCutSafe(r, o.deadlineMs);
-  });
-
-  it('leader isolated: the others elect a new one and serve, no overlap, no stale write, works after heal', async () => {
-    const leader = await engine.leader();
-    const r = await leaderCut(env, { leader, holder: 'c1', waiter: 'c2', holdMs: o.deadlineMs + SLACK_MS });
-    console.log(summary(`${o.name} isolate leader (${leader})`, r));
-    if (r.waiterGrantMs === undefined) console.log(r.history.map((l) => JSON.stringify(l)).join('\n'));
-    assertSafe(r.verdict);
-    expect(r.toldBeforeGrant).toBe(true);
-    expect(r.waiterGrantMs, 'the remaining majority granted the waiter').toBeDefined();
-    expect(r.afterHealGrants).toBe(r.afterHealClients);
-  });
+      it('leader isolated: the others elect a new one and serve, no overlap, no stale write, works after heal', async (ctx) => {
+        guard(ctx);
+        const leader = await engine.leader();
+        const r = await leaderCut(e(), { leader, holder: 'c1', waiter: 'c2', holdMs: o.deadlineMs + SLACK_MS });
+        console.log(summary(`${o.name} ${what}: isolate leader (${leader})`, r));
+        if (r.waiterGrantMs === undefined) console.log(r.history.map((l) => JSON.stringify(l)).join('\n'));
+        assertSafe(r.verdict);
+        expect(r.toldBeforeGrant).toBe(true);
+        expect(r.waiterGrantMs, 'the remaining majority granted the waiter').toBeDefined();
+        expect(r.afterHealGrants).toBe(r.afterHealClients);
+      });
+    },
+  );
 }

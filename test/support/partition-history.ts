@@ -50,11 +50,25 @@ export function validityEnd(lost: HistoryLine): bigint {
 
 type Reply = { line?: HistoryLine; error?: string } & Record<string, unknown>;
 
+/**
+ * What a lab client takes: a mutex, either side of a read-write lock, or `permits` of a
+ * semaphore of {@link PARTITION_PERMITS} (the holder takes them all, so that a waiter's one
+ * must wait for it).
+ */
+export interface PartitionHold {
+  readonly primitive: 'mutex' | 'read' | 'write' | 'semaphore';
+  readonly permits?: number;
+}
+
+export const PARTITION_PERMITS = 2;
+
 /** A lock client running in a lab host. */
 export interface LabClient {
   readonly host: string;
   readonly historyFile: string;
-  acquire(key: string, waitMs: number): Promise<{ granted: boolean; line: HistoryLine }>;
+  acquire(key: string, waitMs: number, what?: PartitionHold): Promise<{ granted: boolean; line: HistoryLine }>;
+  /** The admission modes its driver grants (`info.modes`). */
+  modes(): Promise<string[]>;
   write(): Promise<{ accepted: boolean; line: HistoryLine }>;
   release(): Promise<{ ok: boolean; line: HistoryLine }>;
   /** Whether its current lease says it is held, and whether its signal aborted. */
@@ -119,7 +133,8 @@ export async function startClient(lab: Lab, host: string, opts: StartClientOptio
   return {
     host,
     historyFile,
-    acquire: (key, waitMs) => call({ cmd: 'acquire', key, waitMs }),
+    acquire: (key, waitMs, what) => call({ cmd: 'acquire', key, waitMs, ...what }),
+    modes: async () => (await call<{ modes: string[] }>({ cmd: 'modes' })).modes,
     write: () => call({ cmd: 'write' }),
     release: () => call({ cmd: 'release' }),
     state: () => call({ cmd: 'state' }),
@@ -184,7 +199,9 @@ export function sectionsOf(lines: readonly HistoryLine[]): Map<string, Section[]
       token: big(g.token),
       requestedAt: big(request?.t ?? g.t),
       start: big(g.t),
-      end: end ? (end.ev === 'lost' ? validityEnd(end) : big(end.t)) : endOfRun,
+      // A release ends the section when it is sent (`sentAt`): the engine may grant the next
+      // holder before the release's reply is back.
+      end: end ? (end.ev === 'lost' ? validityEnd(end) : big(end.sentAt ?? end.t)) : endOfRun,
       stillHeld: end?.ev === 'release',
       releaseOk: end?.ok,
     });

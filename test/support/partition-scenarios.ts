@@ -16,7 +16,9 @@
  * either way: no overlap, no stale write accepted, the waiter is granted during the partition,
  * and all works after the heal.
  */
-import { judge, hrnow, msBetween, startClient, validityEnd, type CutWindow, type HistoryLine, type LabClient, type PartitionVerdict, type StartClientOptions } from './partition-history.js';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { judge, hrnow, msBetween, startClient, validityEnd, type CutWindow, type HistoryLine, type LabClient, type PartitionHold, type PartitionVerdict, type StartClientOptions } from './partition-history.js';
 import type { Lab } from './netns.js';
 
 export interface ScenarioEnv {
@@ -29,6 +31,18 @@ export interface ScenarioEnv {
   afterHeal?(): Promise<void>;
   /** How long a waiter may wait for a grant in ms (its lease TTL on the engine + an election). */
   waitMs: number;
+  /** What the holder takes (default a mutex); the waiter takes what must wait for it ({@link contenderOf}). */
+  hold?: PartitionHold;
+}
+
+/**
+ * What must wait for `h`, and what each client takes in the final round: the write side for a
+ * read lock, one permit for a semaphore whose permits the holder took all of, else the same.
+ */
+export function contenderOf(h: PartitionHold | undefined): PartitionHold | undefined {
+  if (h?.primitive === 'read') return { primitive: 'write' };
+  if (h?.primitive === 'semaphore') return { primitive: 'semaphore', permits: 1 };
+  return h;
 }
 
 export interface ScenarioResult {
@@ -57,7 +71,10 @@ let runs = 0;
 
 async function clientsFor(env: ScenarioEnv, hosts: readonly string[]): Promise<{ clients: Map<string, LabClient>; close: () => Promise<void> }> {
   const counterId = `${env.lab.id}-${++runs}`;
-  const list = await Promise.all(hosts.map((h) => startClient(env.lab, h, { ...env.client, counterId })));
+  // A history of its own per scenario run (several runs share a lab: one per hold).
+  const dir = join(env.client.dir, counterId);
+  mkdirSync(dir, { recursive: true });
+  const list = await Promise.all(hosts.map((h) => startClient(env.lab, h, { ...env.client, counterId, dir })));
   return {
     clients: new Map(list.map((c) => [c.host, c])),
     close: async () => {
@@ -88,7 +105,7 @@ async function finalRound(env: ScenarioEnv, clients: Map<string, LabClient>, key
   await env.afterHeal?.();
   let n = 0;
   for (const c of clients.values()) {
-    const r = await c.acquire(key, env.waitMs);
+    const r = await c.acquire(key, env.waitMs, contenderOf(env.hold));
     if (!r.granted) continue;
     n++;
     await c.write();
@@ -111,11 +128,11 @@ async function opening(env: ScenarioEnv, o: { holder: string; waiter: string }, 
   const waiter = get(clients, o.waiter);
   const key = `part-${env.lab.id}-${runs}`;
   try {
-    const g = await holder.acquire(key, env.waitMs);
+    const g = await holder.acquire(key, env.waitMs, env.hold);
     if (!g.granted) throw new Error(`the holder was not granted before the partition: ${g.line.code}`);
     if (!(await holder.write()).accepted) throw new Error('the holder could not write before the partition');
     const lost = holder.nextLost();
-    const waited = waiter.acquire(key, waiterWaitMs);
+    const waited = waiter.acquire(key, waiterWaitMs, contenderOf(env.hold));
     await new Promise((r) => setTimeout(r, 300));
     return { clients, close, holder, waiter, key, lost, waited };
   } catch (e) {
@@ -154,7 +171,7 @@ export async function holderCut(env: ScenarioEnv, o: HolderCutOptions): Promise<
     if (stale.accepted) notes.push('the cut-off holder\'s write was accepted');
     await holder.release();
     // Still cut off: another key must not be granted on this side.
-    const other = await holder.acquire(`${key}-minority`, 3000);
+    const other = await holder.acquire(`${key}-minority`, 3000, env.hold);
     if (other.granted) await holder.release();
     if (w.granted) await waiter.release();
     const healAt = hrnow();

@@ -6,13 +6,15 @@
  * workers and of the test process compare).
  * argv: host lockUrl historyFile counterUrl counterId ttlMs
  * Requests (each with an `id`, answered by `{type:'reply', id, ...}`):
- * - `acquire {key, waitMs}`: `request`, then `grant {token}` or `deny {code}`; after a grant the
+ * - `acquire {key, waitMs, primitive?, permits?}` (a mutex by default; `read`/`write` of a
+ *   read-write lock; `permits` of a semaphore of PARTITION_PERMITS): `request`, then `grant {token}` or `deny {code}`; after a grant the
  *   lease's signal is watched: `lost {code, validUntil}` (also sent to the parent as `{type:'lost'}`);
  *   `validUntil` is the lease's local deadline as last read (every 50 ms) while it held;
  * - `write`: a fenced write of the last granted lease's token to the shared resource (a Redis hash
  *   through FencedRedisHash, outside the partition): `write {token, accepted}`. It writes even if
  *   the lease was lost: the resource must be the one that says no;
  * - `release`: `release {ok}` (false when it was lost meanwhile);
+ * - `modes`: the driver's admission modes (`info.modes`);
  * - `close`: closes the client and exits.
  */
 import { appendFileSync } from 'node:fs';
@@ -21,7 +23,9 @@ import { connect } from '../../src/connect.js';
 import type { Lease } from '../../src/core/lease.js';
 import { FencedRedisHash } from '../../src/drivers/redis/index.js';
 import { isDlockError } from '../../src/index.js';
-import type { HistoryLine } from './partition-history.js';
+import { ReadWriteLock } from '../../src/primitives/read-write-lock.js';
+import { Semaphore } from '../../src/primitives/semaphore.js';
+import { PARTITION_PERMITS, type HistoryLine, type PartitionHold } from './partition-history.js';
 
 const [host = '', lockUrl = '', historyFile = '', counterUrl = '', counterId = '', ttlArg = '2000'] = process.argv.slice(2);
 
@@ -50,13 +54,29 @@ let lease: Lease | undefined;
 /** The last lease granted, released or not: a write uses its token (a stale write on purpose). */
 let last: Lease | undefined;
 
-const handle = async (m: { cmd: string; key?: string; waitMs?: number }): Promise<Record<string, unknown>> => {
+/** One hold of `what` on `key`. */
+function take(key: string, waitMs: number, what: Partial<PartitionHold>): Promise<Lease> {
+  switch (what.primitive ?? 'mutex') {
+    case 'mutex':
+      return locks.acquire(key, { waitMs });
+    case 'read':
+      return new ReadWriteLock(locks, key).read.acquire({ waitMs });
+    case 'write':
+      return new ReadWriteLock(locks, key).write.acquire({ waitMs });
+    case 'semaphore':
+      return new Semaphore(locks, key, { permits: PARTITION_PERMITS }).acquire({ waitMs, permits: what.permits ?? 1 });
+  }
+}
+
+const handle = async (m: { cmd: string; key?: string; waitMs?: number } & Partial<PartitionHold>): Promise<Record<string, unknown>> => {
   switch (m.cmd) {
+    case 'modes':
+      return { modes: locks.driver.info.modes ?? ['exclusive'] };
     case 'acquire': {
       const key = m.key ?? 'k';
       record({ t: now(), ev: 'request', key });
       try {
-        const l = await locks.acquire(key, { waitMs: m.waitMs ?? 10_000 });
+        const l = await take(key, m.waitMs ?? 10_000, m);
         lease = l;
         last = l;
         const g = record({ t: now(), ev: 'grant', key, token: l.token.toString() });
@@ -99,8 +119,10 @@ const handle = async (m: { cmd: string; key?: string; waitMs?: number }): Promis
       if (!lease) throw new Error('release without a lease');
       const l = lease;
       lease = undefined;
+      // The critical section ends here, before the release request is sent.
+      const sentAt = now();
       const ok = await l.release().catch(() => false);
-      return { ok, line: record({ t: now(), ev: 'release', key: l.key, token: l.token.toString(), ok }) };
+      return { ok, line: record({ t: now(), ev: 'release', key: l.key, token: l.token.toString(), ok, sentAt }) };
     }
     case 'state':
       return { held: lease?.isHeld() ?? false, aborted: lease?.signal.aborted ?? false };

@@ -36,8 +36,11 @@ export interface PostgresServer {
   stop(): Promise<void>;
   /** SIGKILL the postmaster and its backends, remove the temp dir. Idempotent. */
   kill9(): Promise<void>;
-  /** Fast shutdown, then start again on the same port with the same data. */
-  restart(options?: { downMs?: number }): Promise<void>;
+  /**
+   * Fast shutdown (with `hard`: SIGKILL of the postmaster and its backends, a crash: the next
+   * start runs crash recovery), then start again on the same port with the same data.
+   */
+  restart(options?: { downMs?: number; hard?: boolean }): Promise<void>;
   /** Stop the server in place without a restart: only the postmaster (see {@link startPostgres}). */
   shutdown(): Promise<void>;
   /** Start again after {@link shutdown}, same port and data. */
@@ -283,7 +286,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
         if (again === 'port-taken') throw new Error(`port ${l.port} was taken while postgres was down`);
       },
       restart: async (o = {}) => {
-        await server.shutdown();
+        await halt(tracked, o.hard ? 'SIGKILL' : 'SIGINT');
         if (o.downMs) await delay(o.downMs);
         await server.start();
       },

@@ -17,7 +17,13 @@
  *   the client forever as well: an attempt gets `timeout / servers` ms, then the next server;
  * - it fails queued requests only when a socket closes: the session's end fails them all;
  * - it registers one listener per watch call (more than ten on one path print a
- *   MaxListenersExceededWarning): one dispatcher per session, callbacks per path here.
+ *   MaxListenersExceededWarning): one dispatcher per session, callbacks per path here;
+ * - it keeps a partial reply frame across a reconnect (its `pendingBuffer` is never cleared when
+ *   a socket closes), so a connection reset in the middle of a reply makes it misread the next
+ *   connection's bytes and throw from its socket handler ("Unknown code: ...", an uncaught
+ *   exception that ends the host process; upstream issues alexguan/node-zookeeper-client#23,
+ *   #70): the frame is dropped when its socket closes, and a reply it cannot parse drops the
+ *   socket (the client reconnects) instead of throwing (see {@link guardFraming}).
  * Requests need no timeout of their own: a silent connection is dropped (what was sent then fails
  * with CONNECTION_LOSS), and what waits for a connection fails when the session ends, at its
  * local deadline at the latest, also before the first connection (no server within the timeout).
@@ -62,7 +68,38 @@ export class SessionEndedError extends Error {
 
 /** The parts of the client's internals this wrapper needs (not in its typings). */
 interface ClientInternals {
-  connectionManager?: { socket?: Socket; state?: number; connect?: () => void };
+  connectionManager?: {
+    socket?: Socket;
+    state?: number;
+    connect?: () => void;
+    pendingBuffer?: Buffer | null;
+    onSocketData?: (buffer: Buffer) => void;
+    onSocketClosed?: (...args: unknown[]) => void;
+  };
+}
+
+/**
+ * See the file header: a partial frame never outlives its socket, and an unparsable reply drops
+ * the connection rather than throwing from a socket handler. Installed before the first
+ * connect (the client binds these methods to each new socket when it connects).
+ */
+function guardFraming(client: zk.Client): void {
+  const cm = (client as unknown as ClientInternals).connectionManager;
+  const onData = cm?.onSocketData;
+  const onClosed = cm?.onSocketClosed;
+  if (!cm || !onData || !onClosed) return;
+  cm.onSocketClosed = function (this: typeof cm, ...args: unknown[]) {
+    this.pendingBuffer = null;
+    onClosed.apply(this, args);
+  };
+  cm.onSocketData = function (this: typeof cm, buffer: Buffer) {
+    try {
+      onData.call(this, buffer);
+    } catch {
+      this.pendingBuffer = null;
+      this.socket?.destroy();
+    }
+  };
 }
 
 function socketOf(client: zk.Client): Socket | undefined {
@@ -154,6 +191,7 @@ export class ZkSession {
     const timeoutMs = options.sessionTimeoutMs;
     this.lostContactAt = monotonicNow();
     this.client = zkClient().createClient(options.connectionString, { sessionTimeout: timeoutMs, spinDelay: options.spinDelayMs, retries: 0 });
+    guardFraming(this.client);
     this.engine = new EngineSession(`ZooKeeper session on ${options.connectionString}`, timeoutMs, this.lostContactAt, {
       keepAlive: (now) => this.keepAlive(now),
       keepAliveEveryMs: Math.max(20, timeoutMs / 6),
