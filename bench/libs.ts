@@ -115,12 +115,12 @@ async function handRolled(url: string, autoPipelining: boolean): Promise<Locker>
   };
 }
 
-async function dlock(url: string, ownClient?: { enableAutoPipelining: boolean }): Promise<Locker> {
+async function dlock(url: string, ownClient?: { enableAutoPipelining: boolean }, fair = false): Promise<Locker> {
   const [{ LockClient }, { RedisDriver }] = await loadDlock();
   // As users run it: `{ url }` (the driver opens its own ioredis connection), renewal on.
   // `ownClient`: the experiment of passing `{ client }`, an ioredis connection made here.
   const redis = ownClient ? await connect(url, ownClient) : undefined;
-  const client = new LockClient(new RedisDriver(redis ? { client: redis } : { url }), { ttlMs: TTL_MS });
+  const client = new LockClient(new RedisDriver(redis ? { client: redis } : { url }), { ttlMs: TTL_MS, fair });
   return {
     acquire: (key) => client.acquire(key),
     close: async () => {
@@ -235,10 +235,14 @@ async function pubsubFloor(url: string): Promise<Locker> {
 const ALL: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
 
 export const BASELINE_ID = 'hand-rolled';
+/** dlock with `fair: true` (strict FIFO). */
+export const DLOCK_FAIR_ID = 'dlock-fair';
 
 export const LIBS: readonly LibSpec[] = [
   { id: BASELINE_ID, name: 'hand-rolled ioredis', pollMs: 10, scenarios: ALL, create: (u) => handRolled(u, false) },
   { id: 'dlock', name: 'dlock', pollMs: 0, scenarios: ALL, create: (u) => dlock(u) },
+  // The same, strict FIFO (`fair: true`): every grant is a handoff.
+  { id: DLOCK_FAIR_ID, name: 'dlock fair: true', pollMs: 0, scenarios: ['handoff', 'contended'], create: (u) => dlock(u, undefined, true) },
   { id: 'redlock4', name: 'redlock@4.2.0', pollMs: 300, scenarios: ALL, create: redlock4 },
   { id: 'redlock5', name: 'redlock@5.0.0-beta.2', pollMs: 300, scenarios: ALL, create: redlock5 },
   { id: 'semaphore', name: 'redis-semaphore', pollMs: 10, scenarios: ALL, create: (u) => semaphore(u, undefined) },

@@ -14,7 +14,7 @@ import { WorkerPool, type ContendedResult } from './contended.js';
 import { handoffOnce, type HandoffResult } from './handoff.js';
 import { ID_LIBS, runIds } from './ids.js';
 import { captureReport } from './report.js';
-import { BASELINE_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenario } from './libs.js';
+import { BASELINE_ID, DLOCK_FAIR_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenario } from './libs.js';
 import { ServerMonitor, fmt, fmtSpread, rotate, spread, startServer, table, type Spread } from './support.js';
 import { uncontendedRep, type UncontendedResult } from './uncontended.js';
 
@@ -164,6 +164,35 @@ function params(): Record<string, unknown> {
 
 function verdict(ok: boolean): string {
   return ok ? 'MET' : 'MISSED';
+}
+
+/**
+ * The targets of issue 11 for `contended`, from the same run: dlock's default mode against the
+ * best peer of each repetition (cycles/s ratio, median of the reps), its longest wait and its
+ * give-ups; `fair: true` against the 661 cycles/s measured when the issue was filed.
+ */
+function contendedTargets(results: Map<string, ContendedResult[]>): void {
+  const mine = results.get('dlock') ?? [];
+  const peers = [...results].filter(([id]) => id !== 'dlock' && id !== DLOCK_FAIR_ID && !id.startsWith('dlock-'));
+  if (mine.length === 0 || peers.length === 0) return;
+  const ratios = mine.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0)));
+  const ratio = spread(ratios).median;
+  const maxWait = Math.max(...mine.map((r) => r.maxWaitMs));
+  const giveUps = mine.reduce((n, r) => n + r.giveUps, 0);
+  const lost = mine.reduce((n, r) => n + r.lostUpdates, 0);
+  console.log(
+    `target: dlock (default) >= 1.0× the best peer's cycles/s: ${fmtSpread(spread(ratios), '×')}, ${verdict(ratio >= 1)}; ` +
+      `max wait <= 100 ms: ${fmt(maxWait)} ms (worst rep), ${verdict(maxWait <= 100)}; 0 give-ups: ${giveUps}, ${verdict(giveUps === 0)}; 0 lost updates: ${lost}, ${verdict(lost === 0)}`,
+  );
+  const fair = results.get(DLOCK_FAIR_ID) ?? [];
+  if (fair.length > 0) {
+    const rate = spread(fair.map((r) => r.cyclesPerSecond));
+    const retaken = Math.max(...fair.map((r) => r.retakenPct));
+    console.log(
+      `target: dlock fair: true >= 1.5× 661 cycles/s (992): ${fmtSpread(rate)}, ${verdict(rate.median >= 992)}; ` +
+        `re-taken by the releaser 0%: ${fmt(retaken)}% (worst rep), ${verdict(retaken === 0)}; vs dlock default in the same run ${fmtSpread(spread(fair.map((r, i) => r.cyclesPerSecond / (mine[i]?.cyclesPerSecond ?? Number.NaN))), '×')}`,
+    );
+  }
 }
 
 async function main(): Promise<void> {
@@ -357,6 +386,7 @@ async function main(): Promise<void> {
             }),
           ],
         );
+        contendedTargets(results);
         if (json) {
           for (const spec of libsFor(s)) {
             console.log(JSON.stringify({ scenario: s, id: spec.id, commandBreakdownPerRep: (results.get(spec.id) ?? []).map((r) => Object.fromEntries(r.commandBreakdown)) }));

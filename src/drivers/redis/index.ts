@@ -137,12 +137,13 @@ export interface RedisDriverOptions {
 
 /**
  * The ops.lua operation of a try: the exclusive mutex's own (`a`, `q`: SET-if-free, as fast as
- * it ever was) or the full admission step (`g`, `w`) with "<ttl> <x|s|p> <permits> <limit> <fair> <alongside>".
+ * it ever was; "<ttl>f" with fairness) or the full admission step (`g`, `w`) with
+ * "<ttl> <x|s|p> <permits> <limit> <fair> <alongside>".
  */
 function opFor(req: AcquireRequest, queue: boolean): [OpCode, string] {
   const a = req.admission;
   const mode = modeOf(a);
-  if (mode === 'exclusive' && req.fair !== true && req.alongside === undefined) return [queue ? 'q' : 'a', String(req.ttlMs)];
+  if (mode === 'exclusive' && req.alongside === undefined) return [queue ? 'q' : 'a', req.fair === true ? `${req.ttlMs}f` : String(req.ttlMs)];
   const [m, permits, limit] = a?.mode === 'permits' ? ['p', a.permits, a.limit] : [mode === 'shared' ? 's' : 'x', 0, 0];
   return [queue ? 'w' : 'g', `${req.ttlMs} ${m} ${permits} ${limit} ${req.fair === true ? 1 : 0} ${req.alongside ?? ''}`];
 }
@@ -434,12 +435,13 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     this.sub ??= this.adapterReady.then((a) =>
       a.subscriber(
         (_channel, message) => {
-          // "<owner>|<token>": the lock was handed to that waiter.
+          // "<owner>|<token>": the lock was handed to that waiter; "<owner>|": the key was left
+          // to bargers while that waiter heads its queue (ops.lua): try again.
           const bar = message.lastIndexOf('|');
           const watch = this.waiting.get(message.slice(0, bar));
           // With replica acks the waiter confirms the handoff with a try (its write, then WAIT on
           // its own connection, covers the handoff): a plain wake-up instead of a grant.
-          if (this.acks && this.acksRefused === undefined) watch?.changed();
+          if (bar === message.length - 1 || (this.acks && this.acksRefused === undefined)) watch?.changed();
           else watch?.granted(BigInt(message.slice(bar + 1)));
         },
         (error) => this.logger?.warn?.('dlock redis: subscriber connection error', { error }),

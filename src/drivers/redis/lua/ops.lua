@@ -13,28 +13,47 @@
 --                 pruned by every step that reads them
 --   <lock>:fence  token counter, shared by every mode; never expires, so tokens strictly increase
 --                 per name across modes, holders and restarts (a grant whose reply is lost leaves a gap)
---   <lock>:w      "1" while waiters may be queued (or shared holders sit beside an exclusive one):
+--   <lock>:w      "1" while waiters may be queued (or shared holders sit beside an exclusive one),
+--                 "f" once a fair request or a reader queued (until the queue is found empty):
 --                 read with <lock> in one MGET, it sends an exclusive try on a free key to the full
 --                 rule; it outlives <lock>:q and is dropped once the queue is found empty
 --   <lock>:q      waiting owners in arrival order (list), and <lock>:qw their
---                 "<expiry ms> <ttl ms> <x|s|p> <permits> <limit> <enqueued ms> <alongside>"
+--                 "<expiry ms> <ttl ms> <x|s|p> <permits> <limit> <since> <alongside>"
+--                 (<since>: see "Bounded barging" below)
 -- Admission (src/core/admission.ts, the same rule): exclusive: nothing ahead; shared: no
 -- exclusive ahead; k permits of L: no exclusive ahead and the permits ahead + k <= L; alongside:
--- admitted while that owner holds exclusively. "Ahead" is the holders, plus the waiters queued
--- before the request when it asks for fairness or when the queue's head has waited longer than
--- BARGE_MS (bounded barging); a release hands the key over to the queue's heads directly.
+-- admitted while that owner holds exclusively. "Ahead" is the holders and the waiters queued
+-- before the request, except while bounded barging lets a newcomer (or the releaser) go first.
+-- Bounded barging (requests without fairness). A handoff wakes another process, which on a busy
+-- host costs far more than the holder's own next cycle; so a key that a release leaves free is
+-- not handed to a queue head that competes with the releaser (an exclusive head after an
+-- exclusive release, a permits head after a permits release) until that head has waited HEAD_MS
+-- as the head: until then whoever asks first takes it, and the releaser, which usually asks again
+-- at once, keeps its key without a cross-process wake-up. Counted from when the waiter became the
+-- head (its enqueue, or the handover to the head before it: <since>), not from its enqueue,
+-- because under continuous contention every waiter behind the head has waited long already: from
+-- the enqueue, every grant would be a handoff again. So no head waits more than HEAD_MS plus the
+-- holder's section plus one handoff, and a waiter k places back about k times that. Never while
+-- a fair request or a reader is queued (<lock>:w = "f": a read-write lock's queue stays FIFO,
+-- readers gain nothing from barging, they share), never past a shared head, never for a fair
+-- request (<since> "0": always due). A waiter that becomes the head is woken (a "<owner>|"
+-- message, no grant), and every busy answer to a head not yet due names when it is due ("t" on
+-- <since>: it was told; a head not told is woken by the first release that leaves the key to
+-- bargers), so a key left free by a releaser that does not come back goes to the head by itself
+-- within HEAD_MS.
 -- Direct handoff: a release (or a cancelled grant, or a step that finds a holder expired) gives
 -- the key to the queue's heads in order while the rule admits them (FIFO: it stops at the first
 -- that does not fit), each with a fresh token, and PUBLISHes "<owner>|<token>" on
 -- "<prefix>:c:<clientId>", the channel of the waiter's client: the waiter holds the lock one hop
--- after the release, and no other waiter is woken. Waiters re-try by themselves within the
+-- after the release, and no other waiter is woken ("<owner>|", no token: a wake-up, not a grant). Waiters re-try by themselves within the
 -- holders' remaining TTL, so a lost message costs at most that.
 --
 -- KEYS[1]  the lock key of the batch's first op: routes the batch to its Redis Cluster slot. On a
 --          cluster every op of one batch is on that same lock (see batch.ts); on a single node a
 --          batch may name any keys.
 -- ARGV[1]  the ops, concatenated; each is one op letter then 3 fields "<byte length>:<bytes>":
---            a <lock> <owner> <ttl ms>   exclusive: acquire if free (or confirm if already granted to owner)
+--            a <lock> <owner> <ttl ms>   exclusive: acquire if free (or confirm if already granted to owner);
+--                                        "<ttl ms>f": with fairness (never barges, queued as due)
 --            q <lock> <owner> <ttl ms>   the same, and when busy, queue owner (or refresh its entry)
 --            g <lock> <owner> <ask>      any admission: acquire if admitted (or confirm); <ask> is
 --                                        "<ttl ms> <x|s|p> <permits> <limit> <fair 0|1> [<alongside>]"
@@ -51,7 +70,7 @@
 --            c           "1" it had been granted and is now released | "0" it was only queued (or absent)
 --            f           "<holds removed> <fence>": the counter before any handover, so that every
 --                        later grant (the handovers included) has a greater token
-local BARGE_MS = 5 -- BARGE_BOUND_MS of src/core/admission.ts
+local HEAD_MS = 5 -- BARGE_BOUND_MS of src/core/admission.ts, counted as the head (see above)
 local MARK = '|h'
 local s, p = ARGV[1], 1
 local function field()
@@ -107,6 +126,13 @@ local function load(lock, v)
   return st
 end
 
+-- Keep <lock>:w set for at least ms (its "f" kept: a fair request is queued).
+local function flag(lock, ms)
+  local w = lock .. ':w'
+  local f = redis.call('GET', w)
+  redis.call('SET', w, f == 'f' and 'f' or '1', 'PX', ms)
+end
+
 -- Write back what load() describes: <lock> as the exclusive holder (kept as is), the "|h" mark
 -- with the latest hash expiry, or nothing; <lock>:h expiring with its latest entry.
 local function store(st)
@@ -122,7 +148,7 @@ local function store(st)
       redis.call('SET', st.lock, MARK, 'PX', ms)
     elseif redis.call('PTTL', st.lock .. ':w') < ms then
       -- Beside an exclusive holder (alongside): an exclusive try must look at <lock>:h once it expires.
-      redis.call('SET', st.lock .. ':w', '1', 'PX', ms)
+      flag(st.lock, ms)
     end
   else
     if not st.x then redis.call('DEL', st.lock) end
@@ -161,8 +187,29 @@ local function publish(lock, owner, t)
   redis.call('PUBLISH', prefix .. ':c:' .. client, owner .. '|' .. t)
 end
 
--- The live waiters of <lock> in order (expired entries removed): {owner, ttl, mode, permits,
--- limit, since, alongside}.
+-- A <lock>:qw entry, parsed: {owner, exp, ttl, mode, permits, limit, since, told, alongside}
+-- (since: 0 for a fair request; told: "t" on <since>); nil if it does not parse.
+local function parse(owner, info)
+  local e, ttl, m, k, l, since, told, along = string.match(info, '^(%d+) (%d+) (%a) (%d+) (%d+) (%d+)(t?) ?(.*)$')
+  if not e then return nil end
+  return { owner = owner, exp = tonumber(e), ttl = ttl, mode = m, permits = k, limit = l, since = tonumber(since), told = told == 't', alongside = along }
+end
+
+local function setEntry(lock, w)
+  redis.call('HSET', lock .. ':qw', w.owner, int(w.exp) .. ' ' .. w.ttl .. ' ' .. w.mode .. ' ' .. w.permits .. ' ' .. w.limit .. ' ' .. int(w.since) .. (w.told and 't' or '') .. ' ' .. w.alongside)
+end
+
+-- Whether waiter w's turn is due: it asked for fairness, or it has waited HEAD_MS as the head.
+local function due(w)
+  return w.since == 0 or nowMs() - w.since > HEAD_MS
+end
+
+-- ms until head w's turn is due (w not due yet).
+local function dueIn(w)
+  return HEAD_MS + 1 - (nowMs() - w.since)
+end
+
+-- The live waiters of <lock> in order (expired entries removed).
 local function waiters(lock)
   local q, qw = lock .. ':q', lock .. ':qw'
   local owners = redis.call('LRANGE', q, 0, -1)
@@ -171,10 +218,9 @@ local function waiters(lock)
   local infos = redis.call('HMGET', qw, unpack(owners))
   for i = 1, #owners do
     local info = infos[i]
-    local e, ttl, m, k, l, since, along
-    if info then e, ttl, m, k, l, since, along = string.match(info, '^(%d+) (%d+) (%a) (%d+) (%d+) (%d+) ?(.*)$') end
-    if e and tonumber(e) > nowMs() then
-      out[#out + 1] = { owner = owners[i], ttl = ttl, mode = m, permits = k, limit = l, since = tonumber(since), alongside = along }
+    local w = info and parse(owners[i], info)
+    if w and w.exp > nowMs() then
+      out[#out + 1] = w
     else
       redis.call('LREM', q, 0, owners[i])
       if info then redis.call('HDEL', qw, owners[i]) end
@@ -187,11 +233,38 @@ local function dequeue(lock, owner)
   if redis.call('HDEL', lock .. ':qw', owner) == 1 then redis.call('LREM', lock .. ':q', 0, owner) end
 end
 
+-- w became the queue's head (the head before it was handed the key): its wait as the head
+-- starts now, and it is told so (woken: its next busy answer names when its turn is due). Woken
+-- here, while the key is held by the waiter just handed it, rather than by the first release that
+-- leaves the key to bargers: woken then, the head would often take the free key itself before
+-- the releaser asks again, a cross-process handoff each time.
+local function promote(lock, w)
+  if w and w.since ~= 0 then
+    w.since, w.told = nowMs(), true
+    setEntry(lock, w)
+    publish(lock, w.owner, '')
+  end
+end
+
+-- Bounded barging (see above): whether a key that mode's claim leaves free (or asks for) may skip
+-- queue head w for now. The first time in w's turn, w is woken to try by itself.
+local function defer(lock, w, mode)
+  if not w or w.mode == 's' or w.mode ~= mode or due(w) or redis.call('GET', lock .. ':w') == 'f' then return false end
+  if not w.told then
+    w.told = true
+    setEntry(lock, w)
+    publish(lock, w.owner, '')
+  end
+  return true
+end
+
 -- Hand the key over to the heads of the queue (ws, from waiters()) while the rule admits them;
 -- returns the index of the first waiter left in ws, and owner -> token of those granted.
--- (The requester `me` is answered directly, not published to.)
-local function handover(st, ws, me)
+-- (The requester `me` is answered directly, not published to.) mode: the releaser's, when the
+-- key may be left to bargers instead (see defer()).
+local function handover(st, ws, me, mode)
   local i, given = 1, {}
+  if mode and defer(st.lock, ws[1], mode) then return i, given end
   while ws[i] and admits(st, ws[i], false, 0, 0) do
     local w = ws[i]
     local t = grant(st, w.owner, w.ttl, w.mode, w.permits, w.limit)
@@ -200,6 +273,7 @@ local function handover(st, ws, me)
     given[w.owner] = t
     i = i + 1
   end
+  if i > 1 then promote(st.lock, ws[i]) end
   return i, given
 end
 
@@ -214,24 +288,47 @@ local function soonest(st)
   return ms
 end
 
--- Queue owner, or refresh its entry (keeping its place and its enqueue time). The entry lives
--- until its next try (within the holders' TTL) plus a margin.
-local function enqueue(lock, owner, pttl, ttl, mode, permits, limit, alongside)
+-- Queue owner, or refresh its entry (keeping its place, its <since> and whether it was told).
+-- The entry lives until its next try (within the holders' TTL) plus a margin. Returns the ms the
+-- busy answer names: pttl, or sooner when owner heads the queue and its turn is due before
+-- (it is then told, see defer()).
+local function enqueue(lock, owner, pttl, ask)
   local q, qw = lock .. ':q', lock .. ':qw'
   local life = (pttl > 0 and pttl or 30000) + 2000
   local old = redis.call('HGET', qw, owner)
-  local since = old and string.match(old, '^%d+ %d+ %a %d+ %d+ (%d+)') or int(nowMs())
-  redis.call('HSET', qw, owner, int(nowMs() + life) .. ' ' .. ttl .. ' ' .. mode .. ' ' .. permits .. ' ' .. limit .. ' ' .. since .. ' ' .. alongside)
-  if not old then redis.call('RPUSH', q, owner) end
+  local w = old and parse(owner, old)
+  local head
+  if old then
+    head = redis.call('LINDEX', q, 0) == owner
+  else
+    head = redis.call('RPUSH', q, owner) == 1
+  end
+  local since, told = ask.fair == '1' and 0 or nowMs(), false
+  if w then since, told = w.since, w.told end
+  w = { owner = owner, exp = nowMs() + life, ttl = ask.ttl, mode = ask.mode, permits = ask.permits, limit = ask.limit, since = since, told = told, alongside = ask.alongside }
+  local ms = pttl
+  if head and not due(w) then
+    local d = dueIn(w)
+    if ms < 0 or d < ms then ms = d end
+    w.told = true
+  end
+  setEntry(lock, w)
   -- The two keys (same entries, so they empty together) must outlive every entry. Set to
   -- twice what is needed, so the next waiters' tries mostly find it long enough already:
   -- 2 PEXPIREs per try were ~1.8 commands of a contended cycle. Keys of an abandoned
   -- queue linger one more life at most; entries carry their own expiry either way.
-  if redis.call('PTTL', qw) < life then
+  if ask.fair == '1' or ask.mode == 's' then
+    -- No barging while a fair request or a reader is queued (see above).
+    local keep = math.max(redis.call('PTTL', qw), 2 * life)
+    redis.call('PEXPIRE', qw, keep)
+    redis.call('PEXPIRE', q, keep)
+    redis.call('SET', lock .. ':w', 'f', 'PX', keep)
+  elseif redis.call('PTTL', qw) < life then
     redis.call('PEXPIRE', qw, 2 * life)
     redis.call('PEXPIRE', q, 2 * life)
-    redis.call('SET', lock .. ':w', '1', 'PX', 2 * life)
+    flag(lock, 2 * life)
   end
+  return ms
 end
 
 -- Drop the <lock>:w flag once nothing needs it.
@@ -258,6 +355,13 @@ local function try(lock, v, owner, ask, queue)
     return '1' .. st.xtoken
   end
   local ws = waiters(lock)
+  -- Bounded barging: a newcomer that competes with a head not yet due takes what is free first.
+  if ws[1] and ws[1].owner ~= owner and ask.fair ~= '1' and admits(st, ask, false, 0, 0) and defer(lock, ws[1], ask.mode) then
+    local t = grant(st, owner, ask.ttl, ask.mode, ask.permits, ask.limit)
+    dequeue(lock, owner)
+    store(st)
+    return '1' .. t
+  end
   -- What is free goes to the queue's heads first (a holder expired, or a release left room).
   local first, given = handover(st, ws, owner)
   if given[owner] then
@@ -265,18 +369,13 @@ local function try(lock, v, owner, ask, queue)
     unflag(st)
     return '1' .. given[owner]
   end
-  -- Ahead of us: the holders, and with fairness (or once the head waited past the bound, or
-  -- when a writer heads the queue and we would share: a queued writer stops new readers at once)
-  -- the waiters queued before us.
+  -- Ahead of us: the holders and the waiters queued before us.
   local qx, qn, qused = false, 0, 0
-  local head = ws[first]
-  if head and head.owner ~= owner and (ask.fair == '1' or nowMs() - head.since > BARGE_MS or (head.mode == 'x' and ask.mode ~= 'x')) then
-    for i = first, #ws do
-      local w = ws[i]
-      if w.owner == owner then break end
-      qn = qn + 1
-      if w.mode == 'x' then qx = true elseif w.mode == 'p' then qused = qused + tonumber(w.permits) end
-    end
+  for i = first, #ws do
+    local w = ws[i]
+    if w.owner == owner then break end
+    qn = qn + 1
+    if w.mode == 'x' then qx = true elseif w.mode == 'p' then qused = qused + tonumber(w.permits) end
   end
   if admits(st, ask, qx, qn, qused) then
     local t = grant(st, owner, ask.ttl, ask.mode, ask.permits, ask.limit)
@@ -286,13 +385,14 @@ local function try(lock, v, owner, ask, queue)
     return '1' .. t
   end
   local ms = soonest(st)
-  if queue then enqueue(lock, owner, ms, ask.ttl, ask.mode, ask.permits, ask.limit, ask.alongside) end
+  if queue then ms = enqueue(lock, owner, ms, ask) end
   store(st)
   return '0' .. int(ms)
 end
 
 -- Release owner's hold (exclusive, v being <lock>'s value, or in <lock>:h), then hand over.
-local function release(lock, v, owner)
+-- barge: the key may be left to bargers (a release; not a cancel or a give-back).
+local function release(lock, v, owner, barge)
   if owns(v, owner) then
     if redis.call('EXISTS', lock .. ':q', lock .. ':h') == 0 then
       redis.call('DEL', lock, lock .. ':w')
@@ -300,51 +400,59 @@ local function release(lock, v, owner)
     end
     if redis.call('EXISTS', lock .. ':h') == 0 then
       -- The mutex's handoff: the first live exclusive waiter gets the key in place (what a
-      -- release cost before admission modes); a shared or permits head takes the full rule.
+      -- release cost before admission modes), or, barging, nobody yet; a shared or permits head
+      -- takes the full rule.
       local q, qw = lock .. ':q', lock .. ':qw'
       while true do
-        local head = redis.call('LPOP', q)
+        local head = redis.call('LINDEX', q, 0)
         if not head then
           redis.call('DEL', lock)
           return '1'
         end
         local info = redis.call('HGET', qw, head)
-        local e, ttl, m
-        if info then e, ttl, m = string.match(info, '^(%d+) (%d+) (%a)') end
-        if e and tonumber(e) > nowMs() then
-          if m ~= 'x' then
-            redis.call('LPUSH', q, head)
-            break
+        local w = info and parse(head, info)
+        if w and w.exp > nowMs() then
+          if w.mode ~= 'x' then break end
+          if barge and defer(lock, w, 'x') then
+            redis.call('DEL', lock)
+            return '1'
           end
+          redis.call('LPOP', q)
           redis.call('HDEL', qw, head)
           local t = nextToken(lock)
-          redis.call('SET', lock, head .. '|' .. t, 'PX', ttl)
+          redis.call('SET', lock, head .. '|' .. t, 'PX', w.ttl)
           publish(lock, head, t)
+          local nxt = redis.call('LINDEX', q, 0)
+          local ni = nxt and redis.call('HGET', qw, nxt)
+          local nw = ni and parse(nxt, ni)
+          if nw and nw.exp > nowMs() then promote(lock, nw) end
           return '1'
         end
+        redis.call('LPOP', q)
         if info then redis.call('HDEL', qw, head) end
       end
     end
     local st = load(lock, v)
     st.x = nil
     redis.call('DEL', lock)
-    handover(st, waiters(lock))
+    handover(st, waiters(lock), nil, barge and 'x' or nil)
     store(st)
     unflag(st)
     return '1'
   end
   if redis.call('HEXISTS', lock .. ':h', owner) == 0 then return '0' end
   local st = load(lock, v)
-  if not st.h[owner] then
+  local mine = st.h[owner]
+  if not mine then
     store(st)
     return '0'
   end
-  if st.h[owner].mode == 'p' then st.used = st.used - tonumber(st.h[owner].permits) end
+  if mine.mode == 'p' then st.used = st.used - tonumber(mine.permits) end
   st.h[owner] = nil
   st.n = st.n - 1
   st.dirty = true
   redis.call('HDEL', lock .. ':h', owner)
-  handover(st, waiters(lock))
+  handover(st, waiters(lock), nil, barge and mine.mode or nil)
   store(st)
   unflag(st)
   return '1'
@@ -360,15 +468,30 @@ while p <= #s do
     -- busy try were 2 of the ~27 commands of a contended cycle, twice per waiter).
     local both = redis.call('MGET', lock, lock .. ':w')
     local held = both[1]
-    local ask = { ttl = arg, mode = 'x', permits = '0', limit = '0', fair = '0', alongside = '' }
+    local fair = string.byte(arg, -1) == 102 -- "f"
+    if fair then arg = string.sub(arg, 1, -2) end
+    local ask = { ttl = arg, mode = 'x', permits = '0', limit = '0', fair = fair and '1' or '0', alongside = '' }
     if not held then
       if not both[2] then
         local t = nextToken(lock)
         redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
         out[#out + 1] = '1' .. t
       else
-        -- Waiters (a holder expired before it could hand over) or shared holders: the full rule.
-        out[#out + 1] = try(lock, held, owner, ask, op == 'q')
+        -- Waiters (or a holder expired before it could hand over): barging past an exclusive
+        -- head that was told and is not due yet needs only the head (a free <lock> means no
+        -- live shared holder: "|h" outlives them); anything else takes the full rule.
+        local q = lock .. ':q'
+        local head = both[2] == '1' and not fair and redis.call('LINDEX', q, 0)
+        local info = head and head ~= owner and redis.call('HGET', lock .. ':qw', head)
+        local w = info and parse(head, info)
+        if w and w.exp > nowMs() and w.mode == 'x' and w.told and not due(w) then
+          local t = nextToken(lock)
+          redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
+          dequeue(lock, owner)
+          out[#out + 1] = '1' .. t
+        else
+          out[#out + 1] = try(lock, held, owner, ask, op == 'q')
+        end
       end
     elseif owns(held, owner) then
       -- Granted to us by a handoff whose message we have not seen (or not yet): confirm.
@@ -378,8 +501,8 @@ while p <= #s do
       out[#out + 1] = try(lock, held, owner, ask, op == 'q')
     else
       local pttl = redis.call('PTTL', lock)
-      if op == 'q' then enqueue(lock, owner, pttl, arg, 'x', '0', '0', '') end
-      out[#out + 1] = '0' .. pttl
+      if op == 'q' then pttl = enqueue(lock, owner, pttl, ask) end
+      out[#out + 1] = '0' .. int(pttl)
     end
   elseif op == 'g' or op == 'w' then
     local ttl, m, k, l, fair, along = string.match(arg, '^(%d+) (%a) (%d+) (%d+) ([01]) ?(.*)$')
@@ -400,7 +523,7 @@ while p <= #s do
         redis.call('HSET', hk, owner, int(nowMs() + ms) .. rest)
         if redis.call('PTTL', hk) < ms then redis.call('PEXPIRE', hk, ms) end
         if (v == MARK or not v) and redis.call('PTTL', lock) < ms then redis.call('SET', lock, MARK, 'PX', ms) end
-        if v and v ~= MARK and redis.call('PTTL', lock .. ':w') < ms then redis.call('SET', lock .. ':w', '1', 'PX', ms) end
+        if v and v ~= MARK and redis.call('PTTL', lock .. ':w') < ms then flag(lock, ms) end
         out[#out + 1] = '1'
       else
         out[#out + 1] = '0'
@@ -411,7 +534,7 @@ while p <= #s do
       redis.call('LREM', lock .. ':q', 0, owner)
       redis.call('HDEL', lock .. ':qw', owner)
     end
-    out[#out + 1] = release(lock, redis.call('GET', lock), owner)
+    out[#out + 1] = release(lock, redis.call('GET', lock), owner, op == 'r')
   elseif op == 'f' then
     local st = load(lock, redis.call('GET', lock))
     local removed = st.n + (st.x and 1 or 0)
