@@ -13,7 +13,7 @@ import {
   UnsupportedModeError,
   isDlockError,
 } from '../errors.js';
-import { raceAbort, settleWithin } from './abort.js';
+import { backoffMs, raceAbort, settleWithin, unboundedController } from './abort.js';
 import { driftFor, monotonicNow } from './clock.js';
 import { LockEvents, type LockEventBase, type LockEventListener, type LockEventName, type WaitOutcome } from './events.js';
 import { HeldLock, Lease, type LeaseHost } from './lease.js';
@@ -183,13 +183,15 @@ export class LockClient {
   private readonly owners = new OwnerIds();
   private readonly scheduler: RenewalScheduler;
   private readonly held = new Set<HeldLock>();
-  private readonly closing = new AbortController();
+  private readonly closing = unboundedController();
   private closed: Promise<void> | undefined;
   private readonly host: LeaseHost;
   private readonly waits: WaitLoop;
   /** Requests that had to wait (for the `acquired` event's `waited`). */
   private readonly waited = new WeakSet<AcquireRequest>();
   private readonly offSession: (() => void) | undefined;
+  /** Holds whose release the engine did not answer, retried in the background (see retryRelease). */
+  private readonly unreleased = new Set<HeldLock>();
   /** Background clean-ups of lost leases (close() waits for them, bounded). */
   private readonly cleanups = new Set<Promise<unknown>>();
   /** What every lost hold goes through (one function for all, not a closure per lease). */
@@ -441,6 +443,9 @@ export class LockClient {
       h.lose('closed');
       await this.driver.release(h.key, h.owner).catch(() => false);
     });
+    // Releases still being retried (the engine did not answer): one last attempt.
+    for (const h of this.unreleased) releases.push(this.driver.release(h.key, h.owner).then(() => undefined, () => undefined));
+    this.unreleased.clear();
     this.held.clear();
     await Promise.all(releases);
     // Waits that were aborted leave the engine's queues before the driver closes (bounded).
@@ -605,6 +610,7 @@ export class LockClient {
     this.held.add(held);
     held.onLost = this.onHeldLost;
     const s = grant.session;
+    held.session = s;
     if (s) {
       const onSessionLost = (): void => {
         const r: unknown = s.reason;
@@ -632,6 +638,33 @@ export class LockClient {
     );
     this.cleanups.add(bounded);
     void bounded.then(() => this.cleanups.delete(bounded));
+  }
+
+  /**
+   * Retry the release of `held` in the background (jittered backoff, 50 ms to 1 s) until the
+   * engine answers, or the engine frees the key on its own: the session carrying the hold ended,
+   * or (per-key TTL drivers) one TTL has passed since the failed release (renewal stopped before
+   * it). close() makes one last attempt, bounded, and stops the retries. The owner id is unique to
+   * this hold, so a retry never removes another owner's lock.
+   */
+  private retryRelease(held: HeldLock): void {
+    const until = held.session ? Number.POSITIVE_INFINITY : monotonicNow() + held.ttlMs;
+    this.unreleased.add(held);
+    const retry = async (): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        await pause(backoffMs(attempt, 50, 1000), this.closing.signal);
+        if (this.closing.signal.aborted || held.session?.aborted || monotonicNow() >= until) return;
+        try {
+          await this.driver.release(held.key, held.owner);
+          return;
+        } catch (e) {
+          if (isDlockError(e) && !(e instanceof UnavailableError)) return;
+        }
+      }
+    };
+    void retry()
+      .catch(() => undefined)
+      .then(() => this.unreleased.delete(held));
   }
 
   private async extendNow(held: HeldLock, ttlMs: number): Promise<void> {
@@ -664,7 +697,15 @@ export class LockClient {
       // at the latest.
       ok = false;
     } else if (!this.closing.signal.aborted) {
-      ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
+      try {
+        ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
+      } catch (e) {
+        // The engine did not answer: the caller is told, and the release is retried in the
+        // background, so a session engine (which keeps the lock while the session lives, e.g.
+        // an etcd lease kept alive through other members) does not hold it until close().
+        if (e instanceof UnavailableError) this.retryRelease(held);
+        throw e;
+      }
     }
     if (this.events.has('released')) this.events.emit('released', { ...this.base(held.key, held.owner, held.admission), token: held.token, holdMs: monotonicNow() - held.acquiredAt, ok });
     return ok;
@@ -679,6 +720,24 @@ export class LockClient {
       throw new UnavailableError(what, { cause: e });
     }
   }
+}
+
+/**
+ * Resolve after `ms` or once `signal` aborts, whichever is first; the timer does not keep the
+ * process alive (a background retry must not hold up its exit).
+ */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** A driver's LockState as the client reports it. */

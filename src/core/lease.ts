@@ -36,6 +36,8 @@ export class HeldLock {
   liveUntil: (() => number) | undefined;
   /** Drops what ties this hold to its session (called on release). */
   detach: (() => void) | undefined;
+  /** For session drivers: aborted when the session carrying this hold ends (the engine frees it then). */
+  session: AbortSignal | undefined;
   /** How this hold shares its key (absent: exclusive). */
   admission: Admission | undefined;
   /** Called once when the hold becomes lost (session drivers give the engine's lock back). */

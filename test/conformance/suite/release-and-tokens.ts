@@ -4,7 +4,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
+import { LockClient } from '../../../src/core/client.js';
 import { markStoreOf } from '../../../src/drivers/id-store.js';
+import { UnavailableError } from '../../../src/errors.js';
 import type { SuiteContext } from './context.js';
 
 export function defineReleaseAndTokens(ctx: SuiteContext): void {
@@ -56,6 +58,40 @@ export function defineReleaseAndTokens(ctx: SuiteContext): void {
     expect(state?.remainingMs).toBeLessThanOrEqual(10_000);
     expect(next.isHeld()).toBe(true);
     expect(await next.release()).toBe(true);
+  });
+
+  it('a release the engine did not answer is retried in the background: the key is free long before its TTL', async () => {
+    // The engine is real; only the first release request fails on its way, as one sent to an
+    // isolated etcd member does while the session is kept alive through the others.
+    const key = uniqueKey('release-retry');
+    const driver = await newDriver();
+    let failures = 1;
+    const flaky = new Proxy(driver, {
+      get(target, prop) {
+        if (prop === 'release') {
+          return async (k: string, owner: string) => {
+            if (failures-- > 0) throw Object.assign(new Error('connect ECONNRESET (injected into the first release request)'), { code: 'ECONNRESET' });
+            return target.release(k, owner);
+          };
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const a = new LockClient(flaky);
+    try {
+      const lease = await a.acquire(key, { ttlMs: 60_000 });
+      await expect(lease.release()).rejects.toBeInstanceOf(UnavailableError);
+      expect(lease.isHeld()).toBe(false);
+      const b = await newClient();
+      // Without the retry the key stays until its 60 s TTL (a session engine: while the session lives).
+      const next = await b.acquire(key, { waitMs: 10_000 });
+      expect(next.token).toBeGreaterThan(lease.token);
+      expect(failures).toBeLessThan(0);
+      expect(await next.release()).toBe(true);
+    } finally {
+      await a.close();
+    }
   });
 
   // ---------------------------------------------------------------- tokens
