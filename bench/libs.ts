@@ -232,6 +232,49 @@ async function pubsubFloor(url: string): Promise<Locker> {
   };
 }
 
+const HANDOFF_LUA = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local nxt = redis.call('LPOP', KEYS[2])
+if nxt then redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2]); redis.call('LPUSH', KEYS[1] .. ':w:' .. nxt, '1') else redis.call('DEL', KEYS[1]) end
+return 1`;
+const TRY_OR_QUEUE_LUA = `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 0`;
+
+interface WithBlockingHandoff {
+  benchTryOrQueue(key: string, queue: string, token: string, ttlMs: number): Promise<number>;
+  benchHandOff(key: string, queue: string, token: string, ttlMs: number): Promise<number>;
+}
+
+/**
+ * Not a library: the least a direct handoff can do, with no pub/sub at all. The waiter queues its
+ * token and blocks in BLPOP on a list of its own on a connection of its own; the release (one
+ * script) gives the key to the queue's head and pushes to that head's list, so the server's reply
+ * to the blocked BLPOP is the grant: release -> server -> waiter, one hop. Single Redis node,
+ * handoff only (one blocked connection per waiter; no timeouts, no cancel).
+ */
+async function blockingFloor(url: string): Promise<Locker> {
+  const redis = await connect(url);
+  const blocking = await connect(url);
+  redis.defineCommand('benchTryOrQueue', { numberOfKeys: 2, lua: TRY_OR_QUEUE_LUA });
+  redis.defineCommand('benchHandOff', { numberOfKeys: 2, lua: HANDOFF_LUA });
+  const r = redis as unknown as WithBlockingHandoff;
+  const prefix = randomBytes(8).toString('hex');
+  let seq = 0;
+  return {
+    async acquire(key) {
+      const token = `${prefix}:${++seq}`;
+      const queue = `${key}:queue`;
+      const held = { release: () => r.benchHandOff(key, queue, token, TTL_MS) };
+      if ((await r.benchTryOrQueue(key, queue, token, TTL_MS)) === 1) return held;
+      await blocking.blpop(`${key}:w:${token}`, TTL_MS / 1000);
+      return held;
+    },
+    close: async () => {
+      await Promise.all([quit(redis), quit(blocking)]);
+    },
+  };
+}
+
 const ALL: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
 
 export const BASELINE_ID = 'hand-rolled';
@@ -260,6 +303,14 @@ export const LIBS: readonly LibSpec[] = [
     pollMs: 0,
     scenarios: ['handoff'],
     create: pubsubFloor,
+  },
+  {
+    // Not a library: the floor of a direct handoff with a blocked command instead of pub/sub.
+    id: 'blocking-floor',
+    name: 'floor: direct handoff, BLPOP',
+    pollMs: 0,
+    scenarios: ['handoff'],
+    create: blockingFloor,
   },
   {
     // Not a peer: shows how much of a throughput gain is auto-pipelining alone.
