@@ -212,6 +212,8 @@ export class WaitLoop {
   private readonly health: EngineHealth = { error: undefined };
   /** Waits in progress, with the exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
+  /** Set by {@link abortAll}: a wait whose first try was in flight then ends with it. */
+  private ended: { reason: unknown } | undefined;
 
   constructor(
     private readonly driver: LockDriver,
@@ -258,6 +260,8 @@ export class WaitLoop {
         this.observer.engineError?.(req, e);
       }
     }
+    // close() came while the first try was in flight (that try is not yet a wait abortAll sees).
+    if (this.ended) throw this.ended.reason;
     if (noAnswer) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
     // Behind a local waiter of this key (and no caller signal): park at the gate, light, and no
     // frame of this function stays suspended meanwhile (see KeyGates.park).
@@ -288,6 +292,7 @@ export class WaitLoop {
   }
 
   private async run(req: AcquireRequest, deadline: number, signal: AbortSignal | undefined, tried: TryResult | undefined, fastError: unknown, gateHeld: boolean): Promise<Grant | null> {
+    if (this.ended) throw this.ended.reason;
     const run = new WaitRun(deadline, signal, this.runs, this.health);
     // A parked wait took its turn behind local waiters that were talking to the engine.
     run.answered = tried !== undefined || gateHeld;
@@ -305,6 +310,7 @@ export class WaitLoop {
 
   /** Abort every wait in progress with `reason` (close()). */
   abortAll(reason: unknown): void {
+    this.ended ??= { reason };
     for (const run of [...this.runs]) run.abort(reason);
     this.gates.failParked(reason);
   }

@@ -247,6 +247,28 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect(loop.gatedKeys).toBe(0);
   });
 
+  it('abortAll (close) while the first try is in flight: the wait ends with the reason once the try answers busy', async () => {
+    // Found in CI on PostgreSQL's table mode at load average ~12: the first try (a new pooled
+    // connection) was still in flight when close() came, so no wait existed yet for abortAll to
+    // end; the try then answered busy and an ordinary wait began on a closed client.
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    engine.manual = true;
+    const loop = new WaitLoop(engine);
+    const t = track(loop.acquire(req('a'), performance.now() + 60_000));
+    await vi.advanceTimersByTimeAsync(1);
+    expect(engine.pending).toHaveLength(1);
+    const closed = new Error('closed');
+    loop.abortAll(closed);
+    engine.pending.shift()?.resolve({ ok: false, retryAfterMs: -1 });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(t.state).toBe('rejected');
+    expect(t.error).toBe(closed);
+    expect(engine.tries).toBe(1);
+    expect(engine.openWatches).toBe(0);
+    expect(loop.size).toBe(0);
+  });
+
   it('a wait that runs out at the local gate is a timeout; after an engine error, that error', async () => {
     const engine = new ScriptedEngine();
     engine.holder = 'other';
