@@ -9,10 +9,14 @@
  * semaphore); a second release answers as the first; no hold lost while held (no spurious loss); the
  * closed client's wait rejects and close() settles; no unhandled rejection; and nothing is left
  * on the engine (no holder, no queued waiter) after 3 × TTL.
+ * A wait that runs out (20 s) is an error on an engine that orders its waiters; on one that does
+ * not (`info.fairness` 'none': Redlock, where 12 tasks retry for a key with no queue) it is the
+ * starvation such an engine allows, counted as `starved` and reported, not a violation. The first
+ * 20 s run of the full matrix showed it on Redlock only (9 of ~60 waits on the mutex).
  */
 import { expect } from 'vitest';
 import type { LockClient } from '../../src/core/client.js';
-import { LockAbortedError } from '../../src/errors.js';
+import { LockAbortedError, LockTimeoutError, NoFreeWorkerError } from '../../src/errors.js';
 import { checkExclusive, FULL, leftovers, LocalHistory, pause, readHistory } from './harness.js';
 import { defineScenario } from './matrix.js';
 import { hold, keysOf, SEMAPHORE_PERMITS, type PrimitiveName } from './primitives.js';
@@ -36,7 +40,8 @@ defineScenario({ number: 9, title: `races for ${RACE_MS / 1000} s`, timeoutMs: 1
     const end = performance.now() + RACE_MS;
     let holders = 0;
     let maxHolders = 0;
-    const counts = { holds: 0, aborted: 0, spuriousLoss: 0, doubleReleaseDiffers: 0, errors: [] as string[] };
+    const counts = { holds: 0, aborted: 0, starved: 0, spuriousLoss: 0, doubleReleaseDiffers: 0, errors: [] as string[] };
+    const unordered = clients[0]?.driver.info.fairness === 'none';
     const task = async (c: LockClient): Promise<void> => {
       while (performance.now() < end) {
         const abortable = Math.random() < 0.4;
@@ -50,6 +55,10 @@ defineScenario({ number: 9, title: `races for ${RACE_MS / 1000} s`, timeoutMs: 1
         } catch (e) {
           if (e instanceof LockAbortedError || ac.signal.aborted) {
             counts.aborted += 1;
+            continue;
+          }
+          if (unordered && (e instanceof LockTimeoutError || e instanceof NoFreeWorkerError)) {
+            counts.starved += 1;
             continue;
           }
           counts.errors.push(`${(e as Error).name}: ${(e as Error).message}`);
@@ -98,7 +107,7 @@ defineScenario({ number: 9, title: `races for ${RACE_MS / 1000} s`, timeoutMs: 1
     expect(closedWait).not.toBe('granted');
     expect(left).toEqual([]);
     expect(unhandled.map(String)).toEqual([]);
-    return { runs: 1, violations: 0, figures: { holds: counts.holds, aborted: counts.aborted, maxHolders, closedWait } };
+    return { runs: 1, violations: 0, figures: { holds: counts.holds, aborted: counts.aborted, ...(unordered ? { starved: counts.starved } : {}), maxHolders, closedWait } };
   } finally {
     process.off('unhandledRejection', onUnhandled);
   }
