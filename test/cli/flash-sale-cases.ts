@@ -20,9 +20,9 @@ export interface CliRun {
 }
 
 /** Run the built CLI; never rejects (a non-zero exit or a timeout is `code` != 0). */
-export function dlock(args: readonly string[], timeoutMs = 50_000): Promise<CliRun> {
+export function dlock(args: readonly string[], timeoutMs = 50_000, extraEnv: Record<string, string> = {}): Promise<CliRun> {
   // The user's DLOCK_URL (a default for --url) must not leak into the tests.
-  const env = { ...process.env };
+  const env = { ...process.env, ...extraEnv };
   delete env.DLOCK_URL;
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: timeoutMs, killSignal: 'SIGINT', env }, (err, stdout, stderr) => {
