@@ -2,7 +2,9 @@
  * Redlock's operator steps on three real nodes: list() gives a key once when a majority holds it
  * (not a minority's partial grant); forceRelease() deletes on every node that answers, raises every
  * reachable node's fence counter to the highest seen, tolerates a minority down, and refuses with
- * QuorumError when a majority does not answer.
+ * QuorumError when a majority does not answer. A node whose SCAN fails while its other commands
+ * answer does not hide the keys it holds (the next node gives them); more failing scans than a
+ * minority: QuorumError.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -49,6 +51,34 @@ describe('redlock list() and forceRelease()', () => {
     expect((await c.list('adm:')).map((i) => [i.key, i.holders[0]?.owner])).toEqual([['adm:held', held.owner]]);
     await held.release();
     expect(await c.list('adm:')).toEqual([]);
+  });
+
+  it('a node whose SCAN fails does not hide its keys: the next node gives them; two such nodes: QuorumError', async () => {
+    const n = await nodes();
+    const c = client(n.url);
+    const leases = await Promise.all(['scan:a', 'scan:b', 'scan:c'].map((k) => c.acquire(k, { ttlMs: 30_000 })));
+    // Listing order is by host:port; the first node refuses SCAN (and only SCAN: it still answers
+    // the checks a later node's keys go through, which used to make them look given already).
+    const sorted = [...n.nodes].sort((a, b) => (`127.0.0.1:${a.port}` < `127.0.0.1:${b.port}` ? -1 : 1));
+    await on(sorted[0]!.url, (r) => r.call('ACL', 'SETUSER', 'default', '-scan'));
+    const pages = async (limit: number): Promise<string[]> => {
+      const d = new RedlockDriver({ url: n.url, nodeTimeoutMs: 500 });
+      cleanups.push(() => d.close());
+      const keys: string[] = [];
+      let cursor: string | undefined;
+      for (let i = 0; i < 50; i++) {
+        const page = await d.list('scan:', { limit, ...(cursor === undefined ? {} : { cursor }) });
+        keys.push(...page.keys);
+        cursor = page.cursor;
+        if (cursor === undefined) break;
+      }
+      return keys;
+    };
+    expect((await c.list('scan:')).map((i) => i.key)).toEqual(['scan:a', 'scan:b', 'scan:c']);
+    expect((await pages(1)).sort()).toEqual(['scan:a', 'scan:b', 'scan:c']);
+    await on(sorted[1]!.url, (r) => r.call('ACL', 'SETUSER', 'default', '-scan'));
+    await expect(c.list('scan:')).rejects.toBeInstanceOf(QuorumError);
+    await Promise.all(leases.map((l) => l.release()));
   });
 
   it('with one node down: evicts the holder, wakes the waiter, raises every reachable fence; with two down: QuorumError', async () => {

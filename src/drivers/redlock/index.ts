@@ -441,6 +441,11 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     if (outcome.won && token !== undefined) {
       const t = token;
       const committed = replies.every((r) => !r?.ok || !r.value.granted || r.value.token === t) || (await this.commit(req, lock, t, sentAt + validFor));
+      // Let the other nodes answer first, as node-redlock does, so that once acquire resolves
+      // every node that answers about as fast as the quorum did has the lock (a listing that
+      // starts then sees it there). Bounded: twice the time the quorum took plus 5 ms, so a hung
+      // node does not slow every acquisition down to the node timeout.
+      if (committed) await complete(5 + 2 * (monotonicNow() - sentAt));
       if (committed && monotonicNow() < sentAt + validFor) {
         this.keptRounds.delete(req.owner);
         return { ok: true, grant: { token: t, sentAt } };
@@ -644,36 +649,57 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
   }
 
   /**
-   * One page of held keys: each node is SCANned in turn (sorted by `host:port`; a node that does
-   * not answer is skipped), and a key it has is given when a majority holds it ({@link inspect})
-   * and no node scanned before it has it (that node's scan gave it already).
+   * One page of held keys: each node is SCANned in turn (sorted by `host:port`), and a key it has
+   * is given when a majority holds it ({@link inspect}) and no node scanned before it has it (that
+   * node's scan gave it already). A node whose scan fails is skipped and remembered in the cursor:
+   * a later node then gives the keys that node also holds (a skipped node's copy proves nothing).
+   * More than N - quorum skipped nodes: {@link QuorumError} (a majority-held key could live only
+   * on the skipped ones). Keys whose copies change during the listing (being acquired, released,
+   * restored on a restarted node) may be named twice or not at all, as with SCAN itself;
+   * `acquire` resolves only once every node answered or timed out, so a lock held when the
+   * listing starts is named once.
    */
   async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
     this.assertOpen();
+    const { inner, skipped } = decodeListCursor(page.cursor);
     const order = this.nodes.map((node, i) => ({ node, i, label: this.labels[i] ?? node.label })).sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+    const failed = new Map<string, unknown>();
+    const tooMany = (): QuorumError =>
+      new QuorumError(
+        'list',
+        prefix,
+        this.quorum,
+        order.map(({ label }) => (skipped.has(label) ? { node: label, answer: 'unreachable' as const, detail: failed.has(label) ? errorText(failed.get(label)) : 'failed earlier in this listing' } : { node: label, answer: 'done' as const })),
+        'too many nodes could not be scanned',
+      );
+    if (skipped.size > this.nodes.length - this.quorum) throw this.quorumFailure(tooMany());
     const scanners = order.map(({ node, label }, rank): ScanNode => ({
       address: label,
       scan: async (cursor, match, count) => {
         let batch;
         try {
           batch = await (await node.scanNode()).scan(cursor, match, count);
-        } catch {
-          return { cursor: '0', keys: [] }; // unreachable: skipped (another node has what a majority holds)
+        } catch (e) {
+          failed.set(label, e);
+          skipped.add(label);
+          if (skipped.size > this.nodes.length - this.quorum) throw this.quorumFailure(tooMany());
+          return { cursor: '0', keys: [] };
         }
         const keys: string[] = [];
+        const earlier = order.slice(0, rank).filter(({ label: l }) => !skipped.has(l));
         for (const name of batch.keys) {
           const key = lockKeyName(this.prefix, name, false);
           if (key === undefined || !key.startsWith(prefix) || this.lockKey(key) !== name) continue;
-          const seen = await Promise.all(
-            order.slice(0, rank).map(({ node: earlier }) => earlier.run(scripts.inspect, [name], []).then((r) => Boolean(r), () => false)),
-          );
+          const seen = await Promise.all(earlier.map(({ node: e }) => e.run(scripts.inspect, [name], []).then((r) => Boolean(r), () => false)));
           if (seen.some(Boolean)) continue;
           if ((await this.inspect(key)) !== null) keys.push(name);
         }
         return { cursor: batch.cursor, keys };
       },
     }));
-    return scanPage(scanners, lockPattern(this.prefix, prefix, false), page, (name) => lockKeyName(this.prefix, name, false));
+    const out = await scanPage(scanners, lockPattern(this.prefix, prefix, false), { limit: page.limit, ...(inner === undefined ? {} : { cursor: inner }) }, (name) => lockKeyName(this.prefix, name, false));
+    if (out.cursor === undefined || skipped.size === 0) return out;
+    return { keys: out.keys, cursor: JSON.stringify({ page: out.cursor, skipped: [...skipped].sort() }) };
   }
 
   /**
@@ -1045,4 +1071,22 @@ export function parseRedlockUrl(url: string): ParsedRedlockUrl {
     ...(num('nodeTimeoutMs') !== undefined ? { nodeTimeoutMs: num('nodeTimeoutMs') } : {}),
     ...(num('retryJitterMs') !== undefined ? { retryJitterMs: num('retryJitterMs') } : {}),
   };
+}
+
+/** A Redlock listing cursor: scanPage's own, or `{ page, skipped }` once a node's scan failed. */
+function decodeListCursor(cursor: string | undefined): { inner: string | undefined; skipped: Set<string> } {
+  if (cursor === undefined || !cursor.startsWith('{')) return { inner: cursor, skipped: new Set() };
+  try {
+    const c = JSON.parse(cursor) as { page?: unknown; skipped?: unknown };
+    if (typeof c.page === 'string' && Array.isArray(c.skipped) && c.skipped.every((x) => typeof x === 'string')) {
+      return { inner: c.page, skipped: new Set(c.skipped) };
+    }
+  } catch {
+    // reported below
+  }
+  throw new InvalidArgumentError(`list() cursor ${JSON.stringify(cursor)} is not one this driver returned: pass back a page's cursor unchanged.`);
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
