@@ -8,7 +8,13 @@ import { Semaphore as PeerSemaphore } from 'redis-semaphore';
 import type { DlockSource } from './libs.js';
 
 export interface AdmissionJob {
-  readonly lib: 'dlock-semaphore' | 'redis-semaphore' | 'dlock-rwlock' | 'dlock-mutex';
+  readonly lib: 'dlock-semaphore' | 'redis-semaphore' | 'dlock-rwlock' | 'dlock-mutex' | 'floor-rwlock' | 'floor-mutex';
+  /**
+   * Concurrent loops in this process (1 unless set). The floor rows run every loop in one process
+   * on dlock's in-process engine (`memory:`), so that a lock operation costs no round trip and no
+   * wake-up of another process: what the mix allows when locking is free.
+   */
+  readonly loops?: number;
   readonly url: string;
   /** dlock's engine when not `url`'s Redis (the counters stay on `url`). */
   readonly lockUrl?: string | undefined;
@@ -34,7 +40,8 @@ async function run(job: AdmissionJob): Promise<AdmissionDone> {
   const dl = (await (job.dlock === 'src' ? import('../src/index.js') : import(new URL('../dist/esm/index.js', import.meta.url).href))) as Dlock;
   const probe = new Redis(job.url);
   const peer = new Redis(job.url);
-  const client = job.lib.startsWith('dlock') ? await dl.connect(job.lockUrl ?? job.url, { ttlMs: 10_000 }) : undefined;
+  const floor = job.lib.startsWith('floor');
+  const client = job.lib.startsWith('dlock') || floor ? await dl.connect(floor ? 'memory:' : (job.lockUrl ?? job.url), { ttlMs: 10_000 }) : undefined;
   const inside = `${job.key}:inside`;
   const writing = `${job.key}:writing`;
   let reads = 0;
@@ -53,31 +60,35 @@ async function run(job: AdmissionJob): Promise<AdmissionDone> {
     if (write) await probe.del(writing);
     await probe.decr(inside);
   };
-  while (performance.now() < until) {
-    const write = job.lib === 'dlock-rwlock' || job.lib === 'dlock-mutex' ? Math.random() * 100 >= job.readPct : false;
-    const t0 = performance.now();
-    if (job.lib === 'redis-semaphore') {
-      const s = new PeerSemaphore(peer, job.key, job.permits, { lockTimeout: 10_000, acquireTimeout: 120_000 });
-      await s.acquire();
-      maxWaitMs = Math.max(maxWaitMs, performance.now() - t0);
-      await section(false);
-      await s.release();
-    } else if (job.lib === 'dlock-semaphore') {
-      const l = await new dl.Semaphore(client!, job.key, { permits: job.permits }).acquire({ waitMs: 120_000 });
-      maxWaitMs = Math.max(maxWaitMs, performance.now() - t0);
-      await section(false);
-      await l.release();
-    } else {
-      const side = job.lib === 'dlock-mutex' ? undefined : new dl.ReadWriteLock(client!, job.key)[write ? 'write' : 'read'];
-      const l = side ? await side.acquire({ waitMs: 120_000 }) : await client!.acquire(job.key, { waitMs: 120_000 });
-      maxWaitMs = Math.max(maxWaitMs, performance.now() - t0);
-      // The mutex holds alone whatever the cycle is: count it as the writer it is.
-      await section(job.lib === 'dlock-mutex' ? true : write);
-      await l.release();
+  const mutex = job.lib === 'dlock-mutex' || job.lib === 'floor-mutex';
+  const loop = async (): Promise<void> => {
+    while (performance.now() < until) {
+      const write = job.lib === 'dlock-rwlock' || mutex || job.lib === 'floor-rwlock' ? Math.random() * 100 >= job.readPct : false;
+      const t0 = performance.now();
+      if (job.lib === 'redis-semaphore') {
+        const s = new PeerSemaphore(peer, job.key, job.permits, { lockTimeout: 10_000, acquireTimeout: 120_000 });
+        await s.acquire();
+        maxWaitMs = Math.max(maxWaitMs, performance.now() - t0);
+        await section(false);
+        await s.release();
+      } else if (job.lib === 'dlock-semaphore') {
+        const l = await new dl.Semaphore(client!, job.key, { permits: job.permits }).acquire({ waitMs: 120_000 });
+        maxWaitMs = Math.max(maxWaitMs, performance.now() - t0);
+        await section(false);
+        await l.release();
+      } else {
+        const side = mutex ? undefined : new dl.ReadWriteLock(client!, job.key)[write ? 'write' : 'read'];
+        const l = side ? await side.acquire({ waitMs: 120_000 }) : await client!.acquire(job.key, { waitMs: 120_000 });
+        maxWaitMs = Math.max(maxWaitMs, performance.now() - t0);
+        // The mutex holds alone whatever the cycle is: count it as the writer it is.
+        await section(mutex ? true : write);
+        await l.release();
+      }
+      if (write) writes += 1;
+      else reads += 1;
     }
-    if (write) writes += 1;
-    else reads += 1;
-  }
+  };
+  await Promise.all(Array.from({ length: job.loops ?? 1 }, loop));
   await client?.close();
   probe.disconnect();
   peer.disconnect();

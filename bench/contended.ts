@@ -42,6 +42,9 @@ export class WorkerPool {
     const file = fileURLToPath(new URL('./contended-worker.ts', import.meta.url));
     // Inherit tsx's loader flags, not a profiler's.
     const execArgv = process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--prof'));
+    // DLOCK_BENCH_WORKER_PROFILE=<dir>: every worker writes a CPU profile there (bench/profile-summary.ts reads it).
+    const profileDir = process.env['DLOCK_BENCH_WORKER_PROFILE'];
+    if (profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
     for (let i = 0; i < n; i++) {
       pool.workers.push(fork(file, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     }

@@ -411,7 +411,7 @@ async function main(): Promise<void> {
       const redlock = engine === 'redlock' ? await (await import('../test/support/redlock.js')).startRedlock({ nodes: 3 }) : undefined;
       try {
         const lockUrl = mysql ? `${mysql.url}?mode=table` : redlock?.url;
-        await runAdmissionBench({ scenario: admissionScenario, url: server.url, lockUrl, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, log });
+        await runAdmissionBench({ scenario: admissionScenario, url: server.url, lockUrl, reps, seconds, processes: explicit ? processes : undefined, dlock: dlockSource, json, log });
       } finally {
         await mysql?.stop();
         await redlock?.stop();
