@@ -43,12 +43,15 @@ const NAMES: Record<Lib, string> = {
 
 function runWorkers(job: Omit<AdmissionJob, 'key'>, processes: number, key: string): Promise<AdmissionDone[]> {
   const file = fileURLToPath(new URL('./admission-worker.ts', import.meta.url));
+  // DLOCK_BENCH_WORKER_PROFILE=<dir>: every worker writes a CPU profile there (bench/profile-summary.ts reads it).
+  const profileDir = process.env['DLOCK_BENCH_WORKER_PROFILE'];
+  const execArgv = profileDir ? [...process.execArgv, '--cpu-prof', `--cpu-prof-dir=${profileDir}`] : process.execArgv;
   return Promise.all(
     Array.from(
       { length: processes },
       () =>
         new Promise<AdmissionDone>((resolve, reject) => {
-          const child = fork(file, [], { execArgv: process.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+          const child = fork(file, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
           child.once('message', (m: ({ ok: true } & AdmissionDone) | { ok: false; error: string }) => (m.ok ? resolve(m) : reject(new Error(m.error))));
           child.once('exit', (code) => (code === 0 ? undefined : reject(new Error(`worker exited ${code}`))));
           child.send({ ...job, key });
