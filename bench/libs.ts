@@ -275,6 +275,45 @@ async function blockingFloor(url: string): Promise<Locker> {
   };
 }
 
+const HANDOFF_PUBLISH_LUA = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local nxt = redis.call('LPOP', KEYS[2])
+if nxt then redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2]); redis.call('PUBLISH', string.match(nxt, '^(%x+):') .. ':grants', nxt) else redis.call('DEL', KEYS[1]) end
+return 1`;
+
+/**
+ * Not a library: {@link blockingFloor}'s direct handoff with the grant carried by pub/sub instead
+ * of a blocked BLPOP: the release (one script) gives the key to the queue's head and PUBLISHes its
+ * token on the head's process channel, to which the waiter's subscriber connection listens. Set
+ * beside the BLPOP floor, it tells what the carrier costs (pub/sub against a blocked command),
+ * apart from what a library does around it.
+ */
+async function pubsubDirectFloor(url: string): Promise<Locker> {
+  const redis = await connect(url);
+  const sub = await connect(url);
+  redis.defineCommand('benchTryOrQueue', { numberOfKeys: 2, lua: TRY_OR_QUEUE_LUA });
+  redis.defineCommand('benchHandOffPublish', { numberOfKeys: 2, lua: HANDOFF_PUBLISH_LUA });
+  const r = redis as unknown as WithBlockingHandoff & { benchHandOffPublish(key: string, queue: string, token: string, ttlMs: number): Promise<number> };
+  const prefix = randomBytes(8).toString('hex');
+  const granted = new Map<string, () => void>();
+  sub.on('message', (_channel: string, token: string) => granted.get(token)?.());
+  await sub.subscribe(`${prefix}:grants`);
+  let seq = 0;
+  return {
+    async acquire(key) {
+      const token = `${prefix}:${++seq}`;
+      const queue = `${key}:queue`;
+      const held = { release: () => r.benchHandOffPublish(key, queue, token, TTL_MS) };
+      const got = new Promise<void>((resolve) => granted.set(token, resolve));
+      if ((await r.benchTryOrQueue(key, queue, token, TTL_MS)) !== 1) await got;
+      granted.delete(token);
+      return held;
+    },
+    close: async () => {
+      await Promise.all([quit(redis), quit(sub)]);
+    },
+  };
+}
+
 const ALL: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
 
 export const BASELINE_ID = 'hand-rolled';
@@ -303,6 +342,14 @@ export const LIBS: readonly LibSpec[] = [
     pollMs: 0,
     scenarios: ['handoff'],
     create: pubsubFloor,
+  },
+  {
+    // Not a library: the same direct handoff as blocking-floor, the grant carried by pub/sub.
+    id: 'pubsub-direct-floor',
+    name: 'floor: direct handoff, pub/sub',
+    pollMs: 0,
+    scenarios: ['handoff'],
+    create: pubsubDirectFloor,
   },
   {
     // Not a library: the floor of a direct handoff with a blocked command instead of pub/sub.
