@@ -441,11 +441,6 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     if (outcome.won && token !== undefined) {
       const t = token;
       const committed = replies.every((r) => !r?.ok || !r.value.granted || r.value.token === t) || (await this.commit(req, lock, t, sentAt + validFor));
-      // Let the other nodes answer first, as node-redlock does, so that once acquire resolves
-      // every node that answers about as fast as the quorum did has the lock (a listing that
-      // starts then sees it there). Bounded: twice the time the quorum took plus 5 ms, so a hung
-      // node does not slow every acquisition down to the node timeout.
-      if (committed) await complete(5 + 2 * (monotonicNow() - sentAt));
       if (committed && monotonicNow() < sentAt + validFor) {
         this.keptRounds.delete(req.owner);
         return { ok: true, grant: { token: t, sentAt } };
@@ -655,9 +650,8 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
    * a later node then gives the keys that node also holds (a skipped node's copy proves nothing).
    * More than N - quorum skipped nodes: {@link QuorumError} (a majority-held key could live only
    * on the skipped ones). Keys whose copies change during the listing (being acquired, released,
-   * restored on a restarted node) may be named twice or not at all, as with SCAN itself;
-   * `acquire` resolves only once every node answered or timed out, so a lock held when the
-   * listing starts is named once.
+   * restored on a restarted node, or a copy still on its way to a node when `acquire` resolved on
+   * a majority) may be named twice or not at all, as with SCAN itself.
    */
   async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
     this.assertOpen();

@@ -49,9 +49,8 @@ export interface RoundResult<T, R> {
   /**
    * Every reply, once all nodes answered or the round's deadline passed (for an error report that
    * says what each node answered rather than "no answer yet"); the outcome does not change.
-   * `withinMs`: answer sooner, with what arrived by then.
    */
-  readonly complete: (withinMs?: number) => Promise<Replies<T>>;
+  readonly complete: () => Promise<Replies<T>>;
 }
 
 /** Redis reply errors (ioredis `ReplyError`, node-redis `ErrorReply`) come from a node that answered. */
@@ -69,11 +68,10 @@ export function round<T, R>(spec: RoundSpec<T, R>): Promise<RoundResult<T, R>> {
   const all: Array<Reply<T> | undefined> = new Array<Reply<T> | undefined>(spec.n).fill(undefined);
   let answered = 0;
   const onComplete: Array<() => void> = [];
-  const complete = (withinMs = Infinity): Promise<Replies<T>> => {
-    const until = Math.min(deadline, monotonicNow() + Math.max(0, withinMs));
-    if (answered === spec.n || monotonicNow() >= until) return Promise.resolve([...all]);
+  const complete = (): Promise<Replies<T>> => {
+    if (answered === spec.n || monotonicNow() >= deadline) return Promise.resolve([...all]);
     return new Promise((resolve) => {
-      const timer = setTimeout(done, until - monotonicNow());
+      const timer = setTimeout(done, deadline - monotonicNow());
       function done(): void {
         clearTimeout(timer);
         resolve([...all]);
