@@ -14,7 +14,7 @@ import { Redis } from 'ioredis';
 import { Semaphore as PeerSemaphore } from 'redis-semaphore';
 import type { AdmissionDone, AdmissionJob } from './admission-worker.js';
 import type { DlockSource } from './libs.js';
-import { fmt, fmtSpread, rotate, spread, table } from './support.js';
+import { fmt, fmtSpread, rotate, spread, table, workerExecArgv } from './support.js';
 
 export interface AdmissionBenchOptions {
   readonly scenario: 'semaphore' | 'rwlock';
@@ -43,9 +43,7 @@ const NAMES: Record<Lib, string> = {
 
 function runWorkers(job: Omit<AdmissionJob, 'key'>, processes: number, key: string): Promise<AdmissionDone[]> {
   const file = fileURLToPath(new URL('./admission-worker.ts', import.meta.url));
-  // DLOCK_BENCH_WORKER_PROFILE=<dir>: every worker writes a CPU profile there (bench/profile-summary.ts reads it).
-  const profileDir = process.env['DLOCK_BENCH_WORKER_PROFILE'];
-  const execArgv = profileDir ? [...process.execArgv, '--cpu-prof', `--cpu-prof-dir=${profileDir}`] : process.execArgv;
+  const execArgv = workerExecArgv();
   return Promise.all(
     Array.from(
       { length: processes },
@@ -160,8 +158,9 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
       );
     }
   }
-  if (!o.json) console.log(`\n## ${o.scenario}${o.lockUrl ? ` (dlock on ${o.lockUrl.replace(/\/\/[^@]*@/, '//')})` : ''}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
-  if (!o.json) console.log(
+  if (!o.json) {
+    console.log(`\n## ${o.scenario}${o.lockUrl ? ` (dlock on ${o.lockUrl.replace(/\/\/[^@]*@/, '//')})` : ''}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
+    console.log(
     table(
       ['library', semaphore ? 'cycles/s' : 'read cycles/s', `× ${NAMES[libs[1]!]}`, 'max wait ms', 'over-admitted', ...(semaphore ? ['idle waiter cmd/s'] : [])],
       libs.map((l, i) => {
@@ -171,6 +170,7 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
       }),
     ),
   );
+  }
   const mid = spread(ratios).median;
   const dl = per.get(libs[0]!)!;
   if (semaphore) {

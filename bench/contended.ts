@@ -9,7 +9,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { FromWorker, ToWorker } from './contended-worker.js';
 import type { DlockSource, LibSpec } from './libs.js';
-import { between, now, quantile, snapshot, type ServerMonitor } from './support.js';
+import { between, now, quantile, snapshot, workerExecArgv, type ServerMonitor } from './support.js';
 
 export interface ContendedOptions {
   processes: number;
@@ -40,11 +40,7 @@ export class WorkerPool {
   static start(n: number): WorkerPool {
     const pool = new WorkerPool();
     const file = fileURLToPath(new URL('./contended-worker.ts', import.meta.url));
-    // Inherit tsx's loader flags, not a profiler's.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--prof'));
-    // DLOCK_BENCH_WORKER_PROFILE=<dir>: every worker writes a CPU profile there (bench/profile-summary.ts reads it).
-    const profileDir = process.env['DLOCK_BENCH_WORKER_PROFILE'];
-    if (profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
+    const execArgv = workerExecArgv();
     for (let i = 0; i < n; i++) {
       pool.workers.push(fork(file, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     }

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EngineDone, EngineToWorker } from './engines-worker.js';
-import { delay, fmt, fmtSpread, msBetween, now, quantile, spread, table, type Spread } from './support.js';
+import { delay, fmt, fmtSpread, msBetween, now, quantile, spread, table, type Spread, workerExecArgv } from './support.js';
 
 type Dlock = typeof import('../src/index.js');
 
@@ -182,7 +182,7 @@ async function measureContended(url: string, o: EnginesOptions, tag: string): Pr
   const counter = join(dir, 'counter');
   writeFileSync(counter, '0');
   const file = fileURLToPath(new URL('./engines-worker.ts', import.meta.url));
-  const execArgv = process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--prof'));
+  const execArgv = workerExecArgv();
   const workers = Array.from({ length: o.processes }, () => fork(file, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   try {
     const ready = workers.map((w) => new Promise<void>((resolve, reject) => {

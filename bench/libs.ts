@@ -232,84 +232,63 @@ async function pubsubFloor(url: string): Promise<Locker> {
   };
 }
 
+/** The release of a direct handoff: give the key to the queue's head, then tell it (`%GRANT%`). */
 const HANDOFF_LUA = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local nxt = redis.call('LPOP', KEYS[2])
-if nxt then redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2]); redis.call('LPUSH', KEYS[1] .. ':w:' .. nxt, '1') else redis.call('DEL', KEYS[1]) end
+if nxt then redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2]); %GRANT% else redis.call('DEL', KEYS[1]) end
 return 1`;
 const TRY_OR_QUEUE_LUA = `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return 0`;
+/** How a direct handoff tells the head: a push to the list its BLPOP blocks on, or a PUBLISH on its process channel. */
+const GRANT_BY = {
+  blpop: "redis.call('LPUSH', KEYS[1] .. ':w:' .. nxt, '1')",
+  pubsub: "redis.call('PUBLISH', string.match(nxt, '^(%x+):') .. ':grants', nxt)",
+} as const;
 
-interface WithBlockingHandoff {
+interface WithDirectHandoff {
   benchTryOrQueue(key: string, queue: string, token: string, ttlMs: number): Promise<number>;
   benchHandOff(key: string, queue: string, token: string, ttlMs: number): Promise<number>;
 }
 
 /**
- * Not a library: the least a direct handoff can do, with no pub/sub at all. The waiter queues its
- * token and blocks in BLPOP on a list of its own on a connection of its own; the release (one
- * script) gives the key to the queue's head and pushes to that head's list, so the server's reply
- * to the blocked BLPOP is the grant: release -> server -> waiter, one hop. Single Redis node,
- * handoff only (one blocked connection per waiter; no timeouts, no cancel).
+ * Not a library: the least a direct handoff can do. The waiter queues its token; the release (one
+ * script) gives the key to the queue's head and tells it, so release -> server -> waiter is one
+ * hop. `blpop`: the waiter blocks in BLPOP on a list of its own on a connection of its own, and the
+ * server's reply to it is the grant (no pub/sub at all). `pubsub`: the grant is PUBLISHed on the
+ * waiter's process channel, to which its subscriber connection listens; set beside the BLPOP row,
+ * it tells what the carrier costs apart from what a library does around it. Single Redis node,
+ * handoff only (no timeouts, no cancel).
  */
-async function blockingFloor(url: string): Promise<Locker> {
+async function directHandoffFloor(url: string, carrier: keyof typeof GRANT_BY): Promise<Locker> {
   const redis = await connect(url);
-  const blocking = await connect(url);
+  const waiting = await connect(url);
   redis.defineCommand('benchTryOrQueue', { numberOfKeys: 2, lua: TRY_OR_QUEUE_LUA });
-  redis.defineCommand('benchHandOff', { numberOfKeys: 2, lua: HANDOFF_LUA });
-  const r = redis as unknown as WithBlockingHandoff;
+  redis.defineCommand('benchHandOff', { numberOfKeys: 2, lua: HANDOFF_LUA.replace('%GRANT%', GRANT_BY[carrier]) });
+  const r = redis as unknown as WithDirectHandoff;
   const prefix = randomBytes(8).toString('hex');
+  const granted = new Map<string, () => void>();
+  if (carrier === 'pubsub') {
+    waiting.on('message', (_channel: string, token: string) => granted.get(token)?.());
+    await waiting.subscribe(`${prefix}:grants`);
+  }
   let seq = 0;
   return {
     async acquire(key) {
       const token = `${prefix}:${++seq}`;
       const queue = `${key}:queue`;
       const held = { release: () => r.benchHandOff(key, queue, token, TTL_MS) };
-      if ((await r.benchTryOrQueue(key, queue, token, TTL_MS)) === 1) return held;
-      await blocking.blpop(`${key}:w:${token}`, TTL_MS / 1000);
-      return held;
+      const told = carrier === 'pubsub' ? new Promise<void>((resolve) => granted.set(token, resolve)) : undefined;
+      try {
+        if ((await r.benchTryOrQueue(key, queue, token, TTL_MS)) === 1) return held;
+        await (told ?? waiting.blpop(`${key}:w:${token}`, TTL_MS / 1000));
+        return held;
+      } finally {
+        granted.delete(token);
+      }
     },
     close: async () => {
-      await Promise.all([quit(redis), quit(blocking)]);
-    },
-  };
-}
-
-const HANDOFF_PUBLISH_LUA = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local nxt = redis.call('LPOP', KEYS[2])
-if nxt then redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2]); redis.call('PUBLISH', string.match(nxt, '^(%x+):') .. ':grants', nxt) else redis.call('DEL', KEYS[1]) end
-return 1`;
-
-/**
- * Not a library: {@link blockingFloor}'s direct handoff with the grant carried by pub/sub instead
- * of a blocked BLPOP: the release (one script) gives the key to the queue's head and PUBLISHes its
- * token on the head's process channel, to which the waiter's subscriber connection listens. Set
- * beside the BLPOP floor, it tells what the carrier costs (pub/sub against a blocked command),
- * apart from what a library does around it.
- */
-async function pubsubDirectFloor(url: string): Promise<Locker> {
-  const redis = await connect(url);
-  const sub = await connect(url);
-  redis.defineCommand('benchTryOrQueue', { numberOfKeys: 2, lua: TRY_OR_QUEUE_LUA });
-  redis.defineCommand('benchHandOffPublish', { numberOfKeys: 2, lua: HANDOFF_PUBLISH_LUA });
-  const r = redis as unknown as WithBlockingHandoff & { benchHandOffPublish(key: string, queue: string, token: string, ttlMs: number): Promise<number> };
-  const prefix = randomBytes(8).toString('hex');
-  const granted = new Map<string, () => void>();
-  sub.on('message', (_channel: string, token: string) => granted.get(token)?.());
-  await sub.subscribe(`${prefix}:grants`);
-  let seq = 0;
-  return {
-    async acquire(key) {
-      const token = `${prefix}:${++seq}`;
-      const queue = `${key}:queue`;
-      const held = { release: () => r.benchHandOffPublish(key, queue, token, TTL_MS) };
-      const got = new Promise<void>((resolve) => granted.set(token, resolve));
-      if ((await r.benchTryOrQueue(key, queue, token, TTL_MS)) !== 1) await got;
-      granted.delete(token);
-      return held;
-    },
-    close: async () => {
-      await Promise.all([quit(redis), quit(sub)]);
+      await Promise.all([quit(redis), quit(waiting)]);
     },
   };
 }
@@ -349,7 +328,7 @@ export const LIBS: readonly LibSpec[] = [
     name: 'floor: direct handoff, pub/sub',
     pollMs: 0,
     scenarios: ['handoff'],
-    create: pubsubDirectFloor,
+    create: (u) => directHandoffFloor(u, 'pubsub'),
   },
   {
     // Not a library: the floor of a direct handoff with a blocked command instead of pub/sub.
@@ -357,7 +336,7 @@ export const LIBS: readonly LibSpec[] = [
     name: 'floor: direct handoff, BLPOP',
     pollMs: 0,
     scenarios: ['handoff'],
-    create: blockingFloor,
+    create: (u) => directHandoffFloor(u, 'blpop'),
   },
   {
     // Not a peer: shows how much of a throughput gain is auto-pipelining alone.

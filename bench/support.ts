@@ -162,3 +162,14 @@ export function rotate<T>(items: readonly T[], rep: number): T[] {
   const k = rep % Math.max(1, items.length);
   return [...items.slice(k), ...items.slice(0, k)];
 }
+
+/**
+ * Flags for a forked benchmark worker: this process's loader flags (tsx), without a profiler's;
+ * with `DLOCK_BENCH_WORKER_PROFILE=<dir>`, every worker writes a CPU profile there
+ * (bench/profile-summary.ts reads it).
+ */
+export function workerExecArgv(): string[] {
+  const argv = process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--prof'));
+  const dir = process.env['DLOCK_BENCH_WORKER_PROFILE'];
+  return dir ? [...argv, '--cpu-prof', `--cpu-prof-dir=${dir}`] : argv;
+}

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
 import { RedlockDriver } from '../../src/drivers/redlock/index.js';
 import { QuorumError } from '../../src/errors.js';
+import { allPages } from '../support/list-pages.js';
 import { startRedlock, type RedlockNodes } from '../support/redlock.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -61,21 +62,10 @@ describe('redlock list() and forceRelease()', () => {
     // the checks a later node's keys go through, which used to make them look given already).
     const sorted = [...n.nodes].sort((a, b) => (`127.0.0.1:${a.port}` < `127.0.0.1:${b.port}` ? -1 : 1));
     await on(sorted[0]!.url, (r) => r.call('ACL', 'SETUSER', 'default', '-scan'));
-    const pages = async (limit: number): Promise<string[]> => {
-      const d = new RedlockDriver({ url: n.url, nodeTimeoutMs: 500 });
-      cleanups.push(() => d.close());
-      const keys: string[] = [];
-      let cursor: string | undefined;
-      for (let i = 0; i < 50; i++) {
-        const page = await d.list('scan:', { limit, ...(cursor === undefined ? {} : { cursor }) });
-        keys.push(...page.keys);
-        cursor = page.cursor;
-        if (cursor === undefined) break;
-      }
-      return keys;
-    };
+    const d = new RedlockDriver({ url: n.url, nodeTimeoutMs: 500 });
+    cleanups.push(() => d.close());
     expect((await c.list('scan:')).map((i) => i.key)).toEqual(['scan:a', 'scan:b', 'scan:c']);
-    expect((await pages(1)).sort()).toEqual(['scan:a', 'scan:b', 'scan:c']);
+    expect(await allPages(d, 'scan:', 1)).toEqual(['scan:a', 'scan:b', 'scan:c']);
     await on(sorted[1]!.url, (r) => r.call('ACL', 'SETUSER', 'default', '-scan'));
     await expect(c.list('scan:')).rejects.toBeInstanceOf(QuorumError);
     await Promise.all(leases.map((l) => l.release()));

@@ -657,13 +657,14 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
     this.assertOpen();
     const { inner, skipped } = decodeListCursor(page.cursor);
     const order = this.nodes.map((node, i) => ({ node, i, label: this.labels[i] ?? node.label })).sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
-    const failed = new Map<string, unknown>();
+    /** Why a scan failed in this call (a skipped node from an earlier page has no entry). */
+    const failed = new Map<string, string>();
     const tooMany = (): QuorumError =>
       new QuorumError(
         'list',
         prefix,
         this.quorum,
-        order.map(({ label }) => (skipped.has(label) ? { node: label, answer: 'unreachable' as const, detail: failed.has(label) ? errorText(failed.get(label)) : 'failed earlier in this listing' } : { node: label, answer: 'done' as const })),
+        order.map(({ label }) => (skipped.has(label) ? { node: label, answer: 'unreachable' as const, detail: failed.get(label) ?? 'its scan failed earlier in this listing' } : { node: label, answer: 'done' as const })),
         'too many nodes could not be scanned',
       );
     if (skipped.size > this.nodes.length - this.quorum) throw this.quorumFailure(tooMany());
@@ -674,7 +675,7 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
         try {
           batch = await (await node.scanNode()).scan(cursor, match, count);
         } catch (e) {
-          failed.set(label, e);
+          failed.set(label, e instanceof Error ? e.message : String(e));
           skipped.add(label);
           if (skipped.size > this.nodes.length - this.quorum) throw this.quorumFailure(tooMany());
           return { cursor: '0', keys: [] };
@@ -1079,8 +1080,4 @@ function decodeListCursor(cursor: string | undefined): { inner: string | undefin
     // reported below
   }
   throw new InvalidArgumentError(`list() cursor ${JSON.stringify(cursor)} is not one this driver returned: pass back a page's cursor unchanged.`);
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
