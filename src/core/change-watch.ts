@@ -1,4 +1,5 @@
 import type { ChangeWatch, HandedOver } from '../drivers/driver.js';
+import { monotonicNow } from './clock.js';
 
 /**
  * The one ChangeWatch implementation drivers share: a latch that remembers a change seen
@@ -9,14 +10,31 @@ import type { ChangeWatch, HandedOver } from '../drivers/driver.js';
 export class LatchWatch implements ChangeWatch {
   private pending: boolean | HandedOver = false;
   private wake: ((v: boolean | HandedOver) => void) | undefined;
+  /** While a `next()` sleeps: when its timer fires, and how to bring that time forward. */
+  private sleepsUntil = Number.POSITIVE_INFINITY;
+  private rearm: ((ms: number) => void) | undefined;
+  /** A try that `changed(withinMs)` asked for while nobody slept: due by then. */
+  private dueAt = Number.POSITIVE_INFINITY;
   private closed = false;
 
   constructor(private readonly onClose: (w: LatchWatch) => void) {}
 
-  /** A change happened: wake the current `next()`, or remember it for the next one. */
-  changed(): void {
-    if (this.wake) this.wake(true);
-    else if (this.pending === false) this.pending = true;
+  /**
+   * A change happened: wake the current `next()`, or remember it for the next one. With
+   * `withinMs` > 0 the change asks for a try no later than that, not at once (a queue head told
+   * when its turn is due): the current sleep, or the next one, ends by then.
+   */
+  changed(withinMs = 0): void {
+    if (withinMs <= 0) {
+      if (this.wake) this.wake(true);
+      else if (this.pending === false) this.pending = true;
+      return;
+    }
+    if (this.rearm) {
+      if (monotonicNow() + withinMs < this.sleepsUntil) this.rearm(withinMs);
+    } else {
+      this.dueAt = Math.min(this.dueAt, monotonicNow() + withinMs);
+    }
   }
 
   /** The engine handed the lock to this waiter: deliver it now or at the next `next()`. */
@@ -30,22 +48,37 @@ export class LatchWatch implements ChangeWatch {
     if (this.pending !== false) {
       const v = this.pending;
       this.pending = false;
+      this.dueAt = Number.POSITIVE_INFINITY;
       return Promise.resolve(v);
+    }
+    let ms = maxMs;
+    if (this.dueAt !== Number.POSITIVE_INFINITY) {
+      ms = Math.min(ms, this.dueAt - monotonicNow());
+      this.dueAt = Number.POSITIVE_INFINITY;
     }
     return new Promise<boolean | HandedOver>((resolve, reject) => {
       const done = (): void => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
         this.wake = undefined;
+        this.rearm = undefined;
+        this.sleepsUntil = Number.POSITIVE_INFINITY;
       };
       const onAbort = (): void => {
         done();
         reject(signal.reason as Error);
       };
-      const timer = setTimeout(() => {
+      const expire = (v: boolean): (() => void) => () => {
         done();
-        resolve(false);
-      }, Math.max(0, maxMs));
+        resolve(v);
+      };
+      let timer = setTimeout(expire(false), Math.max(0, ms));
+      this.sleepsUntil = monotonicNow() + Math.max(0, ms);
+      this.rearm = (sooner) => {
+        clearTimeout(timer);
+        timer = setTimeout(expire(true), sooner);
+        this.sleepsUntil = monotonicNow() + sooner;
+      };
       this.wake = (v) => {
         done();
         resolve(v);

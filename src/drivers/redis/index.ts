@@ -51,7 +51,7 @@ import { monotonicNow } from '../../core/clock.js';
 import { parseOwner } from '../../core/owner.js';
 import type { Logger } from '../../core/renewal.js';
 import { ClosedError, IdsExhaustedError, InvalidArgumentError, UnavailableError } from '../../errors.js';
-import { modeOf } from '../../core/admission.js';
+import { BARGE_BOUND_MS, modeOf } from '../../core/admission.js';
 import type {
   AcquireRequest,
   Admission,
@@ -83,6 +83,12 @@ import { ioredis } from './peer.js';
 import type { LuaScript } from './script.js';
 import * as scripts from './scripts.generated.js';
 import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedRedisUrl, type ReplicaAcks } from './url.js';
+
+/**
+ * A queue head told it is the head ("<owner>|") is due at most this long after: ops.lua's
+ * HEAD_MS (= BARGE_BOUND_MS) counted from when it became the head, plus one.
+ */
+const HEAD_WAKE_MS = BARGE_BOUND_MS + 1;
 
 export { FencedRedisHash } from './fenced.js';
 export { ReplicaAckError } from './batch.js';
@@ -435,13 +441,16 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     this.sub ??= this.adapterReady.then((a) =>
       a.subscriber(
         (_channel, message) => {
-          // "<owner>|<token>": the lock was handed to that waiter; "<owner>|": the key was left
-          // to bargers while that waiter heads its queue (ops.lua): try again.
+          // "<owner>|<token>": the lock was handed to that waiter; "<owner>|": that waiter now
+          // heads its queue and the key may go to bargers until its turn is due, at most
+          // HEAD_WAKE_MS from now (ops.lua): try by then, not at once (the key is held or was
+          // just left to a releaser that asks again; a try now would only learn when to come).
           const bar = message.lastIndexOf('|');
           const watch = this.waiting.get(message.slice(0, bar));
+          if (bar === message.length - 1) watch?.changed(HEAD_WAKE_MS);
           // With replica acks the waiter confirms the handoff with a try (its write, then WAIT on
           // its own connection, covers the handoff): a plain wake-up instead of a grant.
-          if (bar === message.length - 1 || (this.acks && this.acksRefused === undefined)) watch?.changed();
+          else if (this.acks && this.acksRefused === undefined) watch?.changed();
           else watch?.granted(BigInt(message.slice(bar + 1)));
         },
         (error) => this.logger?.warn?.('dlock redis: subscriber connection error', { error }),

@@ -37,10 +37,11 @@
 -- a fair request or a reader is queued (<lock>:w = "f": a read-write lock's queue stays FIFO,
 -- readers gain nothing from barging, they share), never past a shared head, never for a fair
 -- request (<since> "0": always due). A waiter that becomes the head is woken (a "<owner>|"
--- message, no grant), and every busy answer to a head not yet due names when it is due ("t" on
+-- message, no grant: the client tries again HEAD_MS + 1 after it, when its turn is due at the
+-- latest, not at once), and every busy answer to a head not yet due names when it is due ("t" on
 -- <since>: it was told; a head not told is woken by the first release that leaves the key to
 -- bargers), so a key left free by a releaser that does not come back goes to the head by itself
--- within HEAD_MS.
+-- within HEAD_MS + 1 of that wake-up.
 -- Direct handoff: a release (or a cancelled grant, or a step that finds a holder expired) gives
 -- the key to the queue's heads in order while the rule admits them (FIFO: it stops at the first
 -- that does not fit), each with a fresh token, and PUBLISHes "<owner>|<token>" on
