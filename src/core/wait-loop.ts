@@ -58,6 +58,17 @@ export interface WaitObserver {
 }
 
 /** What this client's waits last heard from the engine: its error, until an answer clears it. */
+/**
+ * A watch opened before a wait's first try (TrySetDriver.watchNow), so that try was the decisive
+ * one: queued when busy (`busy`: its answer; absent when it failed). The wait takes it over.
+ */
+interface EarlyWatch {
+  readonly watch: ChangeWatch;
+  /** When that try was sent. */
+  readonly sentAt: number;
+  busy: Extract<TryResult, { ok: false }> | undefined;
+}
+
 interface EngineHealth {
   error: unknown;
 }
@@ -245,14 +256,23 @@ export class WaitLoop {
     let tried: TryResult | undefined;
     let fastError: unknown;
     let noAnswer = false;
+    // A watch that opens at once (see TrySetDriver.watchNow) makes this try the decisive one of
+    // the wait: queued when busy, its watch open before it was sent.
+    let early: EarlyWatch | undefined;
     if (!signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && !this.gates.has(req.key)) {
+      const watch = d.kind === 'try-set' ? d.watchNow?.(req.key, req.owner) : undefined;
+      if (watch) early = { watch, sentAt: monotonicNow(), busy: undefined };
       try {
-        const r = await withinDeadline(d.tryAcquire(req), deadline, (late) => this.giveBack(req, late));
+        const r = await withinDeadline(d.tryAcquire(req, early !== undefined), deadline, (late) => this.giveBack(req, late));
         if (r === DEADLINE) noAnswer = true;
         else {
           this.health.error = undefined;
-          if (r.ok) return r.grant;
+          if (r.ok) {
+            early?.watch.close();
+            return r.grant;
+          }
           tried = r;
+          if (early) early.busy = r;
         }
       } catch (e) {
         fastError = e;
@@ -260,13 +280,26 @@ export class WaitLoop {
         this.observer.engineError?.(req, e);
       }
     }
+    const gatedBehind = !signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && this.gates.has(req.key);
+    // Not going on to a wait of its own right now: the early watch and queue entry go first.
+    if (early && (this.ended || noAnswer || gatedBehind)) {
+      await this.dropEarly(req, early);
+      early = undefined;
+    }
     // close() came while the first try was in flight (that try is not yet a wait abortAll sees).
     if (this.ended) throw this.ended.reason;
     if (noAnswer) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
     // Behind a local waiter of this key (and no caller signal): park at the gate, light, and no
     // frame of this function stays suspended meanwhile (see KeyGates.park).
-    if (!signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && this.gates.has(req.key)) return this.parked(req, deadline);
-    return this.run(req, deadline, signal, tried, fastError, false);
+    if (gatedBehind) return this.parked(req, deadline);
+    return this.run(req, deadline, signal, tried, fastError, false, early);
+  }
+
+  /** An early watch that no wait took over: close it and leave the queue (bounded). */
+  private async dropEarly(req: AcquireRequest, early: EarlyWatch): Promise<void> {
+    early.watch.close();
+    const d = this.driver;
+    if (d.kind === 'try-set' && d.cancel) await settleWithin(d.cancel(req.key, req.owner), EXIT_WAIT_MS);
   }
 
   /**
@@ -291,14 +324,25 @@ export class WaitLoop {
     return work;
   }
 
-  private async run(req: AcquireRequest, deadline: number, signal: AbortSignal | undefined, tried: TryResult | undefined, fastError: unknown, gateHeld: boolean): Promise<Grant | null> {
-    if (this.ended) throw this.ended.reason;
+  private async run(
+    req: AcquireRequest,
+    deadline: number,
+    signal: AbortSignal | undefined,
+    tried: TryResult | undefined,
+    fastError: unknown,
+    gateHeld: boolean,
+    early?: EarlyWatch,
+  ): Promise<Grant | null> {
+    if (this.ended) {
+      if (early) await this.dropEarly(req, early);
+      throw this.ended.reason;
+    }
     const run = new WaitRun(deadline, signal, this.runs, this.health);
     // A parked wait took its turn behind local waiters that were talking to the engine.
     run.answered = tried !== undefined || gateHeld;
     run.lastError = fastError;
     run.reported = gateHeld;
-    const work = this.wait(req, run, tried !== undefined, signal !== undefined, gateHeld);
+    const work = this.wait(req, run, tried !== undefined, signal !== undefined, gateHeld, early);
     this.busy.add(work);
     try {
       return await work;
@@ -325,7 +369,7 @@ export class WaitLoop {
     }
   }
 
-  private async wait(req: AcquireRequest, run: WaitRun, justTried: boolean, fastPathHere: boolean, gateHeld: boolean): Promise<Grant | null> {
+  private async wait(req: AcquireRequest, run: WaitRun, justTried: boolean, fastPathHere: boolean, gateHeld: boolean, early?: EarlyWatch): Promise<Grant | null> {
     const d = this.driver;
     const gated = d.kind === 'try-set' || d.kind === 'server-blocking';
     let inGate = gateHeld;
@@ -355,7 +399,9 @@ export class WaitLoop {
       for (let attempt = 0, requeues = 0; ; ) {
         try {
           run.remaining();
-          const grant = await this.step(req, run, triedOnce && run.lastError === undefined, place);
+          const handOver = early;
+          early = undefined;
+          const grant = await this.step(req, run, triedOnce && run.lastError === undefined, place, handOver);
           if (grant) return grant;
           // Our queue entry or session went: enqueue again, at once the first time.
           if (requeues > 0) await sleep(Math.min(backoffMs(requeues), run.remaining()), run.signal);
@@ -371,6 +417,8 @@ export class WaitLoop {
     } catch (e) {
       if (!run.timedOut) throw e;
     } finally {
+      // Ended before the first step took the early watch over (an abort in the gate, the deadline).
+      if (early) await this.dropEarly(req, early);
       if (inGate) this.gates.leave(req.key);
       // Leave nothing behind in the engine's queue. Bounded: an unreachable engine must not hold
       // up the caller's timeout or abort; the session's end frees the entry at the latest.
@@ -391,11 +439,11 @@ export class WaitLoop {
   }
 
   /** One round of waiting, by kind: a grant, `undefined` to enqueue again, or an engine error. */
-  private step(req: AcquireRequest, run: WaitRun, justTried: boolean, place: QueuePlace | undefined): Promise<Grant | undefined> {
+  private step(req: AcquireRequest, run: WaitRun, justTried: boolean, place: QueuePlace | undefined, early: EarlyWatch | undefined): Promise<Grant | undefined> {
     const d = this.driver;
     switch (d.kind) {
       case 'try-set':
-        return this.trySet(d, req, run, justTried);
+        return this.trySet(d, req, run, justTried, early);
       case 'server-blocking':
         return this.blocking(d, req, run);
       case 'queue':
@@ -421,18 +469,28 @@ export class WaitLoop {
    * polls. Without a watch, or while the engine says its watch cannot see the holder
    * (`unseen`): jittered backoff bounded by the holder's remaining TTL.
    */
-  private async trySet(d: TrySetDriver, req: AcquireRequest, run: WaitRun, justTried: boolean): Promise<Grant | undefined> {
-    let watch: ChangeWatch | undefined;
+  private async trySet(d: TrySetDriver, req: AcquireRequest, run: WaitRun, justTried: boolean, early?: EarlyWatch): Promise<Grant | undefined> {
+    let watch: ChangeWatch | undefined = early?.watch;
     /** Send time of the last queued try that found the lock busy: a handoff happened after it. */
     let lastBusyAt = Number.NEGATIVE_INFINITY;
-    let queued = false;
+    // An early watch's try was queued (or, if it failed, may have been): leave the queue at the end.
+    let queued = early !== undefined;
     let granted = false;
     let skipTry = justTried && d.watch !== undefined;
     let idle = 0;
     let unseen = false;
+    // The early try already was the decisive one: sleep on its answer.
+    let first = early?.busy;
+    if (early && first) lastBusyAt = early.sentAt;
     try {
       for (;;) {
         let retryAfterMs = -1;
+        if (first) {
+          retryAfterMs = first.retryAfterMs;
+          unseen = first.unseen === true;
+          first = undefined;
+          skipTry = true;
+        }
         if (!skipTry) {
           const sentAt = monotonicNow();
           const queue = watch !== undefined;

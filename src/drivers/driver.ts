@@ -281,6 +281,13 @@ export interface TrySetDriver extends DriverBase {
   /** Open change notifications for a key (pub/sub, file watch...). Absent: jittered backoff. */
   watch?(key: string, owner: string): Promise<ChangeWatch>;
   /**
+   * Optional: the same watch, opened at once when that costs the engine nothing (its channel is
+   * subscribed already), else `undefined`. With it the core makes a wait's first try the decisive
+   * one (queued, its watch open before it), which saves a second try per wait; the core closes
+   * it, and cancels the queue entry, however the wait ends.
+   */
+  watchNow?(key: string, owner: string): ChangeWatch | undefined;
+  /**
    * Optional, with a server-side queue: the waiter `owner` gives up. Leave the queue; if the lock
    * was handed to it meanwhile, release it (to the next waiter).
    */

@@ -34,8 +34,14 @@ class ScriptedEngine implements TrySetDriver {
   unseen = false;
   private readonly watches = new Set<LatchWatch>();
 
-  tryAcquire(req: AcquireRequest): Promise<TryResult> {
+  /** Offer watchNow (a watch that opens at once, as Redis's once its channel is subscribed). */
+  eager = false;
+  /** The `queue` flag of every try, in order. */
+  queues: boolean[] = [];
+
+  tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     this.tries += 1;
+    this.queues.push(queue);
     if (this.manual) return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
     const failure = this.failures.shift();
     if (failure !== undefined) return Promise.reject(failure);
@@ -49,6 +55,13 @@ class ScriptedEngine implements TrySetDriver {
     const w = new LatchWatch((x) => this.watches.delete(x));
     this.watches.add(w);
     return Promise.resolve(w);
+  }
+
+  watchNow(): ChangeWatch | undefined {
+    if (!this.eager) return undefined;
+    const w = new LatchWatch((x) => this.watches.delete(x));
+    this.watches.add(w);
+    return w;
   }
 
   cancel(_key: string, owner: string): Promise<void> {
@@ -88,6 +101,12 @@ class ScriptedEngine implements TrySetDriver {
 }
 
 const req = (owner: string): AcquireRequest => ({ key: 'k', owner, ttlMs: 10_000 });
+
+/** A scripted engine set up as given, and a wait loop over it. */
+function setUp(set: Partial<Pick<ScriptedEngine, 'eager' | 'holder' | 'manual' | 'failures'>>): { engine: ScriptedEngine; loop: WaitLoop } {
+  const engine = Object.assign(new ScriptedEngine(), set);
+  return { engine, loop: new WaitLoop(engine) };
+}
 const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
 
 
@@ -161,6 +180,80 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect(t.state).toBe('rejected');
     expect(t.error).toBe(quorum);
     expect(engine.tries).toBeGreaterThan(3);
+  });
+
+  it('a watch that opens at once makes the first try the decisive one: one try less per wait', async () => {
+    for (const eager of [false, true]) {
+      const { engine, loop } = setUp({ eager, holder: 'other' });
+      const t = track(loop.acquire(req('a'), performance.now() + 5000));
+      await vi.advanceTimersByTimeAsync(10);
+      expect(t.state).toBe('pending');
+      // Without it: an unqueued try, then (watch open) the queued decisive one; with it: one, queued.
+      expect(engine.queues).toEqual(eager ? [true] : [false, true]);
+      expect(engine.openWatches).toBe(1);
+      await engine.release('k', 'other');
+      await vi.advanceTimersByTimeAsync(0);
+      expect(t.state).toBe('resolved');
+      expect(engine.holder).toBe('a');
+      expect(engine.queues).toEqual(eager ? [true, true] : [false, true, true]);
+      expect(engine.openWatches).toBe(0);
+      expect(engine.cancelled).toEqual([]);
+    }
+  });
+
+  it('a free key with a watch that opens at once: granted by the first try, the watch closed', async () => {
+    const { engine, loop } = setUp({ eager: true });
+    const t = track(loop.acquire(req('a'), performance.now() + 5000));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(t.state).toBe('resolved');
+    expect(engine.tries).toBe(1);
+    expect(engine.openWatches).toBe(0);
+    expect(engine.cancelled).toEqual([]);
+  });
+
+  it('close() while an early (queued) first try is in flight: the watch closes and the queue entry is left', async () => {
+    const { engine, loop } = setUp({ eager: true, manual: true });
+    const t = track(loop.acquire(req('a'), performance.now() + 5000));
+    await vi.advanceTimersByTimeAsync(1);
+    expect(engine.pending).toHaveLength(1);
+    loop.abortAll(new Error('closed'));
+    engine.pending[0]?.resolve({ ok: false, retryAfterMs: -1 });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(t.state).toBe('rejected');
+    expect((t.error as Error).message).toBe('closed');
+    expect(engine.cancelled).toEqual(['a']);
+    expect(engine.openWatches).toBe(0);
+  });
+
+  it('an early first try that never answers: UnavailableError at the deadline, the watch closed, the entry left', async () => {
+    const { engine, loop } = setUp({ eager: true, manual: true });
+    const t = track(loop.acquire(req('a'), performance.now() + 1500));
+    await vi.advanceTimersByTimeAsync(1501);
+    expect(t.state).toBe('rejected');
+    expect(t.error).toBeInstanceOf(UnavailableError);
+    expect(engine.cancelled).toEqual(['a']);
+    expect(engine.openWatches).toBe(0);
+  });
+
+  it('a wait that began with an early watch and times out leaves the queue once and keeps no watch', async () => {
+    const { engine, loop } = setUp({ eager: true, holder: 'other' });
+    const t = track(loop.acquire(req('a'), performance.now() + 1000));
+    await vi.advanceTimersByTimeAsync(1001);
+    expect(t.state).toBe('resolved');
+    expect(t.value).toBeNull();
+    expect(engine.cancelled).toEqual(['a']);
+    expect(engine.openWatches).toBe(0);
+    expect(loop.size).toBe(0);
+  });
+
+  it('an early first try that fails: the wait retries queued on the same watch and is granted', async () => {
+    const { engine, loop } = setUp({ eager: true, failures: [refused] });
+    const t = track(loop.acquire(req('a'), performance.now() + 5000));
+    await vi.advanceTimersByTimeAsync(200);
+    expect(t.state).toBe('resolved');
+    expect(engine.holder).toBe('a');
+    expect(engine.queues).toEqual([true, true]);
+    expect(engine.openWatches).toBe(0);
   });
 
   it('an engine error, then recovery: the wait goes on and is granted', async () => {

@@ -205,6 +205,8 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   private readonly clientChannels = new Map<string, Promise<void>>();
   /** Open waits by owner id: a handoff names the owner it granted. */
   private readonly waiting = new Map<string, LatchWatch>();
+  /** Client channels whose SUBSCRIBE the server confirmed (watchNow opens a watch on them at once). */
+  private readonly subscribed = new Set<string>();
   private sub: Promise<Subscriber> | undefined;
   private closed = false;
   /** Replica acknowledgements asked for (undefined: off). */
@@ -381,12 +383,27 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     if (!ready) {
       const subscribing = this.subscriber().then((sub) => sub.subscribe(name));
       this.clientChannels.set(name, subscribing);
-      subscribing.catch(() => {
-        if (this.clientChannels.get(name) === subscribing) this.clientChannels.delete(name);
-      });
+      subscribing.then(
+        () => {
+          if (this.clientChannels.get(name) === subscribing) this.subscribed.add(name);
+        },
+        () => {
+          if (this.clientChannels.get(name) === subscribing) this.clientChannels.delete(name);
+        },
+      );
       ready = subscribing;
     }
     await ready;
+    return this.openWatch(owner);
+  }
+
+  /** The watch of {@link watch}, opened at once once the client's channel is subscribed. */
+  watchNow(_key: string, owner: string): ChangeWatch | undefined {
+    if (this.closed || !this.subscribed.has(this.clientChannel(owner))) return undefined;
+    return this.openWatch(owner);
+  }
+
+  private openWatch(owner: string): LatchWatch {
     const watch: LatchWatch = new LatchWatch(() => {
       if (this.waiting.get(owner) === watch) this.waiting.delete(owner);
     });
@@ -423,6 +440,7 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     // Waits aborted by the client's close leave the server's queue before the connection goes.
     this.closed = true;
     this.clientChannels.clear();
+    this.subscribed.clear();
     this.waiting.clear();
     const sub = this.sub;
     this.sub = undefined;
