@@ -220,6 +220,8 @@ export class WaitLoop {
   /** Server-blocking engines with `maxBlocking`: the attempts on the server at once. */
   private slots: Slots | undefined;
   private readonly runs = new Set<WaitRun>();
+  /** Keys with a first try in flight that opened an early watch (see acquire()). */
+  private readonly earlyKeys = new Set<string>();
   private readonly health: EngineHealth = { error: undefined };
   /** Waits in progress, with the exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
@@ -260,8 +262,13 @@ export class WaitLoop {
     // the wait: queued when busy, its watch open before it was sent.
     let early: EarlyWatch | undefined;
     if (!signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && !this.gates.has(req.key)) {
-      const watch = d.kind === 'try-set' ? d.watchNow?.(req.key, req.owner) : undefined;
-      if (watch) early = { watch, sentAt: monotonicNow(), busy: undefined };
+      // One at a time per key: the waits that start beside it queue behind it at the local gate
+      // anyway (10,000 waiters at once must not each enter the engine's queue and leave it).
+      const watch = d.kind === 'try-set' && !this.earlyKeys.has(req.key) ? d.watchNow?.(req.key, req.owner) : undefined;
+      if (watch) {
+        early = { watch, sentAt: monotonicNow(), busy: undefined };
+        this.earlyKeys.add(req.key);
+      }
       try {
         const r = await withinDeadline(d.tryAcquire(req, early !== undefined), deadline, (late) => this.giveBack(req, late));
         if (r === DEADLINE) noAnswer = true;
@@ -278,6 +285,8 @@ export class WaitLoop {
         fastError = e;
         this.health.error = e;
         this.observer.engineError?.(req, e);
+      } finally {
+        if (early) this.earlyKeys.delete(req.key);
       }
     }
     const gatedBehind = !signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && this.gates.has(req.key);

@@ -201,6 +201,19 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     }
   });
 
+  it('many waits starting at once on one key: only the first opens an early watch and queues; the rest park at the gate', async () => {
+    const { engine, loop } = setUp({ eager: true, holder: 'other' });
+    const waits = Array.from({ length: 50 }, (_, i) => track(loop.acquire(req(`w${i}`), performance.now() + 5000)));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(engine.queues.filter((q) => q)).toHaveLength(1);
+    expect(engine.cancelled).toEqual([]);
+    expect(engine.openWatches).toBe(1);
+    await engine.release('k', 'other');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(waits.filter((w) => w.state === 'resolved')).toHaveLength(1);
+    expect(engine.holder).toBe('w0');
+  });
+
   it('a free key with a watch that opens at once: granted by the first try, the watch closed', async () => {
     const { engine, loop } = setUp({ eager: true });
     const t = track(loop.acquire(req('a'), performance.now() + 5000));
