@@ -186,3 +186,41 @@ describe('redis admission: fair after a holder expired', () => {
     }
   }, 30_000);
 });
+
+describe('redis bounded barging: the told-head cache (<lock>:d) follows the queue', () => {
+  // The mutex's barging acquire and release read "a told head is not due yet" from <lock>:d in
+  // the MGET they start with. One batch (the driver's steps of one tick run as one script, in
+  // order) makes B the told head, queues C behind it, then B leaves and A releases, all within
+  // B's 5 ms: the cache must not outlive B's place, or A's release leaves the key free with C,
+  // now the head, never told (C would wait for its own retry, the holder's 10 s TTL).
+  it('a told head that leaves the queue: the release tells the next head, which takes the key', async () => {
+    const key = name('told-cache');
+    const driver = new RedisDriver({ url: redis.url });
+    const [a, b, c] = ['test:1:aaaaa1:1', 'test:1:bbbbb2:1', 'test:1:ccccc3:1'];
+    try {
+      const held = await driver.tryAcquire({ key, owner: a, ttlMs: 10_000 });
+      if (!held.ok) throw new Error('the key was busy');
+      const watch = await driver.watch(key, c);
+      const steps = await Promise.all([
+        driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true),
+        driver.tryAcquire({ key, owner: c, ttlMs: 10_000 }, true),
+        driver.cancel(key, b),
+        driver.release(key, a),
+      ]);
+      expect(steps[0]).toMatchObject({ ok: false });
+      expect(steps[1]).toMatchObject({ ok: false });
+      expect(steps[3]).toBe(true);
+      // Told: its sleep ends at its due time (HEAD_MS + 1 after the release), not at the 5 s asked
+      // for here (what an untold head sleeps: its next try is the holder's TTL away).
+      const sleptFrom = performance.now();
+      await watch.next(5_000, new AbortController().signal);
+      watch.close();
+      expect(performance.now() - sleptFrom).toBeLessThan(4_000);
+      const mine = await driver.tryAcquire({ key, owner: c, ttlMs: 10_000 }, true);
+      expect(mine).toMatchObject({ ok: true });
+      expect(await driver.release(key, c)).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});

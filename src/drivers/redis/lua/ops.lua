@@ -17,6 +17,11 @@
 --                 "f" once a fair request or a reader queued (until the queue is found empty):
 --                 read with <lock> in one MGET, it sends an exclusive try on a free key to the full
 --                 rule; it outlives <lock>:q and is dropped once the queue is found empty
+--   <lock>:d      the owner of an exclusive queue head that was told it heads the queue and
+--                 whose turn is not due yet, PX until it is due: lets a mutex's barging acquire
+--                 and release see "defer to bargers" in the MGET they start with (no queue reads,
+--                 no TIME). Only a cache of what the queue says: deleted whenever the queue's head
+--                 may have changed, set again by whichever step finds a told head not yet due
 --   <lock>:q      waiting owners in arrival order (list), and <lock>:qw their
 --                 "<expiry ms> <ttl ms> <x|s|p> <permits> <limit> <since> <alongside>"
 --                 (<since>: see "Bounded barging" below)
@@ -210,6 +215,13 @@ local function dueIn(w)
   return HEAD_MS + 1 - (nowMs() - w.since)
 end
 
+-- Head w is told and not due yet: cache that in <lock>:d while it lasts (an exclusive head only:
+-- the fast paths that read it are the mutex's).
+local function markDue(lock, w)
+  local ms = dueIn(w) - 1
+  if w.mode == 'x' and ms > 0 then redis.call('SET', lock .. ':d', w.owner, 'PX', ms) end
+end
+
 -- The live waiters of <lock> in order (expired entries removed).
 local function waiters(lock)
   local q, qw = lock .. ':q', lock .. ':qw'
@@ -225,13 +237,17 @@ local function waiters(lock)
     else
       redis.call('LREM', q, 0, owners[i])
       if info then redis.call('HDEL', qw, owners[i]) end
+      if #out == 0 then redis.call('DEL', lock .. ':d') end
     end
   end
   return out
 end
 
 local function dequeue(lock, owner)
-  if redis.call('HDEL', lock .. ':qw', owner) == 1 then redis.call('LREM', lock .. ':q', 0, owner) end
+  if redis.call('HDEL', lock .. ':qw', owner) == 1 then
+    redis.call('LREM', lock .. ':q', 0, owner)
+    redis.call('DEL', lock .. ':d')
+  end
 end
 
 -- w became the queue's head (the head before it was handed the key): its wait as the head
@@ -244,6 +260,9 @@ local function promote(lock, w)
     w.since, w.told = nowMs(), true
     setEntry(lock, w)
     publish(lock, w.owner, '')
+    markDue(lock, w)
+  else
+    redis.call('DEL', lock .. ':d')
   end
 end
 
@@ -256,6 +275,7 @@ local function defer(lock, w, mode)
     setEntry(lock, w)
     publish(lock, w.owner, '')
   end
+  markDue(lock, w)
   return true
 end
 
@@ -314,6 +334,7 @@ local function enqueue(lock, owner, pttl, ask)
     w.told = true
   end
   setEntry(lock, w)
+  if head and w.told and not due(w) then markDue(lock, w) end
   -- The two keys (same entries, so they empty together) must outlive every entry. Set to
   -- twice what is needed, so the next waiters' tries mostly find it long enough already:
   -- 2 PEXPIREs per try were ~1.8 commands of a contended cycle. Keys of an abandoned
@@ -426,7 +447,7 @@ local function release(lock, v, owner, barge)
           local nxt = redis.call('LINDEX', q, 0)
           local ni = nxt and redis.call('HGET', qw, nxt)
           local nw = ni and parse(nxt, ni)
-          if nw and nw.exp > nowMs() then promote(lock, nw) end
+          promote(lock, nw and nw.exp > nowMs() and nw or nil)
           return '1'
         end
         redis.call('LPOP', q)
@@ -467,7 +488,7 @@ while p <= #s do
   if op == 'a' or op == 'q' then
     -- Look first: a busy try then costs GET + PTTL, and burns no token (INCR + SET NX on every
     -- busy try were 2 of the ~27 commands of a contended cycle, twice per waiter).
-    local both = redis.call('MGET', lock, lock .. ':w')
+    local both = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
     local held = both[1]
     local fair = string.byte(arg, -1) == 102 -- "f"
     if fair then arg = string.sub(arg, 1, -2) end
@@ -477,10 +498,17 @@ while p <= #s do
         local t = nextToken(lock)
         redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
         out[#out + 1] = '1' .. t
+      elseif both[2] == '1' and not fair and both[3] and both[3] ~= owner then
+        -- Waiters, and <lock>:d names the told exclusive head, not due yet: barge past it (a
+        -- free <lock> means no live shared holder: "|h" outlives them).
+        local t = nextToken(lock)
+        redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
+        dequeue(lock, owner)
+        out[#out + 1] = '1' .. t
       else
         -- Waiters (or a holder expired before it could hand over): barging past an exclusive
-        -- head that was told and is not due yet needs only the head (a free <lock> means no
-        -- live shared holder: "|h" outlives them); anything else takes the full rule.
+        -- head that was told and is not due yet needs only the head; anything else takes the
+        -- full rule.
         local q = lock .. ':q'
         local head = both[2] == '1' and not fair and redis.call('LINDEX', q, 0)
         local info = head and head ~= owner and redis.call('HGET', lock .. ':qw', head)
@@ -489,6 +517,7 @@ while p <= #s do
           local t = nextToken(lock)
           redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
           dequeue(lock, owner)
+          markDue(lock, w)
           out[#out + 1] = '1' .. t
         else
           out[#out + 1] = try(lock, held, owner, ask, op == 'q')
@@ -530,12 +559,21 @@ while p <= #s do
         out[#out + 1] = '0'
       end
     end
-  elseif op == 'r' or op == 'c' then
-    if op == 'c' then
-      redis.call('LREM', lock .. ':q', 0, owner)
-      redis.call('HDEL', lock .. ':qw', owner)
+  elseif op == 'r' then
+    -- A mutex's release, read in one MGET: nobody queued (no <lock>:w: it outlives <lock>:q and
+    -- the shared holders beside an exclusive one), or a told exclusive head not due yet (<lock>:d)
+    -- and no shared holder: the key is just freed (left to bargers, the head told already).
+    local v = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
+    if owns(v[1], owner) and (not v[2] or (v[2] == '1' and v[3] and redis.call('EXISTS', lock .. ':h') == 0)) then
+      redis.call('DEL', lock)
+      out[#out + 1] = '1'
+    else
+      out[#out + 1] = release(lock, v[1], owner, true)
     end
-    out[#out + 1] = release(lock, redis.call('GET', lock), owner, op == 'r')
+  elseif op == 'c' then
+    if redis.call('LREM', lock .. ':q', 0, owner) > 0 then redis.call('DEL', lock .. ':d') end
+    redis.call('HDEL', lock .. ':qw', owner)
+    out[#out + 1] = release(lock, redis.call('GET', lock), owner, false)
   elseif op == 'f' then
     local st = load(lock, redis.call('GET', lock))
     local removed = st.n + (st.x and 1 or 0)
