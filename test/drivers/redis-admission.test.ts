@@ -224,3 +224,42 @@ describe('redis bounded barging: the told-head cache (<lock>:d) follows the queu
     }
   }, 30_000);
 });
+
+describe('redis bounded barging: a permits request is decided by the queue head alone', () => {
+  it('a release and a newcomer that barge past a head not yet due read only the head (no LRANGE of the queue); the head keeps its place', async () => {
+    const key = name('permits-head');
+    const driver = new RedisDriver({ url: redis.url });
+    const admission: Admission = { mode: 'permits', permits: 1, limit: 1 };
+    const [h, w, n] = ['test:1:aaaaa4:1', 'test:1:bbbbb5:1', 'test:1:ccccc6:1'];
+    const lranges = async (): Promise<number> => {
+      const stats = await withRedisClient(redis.port, (c) => c.info('commandstats'));
+      return Number(/^cmdstat_lrange:calls=(\d+)/m.exec(stats)?.[1] ?? 0);
+    };
+    try {
+      const held = await driver.tryAcquire({ key, owner: h, ttlMs: 10_000, admission });
+      if (!held.ok) throw new Error('the key was busy');
+      const before = await lranges();
+      // One batch, one script: W queues (the head, its turn due in 5 ms), H releases, N asks.
+      const [queued, released, barged] = await Promise.all([
+        driver.tryAcquire({ key, owner: w, ttlMs: 10_000, admission }, true),
+        driver.release(key, h),
+        driver.tryAcquire({ key, owner: n, ttlMs: 10_000, admission }),
+      ]);
+      // W's enqueue read the (empty) queue once; the release and N's barge read nothing more.
+      expect(await lranges()).toBe(before + 1);
+      expect(queued).toMatchObject({ ok: false });
+      expect(released).toBe(true);
+      expect(barged).toMatchObject({ ok: true });
+      const state = await driver.keyState(key);
+      expect(state.holders.map((x) => x.owner)).toEqual([n]);
+      expect(state.waiters).toBe(1);
+      // N's release once W is due hands the permit to W.
+      await sleep(20);
+      expect(await driver.release(key, n)).toBe(true);
+      expect(await driver.tryAcquire({ key, owner: w, ttlMs: 10_000, admission }, true)).toMatchObject({ ok: true });
+      expect(await driver.release(key, w)).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});

@@ -243,6 +243,15 @@ local function waiters(lock)
   return out
 end
 
+-- The queue's head alone, when it is live (nil: no queue, or its head is stale: read them all).
+local function liveHead(lock)
+  local head = redis.call('LINDEX', lock .. ':q', 0)
+  local info = head and redis.call('HGET', lock .. ':qw', head)
+  local w = info and parse(head, info)
+  if w and w.exp > nowMs() then return w end
+  return nil
+end
+
 local function dequeue(lock, owner)
   if redis.call('HDEL', lock .. ':qw', owner) == 1 then
     redis.call('LREM', lock .. ':q', 0, owner)
@@ -376,14 +385,18 @@ local function try(lock, v, owner, ask, queue)
     store(st)
     return '1' .. st.xtoken
   end
-  local ws = waiters(lock)
-  -- Bounded barging: a newcomer that competes with a head not yet due takes what is free first.
-  if ws[1] and ws[1].owner ~= owner and ask.fair ~= '1' and admits(st, ask, false, 0, 0) and defer(lock, ws[1], ask.mode) then
-    local t = grant(st, owner, ask.ttl, ask.mode, ask.permits, ask.limit)
-    dequeue(lock, owner)
-    store(st)
-    return '1' .. t
+  -- Bounded barging: a newcomer that competes with a head not yet due takes what is free first
+  -- (decided by the head alone: the rest of a long queue is not read for it).
+  if ask.fair ~= '1' and admits(st, ask, false, 0, 0) then
+    local head = liveHead(lock)
+    if head and head.owner ~= owner and defer(lock, head, ask.mode) then
+      local t = grant(st, owner, ask.ttl, ask.mode, ask.permits, ask.limit)
+      dequeue(lock, owner)
+      store(st)
+      return '1' .. t
+    end
   end
+  local ws = waiters(lock)
   -- What is free goes to the queue's heads first (a holder expired, or a release left room).
   local first, given = handover(st, ws, owner)
   if given[owner] then
@@ -474,7 +487,9 @@ local function release(lock, v, owner, barge)
   st.n = st.n - 1
   st.dirty = true
   redis.call('HDEL', lock .. ':h', owner)
-  handover(st, waiters(lock), nil, barge and mine.mode or nil)
+  -- Left to bargers (the head alone decides it), or handed over to the queue's heads.
+  local head = barge and liveHead(lock)
+  if not (head and defer(lock, head, mine.mode)) then handover(st, waiters(lock), nil, barge and mine.mode or nil) end
   store(st)
   unflag(st)
   return '1'
