@@ -243,13 +243,15 @@ local function waiters(lock)
   return out
 end
 
--- The queue's head alone, when it is live (nil: no queue, or its head is stale: read them all).
+-- The queue's head alone, when it is live (nil: no queue, or its head is stale: read them all),
+-- and whether the queue is empty.
 local function liveHead(lock)
   local head = redis.call('LINDEX', lock .. ':q', 0)
-  local info = head and redis.call('HGET', lock .. ':qw', head)
+  if not head then return nil, true end
+  local info = redis.call('HGET', lock .. ':qw', head)
   local w = info and parse(head, info)
-  if w and w.exp > nowMs() then return w end
-  return nil
+  if w and w.exp > nowMs() then return w, false end
+  return nil, false
 end
 
 local function dequeue(lock, owner)
@@ -387,16 +389,18 @@ local function try(lock, v, owner, ask, queue)
   end
   -- Bounded barging: a newcomer that competes with a head not yet due takes what is free first
   -- (decided by the head alone: the rest of a long queue is not read for it).
+  local ws
   if ask.fair ~= '1' and admits(st, ask, false, 0, 0) then
-    local head = liveHead(lock)
+    local head, empty = liveHead(lock)
     if head and head.owner ~= owner and defer(lock, head, ask.mode) then
       local t = grant(st, owner, ask.ttl, ask.mode, ask.permits, ask.limit)
       dequeue(lock, owner)
       store(st)
       return '1' .. t
     end
+    if empty then ws = {} end
   end
-  local ws = waiters(lock)
+  ws = ws or waiters(lock)
   -- What is free goes to the queue's heads first (a holder expired, or a release left room).
   local first, given = handover(st, ws, owner)
   if given[owner] then
