@@ -12,6 +12,10 @@
  * one such round trip at least (release -> server -> grant message), so `p50 / pingAfterIdleP50`
  * is how far a library is from the floor, measured under the same load at the same moments.
  *
+ * A second, shorter series releases 1 ms + uniform(0, 3 ms) after the waiter started (a waiter
+ * that has waited less than dlock's 5 ms barging bound, whose holder does not come back):
+ * `shortWaitP50`.
+ *
  * Also measured: Redis commands per handoff (everything the two instances send during the timed
  * handoffs, divided by their number) and the cost of waiting (commands/s on the server while the
  * holder keeps the lock for `idleMs` and one waiter waits).
@@ -36,6 +40,8 @@ export interface HandoffResult {
   pingAfterIdleP50: number;
   /** PING round trip p50 back to back on the same connection (a busy connection). */
   pingBusyP50: number;
+  /** Handoff p50 when the release comes 1–4 ms after the waiter started (see above). */
+  shortWaitP50: number;
 }
 
 export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMonitor, opts: HandoffOptions, tag: string): Promise<HandoffResult> {
@@ -49,7 +55,7 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
     const pings: number[] = [];
     const key = `bench:handoff:${spec.id}:${tag}`;
     const phaseMs = Math.max(10, spec.pollMs);
-    const run = async (n: number): Promise<number[]> => {
+    const run = async (n: number, holdMs: () => number = () => 5 + Math.random() * phaseMs): Promise<number[]> => {
       const latencies: number[] = [];
       for (let i = 0; i < n; i++) {
         await delay(5 + Math.random() * 10);
@@ -62,7 +68,7 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
           gotAt = now();
           return h;
         });
-        await delay(5 + Math.random() * phaseMs);
+        await delay(holdMs());
         if (gotAt !== undefined) throw new Error(`${spec.name}: the waiter got the lock while it was held`);
         const releasedAt = now();
         const releasing = held.release();
@@ -80,7 +86,10 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
     const latencies = await run(opts.handoffs);
     const c1 = await monitor.commands();
     latencies.sort((a, b) => a - b);
-    pings.sort((a, b) => a - b);
+    const pingsTimed = pings.splice(0);
+    pingsTimed.sort((a, b) => a - b);
+    const short = await run(Math.max(20, Math.round(opts.handoffs / 2)), () => 1 + Math.random() * 3);
+    short.sort((a, b) => a - b);
     const busy: number[] = [];
     for (let i = 0; i < 100; i++) {
       const p0 = now();
@@ -109,8 +118,9 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
       // Less the one PING per handoff of the floor measurement.
       commandsPerHandoff: (c1 - c0 - opts.handoffs) / opts.handoffs,
       idleCommandsPerSecond: (i1 - i0) / idleSeconds,
-      pingAfterIdleP50: quantile(pings, 0.5),
+      pingAfterIdleP50: quantile(pingsTimed, 0.5),
       pingBusyP50: quantile(busy, 0.5),
+      shortWaitP50: quantile(short, 0.5),
     };
   } finally {
     await Promise.all([holder.close(), waiter.close(), ping.quit().then(() => undefined, () => ping.disconnect())]);

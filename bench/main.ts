@@ -242,6 +242,7 @@ async function main(): Promise<void> {
             idleWaiterCommandsPerSecond: (r) => r.idleCommandsPerSecond,
             pingAfterIdleP50: (r) => r.pingAfterIdleP50,
             pingBusyP50: (r) => r.pingBusyP50,
+            shortWaitP50: (r) => r.shortWaitP50,
             // The floor of a direct handoff is one round trip after the same idle pause, same run.
             p50VsPing: (r) => r.p50 / r.pingAfterIdleP50,
           },
@@ -253,6 +254,7 @@ async function main(): Promise<void> {
           `${handoffs} timed handoffs per library per rep (+10 warm-up); release at 5 ms + uniform(0, max(10, retry period)) after the waiter started.`,
           'commands/handoff: all commands the server ran during the timed handoffs / handoffs (holder acquire + release, waiter tries, waiter release; Lua-internal calls count).',
           `idle waiter: server commands/s while the lock is held ${idleMs / 1000} s and one waiter waits.`,
+          'p50 after a 1–4 ms wait: a second series, released 1 ms + uniform(0, 3 ms) after the waiter started (under dlock\'s 5 ms barging bound), the holder not asking again.',
           `PING floor: round trip p50 ${fmtSpread(pingRow('pingBusyP50'), ' ms')} back to back, ` +
             `${fmtSpread(pingRow('pingAfterIdleP50'), ' ms')} after a 5–15 ms idle pause (a handoff starts after such a pause), ` +
             "measured on a connection of its own before every timed handoff; '÷ PING' = p50 / that library run's PING p50.",
@@ -280,6 +282,7 @@ async function main(): Promise<void> {
             ['p99 ms', 'p99'],
             ['p50 ÷ PING', 'p50VsPing', '×'],
             ['p50 ÷ hand-rolled', 'p50VsBaseline', '×'],
+            ['p50 after a 1–4 ms wait', 'shortWaitP50'],
             ['commands/handoff', 'commandsPerHandoff'],
             ['idle waiter commands/s', 'idleWaiterCommandsPerSecond'],
           ],

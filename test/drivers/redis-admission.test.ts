@@ -246,7 +246,10 @@ describe('redis bounded barging: a permits request is decided by the queue head 
         driver.tryAcquire({ key, owner: n, ttlMs: 10_000, admission }),
       ]);
       // W's enqueue read the (empty) queue once; the release and N's barge read nothing more.
-      expect(await lranges()).toBe(before + 1);
+      // H's client then passes on what H left to bargers (H did not ask again): one read of the
+      // queue, which finds N holding the one permit, so W stays queued.
+      await sleep(50);
+      expect(await lranges()).toBe(before + 2);
       expect(queued).toMatchObject({ ok: false });
       expect(released).toBe(true);
       expect(barged).toMatchObject({ ok: true });
@@ -258,6 +261,60 @@ describe('redis bounded barging: a permits request is decided by the queue head 
       expect(await driver.release(key, n)).toBe(true);
       expect(await driver.tryAcquire({ key, owner: w, ttlMs: 10_000, admission }, true)).toMatchObject({ ok: true });
       expect(await driver.release(key, w)).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});
+
+describe('redis bounded barging: a releaser that is done passes the key on', () => {
+  // B queues as the head (its turn due in 5 ms) in the same batch (one script) as A's release,
+  // which therefore leaves the key to bargers. B is a bare driver-level waiter: nothing of its own
+  // would ever try again, so only A's client passing the key on can give it to B.
+  it('a releaser that does not ask again hands the key to the told head at once (before its due time)', async () => {
+    const key = name('pass-on');
+    const driver = new RedisDriver({ url: redis.url });
+    const [a, b] = ['test:1:aaaaa7:1', 'test:1:bbbbb8:1'];
+    try {
+      const held = await driver.tryAcquire({ key, owner: a, ttlMs: 10_000 });
+      if (!held.ok) throw new Error('the key was busy');
+      const watch = await driver.watch(key, b);
+      const [queued, released] = await Promise.all([driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true), driver.release(key, a)]);
+      expect(queued).toMatchObject({ ok: false });
+      expect(released).toBe(true);
+      // The grant itself reaches B (a handoff message with its token), not a wake-up to try.
+      const woke = await watch.next(5_000, new AbortController().signal);
+      watch.close();
+      expect(woke).toMatchObject({ token: expect.any(BigInt) as unknown });
+      const state = await driver.keyState(key);
+      expect(state.holders.map((x) => x.owner)).toEqual([b]);
+      expect(state.holders[0]!.token).toBeGreaterThan(held.grant.token);
+      expect(await driver.release(key, b)).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+
+  it('a releaser that asks again at once keeps its key (it barges), and the head keeps its place', async () => {
+    const key = name('pass-on-kept');
+    const driver = new RedisDriver({ url: redis.url });
+    const [a, again, b] = ['test:1:aaaaa9:1', 'test:1:aaaaa9:2', 'test:1:bbbbba:1'];
+    try {
+      const held = await driver.tryAcquire({ key, owner: a, ttlMs: 10_000 });
+      if (!held.ok) throw new Error('the key was busy');
+      const [, released] = await Promise.all([driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true), driver.release(key, a)]);
+      expect(released).toBe(true);
+      // In the release's own continuation, as a loop that re-acquires does.
+      const mine = await driver.tryAcquire({ key, owner: again, ttlMs: 10_000 });
+      expect(mine).toMatchObject({ ok: true });
+      await sleep(50);
+      const state = await driver.keyState(key);
+      expect(state.holders.map((x) => x.owner)).toEqual([again]);
+      expect(state.waiters).toBe(1);
+      // B's turn is due: the next release hands it over.
+      expect(await driver.release(key, again)).toBe(true);
+      expect((await driver.keyState(key)).holders.map((x) => x.owner)).toEqual([b]);
+      expect(await driver.release(key, b)).toBe(true);
     } finally {
       await driver.close();
     }

@@ -20,9 +20,9 @@ import type { LuaScript } from './script.js';
 
 /**
  * One operation of ops.lua: acquire, acquire-or-queue (exclusive), the same for any admission
- * (`g`, `w`), extend, release, cancel, force-release (`f`).
+ * (`g`, `w`), extend, release, cancel, pass on (`k`), force-release (`f`).
  */
-export type OpCode = 'a' | 'q' | 'g' | 'w' | 'e' | 'r' | 'c' | 'f';
+export type OpCode = 'a' | 'q' | 'g' | 'w' | 'e' | 'r' | 'c' | 'k' | 'f';
 
 /** The ops that may grant: their "1<token>" answers are grants. */
 function grants(op: OpCode): boolean {
@@ -151,7 +151,7 @@ export class OpBatcher {
       if (!s) continue;
       const line = lines[i] ?? '';
       // Only a grant or a done renewal ("1...") needed the replicas; everything else stands.
-      if (unacked !== undefined && s.op !== 'r' && s.op !== 'c' && s.op !== 'f' && line.charCodeAt(0) === 49) s.reject(new ReplicaAckError(unacked, line));
+      if (unacked !== undefined && s.op !== 'r' && s.op !== 'c' && s.op !== 'k' && s.op !== 'f' && line.charCodeAt(0) === 49) s.reject(new ReplicaAckError(unacked, line));
       else s.resolve(line);
     }
   }

@@ -46,7 +46,9 @@
 -- latest, not at once), and every busy answer to a head not yet due names when it is due ("t" on
 -- <since>: it was told; a head not told is woken by the first release that leaves the key to
 -- bargers), so a key left free by a releaser that does not come back goes to the head by itself
--- within HEAD_MS + 1 of that wake-up.
+-- within HEAD_MS + 1 of that wake-up. A release that leaves the key to bargers answers "2", and
+-- a client that does not ask for the key again before its next event-loop turn passes it on at
+-- once ("k"): the head gets it one hop later, not at its due time, when the releaser is done.
 -- Direct handoff: a release (or a cancelled grant, or a step that finds a holder expired) gives
 -- the key to the queue's heads in order while the rule admits them (FIFO: it stops at the first
 -- that does not fit), each with a fresh token, and PUBLISHes "<owner>|<token>" on
@@ -66,6 +68,8 @@
 --            w <lock> <owner> <ask>      the same, and when not admitted, queue owner (or refresh)
 --            e <lock> <owner> <ttl ms>   extend, only while owner holds it (in any mode)
 --            r <lock> <owner> <unused>   release, only if owner holds it; hand over to the next waiters
+--            k <lock> <unused> <unused>  pass on: hand what is free to the queue's heads, due or not
+--                                        (sent by a releaser answered "2" that did not ask again)
 --            c <lock> <owner> <unused>   leave the queue; if granted meanwhile, release (hand over)
 --            f <lock> <unused> <unused>  force-release (an operator's eviction): remove every holder
 --                                        (exclusive, shared, permits), whoever owns it, then hand
@@ -73,6 +77,8 @@
 -- returns  one line per op, "\n"-terminated, in order:
 --            a, q, g, w  "1<token>" held | "0<ms>" busy (ms: until the soonest holder's expiry, -1 unknown)
 --            e, r        "1" done | "0" not held by this owner (another owner's hold is never touched)
+--                        | "2" (r) released and left to bargers while a told head waits for its turn
+--            k           "1" handed to a waiter | "0" nothing to hand over, or held
 --            c           "1" it had been granted and is now released | "0" it was only queued (or absent)
 --            f           "<holds removed> <fence>": the counter before any handover, so that every
 --                        later grant (the handovers included) has a greater token
@@ -291,12 +297,12 @@ local function defer(lock, w, mode)
 end
 
 -- Hand the key over to the heads of the queue (ws, from waiters()) while the rule admits them;
--- returns the index of the first waiter left in ws, and owner -> token of those granted.
--- (The requester `me` is answered directly, not published to.) mode: the releaser's, when the
--- key may be left to bargers instead (see defer()).
+-- returns the index of the first waiter left in ws, owner -> token of those granted, and whether
+-- it was left to bargers instead. (The requester `me` is answered directly, not published to.)
+-- mode: the releaser's, when the key may be left to bargers instead (see defer()).
 local function handover(st, ws, me, mode)
   local i, given = 1, {}
-  if mode and defer(st.lock, ws[1], mode) then return i, given end
+  if mode and defer(st.lock, ws[1], mode) then return i, given, true end
   while ws[i] and admits(st, ws[i], false, 0, 0) do
     local w = ws[i]
     local t = grant(st, w.owner, w.ttl, w.mode, w.permits, w.limit)
@@ -454,7 +460,7 @@ local function release(lock, v, owner, barge)
           if w.mode ~= 'x' then break end
           if barge and defer(lock, w, 'x') then
             redis.call('DEL', lock)
-            return '1'
+            return '2'
           end
           redis.call('LPOP', q)
           redis.call('HDEL', qw, head)
@@ -474,10 +480,10 @@ local function release(lock, v, owner, barge)
     local st = load(lock, v)
     st.x = nil
     redis.call('DEL', lock)
-    handover(st, waiters(lock), nil, barge and 'x' or nil)
+    local _, _, left = handover(st, waiters(lock), nil, barge and 'x' or nil)
     store(st)
     unflag(st)
-    return '1'
+    return left and '2' or '1'
   end
   if redis.call('HEXISTS', lock .. ':h', owner) == 0 then return '0' end
   local st = load(lock, v)
@@ -493,10 +499,14 @@ local function release(lock, v, owner, barge)
   redis.call('HDEL', lock .. ':h', owner)
   -- Left to bargers (the head alone decides it), or handed over to the queue's heads.
   local head = barge and liveHead(lock)
-  if not (head and defer(lock, head, mine.mode)) then handover(st, waiters(lock), nil, barge and mine.mode or nil) end
+  local left = head and defer(lock, head, mine.mode)
+  if not left then
+    local _, _, deferred = handover(st, waiters(lock), nil, barge and mine.mode or nil)
+    left = deferred
+  end
   store(st)
   unflag(st)
-  return '1'
+  return left and '2' or '1'
 end
 
 local out = {}
@@ -583,9 +593,12 @@ while p <= #s do
     -- the shared holders beside an exclusive one), or a told exclusive head not due yet (<lock>:d)
     -- and no shared holder: the key is just freed (left to bargers, the head told already).
     local v = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
-    if owns(v[1], owner) and (not v[2] or (v[2] == '1' and v[3] and redis.call('EXISTS', lock .. ':h') == 0)) then
+    if owns(v[1], owner) and not v[2] then
       redis.call('DEL', lock)
       out[#out + 1] = '1'
+    elseif owns(v[1], owner) and v[2] == '1' and v[3] and redis.call('EXISTS', lock .. ':h') == 0 then
+      redis.call('DEL', lock)
+      out[#out + 1] = '2'
     else
       out[#out + 1] = release(lock, v[1], owner, true)
     end
@@ -593,6 +606,20 @@ while p <= #s do
     if redis.call('LREM', lock .. ':q', 0, owner) > 0 then redis.call('DEL', lock .. ':d') end
     redis.call('HDEL', lock .. ':qw', owner)
     out[#out + 1] = release(lock, redis.call('GET', lock), owner, false)
+  elseif op == 'k' then
+    -- Pass on: a releaser that left the key to bargers (its release answered "2") did not ask
+    -- for it again; what is free goes to the queue's heads now, due or not. A key someone took
+    -- meanwhile is left alone (that holder's release decides).
+    local v = redis.call('GET', lock)
+    if v and v ~= MARK then
+      out[#out + 1] = '0'
+    else
+      local st = load(lock, v)
+      local _, given = handover(st, waiters(lock))
+      store(st)
+      unflag(st)
+      out[#out + 1] = next(given) and '1' or '0'
+    end
   elseif op == 'f' then
     local st = load(lock, redis.call('GET', lock))
     local removed = st.n + (st.x and 1 or 0)
