@@ -527,26 +527,25 @@ while p <= #s do
         local t = nextToken(lock)
         redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
         out[#out + 1] = '1' .. t
-      elseif both[2] == '1' and not fair and both[3] and both[3] ~= owner then
-        -- Waiters, and <lock>:d names the told exclusive head, not due yet: barge past it (a
-        -- free <lock> means no live shared holder: "|h" outlives them).
-        local t = nextToken(lock)
-        redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
-        dequeue(lock, owner)
-        out[#out + 1] = '1' .. t
       else
         -- Waiters (or a holder expired before it could hand over): barging past an exclusive
-        -- head that was told and is not due yet needs only the head; anything else takes the
+        -- head that was told and is not due yet needs only <lock>:d, or else the head itself (a
+        -- free <lock> means no live shared holder: "|h" outlives them); anything else takes the
         -- full rule.
-        local q = lock .. ':q'
-        local head = both[2] == '1' and not fair and redis.call('LINDEX', q, 0)
-        local info = head and head ~= owner and redis.call('HGET', lock .. ':qw', head)
-        local w = info and parse(head, info)
-        if w and w.exp > nowMs() and w.mode == 'x' and w.told and not due(w) then
+        local mayBarge = both[2] == '1' and not fair
+        local barge = mayBarge and both[3] and both[3] ~= owner
+        local w
+        if mayBarge and not barge then
+          local head = redis.call('LINDEX', lock .. ':q', 0)
+          local info = head and head ~= owner and redis.call('HGET', lock .. ':qw', head)
+          w = info and parse(head, info)
+          barge = w and w.exp > nowMs() and w.mode == 'x' and w.told and not due(w)
+        end
+        if barge then
           local t = nextToken(lock)
           redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
           dequeue(lock, owner)
-          markDue(lock, w)
+          if w then markDue(lock, w) end
           out[#out + 1] = '1' .. t
         else
           out[#out + 1] = try(lock, held, owner, ask, op == 'q')
@@ -593,10 +592,11 @@ while p <= #s do
     -- the shared holders beside an exclusive one), or a told exclusive head not due yet (<lock>:d)
     -- and no shared holder: the key is just freed (left to bargers, the head told already).
     local v = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
-    if owns(v[1], owner) and not v[2] then
+    local mine = owns(v[1], owner)
+    if mine and not v[2] then
       redis.call('DEL', lock)
       out[#out + 1] = '1'
-    elseif owns(v[1], owner) and v[2] == '1' and v[3] and redis.call('EXISTS', lock .. ':h') == 0 then
+    elseif mine and v[2] == '1' and v[3] and redis.call('EXISTS', lock .. ':h') == 0 then
       redis.call('DEL', lock)
       out[#out + 1] = '2'
     else
