@@ -587,7 +587,10 @@ export class LockClient {
           if (late.ok) this.driver.release(req.key, req.owner).catch(() => undefined);
         })
       : trying;
-    return answered.then((r) => (r.ok ? r.grant : null), fail);
+    return answered.then((r) => {
+      this.waits.heard();
+      return r.ok ? r.grant : null;
+    }, fail);
   }
 
   /** The error an acquisition attempt ends with, from what the driver or the wait threw. */

@@ -47,6 +47,14 @@ import { admits, blockerOf, sharesKey } from './admission.js';
 /** Bound on what a wait's exit may still owe the engine (leave a queue, withdraw an entry). */
 const EXIT_WAIT_MS = 1000;
 
+/**
+ * A wait that heard nothing from the engine until its deadline ends with "no answer"
+ * ({@link UnavailableError}) only when the engine has been silent to this client for this long:
+ * an engine that answered a moment ago is slow (a loaded host, a short `waitMs`), not gone, and
+ * the lock was simply not had in time (a timeout; a late grant is given back).
+ */
+export const SILENT_ENGINE_MS = 1000;
+
 /** What the wait loop reports as it goes (the client turns it into events). */
 export interface WaitObserver {
   /** The first try found the lock busy: the caller waits. */
@@ -71,6 +79,13 @@ interface EarlyWatch {
 
 interface EngineHealth {
   error: unknown;
+  /** When the engine last answered one of this client's waits (monotonic ms). */
+  answeredAt: number | undefined;
+}
+
+/** Whether an engine that did not answer a wait by `deadline` counts as gone (see SILENT_ENGINE_MS). */
+function silent(health: EngineHealth, deadline: number): boolean {
+  return health.answeredAt === undefined || health.answeredAt < deadline - SILENT_ENGINE_MS;
 }
 
 /** One wait in progress: its signal (caller, deadline, close) and what it learnt of the engine. */
@@ -132,6 +147,7 @@ class WaitRun {
     this.answered = true;
     this.lastError = undefined;
     this.health.error = undefined;
+    this.health.answeredAt = monotonicNow();
     return v;
   }
 
@@ -222,7 +238,7 @@ export class WaitLoop {
   private readonly runs = new Set<WaitRun>();
   /** Keys with a first try in flight that opened an early watch (see acquire()). */
   private readonly earlyKeys = new Set<string>();
-  private readonly health: EngineHealth = { error: undefined };
+  private readonly health: EngineHealth = { error: undefined, answeredAt: undefined };
   /** Waits in progress, with the exits they still owe the engine. */
   private readonly busy = new Set<Promise<unknown>>();
   /** Set by {@link abortAll}: a wait whose first try was in flight then ends with it. */
@@ -236,6 +252,11 @@ export class WaitLoop {
   /** Number of keys with local waiters queued at the gate (for tests and inspection). */
   get gatedKeys(): number {
     return this.gates.size;
+  }
+
+  /** The engine answered this client outside a wait (a single try): it is not silent. */
+  heard(): void {
+    this.health.answeredAt = monotonicNow();
   }
 
   /** Number of waits in progress. */
@@ -258,6 +279,7 @@ export class WaitLoop {
     let tried: TryResult | undefined;
     let fastError: unknown;
     let noAnswer = false;
+    let late = false;
     // A watch that opens at once (see TrySetDriver.watchNow) makes this try the decisive one of
     // the wait: queued when busy, its watch open before it was sent.
     let early: EarlyWatch | undefined;
@@ -271,9 +293,13 @@ export class WaitLoop {
       }
       try {
         const r = await withinDeadline(d.tryAcquire(req, early !== undefined), deadline, (late) => this.giveBack(req, late));
-        if (r === DEADLINE) noAnswer = true;
+        if (r === DEADLINE) {
+          if (silent(this.health, deadline)) noAnswer = true;
+          else late = true;
+        }
         else {
           this.health.error = undefined;
+          this.health.answeredAt = monotonicNow();
           if (r.ok) {
             early?.watch.close();
             return r.grant;
@@ -291,13 +317,16 @@ export class WaitLoop {
     }
     const gatedBehind = !signal && (d.kind === 'try-set' || d.kind === 'server-blocking') && this.gates.has(req.key);
     // Not going on to a wait of its own right now: the early watch and queue entry go first.
-    if (early && (this.ended || noAnswer || gatedBehind)) {
+    if (early && (this.ended || noAnswer || late || gatedBehind)) {
       await this.dropEarly(req, early);
       early = undefined;
     }
     // close() came while the first try was in flight (that try is not yet a wait abortAll sees).
     if (this.ended) throw this.ended.reason;
     if (noAnswer) throw new UnavailableError(`No answer from the engine while waiting for lock "${req.key}"`);
+    // The deadline passed during the first try of an engine that answered a moment ago: slow, not
+    // gone: a timeout (the late answer is given back).
+    if (late) return null;
     // Behind a local waiter of this key (and no caller signal): park at the gate, light, and no
     // frame of this function stays suspended meanwhile (see KeyGates.park).
     if (gatedBehind) return this.parked(req, deadline);
@@ -436,7 +465,7 @@ export class WaitLoop {
     const lastError = run.lastError;
     // An engine error that already says what failed (a quorum error listing every node) is the answer.
     if (lastError instanceof UnavailableError) throw lastError;
-    if (lastError !== undefined || !run.answered) {
+    if (lastError !== undefined || (!run.answered && silent(this.health, run.deadline))) {
       throw new UnavailableError(
         lastError === undefined
           ? `No answer from the engine while waiting for lock "${req.key}"`

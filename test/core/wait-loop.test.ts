@@ -7,7 +7,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { track } from './track.js';
 import { LatchWatch } from '../../src/core/change-watch.js';
-import { WaitLoop } from '../../src/core/wait-loop.js';
+import { SILENT_ENGINE_MS, WaitLoop } from '../../src/core/wait-loop.js';
 import type { AcquireRequest, ChangeWatch, ExtendItem, LockState, TryResult, TrySetDriver, ForceReleased, KeyPage } from '../../src/drivers/driver.js';
 import { UnavailableError } from '../../src/errors.js';
 
@@ -147,6 +147,40 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect(t.state).toBe('rejected');
     expect(t.error).toBeInstanceOf(UnavailableError);
     expect((t.error as Error).message).toMatch(/No answer from the engine/);
+  });
+
+  it('a slow first try of an engine that answered a moment ago: a timeout (null), and its late grant is given back', async () => {
+    const engine = new ScriptedEngine();
+    engine.holder = 'other';
+    const loop = new WaitLoop(engine);
+    // The engine answers a wait (busy until its deadline), then the next wait's first try is slow.
+    expect(await loop.acquire(req('a'), performance.now())).toBeNull();
+    engine.manual = true;
+    await vi.advanceTimersByTimeAsync(300);
+    const t = track(loop.acquire(req('b'), performance.now() + 150));
+    await vi.advanceTimersByTimeAsync(151);
+    expect(t.state).toBe('resolved');
+    expect(t.value).toBeNull();
+    engine.holder = undefined;
+    engine.pending[0]?.resolve({ ok: true, grant: { token: 9n, sentAt: performance.now() } });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(engine.released).toEqual(['b']);
+    // Silent for longer than SILENT_ENGINE_MS before a deadline: "no answer" again.
+    const u = track(loop.acquire(req('c'), performance.now() + SILENT_ENGINE_MS + 10));
+    await vi.advanceTimersByTimeAsync(SILENT_ENGINE_MS + 11);
+    expect(u.state).toBe('rejected');
+    expect(u.error).toBeInstanceOf(UnavailableError);
+  });
+
+  it('a single try that answered (heard()) counts as the engine answering', async () => {
+    const engine = new ScriptedEngine();
+    engine.manual = true;
+    const loop = new WaitLoop(engine);
+    loop.heard();
+    const t = track(loop.acquire(req('a'), performance.now() + 200));
+    await vi.advanceTimersByTimeAsync(201);
+    expect(t.state).toBe('resolved');
+    expect(t.value).toBeNull();
   });
 
   it('engine errors until the deadline: UnavailableError whose cause is the engine error, at the deadline', async () => {
