@@ -21,9 +21,12 @@ import { OwnerIds, parseOwner, type OwnerInfo } from './owner.js';
 import { RenewalScheduler, type Logger } from './renewal.js';
 import { validateBool, validateKey, validateMs, validateRatio, validateSignal } from './validate.js';
 import { WaitLoop } from './wait-loop.js';
+import { PassOn } from './pass-on.js';
 
 /** Bound on the background clean-up of a lease already known lost (see `release()`). */
 const LOST_CLEANUP_MS = 2000;
+/** How long close() gives the keys its releases left to bargers to reach their queue's heads. */
+const PASS_ON_AT_CLOSE_MS = 1000;
 
 /** Default bound of {@link LockClient.list}, in keys. */
 const LIST_LIMIT = 10_000;
@@ -187,6 +190,8 @@ export class LockClient {
   private closed: Promise<void> | undefined;
   private readonly host: LeaseHost;
   private readonly waits: WaitLoop;
+  /** Releases that left their key to bargers, passed on unless this client asks again (see PassOn). */
+  private readonly passOn: PassOn;
   /** Requests that had to wait (for the `acquired` event's `waited`). */
   private readonly waited = new WeakSet<AcquireRequest>();
   private readonly offSession: (() => void) | undefined;
@@ -204,7 +209,7 @@ export class LockClient {
     // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
     // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
     // in the background and bounded. Not when the engine itself says it is gone, or on close.
-    if (reason === 'expired' || reason === 'max-hold') this.cleanUp(() => this.driver.release(held.key, held.owner));
+    if (reason === 'expired' || reason === 'max-hold') this.cleanUp(() => this.passOn.release(held.key, held.owner));
   };
   /**
    * The event stream (see {@link LockEvents}): acquired, waiting, not-acquired, released, lost,
@@ -225,6 +230,7 @@ export class LockClient {
       if (this.events.has('renewal-failed')) this.events.emit('renewal-failed', { ...this.base(held.key, held.owner, held.admission), token: held.token, error });
     });
     const engine = driver.info.name;
+    this.passOn = new PassOn(driver);
     this.waits = new WaitLoop(driver, {
       waiting: (req) => {
         this.waited.add(req);
@@ -236,7 +242,7 @@ export class LockClient {
       engineError: (req, error) => {
         if (this.events.has('unavailable')) this.events.emit('unavailable', { engine, key: req.key, operation: 'acquire', error });
       },
-    });
+    }, this.passOn);
     if (isSessionDriver(driver)) {
       this.offSession = driver.onSessionState((state) => {
         if (this.events.has('session')) this.events.emit('session', { engine, state });
@@ -441,16 +447,19 @@ export class LockClient {
     this.offSession?.();
     const releases = [...this.held].map(async (h) => {
       h.lose('closed');
-      await this.driver.release(h.key, h.owner).catch(() => false);
+      await this.passOn.release(h.key, h.owner).catch(() => false);
     });
     // Releases still being retried (the engine did not answer): one last attempt.
-    for (const h of this.unreleased) releases.push(this.driver.release(h.key, h.owner).then(() => undefined, () => undefined));
+    for (const h of this.unreleased) releases.push(this.passOn.release(h.key, h.owner).then(() => undefined, () => undefined));
     this.unreleased.clear();
     this.held.clear();
     await Promise.all(releases);
     // Waits that were aborted leave the engine's queues before the driver closes (bounded).
     await this.waits.drain(2000);
     await settleWithin(Promise.allSettled([...this.cleanups]), LOST_CLEANUP_MS);
+    // Keys left to bargers go to their queue's heads before the driver closes (bounded: the
+    // heads' own due-time tries remain).
+    await settleWithin(this.passOn.flush(), PASS_ON_AT_CLOSE_MS);
     await this.driver.close();
     this.events.clear();
   }
@@ -541,7 +550,7 @@ export class LockClient {
         }
         if (!grant) break;
         if (this.closing.signal.aborted) {
-          this.driver.release(req.key, req.owner).catch(() => undefined);
+          this.passOn.release(req.key, req.owner).catch(() => undefined);
           throw new ClosedError(`Acquiring lock "${o.key}"`);
         }
         const lease = this.adopt(o, req, grant);
@@ -554,7 +563,7 @@ export class LockClient {
         // The grant arrived after its own validity (a stalled process or a slow engine): it was
         // never reported. Give the key back before trying again (bounded), so that the next
         // attempt, or an inspect() after a refused tryAcquire, does not find our own stale hold.
-        await settleWithin(this.driver.release(req.key, req.owner), 1000);
+        await settleWithin(this.passOn.release(req.key, req.owner), 1000);
         if (o.waitMs === 0) break;
       }
     } catch (e) {
@@ -578,13 +587,14 @@ export class LockClient {
     if (o.waitMs !== 0) return this.waits.acquire(req, start + o.waitMs, o.signal).catch(fail);
     let trying: Promise<TryResult>;
     try {
+      this.passOn.asked(req.key);
       trying = this.driver.tryAcquire(req);
     } catch (e) {
       return Promise.reject(this.attemptError(o, e));
     }
     const answered = o.signal
       ? raceAbort(trying, o.signal, (late) => {
-          if (late.ok) this.driver.release(req.key, req.owner).catch(() => undefined);
+          if (late.ok) this.passOn.release(req.key, req.owner).catch(() => undefined);
         })
       : trying;
     return answered.then((r) => {
@@ -658,7 +668,7 @@ export class LockClient {
         await pause(backoffMs(attempt, 50, 1000), this.closing.signal);
         if (this.closing.signal.aborted || held.session?.aborted || monotonicNow() >= until) return;
         try {
-          await this.driver.release(held.key, held.owner);
+          await this.passOn.release(held.key, held.owner);
           return;
         } catch (e) {
           if (isDlockError(e) && !(e instanceof UnavailableError)) return;
@@ -701,7 +711,7 @@ export class LockClient {
       ok = false;
     } else if (!this.closing.signal.aborted) {
       try {
-        ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.driver.release(held.key, held.owner), held.key, 'release');
+        ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.passOn.release(held.key, held.owner), held.key, 'release');
       } catch (e) {
         // The engine did not answer: the caller is told, and the release is retried in the
         // background, so a session engine (which keeps the lock while the session lives, e.g.

@@ -42,6 +42,7 @@ import { UnavailableError } from '../errors.js';
 import { backoffMs, DEADLINE, raceAbort, settleWithin } from './abort.js';
 import { driftFor, monotonicNow, sleep } from './clock.js';
 import { KeyGates } from './key-gates.js';
+import { PassOn } from './pass-on.js';
 import { admits, blockerOf, sharesKey } from './admission.js';
 
 /** Bound on what a wait's exit may still owe the engine (leave a queue, withdraw an entry). */
@@ -247,6 +248,8 @@ export class WaitLoop {
   constructor(
     private readonly driver: LockDriver,
     private readonly observer: WaitObserver = {},
+    /** Every release this loop sends goes through it, and every try first tells it (see PassOn). */
+    private readonly passOn: PassOn = new PassOn(driver),
   ) {}
 
   /** Number of keys with local waiters queued at the gate (for tests and inspection). */
@@ -292,6 +295,7 @@ export class WaitLoop {
         this.earlyKeys.add(req.key);
       }
       try {
+        this.passOn.asked(req.key);
         const r = await withinDeadline(d.tryAcquire(req, early !== undefined), deadline, (late) => this.giveBack(req, late));
         if (r === DEADLINE) {
           if (silent(this.health, deadline)) noAnswer = true;
@@ -417,6 +421,7 @@ export class WaitLoop {
       // The fast path of a caller with a signal (see acquire()), raced with the whole wait.
       if (fastPathHere && gated && !inGate && !this.gates.has(req.key)) {
         try {
+          this.passOn.asked(req.key);
           const r = await run.call(d.tryAcquire(req), (late) => this.giveBack(req, late));
           if (r.ok) return r.grant;
           triedOnce = true;
@@ -497,7 +502,7 @@ export class WaitLoop {
   }
 
   private giveBack(req: AcquireRequest, r: TryResult): void {
-    if (r.ok) this.driver.release(req.key, req.owner).catch(() => undefined);
+    if (r.ok) this.passOn.release(req.key, req.owner).catch(() => undefined);
   }
 
   /**
@@ -533,6 +538,7 @@ export class WaitLoop {
           const sentAt = monotonicNow();
           const queue = watch !== undefined;
           queued ||= queue;
+          this.passOn.asked(req.key);
           const r = await run.call(d.tryAcquire(req, queue), (late) => this.giveBack(req, late));
           if (r.ok) {
             granted = true;
@@ -600,7 +606,7 @@ export class WaitLoop {
         // is left waiting or held on the server when it ends.
         if (run.signal.aborted) {
           await settleWithin(
-            work.then((late) => (late.ok ? this.driver.release(req.key, req.owner) : undefined)),
+            work.then((late) => (late.ok ? this.passOn.release(req.key, req.owner) : undefined)),
             EXIT_WAIT_MS,
           );
         }

@@ -245,8 +245,11 @@ export interface DriverBase {
    * by the session's deadline (`Grant.validUntil`).
    */
   extend(items: readonly ExtendItem[]): Promise<boolean[]>;
-  /** Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. */
-  release(key: string, owner: string): Promise<boolean>;
+  /**
+   * Remove the key only if `owner` holds it; `true` when it did. Wakes waiters. A try-set driver
+   * with {@link TrySetDriver.passOn} may answer `'left'` instead of `true` (see there).
+   */
+  release(key: string, owner: string): Promise<boolean | 'left'>;
   /** Read who holds `key` without acquiring it (the oldest holder when several share it). */
   inspect(key: string): Promise<LockState | null>;
   /**
@@ -292,6 +295,16 @@ export interface TrySetDriver extends DriverBase {
    * was handed to it meanwhile, release it (to the next waiter).
    */
   cancel?(key: string, owner: string): Promise<void>;
+  /**
+   * Optional, with bounded barging: hand `key`, if it is free, to the waiters at the head of its
+   * queue now, due or not (a key someone holds meanwhile is left to that holder's release).
+   * A release answers `'left'` (released) when it left the key free for a barger while the queue's
+   * head waits for its turn, so that a releaser that asks again at once keeps its key without a
+   * cross-process wake-up. The core then calls `passOn(key)` at its next event-loop turn, unless
+   * this client asked for the key again first, and before the driver closes; the driver keeps no
+   * timer or bookkeeping for it. The head's own due-time try stays the fallback.
+   */
+  passOn?(key: string): Promise<void>;
 }
 
 /** A server-blocking engine: try once, or block on the server (see the file header). */

@@ -209,7 +209,8 @@ describe('redis bounded barging: the told-head cache (<lock>:d) follows the queu
       ]);
       expect(steps[0]).toMatchObject({ ok: false });
       expect(steps[1]).toMatchObject({ ok: false });
-      expect(steps[3]).toBe(true);
+      // Left to bargers (C, the new head, is not due); no pass-on here (a client would send one).
+      expect(steps[3]).toBe('left');
       // Told: its sleep ends at its due time (HEAD_MS + 1 after the release), not at the 5 s asked
       // for here (what an untold head sleeps: its next try is the holder's TTL away).
       const sleptFrom = performance.now();
@@ -246,12 +247,13 @@ describe('redis bounded barging: a permits request is decided by the queue head 
         driver.tryAcquire({ key, owner: n, ttlMs: 10_000, admission }),
       ]);
       // W's enqueue read the (empty) queue once; the release and N's barge read nothing more.
-      // H's client then passes on what H left to bargers (H did not ask again): one read of the
-      // queue, which finds N holding the one permit, so W stays queued.
-      await sleep(50);
+      expect(released).toBe('left');
+      // H's client then passes on what H left to bargers (N's ask came before the release's
+      // answer, so it does not count as H asking again): one read of the queue, which finds N
+      // holding the one permit, so W stays queued.
+      await driver.passOn(key);
       expect(await lranges()).toBe(before + 2);
       expect(queued).toMatchObject({ ok: false });
-      expect(released).toBe(true);
       expect(barged).toMatchObject({ ok: true });
       const state = await driver.keyState(key);
       expect(state.holders.map((x) => x.owner)).toEqual([n]);
@@ -271,7 +273,7 @@ describe('redis bounded barging: a releaser that is done passes the key on', () 
   // B queues as the head (its turn due in 5 ms) in the same batch (one script) as A's release,
   // which therefore leaves the key to bargers. B is a bare driver-level waiter: nothing of its own
   // would ever try again, so only A's client passing the key on can give it to B.
-  it('a releaser that does not ask again hands the key to the told head at once (before its due time)', async () => {
+  it('passOn hands a key its release left to bargers to the told head at once (before its due time)', async () => {
     const key = name('pass-on');
     const driver = new RedisDriver({ url: redis.url });
     const [a, b] = ['test:1:aaaaa7:1', 'test:1:bbbbb8:1'];
@@ -281,7 +283,9 @@ describe('redis bounded barging: a releaser that is done passes the key on', () 
       const watch = await driver.watch(key, b);
       const [queued, released] = await Promise.all([driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true), driver.release(key, a)]);
       expect(queued).toMatchObject({ ok: false });
-      expect(released).toBe(true);
+      // Released, and left to bargers (B has waited under BARGE_BOUND_MS): the core passes it on.
+      expect(released).toBe('left');
+      await driver.passOn(key);
       // The grant itself reaches B (a handoff message with its token), not a wake-up to try.
       const woke = await watch.next(5_000, new AbortController().signal);
       watch.close();
@@ -295,6 +299,41 @@ describe('redis bounded barging: a releaser that is done passes the key on', () 
     }
   }, 30_000);
 
+  it('through the client: a holder that releases and is done hands the key to the queued waiter (handed over, not a due-time try)', async () => {
+    const key = name('pass-on-client');
+    const c = client({ renew: false });
+    const driver = c.driver as RedisDriver;
+    const held = await c.acquire(key);
+    const answers: Array<boolean | 'left'> = [];
+    const release = driver.release.bind(driver);
+    driver.release = async (k, o) => {
+      const r = await release(k, o);
+      answers.push(r);
+      return r;
+    };
+    // The holder releases the moment the waiter's queued try answers busy: the waiter is then the
+    // queue's head and has waited under BARGE_BOUND_MS as the head.
+    let releasing: Promise<boolean> | undefined;
+    const tryAcquire = driver.tryAcquire.bind(driver);
+    driver.tryAcquire = async (req, queue) => {
+      const r = await tryAcquire(req, queue);
+      if (queue && !r.ok && req.owner !== held.owner) releasing ??= held.release();
+      return r;
+    };
+    const handed: bigint[] = [];
+    c.on('handed-over', (e) => handed.push(e.token));
+    const lease = await c.acquire(key, { waitMs: 10_000 });
+    expect(await releasing).toBe(true);
+    // Left to bargers on an unloaded machine ('left'), then passed on by the client; on a slow one
+    // the waiter may already be due, and the release hands it over itself (true). Either way the
+    // grant reaches the waiter through its watch, not from its own try at its due time.
+    expect(answers).toHaveLength(1);
+    expect(['left', true]).toContain(answers[0]);
+    expect(handed).toEqual([lease.token]);
+    expect(lease.token).toBeGreaterThan(held.token);
+    await lease.release();
+  }, 30_000);
+
   it('a releaser that asks again at once keeps its key (it barges), and the head keeps its place', async () => {
     const key = name('pass-on-kept');
     const driver = new RedisDriver({ url: redis.url });
@@ -303,7 +342,7 @@ describe('redis bounded barging: a releaser that is done passes the key on', () 
       const held = await driver.tryAcquire({ key, owner: a, ttlMs: 10_000 });
       if (!held.ok) throw new Error('the key was busy');
       const [, released] = await Promise.all([driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true), driver.release(key, a)]);
-      expect(released).toBe(true);
+      expect(released).toBe('left');
       // In the release's own continuation, as a loop that re-acquires does.
       const mine = await driver.tryAcquire({ key, owner: again, ttlMs: 10_000 });
       expect(mine).toMatchObject({ ok: true });

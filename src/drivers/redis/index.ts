@@ -22,10 +22,10 @@
  *   instead of releasing (the step that sees the expiry hands the key to the queue's head);
  *   without it, a newcomer may take a free key only while the head has waited under
  *   BARGE_BOUND_MS. A release hands the key to every admissible head (FIFO: stopping at the first
- *   that does not fit). A release that leaves the key to bargers (the head not due yet) is
- *   passed on to the head at this client's next event-loop turn (one `setImmediate`, no loop)
- *   unless the client asks for the key again first, so a releaser that is done never makes the
- *   head wait for its due time. A step costs O(holders + waiters) of the key, not O(permits): a
+ *   that does not fit). A release that leaves the key to bargers (the head not due yet) answers
+ *   `'left'`: the core passes it on (`passOn`, op `k`) at its next event-loop turn unless the
+ *   client asks for the key again first, so a releaser that is done never makes the head wait
+ *   for its due time. A step costs O(holders + waiters) of the key, not O(permits): a
  *   1,000,000-permit semaphore costs what a 4-permit one does. The exclusive mutex keeps its own
  *   path (SET if free, handoff in place).
  * - Redis Cluster: a lock's keys share a hash tag (`dlock:{key}`, `dlock:{key}:fence`, ...) so
@@ -49,7 +49,6 @@
  * - A waiter that dies while queued can still be handed the lock until its queue entry lapses
  *   (the holder's remaining TTL + 2 s after its last try); the lock then idles until its TTL.
  */
-import { settleWithin } from '../../core/abort.js';
 import { LatchWatch } from '../../core/change-watch.js';
 import { monotonicNow } from '../../core/clock.js';
 import { parseOwner } from '../../core/owner.js';
@@ -93,9 +92,6 @@ import { ioredisFor, parseRedisUrl, redactUrl, validateReplicaAcks, type ParsedR
  * HEAD_MS (= BARGE_BOUND_MS) counted from when it became the head, plus one.
  */
 const HEAD_WAKE_MS = BARGE_BOUND_MS + 1;
-
-/** How long close() gives the keys left to bargers to reach their queue's heads (see passOn()). */
-const PASS_ON_AT_CLOSE_MS = 1000;
 
 export { FencedRedisHash } from './fenced.js';
 export { ReplicaAckError } from './batch.js';
@@ -220,8 +216,6 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
    * waits ("2"): passed on to the head at this client's next event-loop turn unless it asks for
    * them again first (see ops.lua, "Bounded barging").
    */
-  private readonly leftToBargers = new Map<string, string>();
-  private passOnScheduled = false;
   private closing: Promise<void> | undefined;
   private closed = false;
   /** Replica acknowledgements asked for (undefined: off). */
@@ -282,8 +276,6 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
 
   async tryAcquire(req: AcquireRequest, queue = false): Promise<TryResult> {
     const k = this.keysFor(req.key);
-    // Asked again: this try barges (or queues); the key is not passed on.
-    this.leftToBargers.delete(k.lock);
     const sentAt = monotonicNow();
     const [code, arg] = opFor(req, queue);
     let r: string;
@@ -315,35 +307,14 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
     }
   }
 
-  async release(key: string, owner: string): Promise<boolean> {
-    const lock = this.keysFor(key).lock;
-    const r = await this.op(key, 'r', lock, owner, '');
-    if (r === '2') this.passOnLater(key, lock);
-    return r === '1' || r === '2';
+  async release(key: string, owner: string): Promise<boolean | 'left'> {
+    const r = await this.op(key, 'r', this.keysFor(key).lock, owner, '');
+    // '2': released, and left to bargers while a told queue head waits for its turn (passOn).
+    return r === '2' ? 'left' : r === '1';
   }
 
-  /**
-   * The release left `key` to bargers while a told queue head waits for its turn: a releaser that
-   * asks again at once (in the continuation of this release, before the event loop turns) keeps
-   * its key without a cross-process wake-up; one that does not passes it on to the head now,
-   * instead of the head taking it at its due time, up to BARGE_BOUND_MS + 1 later.
-   */
-  private passOnLater(key: string, lock: string): void {
-    this.leftToBargers.set(lock, key);
-    if (this.passOnScheduled) return;
-    this.passOnScheduled = true;
-    setImmediate(() => {
-      this.passOnScheduled = false;
-      void this.passOn();
-    });
-  }
-
-  /** Pass on every key still left to bargers (bounded by the op's own failure: the head's due-time try remains). */
-  private passOn(): Promise<unknown> {
-    const sent: Promise<unknown>[] = [];
-    for (const [lock, key] of this.leftToBargers) sent.push(this.op(key, 'k', lock, '', '').catch(() => undefined));
-    this.leftToBargers.clear();
-    return Promise.all(sent);
+  async passOn(key: string): Promise<void> {
+    await this.op(key, 'k', this.keysFor(key).lock, '', '');
   }
 
   async inspect(key: string): Promise<LockState | null> {
@@ -485,8 +456,6 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   }
 
   private async shutdown(): Promise<void> {
-    // Keys left to bargers go to their queue's heads before the connection goes.
-    if (this.leftToBargers.size > 0) await settleWithin(this.passOn(), PASS_ON_AT_CLOSE_MS);
     // Waits aborted by the client's close leave the server's queue before the connection goes.
     this.closed = true;
     this.clientChannels.clear();
