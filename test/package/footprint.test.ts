@@ -58,7 +58,8 @@ describe('install footprint', () => {
     // 3.4 MB before the footprint work, 1.5 MB with ESM + CommonJS builds; one ESM build (CommonJS
     // callers use require(esm)) brings it under the 1 MB goal. The admission modes of every engine
     // took it to 1.08 MB: the Redis scripts now ship without their comment lines (what Redis runs),
-    // and the guides under docs/ stay in the repository. See the README's Install section.
+    // and the guides under docs/ stay in the repository; so does the CHANGELOG (47 KB, with every
+    // measurement, took it past 1 MB again). See the README's Install section.
     expect(pack.unpackedSize).toBeLessThan(1_000_000);
   });
 
