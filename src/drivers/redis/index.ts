@@ -211,11 +211,6 @@ export class RedisDriver implements TrySetDriver, MarkStore, RangeStore {
   /** Client channels whose SUBSCRIBE the server confirmed (watchNow opens a watch on them at once). */
   private readonly subscribed = new Set<string>();
   private sub: Promise<Subscriber> | undefined;
-  /**
-   * Keys (lock key -> user key) a release of this client left to bargers while a told head
-   * waits ("2"): passed on to the head at this client's next event-loop turn unless it asks for
-   * them again first (see ops.lua, "Bounded barging").
-   */
   private closing: Promise<void> | undefined;
   private closed = false;
   /** Replica acknowledgements asked for (undefined: off). */
