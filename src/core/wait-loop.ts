@@ -80,7 +80,7 @@ interface EarlyWatch {
 
 interface EngineHealth {
   error: unknown;
-  /** When the engine last answered one of this client's waits (monotonic ms). */
+  /** When the engine last answered this client's waits or single tries (monotonic ms). */
   answeredAt: number | undefined;
 }
 
@@ -303,7 +303,7 @@ export class WaitLoop {
         }
         else {
           this.health.error = undefined;
-          this.health.answeredAt = monotonicNow();
+          this.heard();
           if (r.ok) {
             early?.watch.close();
             return r.grant;
