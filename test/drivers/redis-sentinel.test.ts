@@ -8,7 +8,9 @@
  *    the state it had before it (lock key deleted, fence counter one lower), then kills the
  *    master. The next contender gets the lock from the promoted replica, with THE SAME fencing
  *    token, while the first holder still believes it holds it; the holder learns it only at its
- *    next renewal (signal aborted 'not-held').
+ *    next renewal (signal aborted 'not-held'), or, when its own reconnection through Sentinel
+ *    outlasts its renewal window on a loaded machine, at its local deadline ('expired', with the
+ *    failed renewals on record).
  * 2. With `replicaAcks`, the grant was acknowledged by a replica before it was reported, so the
  *    promoted replica has it: the next contender is refused, and the holder keeps the lock (its
  *    renewals are acknowledged by the remaining replica) until it releases it.
@@ -80,6 +82,8 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
     // A long TTL: the holder's first renewal is due 10 s after the grant, well after the failover
     // (2-3 s) and the contender's reconnection through Sentinel (another 1-2 s under load).
     const ttlMs = 30_000;
+    const renewalErrors: string[] = [];
+    a.on('renewal-failed', (e) => renewalErrors.push(`${Math.round(performance.now())}: ${String((e.error as Error | undefined)?.message ?? e.error)}`));
     const leaseA = await a.acquire(k, { ttlMs });
     const aborted = lost(leaseA);
     await direct(replica.port, async (c) => {
@@ -107,12 +111,22 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
 
     const { reason, at } = await aborted;
     expect(reason).toBeInstanceOf(LockLostError);
-    expect((reason as LockLostError).reason).toBe('not-held');
+    // A learns it at its first renewal on the promoted replica ('not-held'). On a loaded machine
+    // (CI on 1e5ad59, the whole suite beside two CPU hogs) A's own reconnection through Sentinel
+    // can outlast its renewal window: then its renewals fail, are retried until the local
+    // deadline, and the lease ends 'expired'. That is the contract too (a holder that cannot reach
+    // the engine gives up at its deadline), but only with the failures on record: a renewal that
+    // neither answered nor failed would be a hang, and fails here.
+    const why = (reason as LockLostError).reason;
+    const story = `A lost '${why}' ${Math.round(at - killedAt)} ms after the kill; renewal failures: ${renewalErrors.join(' | ') || 'none'}`;
+    expect(['not-held', 'expired'], story).toContain(why);
+    if (why === 'expired') expect(renewalErrors.length, story).toBeGreaterThan(0);
     const bothHeldMs = at - grantedBAt;
     expect(bothHeldMs).toBeGreaterThan(0);
     console.info(
       `[redis-sentinel] no WAIT: failover took ${Math.round(failoverMs)} ms; B granted ${Math.round(grantedBAt - killedAt)} ms after the kill; ` +
-        `A told 'not-held' ${Math.round(at - killedAt)} ms after the kill (both believed they held it for ${Math.round(bothHeldMs)} ms); tokens A=${leaseA.token} B=${leaseB.token}`,
+        `A told '${why}' ${Math.round(at - killedAt)} ms after the kill (both believed they held it for ${Math.round(bothHeldMs)} ms); tokens A=${leaseA.token} B=${leaseB.token}` +
+        (renewalErrors.length > 0 ? `; renewal failures: ${renewalErrors.join(' | ')}` : ''),
     );
     expect(await leaseB.release()).toBe(true);
   }, 90_000);
