@@ -11,7 +11,7 @@
  *   borrowing, and beyond maxBorrowMs applies its policy: it waits, then throws
  *   DLOCK_CLOCK_BACKWARDS, and resumes once the clock is back. Never a duplicate.
  */
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdWorkerSpec } from './id-protocol.js';
@@ -22,6 +22,13 @@ interface Phase {
   /** Relative offset in libfaketime's format; a function gets the ms since the run started. */
   readonly offset: string | ((sinceStartMs: number) => string);
   readonly ms: number;
+  /**
+   * Then go on only once the generator issued this many ids in the phase (up to 15 s more): on a
+   * loaded machine a worker can be starved through a whole short phase (CI on 44d6b7f beside two
+   * hogs: the -10 s run's generator issued nothing in its 300 ms at the true time, so the step
+   * back landed within maxBorrowMs of its last id and was borrowed, not refused).
+   */
+  readonly untilIds?: number;
 }
 
 /**
@@ -35,7 +42,7 @@ function stepPhases(label: string, offset: string): { phases: Phase[]; stepIndex
     return {
       phases: [
         { offset: '-10', ms: 300 },
-        { offset: '+0', ms: 300 },
+        { offset: '+0', ms: 300, untilIds: 200 },
         { offset: (since) => `-${((10_000 + since) / 1000).toFixed(3)}`, ms: 500 },
         { offset: '+0', ms: 250 },
       ],
@@ -105,8 +112,15 @@ async function runPhases(ft: FakeTime, harsh: boolean, spec: Partial<IdWorkerSpe
     let atStep = 0;
     for (const [i, p] of phases.entries()) {
       if (i > 0) ft.set(offsetAt(p, performance.now() - t0));
-      if (i === stepIndex) atStep = statSync(out).size / 8;
+      const issued = (): number => (existsSync(out) ? statSync(out).size / 8 : 0);
+      if (i === stepIndex) atStep = issued();
+      const before = issued();
       await delay(p.ms);
+      if (p.untilIds !== undefined) {
+        const giveUpAt = performance.now() + 15_000;
+        while (issued() - before < p.untilIds && performance.now() < giveUpAt) await delay(10);
+        expect(issued() - before, `ids issued in phase ${i} (offset ${offsetAt(p, 0)})`).toBeGreaterThanOrEqual(p.untilIds);
+      }
     }
     w.send({ type: 'stop' });
     const done = await w.next('done', 30_000);
