@@ -304,8 +304,7 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
   const specs = o.only ? ENGINES.filter((e) => o.only?.includes(e.id)) : ENGINES;
   if (o.only) for (const id of o.only) if (!ENGINES.some((e) => e.id === id)) throw new Error(`--only: unknown engine "${id}" (engines: ${ENGINES.map((e) => e.id).join(', ')})`);
   const dlock = await loadDlock(o.dlock);
-  const rows: Array<{ spec: EngineSpec; figures: Record<keyof Result, Spread> }> = [];
-  const floorName: Record<string, string | undefined> = {};
+  const rows: Array<{ spec: EngineSpec; figures: Record<keyof Result, Spread>; floor: string | undefined }> = [];
   for (const spec of specs) {
     const engine = await spec.start();
     const per: Result[] = [];
@@ -316,7 +315,6 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
         const con = await measureContended(engine.url, o, `${spec.id}:${rep}`);
         const floorP50 = engine.floor ? quantile(await engine.floor.measure(o.handoffs), 0.5) : Number.NaN;
         per.push({ ...lat, ...con, floorP50, floorRoundTrips: floorP50 / lat.rttP50 });
-        floorName[spec.id] = engine.floor?.name;
         o.log(
           `  [engines ${rep + 1}/${o.reps}] ${spec.name.padEnd(24)} rtt ${fmt(lat.rttP50)} ms  handoff p50 ${fmt(lat.handoffP50)} ms = ${fmt(lat.roundTrips, 2)} rt  after a 1–4 ms wait ${fmt(lat.shortWaitP50)} ms  ` +
             `contended ${fmt(con.cyclesPerSecond)}/s max wait ${fmt(con.maxWaitMs)} ms lost ${con.lostUpdates}  (${((Date.now() - t) / 1000).toFixed(1)} s)`,
@@ -327,7 +325,7 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
     }
     const figures = {} as Record<keyof Result, Spread>;
     for (const k of Object.keys(per[0] ?? {}) as Array<keyof Result>) figures[k] = spread(per.map((r) => r[k]));
-    rows.push({ spec, figures });
+    rows.push({ spec, figures, floor: engine.floor?.name });
   }
   if (o.json) {
     for (const r of rows) console.log(JSON.stringify({ scenario: 'engines', library: `dlock on ${r.spec.name}`, id: r.spec.id, figures: r.figures, params: { reps: o.reps, handoffs: o.handoffs, seconds: o.seconds, processes: o.processes, dlock: o.dlock } }));
@@ -358,8 +356,8 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
   for (const r of rows) {
     if (!['zookeeper', 'etcd', 'postgres', 'postgres-table', 'mysql', 'mysql-table'].includes(r.spec.id)) continue;
     const rt = r.figures.roundTrips.median;
-    const floor = floorName[r.spec.id]
-      ? `; floor, ${floorName[r.spec.id]} in this run: ${fmt(r.figures.floorP50.median)} ms = ${r.figures.floorRoundTrips.median.toFixed(2)} rt [${r.figures.floorRoundTrips.min.toFixed(2)}–${r.figures.floorRoundTrips.max.toFixed(2)}]`
+    const floor = r.floor
+      ? `; floor, ${r.floor} in this run: ${fmt(r.figures.floorP50.median)} ms = ${r.figures.floorRoundTrips.median.toFixed(2)} rt [${r.figures.floorRoundTrips.min.toFixed(2)}–${r.figures.floorRoundTrips.max.toFixed(2)}]`
       : '';
     console.log(`target: ${r.spec.name} handoff <= ${TARGET_RT} round trips of its engine: ${rt <= TARGET_RT ? 'MET' : 'MISSED'} (${rt.toFixed(2)}${floor})`);
   }

@@ -110,9 +110,9 @@ async function runPhases(ft: FakeTime, harsh: boolean, spec: Partial<IdWorkerSpe
     await w.next('started', 30_000);
     const t0 = performance.now();
     let atStep = 0;
+    const issued = (): number => (existsSync(out) ? statSync(out).size / 8 : 0);
     for (const [i, p] of phases.entries()) {
       if (i > 0) ft.set(offsetAt(p, performance.now() - t0));
-      const issued = (): number => (existsSync(out) ? statSync(out).size / 8 : 0);
       if (i === stepIndex) atStep = issued();
       const before = issued();
       await delay(p.ms);

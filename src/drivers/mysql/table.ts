@@ -33,6 +33,8 @@ import {
 
 /** How long one armed wake-up wait may sleep in the server; the core re-arms it as needed. */
 const ARM_SECONDS = 3600;
+/** A statement sender on a connection held with `Conn.exclusive`. */
+type Send = <R>(sql: string, params?: readonly unknown[]) => Promise<R>;
 /** At most this many keys remembered as crowded by {@link MysqlTableDriver.release}. */
 const CROWDED_KEYS_MAX = 10_000;
 /** ER_QUERY_INTERRUPTED: a `KILL QUERY` ended the watch's sleep (a release woke it). */
@@ -276,7 +278,7 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
            WHERE id = ? AND owner = ? AND session_id IS NULL AND crowded = 0 AND (expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6));
          SET @dlock_step = @dlock_live = 0 AND (SELECT crowded = 1 OR (owner <=> ? AND ${LIVE}) FROM ${this.locks} WHERE id = ?) <=> 1;
          SELECT @dlock_live AS released, @dlock_step AS undecided${along ? `;\n${this.stepOpenSql('@dlock_step = 1')}` : ''}`,
-        [n.id, owner, n.id, owner, owner, n.lock, n.id, ...(along ? this.stepOpenParams(n.id, key) : [])],
+        [n.id, owner, n.id, owner, owner, n.lock, n.id, ...(along ? this.stepOpenParams(n, key) : [])],
       );
       const row = (r[4] as Array<{ released: string | number; undecided: string | number | null }>)[0];
       if (Number(row?.undecided) !== 1) {
@@ -292,8 +294,7 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
         // Remember the key (bounded: a client releasing many crowded keys forgets them all).
         if (this.crowdedKeys.size >= CROWDED_KEYS_MAX) this.crowdedKeys.clear();
         this.crowdedKeys.add(key);
-        const open = await send<unknown[]>(this.stepOpenSql(), this.stepOpenParams(n.id, key));
-        return (await this.stepDecide(send, n, { kind: 'release', owner }, open, 0)).released;
+        return (await this.fullStep(send, n, key, { kind: 'release', owner })).released;
       }
       return (await this.stepDecide(send, n, { kind: 'release', owner }, r, 5)).released;
     });
@@ -363,9 +364,13 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
     const conn = await this.home(slotOf(n.id, this.o.connections));
     const sentAt = this.now();
     return conn.exclusive(async (send) => {
-      const r = await send<unknown[]>(`${this.stepOpenSql()}`, this.stepOpenParams(n.id, key));
-      return { ...(await this.stepDecide(send, n, op, r, 0)), sentAt };
+      return { ...(await this.fullStep(send, n, key, op)), sentAt };
     });
+  }
+
+  /** Both round trips of the step on a connection the caller has to itself. */
+  private async fullStep(send: Send, n: KeyNames, key: string, op: Op): Promise<Outcome> {
+    return this.stepDecide(send, n, op, await send<unknown[]>(this.stepOpenSql(), this.stepOpenParams(n, key)), 0);
   }
 
   /**
@@ -390,16 +395,15 @@ export class MysqlTableDriver extends MysqlEngine implements TrySetDriver, MarkS
            FROM ${this.waiters} WHERE id = ?${and} ORDER BY seq`;
   }
 
-  private stepOpenParams(id: Buffer, key: string): unknown[] {
-    const n = this.namesOf(key);
-    return [id, key, n.lock, id, id, id];
+  private stepOpenParams(n: KeyNames, key: string): unknown[] {
+    return [n.id, key, n.lock, n.id, n.id, n.id];
   }
 
   /**
    * The step's second round trip, over the reads of {@link stepOpenSql} (at `r[at]` on): the rule
    * decides, the writes and the COMMIT go out, then the wake-ups.
    */
-  private async stepDecide(send: <R>(sql: string, params?: readonly unknown[]) => Promise<R>, n: KeyNames, op: Op, r: unknown[], at: number): Promise<Outcome> {
+  private async stepDecide(send: Send, n: KeyNames, op: Op, r: unknown[], at: number): Promise<Outcome> {
     const plan = new StepPlan(
       { locks: this.locks, holders: this.holders, waiters: this.waiters },
       n,
