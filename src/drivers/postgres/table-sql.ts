@@ -154,11 +154,17 @@ DECLARE
   soonest timestamptz;
 BEGIN
   IF p_mode = 'x' AND p_alongside = '' THEN
-    -- The mutex's path: one upsert while no shared holder, no waiter and no live holder.
-    INSERT INTO ${locks} AS k (key, owner, token, expires_at) VALUES (p_key, p_owner, nextval(${seq}), now_ + ${ms('p_ttl')})
+    -- The mutex's path: one upsert while no shared holder, no waiter and no live holder. The
+    -- token is drawn once the key is ours: a VALUES list is computed before the insert meets the
+    -- key's row, and may wait there (a release in flight) while later grants come and go. So a
+    -- fresh row is inserted with token 0 (never a sequence value) and given its token after.
+    INSERT INTO ${locks} AS k (key, owner, token, expires_at) VALUES (p_key, p_owner, 0, now_ + ${ms('p_ttl')})
     ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = nextval(${seq}), expires_at = excluded.expires_at
       WHERE k.expires_at <= now_ AND NOT k.queued
     RETURNING k.token INTO o_token;
+    IF o_token = 0 THEN
+      UPDATE ${locks} SET token = nextval(${seq}) WHERE key = p_key RETURNING token INTO o_token;
+    END IF;
     IF o_token IS NOT NULL THEN RETURN; END IF;
   END IF;
   l := ${fn.lockRow}(p_key);
