@@ -30,15 +30,19 @@ function client(url: string, opts: ConstructorParameters<typeof LockClient>[1] =
   return { locks, driver };
 }
 
-/** TTL 6 s: renewals every 2 s; the pause after each restart (5 s) spans two of them. */
+/**
+ * TTL 6 s, renewals every 1 s (renewRatio 1/6): the pause after each restart (3 s) spans two or
+ * three of them, and a renewal may come 2 s late on a loaded machine before the next restart.
+ */
 const TTL_MS = 6000;
-const PAUSE_MS = 5000;
+const RENEW_RATIO = 1 / 6;
+const PAUSE_MS = 3000;
 
 async function rollingRestart(count: number): Promise<void> {
   const nodes = await startRedlock({ nodes: count });
   cleanups.push(() => nodes.stop());
   const key = `rolling-${count}`;
-  const holder = client(nodes.url, { ttlMs: TTL_MS });
+  const holder = client(nodes.url, { ttlMs: TTL_MS, renewRatio: RENEW_RATIO });
   // Counters well above what the contender's failed tries can push a wiped counter to (each
   // try on an empty node increments it), so that a token that went back would show.
   const lock = holder.driver.lockKey(key);
