@@ -12,6 +12,11 @@
  * one such round trip at least (release -> server -> grant message), so `p50 / pingAfterIdleP50`
  * is how far a library is from the floor, measured under the same load at the same moments.
  *
+ * The mechanism's own floor, for dlock's rows (`floor`): the same pause and release on two bare
+ * connections, without any lock: a waiter blocked in BLPOP woken by an LPUSH, and a subscriber
+ * woken by a PUBLISH (a direct handoff's wake-up can be no cheaper than the faster of the two).
+ * One of each after every timed dlock handoff, so both floors see the same load at the same moments.
+ *
  * A second, shorter series releases 1 ms + uniform(0, 3 ms) after the waiter started (a waiter
  * that has waited less than dlock's 5 ms barging bound, whose holder does not come back):
  * `shortWaitP50`.
@@ -42,6 +47,45 @@ export interface HandoffResult {
   pingBusyP50: number;
   /** Handoff p50 when the release comes 1–4 ms after the waiter started (see above). */
   shortWaitP50: number;
+  /** Bare BLPOP woken by LPUSH after the same pause, p50 ms (NaN: not measured for this library). */
+  floorBlpopP50: number;
+  /** Bare SUBSCRIBE woken by PUBLISH after the same pause, p50 ms (NaN: not measured). */
+  floorPubsubP50: number;
+}
+
+/** The bare wake-ups of the header's "floor" (two connections each, no lock). */
+async function bareFloors(url: string): Promise<{ sample(): Promise<void>; blpop: number[]; pubsub: number[]; close(): Promise<void> }> {
+  const { Redis } = await import('ioredis');
+  const [blocker, pusher, subscriber] = [new Redis(url), new Redis(url), new Redis(url)];
+  const channel = `bench:handoff:floor:${process.pid}:${Math.random()}`;
+  const list = `${channel}:list`;
+  let heard: (() => void) | undefined;
+  subscriber.on('message', () => heard?.());
+  await subscriber.subscribe(channel);
+  await Promise.all([blocker.ping(), pusher.ping()]);
+  const blpop: number[] = [];
+  const pubsub: number[] = [];
+  return {
+    blpop,
+    pubsub,
+    async sample() {
+      const popped = blocker.blpop(list, 30);
+      await delay(5 + Math.random() * 10);
+      let t = now();
+      let got: bigint | undefined;
+      await Promise.all([pusher.lpush(list, 'x'), popped.then(() => (got = now()))]);
+      blpop.push(msBetween(t, got ?? now()));
+      const message = new Promise<void>((resolve) => (heard = resolve));
+      await delay(5 + Math.random() * 10);
+      t = now();
+      let at: bigint | undefined;
+      await Promise.all([pusher.publish(channel, 'x'), message.then(() => (at = now()))]);
+      pubsub.push(msBetween(t, at ?? now()));
+    },
+    async close() {
+      await Promise.all([blocker, pusher, subscriber].map((c) => c.quit().then(() => undefined, () => c.disconnect())));
+    },
+  };
 }
 
 export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMonitor, opts: HandoffOptions, tag: string): Promise<HandoffResult> {
@@ -49,7 +93,10 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
   const waiter = await spec.create(url);
   const { Redis } = await import('ioredis');
   // A redlock:// URL (bench/redlock.ts): PING its first node.
-  const ping = new Redis(url.startsWith('redlock://') ? `redis://${url.slice('redlock://'.length).split(',')[0] ?? ''}` : url);
+  const pingUrl = url.startsWith('redlock://') ? `redis://${url.slice('redlock://'.length).split(',')[0] ?? ''}` : url;
+  const ping = new Redis(pingUrl);
+  const floors = spec.id === 'dlock' ? await bareFloors(pingUrl) : undefined;
+  let timing = false;
   try {
     await ping.ping();
     const pings: number[] = [];
@@ -76,15 +123,18 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
         await releasing;
         latencies.push(msBetween(releasedAt, gotAt ?? now()));
         await got.release();
+        if (timing) await floors?.sample();
       }
       return latencies;
     };
 
     await run(opts.warmup);
     pings.length = 0;
+    timing = true;
     const c0 = await monitor.commands();
     const latencies = await run(opts.handoffs);
     const c1 = await monitor.commands();
+    timing = false;
     latencies.sort((a, b) => a - b);
     const pingsTimed = pings.splice(0);
     pingsTimed.sort((a, b) => a - b);
@@ -115,14 +165,16 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
       p90: quantile(latencies, 0.9),
       p99: quantile(latencies, 0.99),
       max: latencies[latencies.length - 1] ?? Number.NaN,
-      // Less the one PING per handoff of the floor measurement.
-      commandsPerHandoff: (c1 - c0 - opts.handoffs) / opts.handoffs,
+      // Less the one PING per handoff of the floor measurement (and the bare floors' BLPOP, LPUSH, PUBLISH).
+      commandsPerHandoff: (c1 - c0 - opts.handoffs * (floors ? 4 : 1)) / opts.handoffs,
       idleCommandsPerSecond: (i1 - i0) / idleSeconds,
       pingAfterIdleP50: quantile(pingsTimed, 0.5),
       pingBusyP50: quantile(busy, 0.5),
       shortWaitP50: quantile(short, 0.5),
+      floorBlpopP50: floors ? quantile([...floors.blpop].sort((a, b) => a - b), 0.5) : Number.NaN,
+      floorPubsubP50: floors ? quantile([...floors.pubsub].sort((a, b) => a - b), 0.5) : Number.NaN,
     };
   } finally {
-    await Promise.all([holder.close(), waiter.close(), ping.quit().then(() => undefined, () => ping.disconnect())]);
+    await Promise.all([holder.close(), waiter.close(), ping.quit().then(() => undefined, () => ping.disconnect()), floors?.close()]);
   }
 }
