@@ -12,7 +12,7 @@
  * one such round trip at least (release -> server -> grant message), so `p50 / pingAfterIdleP50`
  * is how far a library is from the floor, measured under the same load at the same moments.
  *
- * The mechanism's own floor, for dlock's rows (`floor`): the same pause and release on two bare
+ * The carriers' own floor, for dlock's rows (`floorBlpopP50`, `floorPubsubP50`): the same pause and release on two bare
  * connections, without any lock: a waiter blocked in BLPOP woken by an LPUSH, and a subscriber
  * woken by a PUBLISH (a direct handoff's wake-up can be no cheaper than the faster of the two).
  * One of each after every timed dlock handoff, so both floors see the same load at the same moments.
