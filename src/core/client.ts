@@ -209,7 +209,7 @@ export class LockClient {
     // Lost locally (deadline, max-hold): give back what remains on the engine (a session keeps
     // the lock as long as it lives; a quorum engine keeps it on the nodes that still have it),
     // in the background and bounded. Not when the engine itself says it is gone, or on close.
-    if (reason === 'expired' || reason === 'max-hold') this.cleanUp(() => this.passOn.release(held.key, held.owner));
+    if (reason === 'expired' || reason === 'max-hold') held.givingBack = this.cleanUp(() => this.passOn.release(held.key, held.owner));
   };
   /**
    * The event stream (see {@link LockEvents}): acquired, waiting, not-acquired, released, lost,
@@ -644,13 +644,14 @@ export class LockClient {
    * must not hold up whoever noticed the loss), tracked so that close() waits for it (bounded);
    * its failure is dropped.
    */
-  private cleanUp(work: () => Promise<unknown>): void {
+  private cleanUp(work: () => Promise<unknown>): Promise<unknown> {
     const bounded = settleWithin(
       new Promise<void>((resolve) => setImmediate(resolve)).then(work),
       LOST_CLEANUP_MS,
     );
     this.cleanups.add(bounded);
     void bounded.then(() => this.cleanups.delete(bounded));
+    return bounded;
   }
 
   /**
@@ -705,10 +706,12 @@ export class LockClient {
     this.held.delete(held);
     let ok = wasHeld;
     if (wasLost) {
-      // Known lost: the answer is false, now. What may remain on the engine was given back in the
-      // background when the loss was noticed (see adopt); the engine frees it by TTL or session
-      // at the latest.
+      // Known lost: the answer is false. What may remain on the engine is being given back in the
+      // background since the loss was noticed (see onHeldLost); release() waits for that
+      // (bounded), so that after it the engine no longer shows this owner's hold when it
+      // answered. It frees it by TTL or session at the latest.
       ok = false;
+      if (held.givingBack) await held.givingBack;
     } else if (!this.closing.signal.aborted) {
       try {
         ok = await this.callDriver(`Releasing lock "${held.key}"`, () => this.passOn.release(held.key, held.owner), held.key, 'release');

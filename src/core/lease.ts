@@ -29,6 +29,8 @@ export class HeldLock {
   maxHoldReached = false;
   lostError: LockLostError | undefined;
   releasePromise: Promise<boolean> | undefined;
+  /** Lost locally: the bounded background give-back of what remains on the engine (release() waits for it). */
+  givingBack: Promise<unknown> | undefined;
   /**
    * For session drivers: the session's own local deadline (see `Grant.validUntil`), checked on
    * top of {@link validUntil}.

@@ -60,6 +60,19 @@ export function defineReleaseAndTokens(ctx: SuiteContext): void {
     expect(await next.release()).toBe(true);
   });
 
+  it('release() of a lease that ran past its deadline answers false and leaves no hold of its owner on the engine', async () => {
+    const key = uniqueKey('late-release');
+    const a = await newClient();
+    const lease = await a.acquire(key, { ttlMs: 300, renew: false });
+    // The process stalls past the lease's deadline (no timer of the client runs meanwhile), then
+    // releases at once: the client finds the lease lost there and gives the key back. Session
+    // engines keep the key as long as the session lives, so only that give-back frees it.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+    expect(await lease.release()).toBe(false);
+    expect(await a.inspect(key)).toBeNull();
+    expect(await a.tryAcquire(key, { ttlMs: 10_000 })).not.toBeNull();
+  });
+
   it('a release the engine did not answer is retried in the background: the key is free long before its TTL', async () => {
     // The engine is real; only the first release request fails on its way, as one sent to an
     // isolated etcd member does while the session is kept alive through the others.
