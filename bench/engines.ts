@@ -35,6 +35,8 @@ interface Engine {
    * starts, the holder lets go 5–15 ms later): the physical floor a handoff on it compares with.
    */
   floor?: { name: string; measure(n: number): Promise<number[]> };
+  /** The same floor with what a fenced grant must add on this engine (a durable token write), if any. */
+  fencedFloor?: { name: string; measure(n: number): Promise<number[]> };
 }
 
 interface EngineSpec {
@@ -111,7 +113,12 @@ export const ENGINES: readonly EngineSpec[] = [
     start: async (): Promise<Engine> => {
       const { startMysql } = await import('../test/support/mysql.js');
       const s = await startMysql();
-      return { url: `${s.url}?mode=${mode}`, stop: () => s.stop(), floor: mysqlFloor(s.url, mode) };
+      return {
+        url: `${s.url}?mode=${mode}`,
+        stop: () => s.stop(),
+        floor: mysqlFloor(s.url, mode),
+        fencedFloor: mode === 'session' ? mysqlFloor(s.url, 'session-fenced') : undefined,
+      };
     },
   })),
 ];
@@ -123,11 +130,15 @@ export const ENGINES: readonly EngineSpec[] = [
  *   by the holder's one-batch release (`UPDATE` the row, then `KILL QUERY` the sleeper), then the
  *   waiter's one-statement grant (`UPDATE ... WHERE owner IS NULL`): the least a table-mode
  *   handoff that wakes with KILL can cost, if the release were one round trip (dlock's rule runs
- *   in the client between the step's two round trips).
+ *   in the client between the step's two round trips);
+ * - session mode, fenced: the same blocked GET_LOCK, and in the same batch the least a grant
+ *   with a fencing token must add: the durable token upsert (`INSERT ... ON DUPLICATE KEY UPDATE
+ *   token = LAST_INSERT_ID(token + 1)`, only when the lock was taken), its new value back in the
+ *   OK packet. It is still one round trip for the waiter, the floor of a fenced session handoff.
  */
-function mysqlFloor(url: string, mode: 'session' | 'table'): NonNullable<Engine['floor']> {
+function mysqlFloor(url: string, mode: 'session' | 'session-fenced' | 'table'): NonNullable<Engine['floor']> {
   return {
-    name: mode === 'session' ? 'bare GET_LOCK handoff' : 'bare UPDATE + KILL QUERY wake + UPDATE grant',
+    name: { session: 'bare GET_LOCK handoff', 'session-fenced': 'bare GET_LOCK + token upsert in one batch', table: 'bare UPDATE + KILL QUERY wake + UPDATE grant' }[mode],
     measure: async (n) => {
       const { createConnection } = await import('mysql2/promise');
       const holder = await createConnection({ uri: url, multipleStatements: true });
@@ -135,13 +146,22 @@ function mysqlFloor(url: string, mode: 'session' | 'table'): NonNullable<Engine[
       const lat: number[] = [];
       try {
         const [[{ id }]] = (await waiter.query('SELECT CONNECTION_ID() AS id')) as unknown as [[{ id: number }]];
-        await holder.query('CREATE TABLE IF NOT EXISTS bench_floor (id INT PRIMARY KEY, owner VARCHAR(16), changes BIGINT NOT NULL) ENGINE=InnoDB; REPLACE INTO bench_floor VALUES (1, NULL, 0)');
+        await holder.query(
+          'CREATE TABLE IF NOT EXISTS bench_floor (id INT PRIMARY KEY, owner VARCHAR(16), changes BIGINT NOT NULL) ENGINE=InnoDB; REPLACE INTO bench_floor VALUES (1, NULL, 0); ' +
+            'CREATE TABLE IF NOT EXISTS bench_floor_tokens (id INT PRIMARY KEY, token BIGINT NOT NULL) ENGINE=InnoDB',
+        );
         for (let i = 0; i < n + 10; i++) {
           let waiting: Promise<unknown>;
           let release: () => Promise<unknown>;
-          if (mode === 'session') {
+          if (mode === 'session' || mode === 'session-fenced') {
             await holder.query("DO GET_LOCK('bench_floor', 0)");
-            waiting = waiter.query("SELECT GET_LOCK('bench_floor', 30)");
+            waiting =
+              mode === 'session'
+                ? waiter.query("SELECT GET_LOCK('bench_floor', 30)")
+                : waiter.query(
+                    "SET @g = GET_LOCK('bench_floor', 30); INSERT INTO bench_floor_tokens (id, token) SELECT 1, LAST_INSERT_ID(1) FROM DUAL WHERE @g = 1 " +
+                      'ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)',
+                  );
             release = () => holder.query("DO RELEASE_LOCK('bench_floor')");
           } else {
             await holder.query("UPDATE bench_floor SET owner = 'h' WHERE id = 1");
@@ -158,7 +178,7 @@ function mysqlFloor(url: string, mode: 'session' | 'table'): NonNullable<Engine[
           await waiting;
           if (i >= 10) lat.push(msBetween(t, now()));
           await released;
-          if (mode === 'session') await waiter.query("DO RELEASE_LOCK('bench_floor')");
+          if (mode !== 'table') await waiter.query("DO RELEASE_LOCK('bench_floor')");
         }
       } finally {
         await Promise.allSettled([holder.end(), waiter.end()]);
@@ -189,6 +209,9 @@ interface Result {
   /** The engine's bare wake-up mechanism (Engine.floor), p50 ms and in round trips; NaN without one. */
   floorP50: number;
   floorRoundTrips: number;
+  /** The fenced floor (Engine.fencedFloor), p50 ms and in round trips; NaN without one. */
+  fencedFloorP50: number;
+  fencedFloorRoundTrips: number;
   cyclesPerSecond: number;
   maxWaitMs: number;
   retakenPct: number;
@@ -304,7 +327,7 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
   const specs = o.only ? ENGINES.filter((e) => o.only?.includes(e.id)) : ENGINES;
   if (o.only) for (const id of o.only) if (!ENGINES.some((e) => e.id === id)) throw new Error(`--only: unknown engine "${id}" (engines: ${ENGINES.map((e) => e.id).join(', ')})`);
   const dlock = await loadDlock(o.dlock);
-  const rows: Array<{ spec: EngineSpec; figures: Record<keyof Result, Spread>; floor: string | undefined }> = [];
+  const rows: Array<{ spec: EngineSpec; figures: Record<keyof Result, Spread>; floor: string | undefined; fencedFloor: string | undefined }> = [];
   for (const spec of specs) {
     const engine = await spec.start();
     const per: Result[] = [];
@@ -314,7 +337,8 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
         const lat = await measureLatency(dlock, engine.url, o.handoffs, `${spec.id}:${rep}`);
         const con = await measureContended(engine.url, o, `${spec.id}:${rep}`);
         const floorP50 = engine.floor ? quantile(await engine.floor.measure(o.handoffs), 0.5) : Number.NaN;
-        per.push({ ...lat, ...con, floorP50, floorRoundTrips: floorP50 / lat.rttP50 });
+        const fencedFloorP50 = engine.fencedFloor ? quantile(await engine.fencedFloor.measure(o.handoffs), 0.5) : Number.NaN;
+        per.push({ ...lat, ...con, floorP50, floorRoundTrips: floorP50 / lat.rttP50, fencedFloorP50, fencedFloorRoundTrips: fencedFloorP50 / lat.rttP50 });
         o.log(
           `  [engines ${rep + 1}/${o.reps}] ${spec.name.padEnd(24)} rtt ${fmt(lat.rttP50)} ms  handoff p50 ${fmt(lat.handoffP50)} ms = ${fmt(lat.roundTrips, 2)} rt  after a 1–4 ms wait ${fmt(lat.shortWaitP50)} ms  ` +
             `contended ${fmt(con.cyclesPerSecond)}/s max wait ${fmt(con.maxWaitMs)} ms lost ${con.lostUpdates}  (${((Date.now() - t) / 1000).toFixed(1)} s)`,
@@ -325,7 +349,7 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
     }
     const figures = {} as Record<keyof Result, Spread>;
     for (const k of Object.keys(per[0] ?? {}) as Array<keyof Result>) figures[k] = spread(per.map((r) => r[k]));
-    rows.push({ spec, figures, floor: engine.floor?.name });
+    rows.push({ spec, figures, floor: engine.floor?.name, fencedFloor: engine.fencedFloor?.name });
   }
   if (o.json) {
     for (const r of rows) console.log(JSON.stringify({ scenario: 'engines', library: `dlock on ${r.spec.name}`, id: r.spec.id, figures: r.figures, params: { reps: o.reps, handoffs: o.handoffs, seconds: o.seconds, processes: o.processes, dlock: o.dlock } }));
@@ -356,9 +380,10 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
   for (const r of rows) {
     if (!['zookeeper', 'etcd', 'postgres', 'postgres-table', 'mysql', 'mysql-table'].includes(r.spec.id)) continue;
     const rt = r.figures.roundTrips.median;
-    const floor = r.floor
-      ? `; floor, ${r.floor} in this run: ${fmt(r.figures.floorP50.median)} ms = ${r.figures.floorRoundTrips.median.toFixed(2)} rt [${r.figures.floorRoundTrips.min.toFixed(2)}–${r.figures.floorRoundTrips.max.toFixed(2)}]`
-      : '';
+    const rtSpread = (x: Spread): string => `${x.median.toFixed(2)} rt [${x.min.toFixed(2)}–${x.max.toFixed(2)}]`;
+    const floor =
+      (r.floor ? `; floor, ${r.floor} in this run: ${fmt(r.figures.floorP50.median)} ms = ${rtSpread(r.figures.floorRoundTrips)}` : '') +
+      (r.fencedFloor ? `; fenced floor, ${r.fencedFloor}: ${fmt(r.figures.fencedFloorP50.median)} ms = ${rtSpread(r.figures.fencedFloorRoundTrips)}` : '');
     console.log(`target: ${r.spec.name} handoff <= ${TARGET_RT} round trips of its engine: ${rt <= TARGET_RT ? 'MET' : 'MISSED'} (${rt.toFixed(2)}${floor})`);
   }
 }

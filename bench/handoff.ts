@@ -17,6 +17,14 @@
  * woken by a PUBLISH (a direct handoff's wake-up can be no cheaper than the faster of the two).
  * One of each after every timed dlock handoff, so both floors see the same load at the same moments.
  *
+ * The floor of a SAFE direct handoff (`floorScriptPubsubP50`, `floorScriptBlpopP50`), measured the
+ * same way: the release script of the `pubsub-direct-floor` / `blocking-floor` rows (bench/libs.ts
+ * `handoffScript`: GET the owner and compare, LPOP the head, INCR the fence, SET the key to the head
+ * with its TTL, then PUBLISH the grant to the head's subscriber, or LPUSH it to the head's list,
+ * where the head waits in BLPOP), timed from the script's send to the head hearing the grant. No
+ * library can hand a lock over safely for less than such a script's server time on top of the bare
+ * wake-up: these are the floor the 1.5× PING target is judged against.
+ *
  * A second, shorter series releases 1 ms + uniform(0, 3 ms) after the waiter started (a waiter
  * that has waited less than dlock's 5 ms barging bound, whose holder does not come back):
  * `shortWaitP50`.
@@ -25,7 +33,8 @@
  * handoffs, divided by their number) and the cost of waiting (commands/s on the server while the
  * holder keeps the lock for `idleMs` and one waiter waits).
  */
-import type { LibSpec } from './libs.js';
+import { randomBytes } from 'node:crypto';
+import { handoffScript, type LibSpec } from './libs.js';
 import { delay, msBetween, now, quantile, type ServerMonitor } from './support.js';
 
 export interface HandoffOptions {
@@ -51,23 +60,56 @@ export interface HandoffResult {
   floorBlpopP50: number;
   /** Bare SUBSCRIBE woken by PUBLISH after the same pause, p50 ms (NaN: not measured). */
   floorPubsubP50: number;
+  /** The minimal safe release script (see the header) granting to a subscriber, p50 ms (NaN: not measured). */
+  floorScriptPubsubP50: number;
+  /** The same script granting to a waiter blocked in BLPOP, p50 ms (NaN: not measured). */
+  floorScriptBlpopP50: number;
 }
 
 /** The bare wake-ups of the header's "floor" (two connections each, no lock). */
-async function bareFloors(url: string): Promise<{ sample(): Promise<void>; blpop: number[]; pubsub: number[]; close(): Promise<void> }> {
+async function bareFloors(url: string): Promise<{
+  sample(): Promise<void>;
+  blpop: number[];
+  pubsub: number[];
+  scriptPubsub: number[];
+  scriptBlpop: number[];
+  close(): Promise<void>;
+}> {
   const { Redis } = await import('ioredis');
   const [blocker, pusher, subscriber] = [new Redis(url), new Redis(url), new Redis(url)];
   const channel = `bench:handoff:floor:${process.pid}:${Math.random()}`;
   const list = `${channel}:list`;
+  // The safe handoff scripts' names (bench/libs.ts GRANT_BY): the head `<hex>:1` hears on `<hex>:grants` or `<lock>:w:<head>`.
+  const hex = randomBytes(8).toString('hex');
+  const [lock, queue, head, grants] = [`${channel}:lock`, `${channel}:queue`, `${hex}:1`, `${hex}:grants`];
   let heard: (() => void) | undefined;
   subscriber.on('message', () => heard?.());
-  await subscriber.subscribe(channel);
+  await subscriber.subscribe(channel, grants);
   await Promise.all([blocker.ping(), pusher.ping()]);
+  const sha = { publish: String(await pusher.script('LOAD', handoffScript('pubsub'))), lpush: String(await pusher.script('LOAD', handoffScript('blpop'))) };
   const blpop: number[] = [];
   const pubsub: number[] = [];
+  const scriptPubsub: number[] = [];
+  const scriptBlpop: number[] = [];
+  /** Hold the lock as 'holder' with 'waiter' queued, pause, then time the safe release until the waiter hears it. */
+  const safeRelease = async (mode: 'publish' | 'lpush', into: number[]): Promise<void> => {
+    await pusher.multi().set(lock, 'holder', 'PX', 10_000).del(queue).rpush(queue, head).exec();
+    const granted = mode === 'publish' ? new Promise<void>((resolve) => (heard = resolve)) : blocker.blpop(`${lock}:w:${head}`, 30);
+    await delay(5 + Math.random() * 10);
+    const t = now();
+    let at: bigint | undefined;
+    const [answer] = await Promise.all([
+      pusher.evalsha(sha[mode], 2, lock, queue, 'holder', 10_000),
+      granted.then(() => (at = now())),
+    ]);
+    if (answer !== 2) throw new Error(`bench handoff floor: the safe release script answered ${String(answer)}, not a handoff`);
+    into.push(msBetween(t, at ?? now()));
+  };
   return {
     blpop,
     pubsub,
+    scriptPubsub,
+    scriptBlpop,
     async sample() {
       const popped = blocker.blpop(list, 30);
       await delay(5 + Math.random() * 10);
@@ -81,8 +123,11 @@ async function bareFloors(url: string): Promise<{ sample(): Promise<void>; blpop
       let at: bigint | undefined;
       await Promise.all([pusher.publish(channel, 'x'), message.then(() => (at = now()))]);
       pubsub.push(msBetween(t, at ?? now()));
+      await safeRelease('publish', scriptPubsub);
+      await safeRelease('lpush', scriptBlpop);
     },
     async close() {
+      await pusher.del(lock, queue, `${lock}:fence`, list).catch(() => undefined);
       await Promise.all([blocker, pusher, subscriber].map((c) => c.quit().then(() => undefined, () => c.disconnect())));
     },
   };
@@ -97,6 +142,7 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
   const ping = new Redis(pingUrl);
   const floors = spec.id === 'dlock' ? await bareFloors(pingUrl) : undefined;
   let timing = false;
+  let floorCommands = 0;
   try {
     await ping.ping();
     const pings: number[] = [];
@@ -123,7 +169,12 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
         await releasing;
         latencies.push(msBetween(releasedAt, gotAt ?? now()));
         await got.release();
-        if (timing) await floors?.sample();
+        if (timing && floors) {
+          // The floors' own commands are counted apart and left out of commands/handoff.
+          const f0 = await monitor.commands();
+          await floors.sample();
+          floorCommands += (await monitor.commands()) - f0;
+        }
       }
       return latencies;
     };
@@ -165,14 +216,16 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
       p90: quantile(latencies, 0.9),
       p99: quantile(latencies, 0.99),
       max: latencies[latencies.length - 1] ?? Number.NaN,
-      // Less the one PING per handoff of the floor measurement (and the bare floors' BLPOP, LPUSH, PUBLISH).
-      commandsPerHandoff: (c1 - c0 - opts.handoffs * (floors ? 4 : 1)) / opts.handoffs,
+      // Less the one PING per handoff of the floor measurement and the bare floors' commands.
+      commandsPerHandoff: (c1 - c0 - opts.handoffs - floorCommands) / opts.handoffs,
       idleCommandsPerSecond: (i1 - i0) / idleSeconds,
       pingAfterIdleP50: quantile(pingsTimed, 0.5),
       pingBusyP50: quantile(busy, 0.5),
       shortWaitP50: quantile(short, 0.5),
       floorBlpopP50: floors ? quantile([...floors.blpop].sort((a, b) => a - b), 0.5) : Number.NaN,
       floorPubsubP50: floors ? quantile([...floors.pubsub].sort((a, b) => a - b), 0.5) : Number.NaN,
+      floorScriptPubsubP50: floors ? quantile([...floors.scriptPubsub].sort((a, b) => a - b), 0.5) : Number.NaN,
+      floorScriptBlpopP50: floors ? quantile([...floors.scriptBlpop].sort((a, b) => a - b), 0.5) : Number.NaN,
     };
   } finally {
     await Promise.all([holder.close(), waiter.close(), ping.quit().then(() => undefined, () => ping.disconnect()), floors?.close()]);

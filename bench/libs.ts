@@ -232,19 +232,32 @@ async function pubsubFloor(url: string): Promise<Locker> {
   };
 }
 
-/** The release of a direct handoff: give the key to the queue's head, then tell it (`%GRANT%`). */
+/**
+ * The release of a safe direct handoff, the least such a release can do: never free another
+ * owner's lock (GET and compare), give the key to the queue's head with its TTL and a new fencing
+ * token (`<key>:fence`), then tell the head (`%GRANT%`). Answers 2 for a handoff, 1 for a key freed,
+ * 0 for not the owner.
+ */
 const HANDOFF_LUA = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local nxt = redis.call('LPOP', KEYS[2])
-if nxt then redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2]); %GRANT% else redis.call('DEL', KEYS[1]) end
-return 1`;
+if not nxt then redis.call('DEL', KEYS[1]) return 1 end
+redis.call('INCR', KEYS[1] .. ':fence')
+redis.call('SET', KEYS[1], nxt, 'PX', ARGV[2])
+%GRANT%
+return 2`;
 const TRY_OR_QUEUE_LUA = `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return 0`;
 /** How a direct handoff tells the head: a push to the list its BLPOP blocks on, or a PUBLISH on its process channel. */
-const GRANT_BY = {
+export const GRANT_BY = {
   blpop: "redis.call('LPUSH', KEYS[1] .. ':w:' .. nxt, '1')",
   pubsub: "redis.call('PUBLISH', string.match(nxt, '^(%x+):') .. ':grants', nxt)",
 } as const;
+
+/** The safe direct handoff's release script, granting by `carrier`. KEYS: the lock, its queue; ARGV: owner, TTL ms. */
+export function handoffScript(carrier: keyof typeof GRANT_BY): string {
+  return HANDOFF_LUA.replace('%GRANT%', GRANT_BY[carrier]);
+}
 
 interface WithDirectHandoff {
   benchTryOrQueue(key: string, queue: string, token: string, ttlMs: number): Promise<number>;
@@ -264,7 +277,7 @@ async function directHandoffFloor(url: string, carrier: keyof typeof GRANT_BY): 
   const redis = await connect(url);
   const waiting = await connect(url);
   redis.defineCommand('benchTryOrQueue', { numberOfKeys: 2, lua: TRY_OR_QUEUE_LUA });
-  redis.defineCommand('benchHandOff', { numberOfKeys: 2, lua: HANDOFF_LUA.replace('%GRANT%', GRANT_BY[carrier]) });
+  redis.defineCommand('benchHandOff', { numberOfKeys: 2, lua: handoffScript(carrier) });
   const r = redis as unknown as WithDirectHandoff;
   const prefix = randomBytes(8).toString('hex');
   const granted = new Map<string, () => void>();
