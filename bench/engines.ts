@@ -34,9 +34,15 @@ interface Engine {
    * The engine's own wake-up mechanism without dlock, measured like the handoff (the waiter
    * starts, the holder lets go 5–15 ms later): the physical floor a handoff on it compares with.
    */
-  floor?: { name: string; measure(n: number): Promise<number[]> };
+  floor?: Floor;
   /** The same floor with what a fenced grant must add on this engine (a durable token write), if any. */
-  fencedFloor?: { name: string; measure(n: number): Promise<number[]> };
+  fencedFloor?: Floor;
+}
+
+/** A floor's measurement: its handoffs (ms, sorted), and the engine's bare round trip after the same idle pause (`SELECT 1`, ms, sorted). */
+interface Floor {
+  name: string;
+  measure(n: number): Promise<{ lat: number[]; bareRtt: number[] }>;
 }
 
 interface EngineSpec {
@@ -136,7 +142,7 @@ export const ENGINES: readonly EngineSpec[] = [
  *   token = LAST_INSERT_ID(token + 1)`, only when the lock was taken), its new value back in the
  *   OK packet. It is still one round trip for the waiter, the floor of a fenced session handoff.
  */
-function mysqlFloor(url: string, mode: 'session' | 'session-fenced' | 'table'): NonNullable<Engine['floor']> {
+function mysqlFloor(url: string, mode: 'session' | 'session-fenced' | 'table'): Floor {
   return {
     name: { session: 'bare GET_LOCK handoff', 'session-fenced': 'bare GET_LOCK + token upsert in one batch', table: 'bare UPDATE + KILL QUERY wake + UPDATE grant' }[mode],
     measure: async (n) => {
@@ -144,6 +150,7 @@ function mysqlFloor(url: string, mode: 'session' | 'session-fenced' | 'table'): 
       const holder = await createConnection({ uri: url, multipleStatements: true });
       const waiter = await createConnection({ uri: url, multipleStatements: true });
       const lat: number[] = [];
+      const bareRtt: number[] = [];
       try {
         const [[{ id }]] = (await waiter.query('SELECT CONNECTION_ID() AS id')) as unknown as [[{ id: number }]];
         await holder.query(
@@ -179,11 +186,15 @@ function mysqlFloor(url: string, mode: 'session' | 'session-fenced' | 'table'): 
           if (i >= 10) lat.push(msBetween(t, now()));
           await released;
           if (mode !== 'table') await waiter.query("DO RELEASE_LOCK('bench_floor')");
+          await delay(5 + Math.random() * 10);
+          const p = now();
+          await holder.query('SELECT 1');
+          if (i >= 10) bareRtt.push(msBetween(p, now()));
         }
       } finally {
         await Promise.allSettled([holder.end(), waiter.end()]);
       }
-      return lat.sort((x, y) => x - y);
+      return { lat: lat.sort((x, y) => x - y), bareRtt: bareRtt.sort((x, y) => x - y) };
     },
   };
 }
@@ -212,6 +223,13 @@ interface Result {
   /** The fenced floor (Engine.fencedFloor), p50 ms and in round trips; NaN without one. */
   fencedFloorP50: number;
   fencedFloorRoundTrips: number;
+  /**
+   * The engine's bare round trip (`SELECT 1` on a bare connection after the same idle pause,
+   * measured with the floors), and the handoff and the fenced floor counted in it; NaN without a floor.
+   */
+  bareRttP50: number;
+  bareRoundTrips: number;
+  fencedFloorBareRoundTrips: number;
   cyclesPerSecond: number;
   maxWaitMs: number;
   retakenPct: number;
@@ -336,9 +354,22 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
         const t = Date.now();
         const lat = await measureLatency(dlock, engine.url, o.handoffs, `${spec.id}:${rep}`);
         const con = await measureContended(engine.url, o, `${spec.id}:${rep}`);
-        const floorP50 = engine.floor ? quantile(await engine.floor.measure(o.handoffs), 0.5) : Number.NaN;
-        const fencedFloorP50 = engine.fencedFloor ? quantile(await engine.fencedFloor.measure(o.handoffs), 0.5) : Number.NaN;
-        per.push({ ...lat, ...con, floorP50, floorRoundTrips: floorP50 / lat.rttP50, fencedFloorP50, fencedFloorRoundTrips: fencedFloorP50 / lat.rttP50 });
+        const floor = engine.floor ? await engine.floor.measure(o.handoffs) : undefined;
+        const fenced = engine.fencedFloor ? await engine.fencedFloor.measure(o.handoffs) : undefined;
+        const floorP50 = floor ? quantile(floor.lat, 0.5) : Number.NaN;
+        const fencedFloorP50 = fenced ? quantile(fenced.lat, 0.5) : Number.NaN;
+        const bareRttP50 = floor ? quantile([...floor.bareRtt, ...(fenced?.bareRtt ?? [])].sort((x, y) => x - y), 0.5) : Number.NaN;
+        per.push({
+          ...lat,
+          ...con,
+          floorP50,
+          floorRoundTrips: floorP50 / lat.rttP50,
+          fencedFloorP50,
+          fencedFloorRoundTrips: fencedFloorP50 / lat.rttP50,
+          bareRttP50,
+          bareRoundTrips: lat.handoffP50 / bareRttP50,
+          fencedFloorBareRoundTrips: fencedFloorP50 / bareRttP50,
+        });
         o.log(
           `  [engines ${rep + 1}/${o.reps}] ${spec.name.padEnd(24)} rtt ${fmt(lat.rttP50)} ms  handoff p50 ${fmt(lat.handoffP50)} ms = ${fmt(lat.roundTrips, 2)} rt  after a 1–4 ms wait ${fmt(lat.shortWaitP50)} ms  ` +
             `contended ${fmt(con.cyclesPerSecond)}/s max wait ${fmt(con.maxWaitMs)} ms lost ${con.lostUpdates}  (${((Date.now() - t) / 1000).toFixed(1)} s)`,
@@ -383,7 +414,11 @@ export async function runEngines(o: EnginesOptions): Promise<void> {
     const rtSpread = (x: Spread): string => `${x.median.toFixed(2)} rt [${x.min.toFixed(2)}–${x.max.toFixed(2)}]`;
     const floor =
       (r.floor ? `; floor, ${r.floor} in this run: ${fmt(r.figures.floorP50.median)} ms = ${rtSpread(r.figures.floorRoundTrips)}` : '') +
-      (r.fencedFloor ? `; fenced floor, ${r.fencedFloor}: ${fmt(r.figures.fencedFloorP50.median)} ms = ${rtSpread(r.figures.fencedFloorRoundTrips)}` : '');
+      (r.fencedFloor ? `; fenced floor, ${r.fencedFloor}: ${fmt(r.figures.fencedFloorP50.median)} ms = ${rtSpread(r.figures.fencedFloorRoundTrips)}` : '') +
+      (r.floor
+        ? `; in bare round trips (SELECT 1 after the same pause, ${fmt(r.figures.bareRttP50.median)} ms): dlock ${rtSpread(r.figures.bareRoundTrips)}` +
+          (r.fencedFloor ? `, fenced floor ${rtSpread(r.figures.fencedFloorBareRoundTrips)}` : '')
+        : '');
     console.log(`target: ${r.spec.name} handoff <= ${TARGET_RT} round trips of its engine: ${rt <= TARGET_RT ? 'MET' : 'MISSED'} (${rt.toFixed(2)}${floor})`);
   }
 }
