@@ -161,6 +161,35 @@ describe('redis admission: the size of a semaphore does not change its cost', ()
   }, 30_000);
 });
 
+describe('redis admission: a permit with nobody queued touches no queue key', () => {
+  it('acquire and release of a permit beside other holders read and write neither the queue nor its flag (no LINDEX, LRANGE, EXISTS, HEXISTS, HDEL of an entry)', async () => {
+    const c = client({ ttlMs: 10_000 });
+    const sem = new Semaphore(c, name('quiet'), { permits: 4 });
+    const holders = [await sem.acquire(), await sem.acquire()];
+    const byCommand = async (): Promise<Map<string, number>> => {
+      const stats = await withRedisClient(redis.port, (x) => x.info('commandstats'));
+      return new Map([...stats.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+    };
+    const cycles = 20;
+    const before = await byCommand();
+    for (let i = 0; i < cycles; i++) {
+      const l = await sem.acquire();
+      expect(await l.release()).toBe(true);
+    }
+    const after = await byCommand();
+    await Promise.all(holders.map((h) => h.release()));
+    const ran = (cmd: string): number => ((after.get(cmd) ?? 0) - (before.get(cmd) ?? 0)) / cycles;
+    // Each cycle: MGET + HGETALL + TIME + INCR + HSET + PEXPIRE + SET (acquire), MGET + HGETALL +
+    // TIME + HDEL (release); the queue is known empty from the <lock>:w flag's absence.
+    for (const cmd of ['lindex', 'lrange', 'exists', 'hexists', 'lrem']) expect({ cmd, perCycle: ran(cmd) }).toEqual({ cmd, perCycle: 0 });
+    expect(ran('hdel')).toBe(1);
+    let all = 0;
+    // (The INFO connection's own commands left out.)
+    for (const [cmd, n] of after) if (!/^(info|client\||hello|select)/.test(cmd)) all += n - (before.get(cmd) ?? 0);
+    expect(all / cycles).toBeLessThanOrEqual(13);
+  }, 30_000);
+});
+
 describe('redis admission: fair after a holder expired', () => {
   it('fair: true stays FIFO when the holder expires instead of releasing: the queued waiter gets it, not a newcomer', async () => {
     const key = name('fair-expiry');
@@ -246,13 +275,14 @@ describe('redis bounded barging: a permits request is decided by the queue head 
         driver.release(key, h),
         driver.tryAcquire({ key, owner: n, ttlMs: 10_000, admission }),
       ]);
-      // W's enqueue read the (empty) queue once; the release and N's barge read nothing more.
+      // W's enqueue found no waiters flag (<lock>:w) and read no queue; the release and N's
+      // barge read nothing more either.
       expect(released).toBe('left');
       // H's client then passes on what H left to bargers (N's ask came before the release's
       // answer, so it does not count as H asking again): one read of the queue, which finds N
       // holding the one permit, so W stays queued.
       await driver.passOn(key);
-      expect(await lranges()).toBe(before + 2);
+      expect(await lranges()).toBe(before + 1);
       expect(queued).toMatchObject({ ok: false });
       expect(barged).toMatchObject({ ok: true });
       const state = await driver.keyState(key);

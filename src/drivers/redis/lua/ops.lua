@@ -95,6 +95,12 @@ local function owns(value, owner)
   return value and string.sub(value, 1, #owner + 1) == owner .. '|'
 end
 local now
+-- <lock>:w of the op being run, when its first read fetched it (wknown): while it is absent
+-- nobody is queued (it outlives <lock>:q), so the steps below skip the queue reads and writes.
+local wknown, wval = false, nil
+local function quiet()
+  return wknown and not wval
+end
 local function nowMs()
   if not now then
     local t = redis.call('TIME')
@@ -116,7 +122,7 @@ end
 -- The holders of <lock> (v: its value), expired hash entries pruned: st.x / st.xtoken (the
 -- exclusive holder), st.h[owner] = {exp, token, mode, permits, limit}, st.n, st.used.
 local function load(lock, v)
-  local st = { lock = lock, h = {}, n = 0, used = 0, dirty = false }
+  local st = { lock = lock, h = {}, n = 0, used = 0, dirty = false, marked = v == MARK, last0 = 0 }
   if v and v ~= MARK then
     local bar = string.find(v, '|', 1, true)
     st.x, st.xtoken = string.sub(v, 1, bar - 1), string.sub(v, bar + 1)
@@ -128,6 +134,7 @@ local function load(lock, v)
     e = tonumber(e)
     if e and e > nowMs() then
       st.h[all[i]] = { exp = e, token = t, mode = m, permits = k, limit = l }
+      if e > st.last0 then st.last0 = e end
       st.n = st.n + 1
       if m == 'p' then st.used = st.used + tonumber(k) end
     else
@@ -140,6 +147,7 @@ end
 
 -- Keep <lock>:w set for at least ms (its "f" kept: a fair request is queued).
 local function flag(lock, ms)
+  wknown = false
   local w = lock .. ':w'
   local f = redis.call('GET', w)
   redis.call('SET', w, f == 'f' and 'f' or '1', 'PX', ms)
@@ -154,6 +162,9 @@ local function store(st)
     if e.exp > last then last = e.exp end
   end
   if st.n > 0 then
+    -- <lock>:h and the mark already outlive every entry loaded (every step that writes an entry
+    -- extends them to it): nothing to write unless an entry now lives longer.
+    if st.marked and not st.x and last <= st.last0 then return end
     local ms = last - nowMs()
     redis.call('PEXPIRE', hk, ms)
     if not st.x then
@@ -230,6 +241,7 @@ end
 
 -- The live waiters of <lock> in order (expired entries removed).
 local function waiters(lock)
+  if quiet() then return {} end
   local q, qw = lock .. ':q', lock .. ':qw'
   local owners = redis.call('LRANGE', q, 0, -1)
   local out = {}
@@ -252,6 +264,7 @@ end
 -- The queue's head alone, when it is live (nil: no queue, or its head is stale: read them all),
 -- and whether the queue is empty.
 local function liveHead(lock)
+  if quiet() then return nil, true end
   local head = redis.call('LINDEX', lock .. ':q', 0)
   if not head then return nil, true end
   local info = redis.call('HGET', lock .. ':qw', head)
@@ -261,6 +274,7 @@ local function liveHead(lock)
 end
 
 local function dequeue(lock, owner)
+  if quiet() then return end
   if redis.call('HDEL', lock .. ':qw', owner) == 1 then
     redis.call('LREM', lock .. ':q', 0, owner)
     redis.call('DEL', lock .. ':d')
@@ -286,7 +300,10 @@ end
 -- Bounded barging (see above): whether a key that mode's claim leaves free (or asks for) may skip
 -- queue head w for now. The first time in w's turn, w is woken to try by itself.
 local function defer(lock, w, mode)
-  if not w or w.mode == 's' or w.mode ~= mode or due(w) or redis.call('GET', lock .. ':w') == 'f' then return false end
+  if not w or w.mode == 's' or w.mode ~= mode or due(w) then return false end
+  local f
+  if wknown then f = wval else f = redis.call('GET', lock .. ':w') end
+  if f == 'f' then return false end
   if not w.told then
     w.told = true
     setEntry(lock, w)
@@ -331,6 +348,7 @@ end
 -- busy answer names: pttl, or sooner when owner heads the queue and its turn is due before
 -- (it is then told, see defer()).
 local function enqueue(lock, owner, pttl, ask)
+  wknown = false
   local q, qw = lock .. ':q', lock .. ':qw'
   local life = (pttl > 0 and pttl or 30000) + 2000
   local old = redis.call('HGET', qw, owner)
@@ -372,6 +390,7 @@ end
 
 -- Drop the <lock>:w flag once nothing needs it.
 local function unflag(st)
+  if quiet() then return end
   if not (st.x and st.n > 0) and redis.call('EXISTS', st.lock .. ':q') == 0 then redis.call('DEL', st.lock .. ':w') end
 end
 
@@ -485,7 +504,6 @@ local function release(lock, v, owner, barge)
     unflag(st)
     return left and '2' or '1'
   end
-  if redis.call('HEXISTS', lock .. ':h', owner) == 0 then return '0' end
   local st = load(lock, v)
   local mine = st.h[owner]
   if not mine then
@@ -514,11 +532,13 @@ while p <= #s do
   local op = string.sub(s, p, p)
   p = p + 1
   local lock, owner, arg = field(), field(), field()
+  wknown = false
   if op == 'a' or op == 'q' then
     -- Look first: a busy try then costs GET + PTTL, and burns no token (INCR + SET NX on every
     -- busy try were 2 of the ~27 commands of a contended cycle, twice per waiter).
     local both = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
     local held = both[1]
+    wknown, wval = true, both[2]
     local fair = string.byte(arg, -1) == 102 -- "f"
     if fair then arg = string.sub(arg, 1, -2) end
     local ask = { ttl = arg, mode = 'x', permits = '0', limit = '0', fair = fair and '1' or '0', alongside = '' }
@@ -565,7 +585,9 @@ while p <= #s do
   elseif op == 'g' or op == 'w' then
     local ttl, m, k, l, fair, along = string.match(arg, '^(%d+) (%a) (%d+) (%d+) ([01]) ?(.*)$')
     local ask = { ttl = ttl, mode = m, permits = k, limit = l, fair = fair, alongside = along }
-    out[#out + 1] = try(lock, redis.call('GET', lock), owner, ask, op == 'w')
+    local both = redis.call('MGET', lock, lock .. ':w')
+    wknown, wval = true, both[2]
+    out[#out + 1] = try(lock, both[1], owner, ask, op == 'w')
   elseif op == 'e' then
     local v = redis.call('GET', lock)
     if owns(v, owner) then
@@ -592,6 +614,7 @@ while p <= #s do
     -- the shared holders beside an exclusive one), or a told exclusive head not due yet (<lock>:d)
     -- and no shared holder: the key is just freed (left to bargers, the head told already).
     local v = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
+    wknown, wval = true, v[2]
     local mine = owns(v[1], owner)
     if mine and not v[2] then
       redis.call('DEL', lock)
