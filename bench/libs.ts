@@ -91,23 +91,35 @@ interface WithUnlock {
   benchUnlock(key: string, token: string): Promise<number>;
 }
 
+const FENCED_LOCK_LUA = `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end return 0`;
+
+interface WithFencedLock extends WithUnlock {
+  benchFencedLock(key: string, fence: string, token: string, ttlMs: number): Promise<number>;
+}
+
 /**
  * The baseline: what people write by hand. `SET key token NX PX ttl`; release by a Lua
  * compare-and-delete (EVALSHA through ioredis `defineCommand`); wait by polling every 10 ms.
+ *
+ * `fenced`: not a library but the `contended` floor of a fenced lock: the same lock with the
+ * least a fencing token adds, `SET NX PX` and `INCR <key>:fence` in one script (a token per
+ * grant, as every dlock grant has), its waits as unbounded as the baseline's. What it loses
+ * against the baseline in the same run is the price of the token alone.
  */
-async function handRolled(url: string, autoPipelining: boolean): Promise<Locker> {
+async function handRolled(url: string, autoPipelining: boolean, fenced = false): Promise<Locker> {
   const redis = await connect(url, { enableAutoPipelining: autoPipelining });
   redis.defineCommand('benchUnlock', { numberOfKeys: 1, lua: UNLOCK_LUA });
-  const unlock = redis as unknown as WithUnlock;
+  redis.defineCommand('benchFencedLock', { numberOfKeys: 2, lua: FENCED_LOCK_LUA });
+  const cmd = redis as unknown as WithFencedLock;
   const prefix = randomBytes(8).toString('hex');
   let seq = 0;
+  const take = async (key: string, token: string): Promise<boolean> =>
+    fenced ? (await cmd.benchFencedLock(key, `${key}:fence`, token, TTL_MS)) > 0 : (await redis.set(key, token, 'PX', TTL_MS, 'NX')) === 'OK';
   return {
     async acquire(key) {
       const token = `${prefix}:${++seq}`;
       for (;;) {
-        if ((await redis.set(key, token, 'PX', TTL_MS, 'NX')) === 'OK') {
-          return { release: () => unlock.benchUnlock(key, token) };
-        }
+        if (await take(key, token)) return { release: () => cmd.benchUnlock(key, token) };
         await delay(10);
       }
     },
@@ -309,6 +321,8 @@ async function directHandoffFloor(url: string, carrier: keyof typeof GRANT_BY): 
 const ALL: readonly Scenario[] = ['handoff', 'uncontended', 'contended'];
 
 export const BASELINE_ID = 'hand-rolled';
+/** The hand-rolled lock with a fencing token (a floor of `contended`, not a peer). */
+export const FENCED_FLOOR_ID = 'fenced-floor';
 /** dlock with `fair: true` (strict FIFO). */
 export const DLOCK_FAIR_ID = 'dlock-fair';
 
@@ -326,6 +340,14 @@ export const LIBS: readonly LibSpec[] = [
     pollMs: 1,
     scenarios: ['handoff', 'contended'],
     create: (u) => semaphore(u, 1),
+  },
+  {
+    // Not a library: the baseline plus a fencing token (see handRolled), in the same run.
+    id: FENCED_FLOOR_ID,
+    name: 'floor: hand-rolled + fencing token',
+    pollMs: 10,
+    scenarios: ['contended'],
+    create: (u) => handRolled(u, false, true),
   },
   {
     // Not a library: the floor of the pub/sub design on this machine, in the same run.

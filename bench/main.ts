@@ -14,7 +14,7 @@ import { WorkerPool, type ContendedResult } from './contended.js';
 import { handoffOnce, type HandoffResult } from './handoff.js';
 import { ID_LIBS, runIds } from './ids.js';
 import { captureReport } from './report.js';
-import { BASELINE_ID, DLOCK_FAIR_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenario } from './libs.js';
+import { BASELINE_ID, DLOCK_FAIR_ID, FENCED_FLOOR_ID, LIBS, dlockEntry, useDlockFrom, type LibSpec, type Scenario } from './libs.js';
 import { ServerMonitor, fmt, fmtSpread, rotate, spread, startServer, table, type Spread } from './support.js';
 import { uncontendedRep, type UncontendedResult } from './uncontended.js';
 
@@ -173,7 +173,7 @@ function verdict(ok: boolean): string {
  */
 function contendedTargets(results: Map<string, ContendedResult[]>): void {
   const mine = results.get('dlock') ?? [];
-  const peers = [...results].filter(([id]) => id !== 'dlock' && id !== DLOCK_FAIR_ID && !id.startsWith('dlock-'));
+  const peers = [...results].filter(([id]) => id !== 'dlock' && id !== DLOCK_FAIR_ID && id !== FENCED_FLOOR_ID && !id.startsWith('dlock-'));
   if (mine.length === 0 || peers.length === 0) return;
   const ratios = mine.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0)));
   const ratio = spread(ratios).median;
@@ -184,6 +184,19 @@ function contendedTargets(results: Map<string, ContendedResult[]>): void {
     `target: dlock (default) >= 1.0× the best peer's cycles/s: ${fmtSpread(spread(ratios), '×')}, ${verdict(ratio >= 1)}; ` +
       `max wait <= 100 ms: ${fmt(maxWait)} ms (worst rep), ${verdict(maxWait <= 100)}; 0 give-ups: ${giveUps}, ${verdict(giveUps === 0)}; 0 lost updates: ${lost}, ${verdict(lost === 0)}`,
   );
+  const fenced = results.get(FENCED_FLOOR_ID) ?? [];
+  if (fenced.length > 0) {
+    // The same run's floor of a fenced lock: the baseline plus a token per grant, waits unbounded.
+    const vsBest = spread(fenced.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0))));
+    const vsFloor = spread(mine.map((r, i) => r.cyclesPerSecond / (fenced[i]?.cyclesPerSecond ?? Number.NaN)));
+    const base = results.get(BASELINE_ID) ?? [];
+    const baseVsBest = base.length > 0 ? spread(base.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0)))) : undefined;
+    console.log(
+      `floor: the hand-rolled lock plus a fencing token (SET NX + INCR in one script, 10 ms polling, waits unbounded: max ${fmt(Math.max(...fenced.map((r) => r.maxWaitMs)))} ms) ` +
+        `runs ${fmtSpread(vsBest, '×')} the best peer${baseVsBest ? ` (the same lock without the token, the baseline: ${fmtSpread(baseVsBest, '×')})` : ''}; ` +
+        `dlock = ${fmtSpread(vsFloor, '×')} of that floor`,
+    );
+  }
   const fair = results.get(DLOCK_FAIR_ID) ?? [];
   if (fair.length > 0) {
     const rate = spread(fair.map((r) => r.cyclesPerSecond));
