@@ -175,7 +175,9 @@ function contendedTargets(results: Map<string, ContendedResult[]>): void {
   const mine = results.get('dlock') ?? [];
   const peers = [...results].filter(([id]) => id !== 'dlock' && id !== DLOCK_FAIR_ID && id !== FENCED_FLOOR_ID && !id.startsWith('dlock-'));
   if (mine.length === 0 || peers.length === 0) return;
-  const ratios = mine.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0)));
+  /** Each rep's cycles/s of `runs` over the best peer's in that rep. */
+  const vsBestPeer = (runs: readonly ContendedResult[]): number[] => runs.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0)));
+  const ratios = vsBestPeer(mine);
   const ratio = spread(ratios).median;
   const maxWait = Math.max(...mine.map((r) => r.maxWaitMs));
   const giveUps = mine.reduce((n, r) => n + r.giveUps, 0);
@@ -187,10 +189,10 @@ function contendedTargets(results: Map<string, ContendedResult[]>): void {
   const fenced = results.get(FENCED_FLOOR_ID) ?? [];
   if (fenced.length > 0) {
     // The same run's floor of a fenced lock: the baseline plus a token per grant, waits unbounded.
-    const vsBest = spread(fenced.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0))));
+    const vsBest = spread(vsBestPeer(fenced));
     const vsFloor = spread(mine.map((r, i) => r.cyclesPerSecond / (fenced[i]?.cyclesPerSecond ?? Number.NaN)));
     const base = results.get(BASELINE_ID) ?? [];
-    const baseVsBest = base.length > 0 ? spread(base.map((r, i) => r.cyclesPerSecond / Math.max(...peers.map(([, rs]) => rs[i]?.cyclesPerSecond ?? 0)))) : undefined;
+    const baseVsBest = base.length > 0 ? spread(vsBestPeer(base)) : undefined;
     console.log(
       `floor: the hand-rolled lock plus a fencing token (SET NX + INCR in one script, 10 ms polling, waits unbounded: max ${fmt(Math.max(...fenced.map((r) => r.maxWaitMs)))} ms) ` +
         `runs ${fmtSpread(vsBest, '×')} the best peer${baseVsBest ? ` (the same lock without the token, the baseline: ${fmtSpread(baseVsBest, '×')})` : ''}; ` +

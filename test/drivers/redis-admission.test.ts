@@ -38,14 +38,19 @@ function name(what: string): string {
   return `adm:${what}:${process.pid}:${seq++}`;
 }
 
+/** Calls the server ran per command (scripts' own calls included), from INFO commandstats. */
+async function callsByCommand(): Promise<Map<string, number>> {
+  const stats = await withRedisClient(redis.port, (c) => c.info('commandstats'));
+  return new Map([...stats.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+}
+
 /** Commands the server ran: EVAL/EVALSHA calls, and every call (scripts' own calls included). */
 async function commands(): Promise<{ scripts: number; all: number }> {
-  const stats = await withRedisClient(redis.port, (c) => c.info('commandstats'));
   let scripts = 0;
   let all = 0;
-  for (const m of stats.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) {
-    all += Number(m[2]);
-    if (m[1] === 'eval' || m[1] === 'evalsha') scripts += Number(m[2]);
+  for (const [cmd, n] of await callsByCommand()) {
+    all += n;
+    if (cmd === 'eval' || cmd === 'evalsha') scripts += n;
   }
   return { scripts, all };
 }
@@ -166,17 +171,13 @@ describe('redis admission: a permit with nobody queued touches no queue key', ()
     const c = client({ ttlMs: 10_000 });
     const sem = new Semaphore(c, name('quiet'), { permits: 4 });
     const holders = [await sem.acquire(), await sem.acquire()];
-    const byCommand = async (): Promise<Map<string, number>> => {
-      const stats = await withRedisClient(redis.port, (x) => x.info('commandstats'));
-      return new Map([...stats.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
-    };
     const cycles = 20;
-    const before = await byCommand();
+    const before = await callsByCommand();
     for (let i = 0; i < cycles; i++) {
       const l = await sem.acquire();
       expect(await l.release()).toBe(true);
     }
-    const after = await byCommand();
+    const after = await callsByCommand();
     await Promise.all(holders.map((h) => h.release()));
     const ran = (cmd: string): number => ((after.get(cmd) ?? 0) - (before.get(cmd) ?? 0)) / cycles;
     // Each cycle: MGET + HGETALL + TIME + INCR + HSET + PEXPIRE + SET (acquire), MGET + HGETALL +

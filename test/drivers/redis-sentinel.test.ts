@@ -28,6 +28,7 @@ import type { Lease } from '../../src/core/lease.js';
 import { RedisDriver, type IoRedisLike } from '../../src/drivers/redis/index.js';
 import { LockLostError } from '../../src/errors.js';
 import { Semaphore } from '../../src/primitives/semaphore.js';
+import { withRedisClient } from '../support/redis.js';
 import { startRedisSentinel, type RedisSentinelSetup } from '../support/redis-sentinel.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -171,13 +172,10 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
     while (validUntil() <= bound && !leaseA.signal.aborted && performance.now() < killedAt + ttlMs) await sleep(100);
     if (leaseA.signal.aborted) {
       // Say whether the new master had a replica to acknowledge renewals (Sentinel's business).
-      const probe = new Redis({ host: '127.0.0.1', port: newPort, lazyConnect: true });
-      const replication = await probe
-        .connect()
-        .then(() => probe.info('replication'))
-        .then((t) => t.split('\n').filter((l) => /^(role|connected_slaves|slave\d+):/.test(l)).join(' ').trim())
-        .catch((e: unknown) => `INFO failed: ${String(e)}`)
-        .finally(() => probe.disconnect());
+      const replication = await withRedisClient(newPort, (c) => c.info('replication')).then(
+        (t) => t.split('\n').filter((l) => /^(role|connected_slaves|slave\d+):/.test(l)).join(' ').trim(),
+        (e: unknown) => `INFO failed: ${String(e)}`,
+      );
       expect.fail(`lost ${Math.round(performance.now() - killedAt)} ms after the kill: ${String((leaseA.signal.reason as Error | undefined)?.message)}; new master: ${replication}`);
     }
     expect(validUntil(), 'no renewal sent after the kill was acknowledged').toBeGreaterThan(bound);
