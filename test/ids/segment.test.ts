@@ -158,6 +158,10 @@ describe.each(ENGINES)('SegmentIds on $name', (engine) => {
       }
       await sleep(1);
     }
+    // The 21st range was asked for when the last 200 ids of the 20th were left; on a loaded
+    // machine its answer can still be in flight here (CI beside two CPU hogs: remaining 0).
+    const landed = performance.now() + 5000;
+    while (ids.stats().remaining < 1000n && performance.now() < landed) await sleep(1);
     const stats = ids.stats();
     // Without a background prefetch every one of the 20 ranges would miss; with it none does.
     expect(misses).toBe(0);
