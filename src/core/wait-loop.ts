@@ -165,33 +165,91 @@ class WaitRun {
   }
 }
 
+/** One try bounded by {@link Deadlines}: its deadline and what to do when it passes. */
+interface DeadlineEntry {
+  readonly deadline: number;
+  readonly expire: () => void;
+}
+
 /**
- * `work`, or {@link DEADLINE} once the monotonic `deadline` passes first (then a value `work`
- * resolves to later goes to `onLate`, and a late rejection is swallowed). One timer, no signal.
+ * The deadlines of the first tries in flight, on ONE timer per wait loop that stays armed when
+ * they end. Nearly every try answers long before its deadline; a timer of its own cost each one
+ * a setTimeout and a clearTimeout, and Node a timer list created and dropped per cycle (with the
+ * priority-queue work behind it): about a twentieth of a semaphore cycle's client CPU. Here a
+ * try costs a Set insert and delete; the timer, armed for the earliest deadline, is re-armed
+ * only for an earlier one, and when it fires it expires what is due by then and re-arms for the
+ * rest. Ref'd only while a try waits on it (waiting for a lock keeps the process alive; a timer
+ * left armed after the last try must not).
  */
-function withinDeadline<T>(work: Promise<T>, deadline: number, onLate: (value: T) => void): Promise<T | typeof DEADLINE> {
-  return new Promise<T | typeof DEADLINE>((resolve, reject) => {
-    let done = false;
-    const timer = setTimeout(() => {
-      done = true;
-      resolve(DEADLINE);
-    }, Math.max(0, deadline - monotonicNow()));
-    work.then(
-      (v) => {
-        if (done) {
-          onLate(v);
-          return;
-        }
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: Error) => {
-        if (done) return;
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
+class Deadlines {
+  private readonly entries = new Set<DeadlineEntry>();
+  private timer: NodeJS.Timeout | undefined;
+  private at = Number.POSITIVE_INFINITY;
+
+  add(entry: DeadlineEntry): void {
+    this.entries.add(entry);
+    if (entry.deadline < this.at) this.arm(entry.deadline);
+    else if (this.entries.size === 1) this.timer?.ref();
+  }
+
+  delete(entry: DeadlineEntry): void {
+    this.entries.delete(entry);
+    if (this.entries.size === 0) this.timer?.unref();
+  }
+
+  private arm(at: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.at = at;
+    this.timer = setTimeout(this.fire, Math.max(0, at - monotonicNow()));
+  }
+
+  /** The timer fired: every entry due by the time it was armed for has passed its deadline. */
+  private readonly fire = (): void => {
+    const due = this.at;
+    this.timer = undefined;
+    this.at = Number.POSITIVE_INFINITY;
+    let next = Number.POSITIVE_INFINITY;
+    for (const e of [...this.entries]) {
+      if (e.deadline <= due) {
+        this.entries.delete(e);
+        e.expire();
+      } else if (e.deadline < next) next = e.deadline;
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.arm(next);
+  };
+
+  /**
+   * `work`, or {@link DEADLINE} once the monotonic `deadline` passes first (then a value `work`
+   * resolves to later goes to `onLate`, and a late rejection is swallowed). No signal.
+   */
+  within<T>(work: Promise<T>, deadline: number, onLate: (value: T) => void): Promise<T | typeof DEADLINE> {
+    return new Promise<T | typeof DEADLINE>((resolve, reject) => {
+      let done = false;
+      const entry: DeadlineEntry = {
+        deadline,
+        expire: () => {
+          done = true;
+          resolve(DEADLINE);
+        },
+      };
+      this.add(entry);
+      work.then(
+        (v) => {
+          if (done) {
+            onLate(v);
+            return;
+          }
+          this.delete(entry);
+          resolve(v);
+        },
+        (e: Error) => {
+          if (done) return;
+          this.delete(entry);
+          reject(e);
+        },
+      );
+    });
+  }
 }
 
 /** The waits that follow each caller signal (see {@link follow}). */
@@ -234,6 +292,8 @@ interface QueuePlace {
 /** See the file header. One per client. */
 export class WaitLoop {
   private readonly gates = new KeyGates();
+  /** The first tries' deadlines (see {@link Deadlines}). */
+  private readonly deadlines = new Deadlines();
   /** Server-blocking engines with `maxBlocking`: the attempts on the server at once. */
   private slots: Slots | undefined;
   private readonly runs = new Set<WaitRun>();
@@ -296,7 +356,7 @@ export class WaitLoop {
       }
       try {
         this.passOn.asked(req.key);
-        const r = await withinDeadline(d.tryAcquire(req, early !== undefined), deadline, (late) => this.giveBack(req, late));
+        const r = await this.deadlines.within(d.tryAcquire(req, early !== undefined), deadline, (late) => this.giveBack(req, late));
         if (r === DEADLINE) {
           if (silent(this.health, deadline)) noAnswer = true;
           else late = true;

@@ -144,8 +144,19 @@ export class Semaphore {
   }
 
   private forClient(options: PermitOptions, k: number): AcquireOptions {
-    const { permits: _permits, ...rest } = options;
-    return this.construction === 'admission' ? { ...rest, admission: { mode: 'permits', permits: k, limit: this.permits } } : rest;
+    // The client's options field by field: an object rest (`{ permits, ...rest }`) was ~3% of a
+    // cycle's client CPU. Fields left out stay absent (the client then takes its defaults).
+    const o = options as AcquireOptions;
+    const out: AcquireOptions = {};
+    if (o.ttlMs !== undefined) out.ttlMs = o.ttlMs;
+    if (o.waitMs !== undefined) out.waitMs = o.waitMs;
+    if (o.signal !== undefined) out.signal = o.signal;
+    if (o.reentrant !== undefined) out.reentrant = o.reentrant;
+    if (o.renew !== undefined) out.renew = o.renew;
+    if (o.maxHoldMs !== undefined) out.maxHoldMs = o.maxHoldMs;
+    if (o.fair !== undefined) out.fair = o.fair;
+    if (this.construction === 'admission') out.admission = { mode: 'permits', permits: k, limit: this.permits };
+    return out;
   }
 
   /** Per-permit construction: wait on every permit at once, keep the first grant. */

@@ -63,7 +63,19 @@ export function keysOf(p: PrimitiveName, key: string): string[] {
 
 function lease(l: { token: bigint; signal: AbortSignal; isHeld(): boolean; remainingMs?(): number; release(): Promise<boolean> }): Held {
   const remaining = l.remainingMs?.bind(l);
-  return { tokens: [l.token], signal: l.signal, isHeld: () => l.isHeld(), release: () => l.release(), ...(remaining ? { remainingMs: remaining } : {}) };
+  // `signal` through the Lease's getter, read each time: the getter checks the local deadline
+  // first, so a process resumed past it sees the signal aborted before its timers have run (a
+  // copy taken at acquire time would still say "not aborted" until the renewal timer fires,
+  // after whatever I/O callback the resumed process runs first).
+  return {
+    tokens: [l.token],
+    get signal() {
+      return l.signal;
+    },
+    isHeld: () => l.isHeld(),
+    release: () => l.release(),
+    ...(remaining ? { remainingMs: remaining } : {}),
+  };
 }
 
 /** Take one hold of `p` on `key`. */
@@ -80,7 +92,14 @@ export async function hold(client: LockClient, p: PrimitiveName, key: string, o:
       return lease(await new Semaphore(client, key, { permits: SEMAPHORE_PERMITS }).acquire(opts));
     case 'multi': {
       const m = await new MultiLock(client, keysOf(p, key)).acquire(opts);
-      return { tokens: [...m.tokens.values()], signal: m.signal, isHeld: () => m.isHeld(), release: () => m.release() };
+      return {
+        tokens: [...m.tokens.values()],
+        get signal() {
+          return m.signal;
+        },
+        isHeld: () => m.isHeld(),
+        release: () => m.release(),
+      };
     }
     case 'election':
       return lease(await new LeaderElection(client, key, { ttlMs: o.ttlMs }).campaign({ waitMs: o.waitMs, signal: o.signal }));

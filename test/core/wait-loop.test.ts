@@ -149,6 +149,40 @@ describe('core wait loop (try-set engines, injected clock)', () => {
     expect((t.error as Error).message).toMatch(/No answer from the engine/);
   });
 
+  it('first tries in flight share one deadline timer: each ends at its own deadline, whatever the order they started in', async () => {
+    const engine = new ScriptedEngine();
+    engine.manual = true;
+    const loop = new WaitLoop(engine);
+    const t0 = performance.now();
+    // A long deadline first, then a shorter one (the timer is re-armed for it), then one that
+    // answers (its entry goes; the timer stays armed for the short one).
+    const long = track(loop.acquire({ ...req('a'), key: 'k1' }, t0 + 3000));
+    const short = track(loop.acquire({ ...req('b'), key: 'k2' }, t0 + 1000));
+    const answered = track(loop.acquire({ ...req('c'), key: 'k3' }, t0 + 500));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(engine.pending).toHaveLength(3);
+    engine.pending[2]?.resolve({ ok: true, grant: { token: 1n, sentAt: performance.now() } });
+    await vi.advanceTimersByTimeAsync(600);
+    expect(answered.state).toBe('resolved');
+    expect(short.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(391);
+    // The engine answered 'c' a moment before: slow, not gone, so a timeout.
+    expect(short.state).toBe('resolved');
+    expect(short.value).toBeNull();
+    expect(long.state).toBe('pending');
+    // A try that starts now, with a deadline before the long one's: its own deadline counts.
+    const later = track(loop.acquire({ ...req('d'), key: 'k4' }, performance.now() + 200));
+    await vi.advanceTimersByTimeAsync(199);
+    expect(later.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(2);
+    expect(later.state).not.toBe('pending');
+    expect(long.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(3000 - (performance.now() - t0) + 1);
+    // Silent since 'c' answered, for longer than SILENT_ENGINE_MS: no answer.
+    expect(long.state).toBe('rejected');
+    expect(long.error).toBeInstanceOf(UnavailableError);
+  });
+
   it('a slow first try of an engine that answered a moment ago: a timeout (null), and its late grant is given back', async () => {
     const engine = new ScriptedEngine();
     engine.holder = 'other';

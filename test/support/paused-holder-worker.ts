@@ -59,7 +59,7 @@ for (let i = 0; i < increments; i++) {
   const held = await hold(locks, primitive, key, { ttlMs: Number(ttlArg), waitMs: 60_000 }).catch((e: unknown) => {
     throw new Error(`acquire failed after ${Math.round(performance.now() - t0)} ms in cycle ${i}`, { cause: e });
   });
-  const lease = { token: held.tokens[0]!, signal: held.signal, release: () => held.release() };
+  const lease = { token: held.tokens[0]!, release: () => held.release() };
   const paused = victim && i === 0;
   let count: number | undefined;
   try {
@@ -72,8 +72,11 @@ for (let i = 0; i < increments; i++) {
     const write = nextMessage('write');
     send({ type: 'holding', token: lease.token.toString(), pid: process.pid, ...counter.holding?.(locks.driver, key) });
     await write;
-    const reason = (lease.signal.reason as { reason?: string } | undefined)?.reason;
-    pausedReport = { abortedBeforeWrite: lease.signal.aborted, reason, token: lease.token.toString() };
+    // Read through the getter now (it checks the local deadline): resumed, this process may run
+    // the parent's 'write' message before its own renewal timer.
+    const signal = held.signal;
+    const reason = (signal.reason as { reason?: string } | undefined)?.reason;
+    pausedReport = { abortedBeforeWrite: signal.aborted, reason, token: lease.token.toString() };
   } else if (armedAbove !== undefined && lease.token > armedAbove) {
     // The first holder after the frozen victim: hold the write until the victim has written.
     const proceed = nextMessage('continue');
