@@ -136,6 +136,11 @@ export class Lease implements AsyncDisposable {
    * Aborted, with a {@link LockLostError} as its reason, when the lock is lost: renewal found the
    * key gone or taken, the local deadline passed without a renewal, `maxHoldMs` ran out, the
    * session ended, or the client closed. Not aborted by a normal `release()`.
+   *
+   * Reading this property checks the local deadline first, so read it (or call {@link isHeld})
+   * right before touching the resource: a reference to the signal kept from earlier aborts only
+   * when the client's timer runs, and a process resumed after a long pause may handle an I/O
+   * callback before that timer.
    */
   get signal(): AbortSignal {
     this.held.check();
