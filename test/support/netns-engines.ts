@@ -65,6 +65,8 @@ export interface LabEtcd {
   readonly hosts: readonly string[];
   /** `etcd://ip1:2379,ip2:2379,ip3:2379` plus the query given. */
   readonly url: string;
+  /** The same URL naming only the members on `hosts` (a client that can only talk to them). */
+  urlOf(hosts: readonly string[]): string;
   /** The host of the member every reachable member names as leader (asked from inside each member's host). */
   leader(timeoutMs?: number): Promise<string>;
   /** Wait until every member reports itself healthy (after a heal). */
@@ -127,6 +129,7 @@ export async function startLabEtcd(lab: Lab, hosts: readonly string[], opts: { q
   return {
     hosts,
     url: `etcd://${hosts.map((h) => `${ip(h)}:2379`).join(',')}${opts.query ? `?${opts.query}` : ''}`,
+    urlOf: (only) => `etcd://${only.map((h) => `${ip(h)}:2379`).join(',')}${opts.query ? `?${opts.query}` : ''}`,
     leader: async (timeoutMs = 15_000) => {
       let found: string | undefined;
       await until('no etcd leader agreed on', timeoutMs, async () => {
@@ -149,6 +152,8 @@ export interface LabZooKeeper {
   readonly hosts: readonly string[];
   /** `zookeeper://ip1:2181,ip2:2181,ip3:2181` plus the query given. */
   readonly url: string;
+  /** The same URL naming only the servers on `hosts` (a client that can only talk to them). */
+  urlOf(hosts: readonly string[]): string;
   /** The host whose server says `Mode: leader` (asked from inside each server's host). */
   leader(timeoutMs?: number): Promise<string>;
   /** Wait until every server serves (leader or follower) again (after a heal). */
@@ -193,6 +198,7 @@ export async function startLabZooKeeper(lab: Lab, hosts: readonly string[], opts
   return {
     hosts,
     url: `zookeeper://${hosts.map((h) => `${ip(h)}:2181`).join(',')}${opts.query ? `?${opts.query}` : ''}`,
+    urlOf: (only) => `zookeeper://${only.map((h) => `${ip(h)}:2181`).join(',')}${opts.query ? `?${opts.query}` : ''}`,
     leader: async (timeoutMs = 15_000) => {
       let found: string | undefined;
       await until('no ZooKeeper leader', timeoutMs, async () => {

@@ -2,10 +2,12 @@
  * The partition cases of a 3-server quorum engine (etcd, ZooKeeper), registered once for each:
  * servers s1..s3 and clients c1, c2 each in their own lab host, a fenced resource in `res` that no
  * partition cuts. Cases: the holder isolated from every server; a 2/1 split with the holder on
- * the minority side (with one server) and the waiter on the majority side; the leader isolated
- * from everyone. Pass: no stale write accepted, no grant on the minority side, the cut-off holder
- * told before the waiter's grant and within its deadline (+ slack for a loaded machine), the
- * waiter granted by the majority during the partition, every client granted again after heal.
+ * the minority side, connected to its one server, a follower (which goes on answering for a
+ * while, cut off from the leader) or the leader (which must step down), and the waiter on the
+ * majority side; the leader isolated from everyone. Pass: no stale write accepted, no grant on
+ * the minority side, the cut-off holder told before the waiter's grant and within its deadline
+ * (+ slack for a loaded machine), the waiter granted by the majority during the partition, every
+ * client granted again after heal.
  * Each case runs for a mutex, a read lock (the waiter takes the write side), a write lock and a
  * semaphore (the holder takes all of its permits, the waiter one), in the same lab; a hold whose
  * admission mode the driver lacks (`info.modes`, asked of a lab client) is skipped saying so.
@@ -20,6 +22,8 @@ import { removeDir, tempDir } from './processes.js';
 /** A quorum engine started in a lab. */
 export interface QuorumEngine {
   readonly url: string;
+  /** The URL naming only the servers on `hosts`. */
+  urlOf(hosts: readonly string[]): string;
   leader(): Promise<string>;
   healthy(): Promise<void>;
   dispose(): void;
@@ -34,6 +38,11 @@ export interface QuorumCasesOptions {
   deadlineMs: number;
   /** The lock clients' `ttlMs`. */
   ttlMs: number;
+  /**
+   * Run only the mutex's "holder on a follower cut off from the leader" case (the one a
+   * deadline computed from a follower's answers gets wrong); the others skip, saying why.
+   */
+  quick?: boolean;
 }
 
 /** The holds every partition case runs with, and the admission mode each needs beyond `exclusive`. */
@@ -71,6 +80,9 @@ export function forEachHold(
     describe(h.name, () => body(() => ({ ...env(), hold: h.hold }), h.name, guard));
   }
 }
+
+/** Why a case skips in a quick run. */
+const QUICK_SKIP = 'slow (about 10 s each): every case runs under npm run chaos:partition (DLOCK_CHAOS=1)';
 
 /** Slack over a deadline for a loaded machine (timers fire late, not early). */
 const SLACK_MS = 3000;
@@ -126,20 +138,42 @@ export function quorumPartitionCases(o: QuorumCasesOptions): void {
     (e, what, guard) => {
       it('holder isolated from every server: told within its deadline, the waiter granted after, its stale write refused', async (ctx) => {
         guard(ctx);
+        if (o.quick) ctx.skip(QUICK_SKIP);
         const r = await holderCut(e(), { sides: [['c1'], [...SERVERS, 'c2']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
         console.log(summary(`${o.name} ${what}: isolate holder`, r));
         expectHolderCutSafe(r, o.deadlineMs);
       });
 
-      it('2/1 split, holder with the minority server: told, no grant on its side, the majority grants the waiter', async (ctx) => {
-        guard(ctx);
-        const r = await holderCut(e(), { sides: [['s1', 's2', 'c2'], ['s3', 'c1']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs });
-        console.log(summary(`${o.name} ${what}: split 2/1`, r));
-        expectHolderCutSafe(r, o.deadlineMs);
-      });
+      // The holder's client names only the minority server, so that it is connected there when
+      // the partition comes (with every server in its URL it may sit on the majority side and
+      // merely lose its connection). A follower cut off from the leader goes on answering its
+      // clients for a while (syncLimit × tickTime on ZooKeeper) while the leader expires their
+      // sessions: the holder must not take those answers for the quorum's.
+      for (const side of ['follower', 'leader'] as const) {
+        const title =
+          side === 'follower'
+            ? '2/1 split, holder on a follower cut off from the leader: told before the majority grants the waiter, no grant on its side'
+            : '2/1 split, holder on the leader, which is on the minority side: told, no grant on its side, the majority elects and grants the waiter';
+        it(title, async (ctx) => {
+          guard(ctx);
+          if (o.quick && (side !== 'follower' || what !== 'mutex')) ctx.skip(QUICK_SKIP);
+          const leader = await engine.leader();
+          const alone = side === 'leader' ? leader : (SERVERS.filter((s) => s !== leader).at(-1) ?? 's3');
+          const rest = SERVERS.filter((s) => s !== alone);
+          const r = await holderCut(
+            { ...e(), lockUrlOf: { c1: engine.urlOf([alone]) } },
+            { sides: [[...rest, 'c2'], [alone, 'c1']], holder: 'c1', waiter: 'c2', minority: ['c1'], tellWithinMs: o.deadlineMs },
+          );
+          console.log(summary(`${o.name} ${what}: split 2/1, holder on the ${side} (${alone})`, r));
+          // DLOCK_PARTITION_HISTORY=1: every client's history too (for a slow or failed case).
+          if (process.env.DLOCK_PARTITION_HISTORY) console.log(r.history.map((l) => JSON.stringify(l)).join('\n'));
+          expectHolderCutSafe(r, o.deadlineMs);
+        });
+      }
 
       it('leader isolated: the others elect a new one and serve, no overlap, no stale write, works after heal', async (ctx) => {
         guard(ctx);
+        if (o.quick) ctx.skip(QUICK_SKIP);
         const leader = await engine.leader();
         const r = await leaderCut(e(), { leader, holder: 'c1', waiter: 'c2', holdMs: o.deadlineMs + SLACK_MS });
         console.log(summary(`${o.name} ${what}: isolate leader (${leader})`, r));

@@ -33,6 +33,8 @@ export interface ScenarioEnv {
   waitMs: number;
   /** What the holder takes (default a mutex); the waiter takes what must wait for it ({@link contenderOf}). */
   hold?: PartitionHold;
+  /** A lock URL for some client hosts instead of `client.lockUrl` (e.g. naming one server only). */
+  lockUrlOf?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -74,7 +76,7 @@ async function clientsFor(env: ScenarioEnv, hosts: readonly string[]): Promise<{
   // A history of its own per scenario run (several runs share a lab: one per hold).
   const dir = join(env.client.dir, counterId);
   mkdirSync(dir, { recursive: true });
-  const list = await Promise.all(hosts.map((h) => startClient(env.lab, h, { ...env.client, counterId, dir })));
+  const list = await Promise.all(hosts.map((h) => startClient(env.lab, h, { ...env.client, lockUrl: env.lockUrlOf?.[h] ?? env.client.lockUrl, counterId, dir })));
   return {
     clients: new Map(list.map((c) => [c.host, c])),
     close: async () => {

@@ -20,11 +20,13 @@
  *   queue empties, and then restarts at 0;
  * - liveness is the session (the core's EngineSession, fed by ./session.ts): a holder that dies
  *   (or is cut off) loses its znodes when the server expires its session, `sessionTimeoutMs` after
- *   it last heard from it. Locally a grant is valid until the last confirmed contact plus the
- *   session timeout, minus drift: disconnected, that deadline stops advancing (`sessionState` is
- *   `suspended`) and `lease.isHeld()` turns false no later than the server could expire the
- *   session; at the deadline (or when the server reports the session expired) the session is
- *   `lost` and every `Grant.session` it carried aborts;
+ *   it last heard from it. Locally a grant is valid until the last contact the LEADER is known
+ *   to have heard of (a write answered after a later one: see ./session.ts; a follower cut off
+ *   from the leader still answers reads) plus the session timeout, minus drift, so the deadline
+ *   runs about half the timeout ahead of the clock, not a whole one: disconnected, it stops
+ *   advancing (`sessionState` is `suspended`) and `lease.isHeld()` turns false no later than
+ *   the server could expire the session; at the deadline (or when the server reports the
+ *   session expired) the session is `lost` and every `Grant.session` it carried aborts;
  * - handoff in about one round trip: a release deletes one znode and the next waiter's watch
  *   fires; a waiter whose predecessor was the holder takes the turn without reading the queue
  *   again, because the watch on its own znode would have told it first if that znode had gone

@@ -4,13 +4,35 @@
  * carries and the one timer; this file turns the client's events and replies into what that
  * session needs, and makes up for what the client lacks.
  *
- * What it lacks, and how it is made up for:
- * - it hides ping replies, so it cannot say when the server last confirmed the session: every
- *   reply to a request sent at `t` proves the session alive on the server at `t`
- *   (`confirmed(t)`), and a heartbeat (`exists /`) goes out when nothing was confirmed for a
- *   sixth of the timeout (the session's keep-alive hook);
+ * When the ensemble last kept the session alive (the local deadline) is not what the client
+ * shows: in an ensemble, sessions are expired by the LEADER, which hears of a client connected to
+ * a follower only through that follower's answers to its pings (every tickTime/2, carrying the
+ * sessions that sent anything since the last one). A follower cut off from the leader goes on
+ * answering its clients' pings and reads for up to syncLimit × tickTime, while the leader expires
+ * their sessions and grants their locks to others: a reply to a read proves nothing (the
+ * partition suite's "2/1 split" case saw a holder believe in its lock ~2 s after the majority
+ * had granted it to the waiter). What proves it, and how the deadline is computed:
+ * - only a successful WRITE (create, remove, multi) went through the leader; a follower forwards
+ *   it on the same TCP stream as its ping answers, so when the leader handled a write W2, it had
+ *   received every ping answer the follower sent before forwarding it;
+ * - a write W1 answered at `r1` touched the session on the follower before `r1`; if W2 was sent
+ *   at least {@link PING_SPACING} of the timeout after `r1`, the follower answered a ping (they
+ *   come every tickTime/2, and ZooKeeper negotiates a timeout of at least 2 × tickTime: its
+ *   minSessionTimeout, which this relies on) between the two, and that answer carried W1's touch:
+ *   the leader keeps the session until at least W1's send time + timeout. So W2's reply confirms
+ *   W1's send time (`confirmed(s1)`), never its own ({@link LeaderTouches});
+ * - a heartbeat that is a write (a multi with one `check` of `/`: a transaction without effect)
+ *   goes out when no write was sent for a sixth of the timeout (the session's keep-alive hook),
+ *   so the confirmed send time trails the clock by about half the timeout (the deadline is that
+ *   much nearer than a whole timeout ahead), and a session cut off from the quorum ends locally
+ *   before the leader can expire it;
+ * - a reconnection's handshake renews the session on the leader (a follower revalidates it
+ *   there) as of when contact was lost, which is confirmed once a write on that connection went
+ *   through: a leader that lost its quorum still revalidates sessions until it steps down, and
+ *   stepping down closes its connections, so the write proves it was the leader then.
+ * What the client lacks besides, and how it is made up for:
  * - it has no read timeout (a silent server keeps it "connected" forever, its requests pending):
- *   nothing confirmed for half the timeout makes the session `suspended` (the session's
+ *   nothing confirmed for two thirds of the timeout makes the session `suspended` (the session's
  *   suspicion), and then the socket is dropped so that the client reconnects, to another server
  *   of the ensemble, while the session still lives there (as the Java client does);
  * - a server that accepts the TCP connection but never answers the handshake (frozen) would hold
@@ -149,6 +171,48 @@ export class MultiError extends Error {
   }
 }
 
+/**
+ * The spacing, as a fraction of the session timeout, between a write's reply and a later write's
+ * send that guarantees a follower ping answer between the two (pings come every tickTime/2, and
+ * tickTime ≤ timeout / 2: ZooKeeper's minSessionTimeout is 2 × tickTime unless lowered). A third,
+ * not a quarter: slack for a ping that arrives late.
+ */
+export const PING_SPACING = 1 / 3;
+
+/**
+ * Which send time the reply of a write proves the session alive at on the leader (see the file
+ * header): the send time of the latest earlier write answered at least `spacingMs()` before
+ * this one was sent. Pure bookkeeping (no clock of its own), so it is unit-tested alone.
+ */
+export class LeaderTouches {
+  /** Answered writes, oldest first; a later query never needs one older than its answer. */
+  private writes: Array<{ sentAt: number; repliedAt: number }> = [];
+
+  constructor(private readonly spacingMs: () => number) {}
+
+  /** A write sent at `sentAt` was answered at `repliedAt`: the send time now proven, if any. */
+  answered(sentAt: number, repliedAt: number): number | undefined {
+    const spacing = this.spacingMs();
+    let at = -1;
+    for (let i = 0; i < this.writes.length; i++) {
+      const w = this.writes[i];
+      if (w && w.repliedAt <= sentAt - spacing) at = i;
+    }
+    const proven = at >= 0 ? this.writes[at]?.sentAt : undefined;
+    if (at > 0) this.writes = this.writes.slice(at);
+    const last = this.writes.at(-1);
+    // Many writes within a sliver of the spacing prove nearly the same: keep the first of them
+    // (bounds the list to about 16 per spacing; a proof is then at most that sliver older).
+    if (!last || repliedAt - last.repliedAt >= spacing / 16) this.writes.push({ sentAt, repliedAt });
+    return proven;
+  }
+
+  /** Forget what was answered (a new connection: the old server's touches say nothing of the new one's). */
+  reset(): void {
+    this.writes = [];
+  }
+}
+
 export interface SessionOptions {
   readonly connectionString: string;
   readonly sessionTimeoutMs: number;
@@ -174,6 +238,12 @@ export class ZkSession {
   /** When contact was last lost (or the client created): a handshake after it renewed the session. */
   private lostContactAt: number;
   private beating = false;
+  /** Which send time each write's reply proves the session alive at on the leader. */
+  private readonly touches = new LeaderTouches(() => this.engine.timeoutMs * PING_SPACING);
+  /** Monotonic send time of the latest write (heartbeats included). */
+  private lastWriteAt: number;
+  /** When contact was lost before the current connection's handshake, until a write confirms it. */
+  private handshakeAt: number | undefined;
   /** The socket of the current connection attempt, and when it was first seen. */
   private attempt: { socket: Socket | undefined; since: number } = { socket: undefined, since: 0 };
   private readonly serverCount: number;
@@ -190,12 +260,13 @@ export class ZkSession {
   constructor(private readonly options: SessionOptions) {
     const timeoutMs = options.sessionTimeoutMs;
     this.lostContactAt = monotonicNow();
+    this.lastWriteAt = this.lostContactAt;
     this.client = zkClient().createClient(options.connectionString, { sessionTimeout: timeoutMs, spinDelay: options.spinDelayMs, retries: 0 });
     guardFraming(this.client);
     this.engine = new EngineSession(`ZooKeeper session on ${options.connectionString}`, timeoutMs, this.lostContactAt, {
       keepAlive: (now) => this.keepAlive(now),
-      keepAliveEveryMs: Math.max(20, timeoutMs / 6),
-      suspectAfterMs: timeoutMs / 2,
+      keepAliveEveryMs: Math.max(20, timeoutMs / 12),
+      suspectAfterMs: (timeoutMs * 2) / 3,
       ended: (how) => this.ended(how),
       onState: (_, state) => this.onEngineState(state),
     });
@@ -248,11 +319,11 @@ export class ZkSession {
   // ------------------------------------------------------------------ requests
 
   create(path: string, data: Buffer | null, mode: number): Promise<string> {
-    return this.request<string>((cb) => this.client.create(path, data ?? Buffer.alloc(0), mode, cb));
+    return this.request<string>((cb) => this.client.create(path, data ?? Buffer.alloc(0), mode, cb), 'write');
   }
 
   remove(path: string, version = -1): Promise<void> {
-    return this.request<void>((cb) => this.client.remove(path, version, (e) => cb(e, undefined)));
+    return this.request<void>((cb) => this.client.remove(path, version, (e) => cb(e, undefined)), 'write');
   }
 
   getChildren(path: string): Promise<string[]> {
@@ -286,7 +357,7 @@ export class ZkSession {
         const codes = Array.isArray(results) ? results.map((r: { err?: number }) => r.err ?? 0) : [];
         cb(codes.length > 0 ? new MultiError(codes) : error, undefined);
       });
-    });
+    }, 'write');
   }
 
   /**
@@ -342,13 +413,15 @@ export class ZkSession {
   };
 
   /**
-   * Send one request through the client. A reply (success or a server-side error such as
-   * NONODE) confirms the session as of the send time.
+   * Send one request through the client. The successful reply of a write (or of the heartbeat,
+   * a write too) confirms the session as of an earlier write's send time (see the file header);
+   * a read's reply confirms nothing.
    */
-  private request<T>(send: (cb: (e: Error | zk.Exception | null, value: T) => void) => void, heartbeat = false): Promise<T> {
+  private request<T>(send: (cb: (e: Error | zk.Exception | null, value: T) => void) => void, kind: 'read' | 'write' | 'heartbeat' = 'read'): Promise<T> {
     if (this.endError) return Promise.reject(this.endError);
-    if (!heartbeat) this.requests += 1;
+    if (kind !== 'heartbeat') this.requests += 1;
     const sentAt = monotonicNow();
+    if (kind !== 'read') this.lastWriteAt = sentAt;
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const fail = (error: Error): void => {
@@ -360,8 +433,12 @@ export class ZkSession {
       this.pending.add(fail);
       try {
         send((e, value) => {
-          const code = zkCode(e);
-          if (e === null || (code !== undefined && code !== Code.CONNECTION_LOSS && code !== Code.SESSION_EXPIRED)) this.engine.confirmed(sentAt);
+          if (e === null && kind !== 'read') {
+            const proven = this.touches.answered(sentAt, monotonicNow());
+            if (this.handshakeAt !== undefined) this.engine.confirmed(this.handshakeAt);
+            this.handshakeAt = undefined;
+            if (proven !== undefined) this.engine.confirmed(proven);
+          }
           if (settled) return;
           settled = true;
           this.pending.delete(fail);
@@ -382,7 +459,7 @@ export class ZkSession {
     const socket = socketOf(this.client);
     if (this.connectedNow) {
       this.attempt = { socket: undefined, since: now };
-      if (!this.beating && now - this.engine.lastConfirmedAt >= this.engine.timeoutMs / 6) this.beat();
+      if (!this.beating && now - this.lastWriteAt >= this.engine.timeoutMs / 6) this.beat();
       return;
     }
     if (socket !== this.attempt.socket) this.attempt = { socket, since: now };
@@ -394,7 +471,8 @@ export class ZkSession {
     const done = (): void => {
       this.beating = false;
     };
-    this.request<zk.Stat | null>((cb) => this.client.exists('/', (e, stat) => cb(e, stat ?? null)), true).then(done, done);
+    // A transaction without effect: a write, so the leader handles it (see the file header).
+    this.request<void>((cb) => this.client.transaction().check('/', -1).commit((e) => cb(e, undefined)), 'heartbeat').then(done, done);
   }
 
   private onEngineState(state: SessionState): void {
@@ -411,9 +489,10 @@ export class ZkSession {
       this.connectedOnce = true;
       this.engine.retime(this.client.getSessionTimeout());
     }
-    // The handshake renewed the session on the server, after we lost contact (or started).
-    this.engine.confirmed(this.lostContactAt);
-    // ... and a request whose send time we know confirms it as of now.
+    // The handshake renewed the session on the leader as of when we lost contact (or started):
+    // confirmed once a write on this connection went through (see the file header).
+    this.handshakeAt = this.lostContactAt;
+    this.touches.reset();
     this.beat();
     for (const path of [...this.orphans]) {
       this.orphans.delete(path);
@@ -426,6 +505,7 @@ export class ZkSession {
   private onDisconnected(): void {
     if (this.isEnded || !this.connectedNow) return;
     this.connectedNow = false;
+    this.handshakeAt = undefined;
     this.lostContactAt = monotonicNow();
     this.engine.suspend();
   }
