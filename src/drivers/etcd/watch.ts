@@ -10,11 +10,12 @@
  * waiter reads the queue again and watches again, which opens a new stream.
  *
  * The stream asks etcd to require a leader (gRPC metadata `hasleader: true`, what Go's
- * `clientv3.WithRequireLeader` sends): a member cut off from the leader keeps an ordinary watch
- * stream open and silent, so a waiter watching through it would never hear the deletion the
- * majority makes (the partition suite's 2/1 split saw waiters granted 8 to 17 s after a cut
- * with a 2 s lease); with the metadata, the member fails the stream once it has had no leader
- * for a few election timeouts, and the waiters read again through another member.
+ * `clientv3.WithRequireLeader` sends): a member cut off from its peers (while clients still reach
+ * it) keeps an ordinary watch stream open and silent, so a waiter watching through it would
+ * never hear the deletion the majority makes; with the metadata, the member fails the stream
+ * once it has had no leader for a few election timeouts, and the waiters read again through
+ * another member (test/drivers/etcd-watch-leader.test.ts). A member the client cannot reach at
+ * all is found by the HTTP/2 keep-alive pings (see the driver's constructor).
  */
 import type { Etcd3, IWatchResponse } from 'etcd3';
 import { etcd3 } from './peer.js';
