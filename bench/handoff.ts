@@ -199,8 +199,10 @@ export async function handoffOnce(spec: LibSpec, url: string, monitor: ServerMon
     }
     busy.sort((a, b) => a - b);
 
-    // The cost of waiting: the lock is held, one waiter waits, nothing changes.
-    const held = await holder.acquire(key);
+    // The cost of waiting: the lock is held, one waiter waits, nothing changes. The holder does
+    // not renew meanwhile (dlock renews a third of the TTL in, sometimes inside the window: its
+    // renewal is the holder's cost, not the waiter's; the peers renew later or never).
+    const held = await holder.acquire(key, { renew: false });
     const waiting = waiter.acquire(key);
     await delay(250); // let the waiter settle (first try, subscription)
     const i0 = await monitor.commands();

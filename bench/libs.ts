@@ -25,8 +25,12 @@ export interface Held {
 }
 
 export interface Locker {
-  /** Wait (the library's own way) until `key` is held. */
-  acquire(key: string): Promise<Held>;
+  /**
+   * Wait (the library's own way) until `key` is held. `renew: false`: a library that renews its
+   * holds by itself (dlock) does not, for this hold (the handoff bench's idle window, so that
+   * the commands it counts are the waiter's; `TTL_MS` outlives that window).
+   */
+  acquire(key: string, options?: { renew?: boolean }): Promise<Held>;
   close(): Promise<void>;
 }
 
@@ -134,7 +138,7 @@ async function dlock(url: string, ownClient?: { enableAutoPipelining: boolean },
   const redis = ownClient ? await connect(url, ownClient) : undefined;
   const client = new LockClient(new RedisDriver(redis ? { client: redis } : { url }), { ttlMs: TTL_MS, fair });
   return {
-    acquire: (key) => client.acquire(key),
+    acquire: (key, options) => client.acquire(key, options?.renew === false ? { renew: false } : {}),
     close: async () => {
       await client.close();
       if (redis) await quit(redis);

@@ -280,7 +280,7 @@ async function main(): Promise<void> {
         const notes = [
           `${handoffs} timed handoffs per library per rep (+10 warm-up); release at 5 ms + uniform(0, max(10, retry period)) after the waiter started.`,
           'commands/handoff: all commands the server ran during the timed handoffs / handoffs (holder acquire + release, waiter tries, waiter release; Lua-internal calls count).',
-          `idle waiter: server commands/s while the lock is held ${idleMs / 1000} s and one waiter waits.`,
+          `idle waiter: server commands/s while the lock is held ${idleMs / 1000} s and one waiter waits (the holder not renewing meanwhile: only the waiter's commands count).`,
           'p50 after a 1–4 ms wait: a second series, released 1 ms + uniform(0, 3 ms) after the waiter started (under dlock\'s 5 ms barging bound), the holder not asking again.',
           `PING floor: round trip p50 ${fmtSpread(pingRow('pingBusyP50'), ' ms')} back to back, ` +
             `${fmtSpread(pingRow('pingAfterIdleP50'), ' ms')} after a 5–15 ms idle pause (a handoff starts after such a pause), ` +
