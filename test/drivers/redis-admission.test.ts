@@ -256,6 +256,77 @@ describe('redis bounded barging: the told-head cache (<lock>:d) follows the queu
   }, 30_000);
 });
 
+describe('redis handover reads the queue lazily (in chunks, as far as it hands over)', () => {
+  it('a release hands over in FIFO order across chunks, skipping and removing entries that expired in between; the waiters left keep their order', async () => {
+    const key = name('lazy-queue');
+    const driver = new RedisDriver({ url: redis.url });
+    const { lock } = driver.keysFor(key);
+    const admission: Admission = { mode: 'permits', permits: 1, limit: 2 };
+    const holder = 'test:1:aaaa10:1';
+    // W1, then two entries that expire while queued (F2, F3), then W4 to W7: the first chunk read
+    // is [W1, F2], the next [F3, W4, W5, W6], so a handover of two permits crosses a chunk
+    // boundary with expired entries on both sides of it.
+    const queue = ['test:1:bbbb11:1', 'test:1:ffff12:1', 'test:1:ffff13:1', 'test:1:bbbb14:1', 'test:1:bbbb15:1', 'test:1:bbbb16:1', 'test:1:bbbb17:1'];
+    const [w1, f2, f3, w4, w5, w6, w7] = queue as [string, string, string, string, string, string, string];
+    try {
+      const held = await driver.tryAcquire({ key, owner: holder, ttlMs: 10_000, admission: { ...admission, permits: 2 }, fair: true });
+      if (!held.ok) throw new Error('the key was busy');
+      for (const owner of queue) expect(await driver.tryAcquire({ key, owner, ttlMs: 10_000, admission, fair: true }, true)).toMatchObject({ ok: false });
+      await withRedisClient(redis.port, async (c) => {
+        for (const f of [f2, f3]) {
+          const entry = (await c.hget(`${lock}:qw`, f))!;
+          await c.hset(`${lock}:qw`, f, entry.replace(/^\d+/, '1'));
+        }
+      });
+      expect(await driver.release(key, holder)).toBe(true);
+      const state = await driver.keyState(key);
+      expect(state.holders.map((x) => x.owner).sort()).toEqual([w1, w4].sort());
+      const left = await withRedisClient(redis.port, async (c) => ({ q: await c.lrange(`${lock}:q`, 0, -1), qw: (await c.hkeys(`${lock}:qw`)).sort() }));
+      expect(left.q).toEqual([w5, w6, w7]);
+      expect(left.qw).toEqual([w5, w6, w7].sort());
+      // Each later release hands the freed permit to the next in order.
+      expect(await driver.release(key, w4)).toBe(true);
+      expect((await driver.keyState(key)).holders.map((x) => x.owner).sort()).toEqual([w1, w5].sort());
+      expect(await driver.release(key, w1)).toBe(true);
+      expect((await driver.keyState(key)).holders.map((x) => x.owner).sort()).toEqual([w5, w6].sort());
+      expect(await withRedisClient(redis.port, (c) => c.lrange(`${lock}:q`, 0, -1))).toEqual([w7]);
+      for (const o of [w5, w6]) expect(await driver.release(key, o)).toBe(true);
+      expect(await driver.tryAcquire({ key, owner: w7, ttlMs: 10_000, admission, fair: true }, true)).toMatchObject({ ok: true });
+      expect(await driver.release(key, w7)).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+
+  it('a try that the holders alone refuse reads only the queue head, not the waiters up to its own place', async () => {
+    const key = name('lazy-busy');
+    const driver = new RedisDriver({ url: redis.url });
+    const admission: Admission = { mode: 'permits', permits: 1, limit: 1 };
+    const owners = Array.from({ length: 12 }, (_, i) => `test:1:cccc${(20 + i).toString(16)}:1`);
+    const calls = async (): Promise<Map<string, number>> => callsByCommand();
+    try {
+      const held = await driver.tryAcquire({ key, owner: 'test:1:aaaa20:1', ttlMs: 10_000, admission, fair: true });
+      if (!held.ok) throw new Error('the key was busy');
+      for (const owner of owners) await driver.tryAcquire({ key, owner, ttlMs: 10_000, admission, fair: true }, true);
+      // The 9th entry expires: a step that read the queue that far would remove it.
+      const { lock } = driver.keysFor(key);
+      await withRedisClient(redis.port, async (c) => c.hset(`${lock}:qw`, owners[8]!, (await c.hget(`${lock}:qw`, owners[8]!))!.replace(/^\d+/, '1')));
+      const before = await calls();
+      // The last waiter asks again: busy; the queue read is one chunk (the head and the next),
+      // where reading up to its own place would have read all 12.
+      expect(await driver.tryAcquire({ key, owner: owners.at(-1)!, ttlMs: 10_000, admission, fair: true }, true)).toMatchObject({ ok: false });
+      const after = await calls();
+      const delta = (cmd: string): number => (after.get(cmd) ?? 0) - (before.get(cmd) ?? 0);
+      expect(delta('lrange')).toBe(1);
+      expect(delta('hmget')).toBe(1);
+      // Not read, so still there (the next step that reads it that far prunes it).
+      expect(await withRedisClient(redis.port, (c) => c.lrange(`${lock}:q`, 0, -1))).toEqual(owners);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});
+
 describe('redis bounded barging: a permits request is decided by the queue head alone', () => {
   it('a release and a newcomer that barge past a head not yet due read only the head (no LRANGE of the queue); the head keeps its place', async () => {
     const key = name('permits-head');
