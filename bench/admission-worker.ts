@@ -32,6 +32,10 @@ export interface AdmissionDone {
   readonly maxWaitMs: number;
   /** Times a holder saw more than `permits` holders inside (semaphore) or anyone beside a writer. */
   readonly overAdmitted: number;
+  /** CPU (user + system, µs) this process spent in its loops. */
+  readonly cpuUs: number;
+  /** Context switches (voluntary + involuntary) of this process during its loops. */
+  readonly switches: number;
 }
 
 type Dlock = typeof import('../src/index.js');
@@ -88,11 +92,17 @@ async function run(job: AdmissionJob): Promise<AdmissionDone> {
       else reads += 1;
     }
   };
+  const cpu0 = process.cpuUsage();
+  const ru0 = process.resourceUsage();
   await Promise.all(Array.from({ length: job.loops ?? 1 }, loop));
+  const cpu = process.cpuUsage(cpu0);
+  const ru = process.resourceUsage();
+  const cpuUs = cpu.user + cpu.system;
+  const switches = ru.voluntaryContextSwitches - ru0.voluntaryContextSwitches + ru.involuntaryContextSwitches - ru0.involuntaryContextSwitches;
   await client?.close();
   probe.disconnect();
   peer.disconnect();
-  return { reads, writes, maxWaitMs, overAdmitted };
+  return { reads, writes, maxWaitMs, overAdmitted, cpuUs, switches };
 }
 
 process.once('message', (job: AdmissionJob) => {

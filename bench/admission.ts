@@ -120,7 +120,7 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
   // a mutex (writers wait for readers to drain, readers for the writer), whatever the engine.
   const libs: Lib[] = semaphore ? ['dlock-semaphore', 'redis-semaphore'] : ['dlock-rwlock', 'dlock-mutex', 'floor-rwlock', 'floor-mutex'];
   const processes = o.processes ?? (semaphore ? 16 : 8);
-  const per = new Map<Lib, { rate: number[]; maxWait: number[]; over: number; idle: number[] }>(libs.map((l) => [l, { rate: [], maxWait: [], over: 0, idle: [] }]));
+  const per = new Map<Lib, { rate: number[]; maxWait: number[]; over: number; idle: number[]; cpu: number[]; switches: number[] }>(libs.map((l) => [l, { rate: [], maxWait: [], over: 0, idle: [], cpu: [], switches: [] }]));
   for (let rep = 0; rep < o.reps; rep++) {
     for (const lib of rotate(libs, rep)) {
       const key = `bench:${o.scenario}:${lib}:${rep}`;
@@ -133,6 +133,11 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
       r.rate.push(reads / o.seconds);
       r.maxWait.push(Math.max(...done.map((d) => d.maxWaitMs)));
       r.over += done.reduce((s, d) => s + d.overAdmitted, 0);
+      // The client processes' own CPU per cycle (user + system, their loops only): on this 2-core
+      // host the clients and the server share the cores: tells a gap in client work from one elsewhere.
+      const cycles = Math.max(1, done.reduce((s, d) => s + d.reads + d.writes, 0));
+      r.cpu.push(done.reduce((s, d) => s + d.cpuUs, 0) / cycles);
+      r.switches.push(done.reduce((s, d) => s + d.switches, 0) / cycles);
       if (semaphore && (o.lockUrl === undefined || lib === 'redis-semaphore')) r.idle.push(await idleWaiter(lib, o.url, o.dlock, `${key}:idle`));
       o.log(`  [${o.scenario} ${rep + 1}/${o.reps}] ${NAMES[lib].padEnd(28)} ${fmt(reads / o.seconds)} ${semaphore ? 'cycles' : 'reads'}/s  max wait ${fmt(r.maxWait.at(-1)!)} ms${semaphore && r.idle.length > 0 ? `  idle waiter ${fmt(r.idle.at(-1)!)} cmd/s` : ''}  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
     }
@@ -152,6 +157,8 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
           loops: l.startsWith('floor') ? processes : 1,
           ratePerSecond: r.rate,
           maxWaitMs: r.maxWait,
+          clientCpuUsPerCycle: r.cpu,
+          contextSwitchesPerCycle: r.switches,
           overAdmitted: r.over,
           ...(semaphore ? { idleWaiterCommandsPerSecond: r.idle } : {}),
         }),
@@ -162,11 +169,11 @@ export async function runAdmissionBench(o: AdmissionBenchOptions): Promise<void>
     console.log(`\n## ${o.scenario}${o.lockUrl ? ` (dlock on ${o.lockUrl.replace(/\/\/[^@]*@/, '//')})` : ''}: ${processes} processes, ${semaphore ? '4 permits' : '90% reads'}, 1 ms sections, ${o.seconds} s per library per rep`);
     console.log(
     table(
-      ['library', semaphore ? 'cycles/s' : 'read cycles/s', `× ${NAMES[libs[1]!]}`, 'max wait ms', 'over-admitted', ...(semaphore ? ['idle waiter cmd/s'] : [])],
+      ['library', semaphore ? 'cycles/s' : 'read cycles/s', `× ${NAMES[libs[1]!]}`, 'max wait ms', 'over-admitted', 'client CPU µs/cycle', ...(semaphore ? ['idle waiter cmd/s'] : [])],
       libs.map((l, i) => {
         const r = per.get(l)!;
         const ratio = i === 0 ? fmtSpread(spread(ratios), '×') : i === 1 ? '1×' : l === 'floor-rwlock' ? `${fmtSpread(spread(floorRatios), '×')} (of its floor mutex)` : '1× (floor)';
-        return [NAMES[l], fmtSpread(spread(r.rate)), ratio, fmtSpread(spread(r.maxWait)), String(r.over), ...(semaphore ? [r.idle.length > 0 ? fmtSpread(spread(r.idle)) : 'not counted (not Redis)'] : [])];
+        return [NAMES[l], fmtSpread(spread(r.rate)), ratio, fmtSpread(spread(r.maxWait)), String(r.over), fmtSpread(spread(r.cpu)), ...(semaphore ? [r.idle.length > 0 ? fmtSpread(spread(r.idle)) : 'not counted (not Redis)'] : [])];
       }),
     ),
   );

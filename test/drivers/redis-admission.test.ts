@@ -371,6 +371,41 @@ describe('redis bounded barging: a permits request is decided by the queue head 
   }, 30_000);
 });
 
+describe('redis bounded barging: a permits release left to bargers reads only its own entry and the head', () => {
+  it('the release reads neither the other holders (no HGETALL) nor the queue past its head, and the holders left stay as they were', async () => {
+    const key = name('permits-left');
+    const driver = new RedisDriver({ url: redis.url });
+    const admission: Admission = { mode: 'permits', permits: 1, limit: 3 };
+    const [h1, h2, h3, w] = ['test:1:aaaab1:1', 'test:1:aaaab2:1', 'test:1:aaaab3:1', 'test:1:bbbbb7:1'];
+    const count = async (cmd: string): Promise<number> => (await callsByCommand()).get(cmd) ?? 0;
+    try {
+      for (const o of [h1, h2, h3]) expect(await driver.tryAcquire({ key, owner: o, ttlMs: 10_000, admission })).toMatchObject({ ok: true });
+      const hgetall = await count('hgetall');
+      const lrange = await count('lrange');
+      // One batch, one script: W queues (the head, its turn due in 5 ms: its try reads the
+      // holders once), then H1 releases, which leaves its permit to bargers.
+      const [queued, released] = await Promise.all([driver.tryAcquire({ key, owner: w, ttlMs: 10_000, admission }, true), driver.release(key, h1)]);
+      expect(queued).toMatchObject({ ok: false });
+      expect(released).toBe('left');
+      expect(await count('hgetall')).toBe(hgetall + 1);
+      expect(await count('lrange')).toBe(lrange);
+      const state = await driver.keyState(key);
+      expect(state.holders.map((x) => x.owner).sort()).toEqual([h2, h3].sort());
+      expect(state.waiters).toBe(1);
+      // H1 holds nothing any more: a second release is refused.
+      expect(await driver.release(key, h1)).toBe(false);
+      // Once W is due, the next release hands the permit to W.
+      await sleep(20);
+      expect(await driver.release(key, h2)).toBe(true);
+      expect(await driver.tryAcquire({ key, owner: w, ttlMs: 10_000, admission }, true)).toMatchObject({ ok: true });
+      for (const o of [h3, w]) expect(await driver.release(key, o)).toBe(true);
+      expect((await driver.keyState(key)).holders).toEqual([]);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});
+
 describe('redis bounded barging: a releaser that is done passes the key on', () => {
   // B queues as the head (its turn due in 5 ms) in the same batch (one script) as A's release,
   // which therefore leaves the key to bargers. B is a bare driver-level waiter: nothing of its own

@@ -530,6 +530,28 @@ local function release(lock, v, owner, barge)
     unflag(st)
     return left and '2' or '1'
   end
+  -- A shared or permits release. Left to bargers (the head alone decides it: a head not due
+  -- that competes with this mode; only while <lock>:w is "1": someone queued, none fair), it
+  -- needs only our own entry and the head: the other holders' entries are neither read nor
+  -- parsed (in a busy semaphore that is most releases: 37-40 -> 28-29 us per EVALSHA, median,
+  -- with 4 holders and 12 queued). The mark and <lock>:h keep their expiry (the latest entry's,
+  -- perhaps ours: they outlive the holders a while, which costs an exclusive try the full rule,
+  -- no more); whichever step reads the holders next prunes the expired ones.
+  local hk = lock .. ':h'
+  local head
+  if barge and v == MARK and wknown and wval == '1' then
+    local info = redis.call('HGET', hk, owner)
+    local e, m
+    if info then e, m = string.match(info, '^(%d+) %d+ (%a) ') end
+    if e and tonumber(e) > nowMs() then
+      head = liveHead(lock) or false
+      if head and defer(lock, head, m) then
+        redis.call('HDEL', hk, owner)
+        if redis.call('HLEN', hk) == 0 then redis.call('DEL', lock) end
+        return '2'
+      end
+    end
+  end
   local st = load(lock, v)
   local mine = st.h[owner]
   if not mine then
@@ -540,10 +562,13 @@ local function release(lock, v, owner, barge)
   st.h[owner] = nil
   st.n = st.n - 1
   st.dirty = true
-  redis.call('HDEL', lock .. ':h', owner)
+  redis.call('HDEL', hk, owner)
   -- Left to bargers (the head alone decides it), or handed over to the queue's heads.
-  local head = barge and liveHead(lock)
-  local left = head and defer(lock, head, mine.mode)
+  local left = false
+  if head == nil then
+    head = barge and liveHead(lock)
+    left = head and defer(lock, head, mine.mode)
+  end
   if not left then
     local _, _, deferred = handover(st, waiters(lock), nil, barge and mine.mode or nil)
     left = deferred
