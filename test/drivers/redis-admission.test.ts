@@ -256,6 +256,52 @@ describe('redis bounded barging: the told-head cache (<lock>:d) follows the queu
   }, 30_000);
 });
 
+describe('redis plain ops (a free key nobody waits for, decided before the rest of the script is set up)', () => {
+  it('tokens are exact decimal integers past 1e14 and past 2^53, in a batch of one and in a larger batch; a fair try keeps its TTL', async () => {
+    const driver = new RedisDriver({ url: redis.url });
+    const fence = async (key: string, value: string): Promise<void> => {
+      await withRedisClient(redis.port, (c) => c.set(`${driver.keysFor(key).lock}:fence`, value));
+    };
+    try {
+      // 1e14 is where Lua's default number format (%.14g) turns to "1e+14".
+      const k1 = name('plain-1e14');
+      await fence(k1, '99999999999999');
+      const one = await driver.tryAcquire({ key: k1, owner: 'test:1:ddd1:1', ttlMs: 10_000 });
+      expect(one).toMatchObject({ ok: true, grant: { token: 100000000000000n } });
+      expect(await driver.release(k1, 'test:1:ddd1:1')).toBe(true);
+      // Past 2^53 the counter is read back as a string.
+      const k2 = name('plain-2e53');
+      await fence(k2, '9007199254740993');
+      const big = await driver.tryAcquire({ key: k2, owner: 'test:1:ddd2:1', ttlMs: 10_000 });
+      expect(big).toMatchObject({ ok: true, grant: { token: 9007199254740994n } });
+      expect(await driver.release(k2, 'test:1:ddd2:1')).toBe(true);
+      // Two ops in one batch (one script): each takes the plain path inside the loop.
+      const [k3, k4] = [name('plain-batch-a'), name('plain-batch-b')];
+      await fence(k3, '99999999999999');
+      const [a, b] = await Promise.all([
+        driver.tryAcquire({ key: k3, owner: 'test:1:ddd3:1', ttlMs: 10_000 }),
+        driver.tryAcquire({ key: k4, owner: 'test:1:ddd4:1', ttlMs: 10_000, fair: true }),
+      ]);
+      expect(a).toMatchObject({ ok: true, grant: { token: 100000000000000n } });
+      expect(b).toMatchObject({ ok: true, grant: { token: 1n } });
+      // The fair try's "f" is not part of its TTL.
+      const pttl = await withRedisClient(redis.port, (c) => c.pttl(driver.keysFor(k4).lock));
+      expect(pttl).toBeGreaterThan(5_000);
+      expect(pttl).toBeLessThanOrEqual(10_000);
+      const [ra, rb] = await Promise.all([driver.release(k3, 'test:1:ddd3:1'), driver.release(k4, 'test:1:ddd4:1')]);
+      expect([ra, rb]).toEqual([true, true]);
+      // A release by someone else touches nothing.
+      const held = await driver.tryAcquire({ key: k4, owner: 'test:1:ddd5:1', ttlMs: 10_000 });
+      expect(held).toMatchObject({ ok: true, grant: { token: 2n } });
+      expect(await driver.release(k4, 'test:1:ddd6:1')).toBe(false);
+      expect((await driver.keyState(k4)).holders.map((x) => x.owner)).toEqual(['test:1:ddd5:1']);
+      expect(await driver.release(k4, 'test:1:ddd5:1')).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});
+
 describe('redis handover reads the queue lazily (in chunks, as far as it hands over)', () => {
   it('a release hands over in FIFO order across chunks, skipping and removing entries that expired in between; the waiters left keep their order', async () => {
     const key = name('lazy-queue');
