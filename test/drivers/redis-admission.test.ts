@@ -524,10 +524,16 @@ describe('redis bounded barging: a releaser that is done passes the key on', () 
     try {
       const held = await driver.tryAcquire({ key, owner: a, ttlMs: 10_000 });
       if (!held.ok) throw new Error('the key was busy');
-      const [, released] = await Promise.all([driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true), driver.release(key, a)]);
+      // One batch, one script: B queues (the head, its turn due in 5 ms), A releases, and A asks
+      // again at once, as a loop that re-acquires does. In one script no time passes between the
+      // release and the new try: as separate round trips, a loaded machine can let B's 5 ms run
+      // out in between (then the try rightly hands the key to B: seen in CI beside two CPU hogs).
+      const [, released, mine] = await Promise.all([
+        driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true),
+        driver.release(key, a),
+        driver.tryAcquire({ key, owner: again, ttlMs: 10_000 }),
+      ]);
       expect(released).toBe('left');
-      // In the release's own continuation, as a loop that re-acquires does.
-      const mine = await driver.tryAcquire({ key, owner: again, ttlMs: 10_000 });
       expect(mine).toMatchObject({ ok: true });
       await sleep(50);
       const state = await driver.keyState(key);
