@@ -532,14 +532,12 @@ export class LockClient {
     let req: AcquireRequest | undefined;
     try {
       for (;;) {
-        req = {
-          key: o.key,
-          owner: this.owners.next(),
-          ttlMs: o.ttlMs,
-          ...(o.admission ? { admission: o.admission } : {}),
-          ...(o.fair ? { fair: true } : {}),
-          ...(alongside ? { alongside } : {}),
-        };
+        // Built field by field: cheaper than object spreads on this hot path.
+        const r: { -readonly [K in keyof AcquireRequest]: AcquireRequest[K] } = { key: o.key, owner: this.owners.next(), ttlMs: o.ttlMs };
+        if (o.admission) r.admission = o.admission;
+        if (o.fair) r.fair = true;
+        if (alongside) r.alongside = alongside;
+        req = r;
         if (o.waitMs !== 0 && start + o.waitMs - monotonicNow() <= 0) break;
         // Beside our own write hold: one try, past the local queue (a local writer waiting there
         // waits for our write); if the write hold is gone meanwhile, an ordinary wait.

@@ -349,14 +349,15 @@ export class IoRedisAdapter implements RedisAdapter {
     return guarded(this.health, () => this.exec(script, keys, args), onLate);
   }
 
-  private async exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    if (this.db !== undefined) await this.checkDb(this.db);
-    try {
-      return await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
-    } catch (e) {
+  // A promise chain, not an async function: one microtask less per lock operation on the hot path.
+  private exec(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    const db = this.db;
+    if (db !== undefined) return this.checkDb(db).then(() => this.exec(script, keys, args));
+    const retry = (e: unknown): Promise<unknown> => {
       if (!isNoScript(e)) throw e;
       return this.client.eval(script.source, keys.length, ...keys, ...args);
-    }
+    };
+    return this.client.evalsha(script.sha, keys.length, ...keys, ...args).catch(retry);
   }
 
   async runAndWait(

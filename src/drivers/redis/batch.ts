@@ -140,7 +140,14 @@ export class OpBatcher {
   }
 
   private answer(p: Pending, reply: unknown, unacked: string | undefined): void {
-    const lines = String(reply).split('\n');
+    const text = String(reply);
+    // A batch of one (the usual case): its line, no split.
+    const one = p.settle.length === 1 && unacked === undefined ? p.settle[0] : undefined;
+    if (one && text.length > 0 && text.indexOf('\n') === text.length - 1) {
+      one.resolve(text.slice(0, -1));
+      return;
+    }
+    const lines = text.split('\n');
     if (lines.length !== p.settle.length + 1) {
       const e = new Error(`dlock: ops.lua answered ${lines.length - 1} lines for ${p.settle.length} ops`);
       for (const s of p.settle) s.reject(e);
