@@ -303,6 +303,59 @@ describe('redis plain ops (a free key nobody waits for, decided before the rest 
   }, 30_000);
 });
 
+describe('redis plain ops under contention (a told exclusive head not due yet, nobody fair queued)', () => {
+  it('the release is left to bargers; a queued newcomer barges past the head and leaves the queue; the head keeps its place and its entry; the head itself and a fair try take the full rule', async () => {
+    const key = name('plain-contended');
+    const driver = new RedisDriver({ url: redis.url });
+    const { lock } = driver.keysFor(key);
+    const [h, w, b, f] = ['test:1:cccc21:1', 'test:1:cccc22:1', 'test:1:cccc23:1', 'test:1:cccc24:1'];
+    // A head's turn is due HEAD_MS (5 ms) after it became the head: too short for the steps
+    // below on a loaded machine. The head's entry is set to have become the head a minute from
+    // now (and <lock>:d to match), so its turn stays not due through the test.
+    const notDueYet = (owner: string): Promise<unknown> =>
+      withRedisClient(redis.port, async (c) => {
+        const entry = (await c.hget(`${lock}:qw`, owner)) ?? '';
+        const fields = entry.split(' ');
+        fields[5] = `${Date.now() + 60_000}t`;
+        await c.hset(`${lock}:qw`, owner, fields.join(' '));
+        await c.set(`${lock}:d`, owner, 'PX', 60_000);
+      });
+    try {
+      expect(await driver.tryAcquire({ key, owner: h, ttlMs: 10_000 })).toMatchObject({ ok: true, grant: { token: 1n } });
+      // W queues first (the head: told at once, its turn due in HEAD_MS), then B and F.
+      expect((await driver.tryAcquire({ key, owner: w, ttlMs: 10_000 }, true)).ok).toBe(false);
+      expect((await driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true)).ok).toBe(false);
+      await notDueYet(w);
+      const headEntry = await withRedisClient(redis.port, (c) => c.hget(`${lock}:qw`, w));
+      expect(await withRedisClient(redis.port, (c) => c.get(`${lock}:d`))).toBe(w);
+      // The holder's release leaves the key free (answered "2": left), the queue untouched.
+      expect(await driver.release(key, h)).toBe('left');
+      expect(await withRedisClient(redis.port, (c) => c.exists(lock))).toBe(0);
+      expect(await withRedisClient(redis.port, (c) => c.lrange(`${lock}:q`, 0, -1))).toEqual([w, b]);
+      // B (queued, not the head) takes the free key, and leaves the queue.
+      expect(await driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true)).toMatchObject({ ok: true, grant: { token: 2n } });
+      expect(await withRedisClient(redis.port, (c) => c.lrange(`${lock}:q`, 0, -1))).toEqual([w]);
+      expect(await withRedisClient(redis.port, (c) => c.hexists(`${lock}:qw`, b))).toBe(0);
+      expect(await withRedisClient(redis.port, (c) => c.hget(`${lock}:qw`, w))).toBe(headEntry);
+      expect(await driver.release(key, b)).toBe('left');
+      // The head itself, asking before its turn is due, is not a barger: the full rule grants it
+      // (it heads the queue, the key is free), and it leaves the queue.
+      expect(await driver.tryAcquire({ key, owner: w, ttlMs: 10_000 }, true)).toMatchObject({ ok: true, grant: { token: 3n } });
+      expect(await withRedisClient(redis.port, (c) => c.exists(`${lock}:q`, `${lock}:qw`))).toBe(0);
+      // A fair try never barges: of a key a releaser left to bargers, it hands the key to the
+      // queue's head (B, queued meanwhile) and queues behind.
+      expect((await driver.tryAcquire({ key, owner: b, ttlMs: 10_000 }, true)).ok).toBe(false);
+      await notDueYet(b);
+      expect(await driver.release(key, w)).toBe('left');
+      expect((await driver.tryAcquire({ key, owner: f, ttlMs: 10_000, fair: true }, true)).ok).toBe(false);
+      expect(await withRedisClient(redis.port, (c) => c.get(lock))).toBe(`${b}|4`);
+      expect(await withRedisClient(redis.port, (c) => c.lrange(`${lock}:q`, 0, -1))).toEqual([f]);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+});
+
 describe('redis handover reads the queue lazily (in chunks, as far as it hands over)', () => {
   it('a release hands over in FIFO order across chunks, skipping and removing entries that expired in between; the waiters left keep their order', async () => {
     const key = name('lazy-queue');

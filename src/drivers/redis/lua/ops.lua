@@ -113,7 +113,31 @@ end
 -- were 2 of the ~27 commands of a contended cycle, twice per waiter).
 local function plain(op, lock, owner, arg)
   local v = redis.call('MGET', lock, lock .. ':w', lock .. ':d')
-  if v[2] then return nil, v end
+  if v[2] then
+    -- A mutex under contention, nobody fair queued (<lock>:w "1") and a told exclusive head
+    -- not due yet (<lock>:d): the barging try of the free key by anyone but that head, and the
+    -- release of our own exclusive hold with no shared holder beside it ("2": left to bargers,
+    -- the head told already). The two steps of most contended cycles: 19.3-24.2 -> 15.8-17.0 us
+    -- per EVALSHA (server time, the two alternating, 10,000 cycles, the old and new script on one
+    -- server): no longer than the uncontended plain ones.
+    if v[2] ~= '1' or not v[3] then return nil, v end
+    if op == 'r' then
+      if owns(v[1], owner) and redis.call('EXISTS', lock .. ':h') == 0 then
+        redis.call('DEL', lock)
+        return '2'
+      end
+    elseif not v[1] and v[3] ~= owner and string.byte(arg, -1) ~= 102 then
+      local t = nextToken(lock)
+      redis.call('SET', lock, owner .. '|' .. t, 'PX', arg)
+      -- Leaves the queue if it was in it (the head is not: <lock>:d names another owner).
+      if redis.call('HDEL', lock .. ':qw', owner) == 1 then
+        redis.call('LREM', lock .. ':q', 0, owner)
+        redis.call('DEL', lock .. ':d')
+      end
+      return '1' .. t
+    end
+    return nil, v
+  end
   if op == 'r' then
     if owns(v[1], owner) then
       redis.call('DEL', lock)
@@ -635,13 +659,12 @@ while p <= #s do
     local ask = { ttl = arg, mode = 'x', permits = '0', limit = '0', fair = fair and '1' or '0', alongside = '' }
     if not held then
       -- Waiters (or a holder expired before it could hand over): barging past an exclusive
-      -- head that was told and is not due yet needs only <lock>:d, or else the head itself (a
-      -- free <lock> means no live shared holder: "|h" outlives them); anything else takes the
-      -- full rule.
+      -- head that was told and is not due yet needs the head itself (plain() did the case of
+      -- <lock>:d naming it; a free <lock> means no live shared holder: "|h" outlives them);
+      -- anything else takes the full rule.
       local mayBarge = both[2] == '1' and not fair
-      local barge = mayBarge and both[3] and both[3] ~= owner
-      local w
-      if mayBarge and not barge then
+      local barge, w = false, nil
+      if mayBarge and not both[3] then
         local head = redis.call('LINDEX', lock .. ':q', 0)
         local info = head and head ~= owner and redis.call('HGET', lock .. ':qw', head)
         w = info and parse(head, info)
@@ -695,17 +718,10 @@ while p <= #s do
       end
     end
   elseif op == 'r' then
-    -- A mutex's release, read in one MGET (plain() did the case of nobody queued: no <lock>:w,
-    -- which outlives <lock>:q and the shared holders beside an exclusive one): a told exclusive
-    -- head not due yet (<lock>:d) and no shared holder: the key is just freed (left to bargers,
-    -- the head told already).
+    -- A release, read in one MGET (plain() did the cases of nobody queued, and of a told
+    -- exclusive head not due yet with no shared holder).
     wknown, wval = true, both[2]
-    if owns(both[1], owner) and both[2] == '1' and both[3] and redis.call('EXISTS', lock .. ':h') == 0 then
-      redis.call('DEL', lock)
-      out[#out + 1] = '2'
-    else
-      out[#out + 1] = release(lock, both[1], owner, true)
-    end
+    out[#out + 1] = release(lock, both[1], owner, true)
   elseif op == 'c' then
     if redis.call('LREM', lock .. ':q', 0, owner) > 0 then redis.call('DEL', lock .. ':d') end
     redis.call('HDEL', lock .. ':qw', owner)
