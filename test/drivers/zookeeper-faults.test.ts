@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LockClient } from '../../src/core/client.js';
+import type { Lease } from '../../src/core/lease.js';
 import type { SessionState } from '../../src/drivers/driver.js';
 import { ZooKeeperDriver } from '../../src/drivers/zookeeper/index.js';
 import { fourLetter, startZooKeeper, zooKeeperAdmin, type ZooKeeperAdmin, type ZooKeeperCluster, type ZooKeeperServer } from '../support/zookeeper.js';
@@ -57,6 +58,31 @@ async function serverOf(sid: string): Promise<ZooKeeperServer | undefined> {
 }
 
 const now = (): bigint => process.hrtime.bigint();
+
+/**
+ * A client holding `key` through a session on a FOLLOWER. A frozen leader stalls the whole
+ * ensemble until the followers give up on it (syncLimit x tickTime = 2 s here) and elect another;
+ * whether a session outlives that is a matter of session timeout versus ensemble failover, not of
+ * this driver (the leader-kill test covers a lost leader). Sessions land on a random server: retry.
+ */
+async function holderOnFollower(key: string, sessionTimeoutMs: number): Promise<{ h: ReturnType<typeof client>; lease: Lease; sid: string | undefined; server: ZooKeeperServer }> {
+  let h = client(sessionTimeoutMs);
+  let lease = await h.client.acquire(key, { ttlMs: 20_000 });
+  let sid = h.driver.sessionId;
+  let server = await serverOf(sid ?? '');
+  for (let attempt = 0; attempt < 20 && server !== undefined && (await server.mode()) !== 'follower'; attempt++) {
+    expect(await lease.release()).toBe(true);
+    h = client(sessionTimeoutMs);
+    lease = await h.client.acquire(key, { ttlMs: 20_000 });
+    sid = h.driver.sessionId;
+    server = await serverOf(sid ?? '');
+  }
+  expect(sid).toBeDefined();
+  expect(server, `a server lists session 0x${sid}`).toBeDefined();
+  if (!server) throw new Error(`no server lists session 0x${sid}`);
+  expect(await server.mode()).toBe('follower');
+  return { h, lease, sid, server };
+}
 
 describe('ZooKeeper faults (3-server ensemble)', () => {
   it('kill -9 of the leader while a lock is held and waiters queue: exclusion, queue order and tokens hold', async () => {
@@ -168,26 +194,9 @@ describe('ZooKeeper faults (3-server ensemble)', () => {
     const key = `zk-faults:frozen:${Date.now()}`;
     // Detection takes up to T/2 of silence plus one tick (T/6) after the last confirmed request,
     // which may itself be T/3 old: 6 s leaves the reconnection about 2 s, ample on a loaded machine.
+    // The holder's server must be a follower (see holderOnFollower).
     const sessionTimeoutMs = 6000;
-    // The holder's server must be a follower. A frozen LEADER stalls the whole ensemble until the
-    // followers give up on it (syncLimit x tickTime = 2 s here) and elect another; whether a session
-    // outlives that is a matter of session timeout versus ensemble failover, not of this driver
-    // (the leader-kill test covers a lost leader). Sessions land on a random server: retry.
-    let h = client(sessionTimeoutMs);
-    let lease = await h.client.acquire(key, { ttlMs: 20_000 });
-    let sid = h.driver.sessionId;
-    let server = await serverOf(sid ?? '');
-    for (let attempt = 0; attempt < 20 && server !== undefined && (await server.mode()) !== 'follower'; attempt++) {
-      expect(await lease.release()).toBe(true);
-      h = client(sessionTimeoutMs);
-      lease = await h.client.acquire(key, { ttlMs: 20_000 });
-      sid = h.driver.sessionId;
-      server = await serverOf(sid ?? '');
-    }
-    expect(sid).toBeDefined();
-    expect(server, `a server lists session 0x${sid}`).toBeDefined();
-    if (!server) return;
-    expect(await server.mode()).toBe('follower');
+    const { h, lease, sid, server } = await holderOnFollower(key, sessionTimeoutMs);
 
     const stoppedAt = performance.now();
     server.pause();
@@ -211,5 +220,24 @@ describe('ZooKeeper faults (3-server ensemble)', () => {
     server.resume();
     expect(await lease.release()).toBe(true);
     expect(await observer.client.inspect(key)).toBeNull();
+  }, 60_000);
+
+  it('a release sent while its server is frozen completes once the client has moved to another server (no error: the session kept the lock)', async () => {
+    const key = `zk-faults:release-frozen:${Date.now()}`;
+    const sessionTimeoutMs = 6000;
+    const { h, lease, sid, server } = await holderOnFollower(key, sessionTimeoutMs);
+    server.pause();
+    // Sent into the frozen connection: it fails with CONNECTION_LOSS once the client drops the
+    // silent socket, and is sent again on the next server.
+    const released = lease.release();
+    const deadline = performance.now() + 15_000;
+    while (performance.now() < deadline && !(h.states.includes('suspended') && h.states.at(-1) === 'connected')) await sleep(20);
+    expect(h.states).toContain('suspended');
+    expect(h.states).not.toContain('lost');
+    expect((await serverOf(sid ?? ''))?.id).not.toBe(server.id);
+    expect(await released).toBe(true);
+    const observer = client(8000);
+    expect(await observer.client.inspect(key)).toBeNull();
+    server.resume();
   }, 60_000);
 });

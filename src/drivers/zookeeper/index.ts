@@ -27,6 +27,9 @@
  *   advancing (`sessionState` is `suspended`) and `lease.isHeld()` turns false no later than
  *   the server could expire the session; at the deadline (or when the server reports the
  *   session expired) the session is `lost` and every `Grant.session` it carried aborts;
+ * - a release survives a lost connection: while the session lives its delete is sent again once
+ *   the client reconnects (to any server), and release() resolves then (false if the session
+ *   ends first: its znodes go with it);
  * - handoff in about one round trip: a release deletes one znode and the next waiter's watch
  *   fires; a waiter whose predecessor was the holder takes the turn without reading the queue
  *   again, because the watch on its own znode would have told it first if that znode had gone
@@ -447,10 +450,15 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
 
   /**
    * Delete our znode; resolves whether it was there. A delete that cannot reach the server is
-   * retried once the session reconnects (see ZkSession). The key's parent is deleted later if
-   * it is empty then.
+   * retried once the session reconnects (see ZkSession): in the background, or (`across`, a
+   * release) before this resolves. The key's parent is deleted later if it is empty then.
    */
-  private removeOwn(s: ZkSession, path: string, dir: string): Promise<boolean> {
+  private removeOwn(s: ZkSession, path: string, dir: string, across = false): Promise<boolean> {
+    if (across) {
+      const carried = s.removeAcross(path);
+      this.scheduleSweep(dir);
+      return carried;
+    }
     const own = s.remove(path).then(
       () => true,
       (e: unknown) => {
@@ -712,8 +720,10 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
         this.held.delete(owner);
         h.session.engine.forget(owner);
         if (h.session.isEnded) return false;
-        // Sent before anything else this call could await: later requests on this session see it done.
-        return await this.removeOwn(h.session, h.path, dir);
+        // Sent before anything else this call could await: later requests on this session see it
+        // done. Carried across a lost connection while the session lives (the node stays with it):
+        // a release on a briefly cut connection completes once reconnected, not with an error.
+        return await this.removeOwn(h.session, h.path, dir, true);
       }
       // Not granted through this driver: find the owner's znode on the engine.
       const s = await this.connected(what);

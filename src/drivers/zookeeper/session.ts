@@ -61,6 +61,9 @@ import type { SessionState } from '../driver.js';
 /** The `node-zookeeper-client` module, loaded at the first session (MissingPeerError when absent). */
 export const zkClient = lazyPeer<typeof zk>('node-zookeeper-client');
 
+/** How long {@link ZkSession.removeAcross} waits before it sends again on a connection not yet reported lost. */
+const RECONNECT_CHECK_MS = 20;
+
 /** ZooKeeper error codes the driver handles. */
 export const Code = {
   CONNECTION_LOSS: -4,
@@ -309,6 +312,45 @@ export class ZkSession {
   /** Delete `path` once connected again (a delete that failed with the connection). */
   removeLater(path: string): void {
     this.orphans.add(path);
+  }
+
+  /**
+   * Delete `path`, carried across a lost connection: a delete that fails with the connection
+   * (CONNECTION_LOSS) while the session lives is sent again once it is connected again (the
+   * server keeps the session, and the node, meanwhile). Resolves `true` once deleted, `false`
+   * when the node was not there or the session ended first (its ephemeral nodes go with it, at
+   * its local deadline at the latest); other errors reject.
+   */
+  async removeAcross(path: string): Promise<boolean> {
+    for (;;) {
+      try {
+        await this.remove(path);
+        return true;
+      } catch (e) {
+        if (zkCode(e) === Code.NO_NODE || this.isEnded) return false;
+        if (zkCode(e) !== Code.CONNECTION_LOSS) throw e;
+      }
+      if (!(await this.reconnected())) return false;
+    }
+  }
+
+  /** Resolves `true` once connected again (at once if connected now), `false` if the session ends first. */
+  private reconnected(): Promise<boolean> {
+    if (this.isEnded) return Promise.resolve(false);
+    // A request can fail with its connection before the client reports it disconnected: give it a moment.
+    if (this.connectedNow) return new Promise((resolve) => setTimeout(() => resolve(!this.isEnded), RECONNECT_CHECK_MS).unref());
+    return new Promise((resolve) => {
+      const onAbort = (): void => {
+        this.client.removeListener('connected', onConnected);
+        resolve(false);
+      };
+      const onConnected = (): void => {
+        this.engine.signal.removeEventListener('abort', onAbort);
+        resolve(true);
+      };
+      this.client.once('connected', onConnected);
+      this.engine.signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   /** Close the session: the server deletes its ephemeral nodes at once (see {@link ended}). */
