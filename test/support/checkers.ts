@@ -13,6 +13,8 @@ export interface Section {
   readonly end: bigint;
   readonly stillHeld: boolean | undefined;
   readonly releaseOk: boolean | undefined;
+  /** The lease was reported lost (its signal aborted) by the time the release answered. */
+  readonly lost?: boolean | undefined;
 }
 
 /** Pair each worker's request/acquired/released entries into sections, in grant order. */
@@ -39,6 +41,7 @@ export function sectionsFrom(logs: readonly LogEntry[]): Section[] {
       end: BigInt(released.t),
       stillHeld: released.stillHeld,
       releaseOk: released.releaseOk,
+      lost: released.lost,
     });
   }
   return sections.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));

@@ -56,7 +56,7 @@ async function loop(s: Extract<WorkerSpec, { mode: 'loop' }>): Promise<void> {
     const t = now();
     const stillHeld = lease.isHeld();
     const releaseOk = await lease.release();
-    log.push({ pid, op: 'lock', phase: 'released', t, token: lease.token.toString(), cycle, stillHeld, releaseOk });
+    log.push({ pid, op: 'lock', phase: 'released', t, token: lease.token.toString(), cycle, stillHeld, releaseOk, lost: lease.signal.aborted });
   }
   await client.close();
   await send({ type: 'done', pid, log });

@@ -22,6 +22,11 @@ export interface LogEntry {
   readonly stillHeld?: boolean;
   /** Set on `released`: what `lease.release()` answered. */
   readonly releaseOk?: boolean;
+  /**
+   * Set on `released`: the lease's signal had aborted (the lease was reported lost) by the time
+   * the release answered: a `false` answer is then the loss, told, not a failed release.
+   */
+  readonly lost?: boolean;
 }
 
 /** What a worker does. */

@@ -70,7 +70,11 @@ export function defineExclusion(ctx: SuiteContext): void {
         maxConcurrentWaiters: maxWaiters,
         spanMs: Number((sections.at(-1)?.end ?? 0n) - (sections[0]?.start ?? 0n)) / 1e6,
       });
-      expect(sections.filter((s) => s.stillHeld !== true || s.releaseOk !== true)).toEqual([]);
+      // Every section ended held. Every release answered true, except one whose lease was
+      // reported lost meanwhile (its signal aborted: a session engine whose session could not be
+      // kept alive on a starved machine; exclusion is checked above either way). A false answer
+      // without that signal fails here.
+      expect(sections.filter((s) => s.stillHeld !== true || (s.releaseOk !== true && s.lost !== true))).toEqual([]);
     }, 60_000);
 
     it('frees the lock of a holder killed with kill -9 once its TTL runs out', async () => {
