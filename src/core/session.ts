@@ -7,7 +7,7 @@
  * The state machine lives here, not in the drivers:
  * - `connected` → `suspended` when the driver reports the connection down ({@link suspend}) or,
  *   with keep-alives, when an answer is overdue (`suspectAfterMs` without one, counted from the
- *   later of the last confirmation and the return to `connected`);
+ *   latest of the last confirmation, the last answer {@link heard} and the return to `connected`);
  * - `suspended` → `connected` when the engine confirms the session again ({@link confirmed});
  * - any → `lost` at the local deadline (last confirmed send time + timeout − drift, on the
  *   monotonic clock, even while the network hangs), or when the driver reports the engine ended
@@ -62,6 +62,7 @@ export class EngineSession {
   private confirmedAt: number;
   /** Monotonic time of the last return to `connected` (suspicion counts from no earlier). */
   private resumedAt = Number.NEGATIVE_INFINITY;
+  private heardAt = Number.NEGATIVE_INFINITY;
   private timeout: number;
   private nextKeepAliveAt: number;
   private timer: NodeJS.Timeout | undefined;
@@ -170,6 +171,16 @@ export class EngineSession {
   }
 
   /**
+   * The engine answered on the current connection (monotonic ms), whatever that answer proves of
+   * the session: it is not silent, so an answer is not overdue. For an engine whose answers
+   * confirm the session only later (ZooKeeper: a write proves an earlier one, see its driver),
+   * suspicion counts from this, and the deadline from {@link confirmed} alone.
+   */
+  heard(at: number = monotonicNow()): void {
+    if (at > this.heardAt) this.heardAt = at;
+  }
+
+  /**
    * The connection is down (or a keep-alive failed): validity stops advancing until the engine
    * confirms the session again; at the deadline the session is lost. With keep-alives, the next
    * one goes soon (on a new stream or connection, as the driver sees fit).
@@ -208,7 +219,7 @@ export class EngineSession {
 
   /** When an answer is overdue: `suspectAfterMs` after the last confirmation or return to `connected`. */
   private suspectAt(): number {
-    return Math.max(this.confirmedAt, this.resumedAt) + (this.hooks.suspectAfterMs ?? this.interval() * 2);
+    return Math.max(this.confirmedAt, this.resumedAt, this.heardAt) + (this.hooks.suspectAfterMs ?? this.interval() * 2);
   }
 
   /** One unref'd timer: the next keep-alive, suspicion (an answer overdue), the deadline. */

@@ -83,6 +83,29 @@ describe('zookeeper:// URLs', () => {
 });
 
 describe('ZooKeeper sessions reach the lease', () => {
+  it('an idle session holding a lock stays connected: its heartbeats alone keep confirming it (no suspension, no loss) over several timeouts', async () => {
+    const sessionTimeoutMs = 2000;
+    const d = driver({ sessionTimeoutMs });
+    const states: SessionState[] = [];
+    d.onSessionState((s) => states.push(s));
+    const c = client(d);
+    const lease = await c.acquire(key('idle'), { ttlMs: 30_000 });
+    const lows: number[] = [];
+    const start = performance.now();
+    // Nothing but the session's own heartbeats writes meanwhile (the renewal only reads).
+    while (performance.now() - start < 5 * sessionTimeoutMs) {
+      lows.push(lease.remainingMs());
+      await sleep(50);
+    }
+    console.info(`[zookeeper] idle session: ${JSON.stringify({ states, lowestRemainingMs: Math.round(Math.min(...lows)), sessionTimeoutMs })}`);
+    expect(states).not.toContain('suspended');
+    expect(states).not.toContain('lost');
+    expect(lease.isHeld()).toBe(true);
+    // Confirmations trail by about half the timeout, never by the suspicion's two thirds.
+    expect(Math.min(...lows)).toBeGreaterThan(0);
+    expect(await lease.release()).toBe(true);
+  }, 30_000);
+
   it('while the server is down the session is suspended, validity stops advancing, and the lease is lost (expired) at the session deadline', async () => {
     const own = await startZooKeeper();
     try {

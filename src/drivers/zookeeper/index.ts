@@ -450,20 +450,18 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
 
   /**
    * Delete our znode; resolves whether it was there. A delete that cannot reach the server is
-   * retried once the session reconnects (see ZkSession): in the background, or (`across`, a
-   * release) before this resolves. The key's parent is deleted later if it is empty then.
+   * sent again once the session reconnects (ZkSession.removeLater): in the background, or
+   * (`across`, a release) before this resolves, `false` if the session ended first. The key's
+   * parent is deleted later if it is empty then.
    */
   private removeOwn(s: ZkSession, path: string, dir: string, across = false): Promise<boolean> {
-    if (across) {
-      const carried = s.removeAcross(path);
-      this.scheduleSweep(dir);
-      return carried;
-    }
     const own = s.remove(path).then(
       () => true,
       (e: unknown) => {
         if (zkCode(e) === Code.NO_NODE) return false;
-        if (!s.isEnded) s.removeLater(path);
+        const later = s.removeLater(path);
+        if (across && (s.isEnded || zkCode(e) === Code.CONNECTION_LOSS)) return later;
+        later.catch(() => undefined);
         throw e;
       },
     );

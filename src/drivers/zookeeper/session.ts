@@ -22,8 +22,9 @@
  *   the leader keeps the session until at least W1's send time + timeout. So W2's reply confirms
  *   W1's send time (`confirmed(s1)`), never its own ({@link LeaderTouches});
  * - a heartbeat that is a write (a multi with one `check` of `/`: a transaction without effect)
- *   goes out when no write was sent for a sixth of the timeout (the session's keep-alive hook),
- *   so the confirmed send time trails the clock by about half the timeout (the deadline is that
+ *   goes out a sixth of the timeout after the last write's reply (or send, if later) when nothing
+ *   else writes (the session's keep-alive hook): each proves the one two before it, so the
+ *   confirmed send time trails the clock by about half the timeout (the deadline is that
  *   much nearer than a whole timeout ahead), and a session cut off from the quorum ends locally
  *   before the leader can expire it;
  * - a reconnection's handshake renews the session on the leader (a follower revalidates it
@@ -32,8 +33,9 @@
  *   stepping down closes its connections, so the write proves it was the leader then.
  * What the client lacks besides, and how it is made up for:
  * - it has no read timeout (a silent server keeps it "connected" forever, its requests pending):
- *   nothing confirmed for two thirds of the timeout makes the session `suspended` (the session's
- *   suspicion), and then the socket is dropped so that the client reconnects, to another server
+ *   no write answered for two thirds of the timeout makes the session `suspended` (the session's
+ *   suspicion, counted from the last answer, `heard`, not from the confirmation it gave, which
+ *   trails it by a third of the timeout or more), and then the socket is dropped so that the client reconnects, to another server
  *   of the ensemble, while the session still lives there (as the Java client does);
  * - a server that accepts the TCP connection but never answers the handshake (frozen) would hold
  *   the client forever as well: an attempt gets `timeout / servers` ms, then the next server;
@@ -61,7 +63,7 @@ import type { SessionState } from '../driver.js';
 /** The `node-zookeeper-client` module, loaded at the first session (MissingPeerError when absent). */
 export const zkClient = lazyPeer<typeof zk>('node-zookeeper-client');
 
-/** How long {@link ZkSession.removeAcross} waits before it sends again on a connection not yet reported lost. */
+/** How long {@link ZkSession.removeLater} waits before it sends again on a connection not yet reported lost. */
 const RECONNECT_CHECK_MS = 20;
 
 /** ZooKeeper error codes the driver handles. */
@@ -243,7 +245,15 @@ export class ZkSession {
   private beating = false;
   /** Which send time each write's reply proves the session alive at on the leader. */
   private readonly touches = new LeaderTouches(() => this.engine.timeoutMs * PING_SPACING);
-  /** Monotonic send time of the latest write (heartbeats included). */
+  /**
+   * Monotonic time of the latest write's send or successful reply, whichever came later
+   * (heartbeats included). An idle heartbeat goes timeout/6 after it: timed from the previous
+   * reply, each heartbeat proves the one two before it (spacing timeout/3, see
+   * {@link LeaderTouches}); timed from the previous send, it missed that by the round trip and
+   * proved the one three before, so the confirmations of an idle session lagged up to 2/3 of the
+   * timeout: the suspicion's bound, and the session flapped and ended (seen after a move away
+   * from a frozen server).
+   */
   private lastWriteAt: number;
   /** When contact was lost before the current connection's handshake, until a write confirms it. */
   private handshakeAt: number | undefined;
@@ -253,8 +263,11 @@ export class ZkSession {
   private endError: SessionEndedError | undefined;
   private readonly pending = new Set<(error: Error) => void>();
   private readonly watchers = new Map<string, Set<() => void>>();
-  /** Znodes to delete once the connection is back (their delete could not reach the server). */
-  private readonly orphans = new Set<string>();
+  /**
+   * Znodes to delete once the connection is back (their delete could not reach the server), each
+   * with whoever waits for that delete and whether it is on the wire now.
+   */
+  private readonly orphans = new Map<string, { settle: Array<(outcome: boolean | Error) => void>; sending: boolean }>();
   /** Requests sent for lock operations (heartbeats not counted). */
   requests = 0;
   /** Resolves once connected the first time; rejects if the session ends before. */
@@ -268,7 +281,7 @@ export class ZkSession {
     guardFraming(this.client);
     this.engine = new EngineSession(`ZooKeeper session on ${options.connectionString}`, timeoutMs, this.lostContactAt, {
       keepAlive: (now) => this.keepAlive(now),
-      keepAliveEveryMs: Math.max(20, timeoutMs / 12),
+      keepAliveEveryMs: Math.max(20, timeoutMs / 24),
       suspectAfterMs: (timeoutMs * 2) / 3,
       ended: (how) => this.ended(how),
       onState: (_, state) => this.onEngineState(state),
@@ -309,48 +322,47 @@ export class ZkSession {
     return this.client.getSessionId();
   }
 
-  /** Delete `path` once connected again (a delete that failed with the connection). */
-  removeLater(path: string): void {
-    this.orphans.add(path);
-  }
-
   /**
-   * Delete `path`, carried across a lost connection: a delete that fails with the connection
-   * (CONNECTION_LOSS) while the session lives is sent again once it is connected again (the
-   * server keeps the session, and the node, meanwhile). Resolves `true` once deleted, `false`
-   * when the node was not there or the session ended first (its ephemeral nodes go with it, at
-   * its local deadline at the latest); other errors reject.
+   * Delete `path` once connected again: its delete failed with the connection (CONNECTION_LOSS)
+   * while the session lives, and the server keeps the session, and the node, meanwhile. Sent to
+   * whichever server the client reconnects to. Resolves `true` once deleted, `false` when the
+   * node was not there or the session ended first (its ephemeral nodes go with it, at its local
+   * deadline at the latest); rejects with any other error of the delete. One entry per path,
+   * whoever asks: no listener per delete (thousands of aborted waits during an outage add none).
    */
-  async removeAcross(path: string): Promise<boolean> {
-    for (;;) {
-      try {
-        await this.remove(path);
-        return true;
-      } catch (e) {
-        if (zkCode(e) === Code.NO_NODE || this.isEnded) return false;
-        if (zkCode(e) !== Code.CONNECTION_LOSS) throw e;
-      }
-      if (!(await this.reconnected())) return false;
-    }
+  removeLater(path: string): Promise<boolean> {
+    if (this.isEnded) return Promise.resolve(false);
+    return new Promise<boolean>((resolve, reject) => {
+      const settle = (outcome: boolean | Error): void => (outcome instanceof Error ? reject(outcome) : resolve(outcome));
+      const entry = this.orphans.get(path);
+      if (entry) entry.settle.push(settle);
+      else this.orphans.set(path, { settle: [settle], sending: false });
+      this.sendOrphanSoon(path);
+    });
   }
 
-  /** Resolves `true` once connected again (at once if connected now), `false` if the session ends first. */
-  private reconnected(): Promise<boolean> {
-    if (this.isEnded) return Promise.resolve(false);
-    // A request can fail with its connection before the client reports it disconnected: give it a moment.
-    if (this.connectedNow) return new Promise((resolve) => setTimeout(() => resolve(!this.isEnded), RECONNECT_CHECK_MS).unref());
-    return new Promise((resolve) => {
-      const onAbort = (): void => {
-        this.client.removeListener('connected', onConnected);
-        resolve(false);
-      };
-      const onConnected = (): void => {
-        this.engine.signal.removeEventListener('abort', onAbort);
-        resolve(true);
-      };
-      this.client.once('connected', onConnected);
-      this.engine.signal.addEventListener('abort', onAbort, { once: true });
-    });
+  /** A request can fail with its connection before the client reports it lost: look again in a moment. */
+  private sendOrphanSoon(path: string): void {
+    if (this.connectedNow) setTimeout(() => this.connectedNow && this.sendOrphan(path), RECONNECT_CHECK_MS).unref();
+  }
+
+  private sendOrphan(path: string): void {
+    const entry = this.orphans.get(path);
+    if (!entry || entry.sending) return;
+    entry.sending = true;
+    const done = (outcome: boolean | Error): void => {
+      this.orphans.delete(path);
+      for (const settle of entry.settle) settle(outcome);
+    };
+    this.remove(path).then(
+      () => done(true),
+      (e: unknown) => {
+        entry.sending = false;
+        if (zkCode(e) === Code.NO_NODE || this.isEnded) done(false);
+        else if (zkCode(e) !== Code.CONNECTION_LOSS) done(e as Error);
+        else this.sendOrphanSoon(path); // otherwise at the next 'connected'
+      },
+    );
   }
 
   /** Close the session: the server deletes its ephemeral nodes at once (see {@link ended}). */
@@ -476,7 +488,11 @@ export class ZkSession {
       try {
         send((e, value) => {
           if (e === null && kind !== 'read') {
-            const proven = this.touches.answered(sentAt, monotonicNow());
+            const repliedAt = monotonicNow();
+            // Idle heartbeats are timed from this reply, not from the send: see keepAlive.
+            if (repliedAt > this.lastWriteAt) this.lastWriteAt = repliedAt;
+            if (this.connectedNow) this.engine.heard(repliedAt);
+            const proven = this.touches.answered(sentAt, repliedAt);
             if (this.handshakeAt !== undefined) this.engine.confirmed(this.handshakeAt);
             this.handshakeAt = undefined;
             if (proven !== undefined) this.engine.confirmed(proven);
@@ -536,12 +552,7 @@ export class ZkSession {
     this.handshakeAt = this.lostContactAt;
     this.touches.reset();
     this.beat();
-    for (const path of [...this.orphans]) {
-      this.orphans.delete(path);
-      this.remove(path).catch((e: unknown) => {
-        if (zkCode(e) !== Code.NO_NODE && !this.isEnded) this.orphans.add(path);
-      });
-    }
+    for (const path of [...this.orphans.keys()]) this.sendOrphan(path);
   }
 
   private onDisconnected(): void {
@@ -568,6 +579,8 @@ export class ZkSession {
             : 'The ZooKeeper session ended (expired on the server)';
     this.endError = new SessionEndedError(how, message);
     for (const fail of [...this.pending]) fail(this.endError);
+    for (const { settle } of this.orphans.values()) for (const give of settle) give(false);
+    this.orphans.clear();
     this.watchers.clear();
     const socket = socketOf(this.client);
     if (how === 'closed' && this.connectedNow && socket && !socket.destroyed) {
