@@ -93,14 +93,7 @@ end
 local function int(n)
   return string.format('%d', n)
 end
-local now
-local function nowMs()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now
-end
+-- include: now.lua
 -- Lua numbers are doubles: exact below 2^53; beyond, read the counter back as a string.
 local function counted(fence, t)
   if t < 9007199254740992 then return int(t) end
