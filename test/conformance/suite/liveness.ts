@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
 import { LockClient } from '../../../src/core/client.js';
 import { connect } from '../../../src/connect.js';
+import { isSessionDriver } from '../../../src/drivers/driver.js';
 import { LockLostError, UnavailableError } from '../../../src/errors.js';
 import { freePort } from '../../support/ports.js';
 import type { SuiteContext } from './context.js';
@@ -37,6 +38,27 @@ export function defineLiveness(ctx: SuiteContext): void {
     expect(await b.tryAcquire(key, { ttlMs })).toBeNull();
     expect(await lease.release()).toBe(true);
   });
+
+  it('an idle session holding a lock stays connected: its own keep-alives alone never let it be suspended', async (t) => {
+    const a = await newClient();
+    const d = a.driver;
+    if (d.info.liveness !== 'session' || !isSessionDriver(d)) t.skip(`${d.info.name} keeps its locks with TTLs, not a session (info.liveness): the renewal test covers it`);
+    if (!isSessionDriver(d)) return;
+    const lease = await a.acquire(uniqueKey('idle-session'), { ttlMs: 30_000 });
+    const states: string[] = [];
+    const off = d.onSessionState((s) => states.push(s));
+    try {
+      // Longer than every suite engine's session timeout (ZooKeeper 4 s, the others less):
+      // nothing but the session's keep-alives and the lease's renewal runs meanwhile.
+      await sleep(6000);
+    } finally {
+      off();
+    }
+    expect(states).toEqual([]);
+    expect(d.sessionState).toBe('connected');
+    expect(lease.isHeld()).toBe(true);
+    expect(await lease.release()).toBe(true);
+  }, 30_000);
 
   // ---------------------------------------------------------------- lost locks
 
