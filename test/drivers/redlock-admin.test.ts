@@ -1,6 +1,7 @@
 /**
  * Redlock's operator steps on three real nodes: list() gives a key once when a majority holds it
- * (not a minority's partial grant); forceRelease() deletes on every node that answers, raises every
+ * (not a minority's partial grant), also when a node gets its copy only after its scan answered;
+ * forceRelease() deletes on every node that answers, raises every
  * reachable node's fence counter to the highest seen, tolerates a minority down, and refuses with
  * QuorumError when a majority does not answer. A node whose SCAN fails while its other commands
  * answer does not hide the keys it holds (the next node gives them); more failing scans than a
@@ -52,6 +53,41 @@ describe('redlock list() and forceRelease()', () => {
     expect((await c.list('adm:')).map((i) => [i.key, i.holders[0]?.owner])).toEqual([['adm:held', held.owner]]);
     await held.release();
     expect(await c.list('adm:')).toEqual([]);
+  });
+
+  it("a copy that lands on a node after that node's scan (a grant's last node answering late) does not hide the key", async () => {
+    const n = await nodes();
+    const d = new RedlockDriver({ url: n.url, nodeTimeoutMs: 500 });
+    const c = new LockClient(d);
+    cleanups.push(() => c.close());
+    const held = await c.acquire('late:k', { ttlMs: 10_000 });
+    // Listing order is by host:port: the first node loses its copy (a majority keeps it) ...
+    const sorted = [...n.nodes].sort((a, b) => (`127.0.0.1:${a.port}` < `127.0.0.1:${b.port}` ? -1 : 1));
+    const name = 'dlock:{late:k}';
+    const value = await on(sorted[0]!.url, async (r) => {
+      const v = await r.get(name);
+      await r.del(name);
+      return v;
+    });
+    expect(value).not.toBeNull();
+    // ... and gets it back right after its scan answered, before the next node is scanned: the
+    // key on its way to a node when acquire() resolved. Only the scan is wrapped; the engine is real.
+    const first = (d as unknown as { nodes: { label: string; scanNode: () => Promise<{ scan: (...a: [string, string, number]) => Promise<{ cursor: string; keys: string[] }> }> }[] }).nodes.find((x) => x.label === `127.0.0.1:${sorted[0]!.port}`);
+    expect(first, 'the first node in listing order').toBeDefined();
+    const scanNode = first!.scanNode.bind(first);
+    first!.scanNode = async () => {
+      const real = await scanNode();
+      return {
+        ...real,
+        scan: async (...a) => {
+          const batch = await real.scan(...a);
+          await on(sorted[0]!.url, (r) => r.set(name, value!, 'PX', 10_000));
+          return batch;
+        },
+      };
+    };
+    expect((await c.list('late:')).map((i) => [i.key, i.holders[0]?.owner])).toEqual([['late:k', held.owner]]);
+    expect(await held.release()).toBe(true);
   });
 
   it('a node whose SCAN fails does not hide its keys: the next node gives them; two such nodes: QuorumError', async () => {

@@ -649,9 +649,11 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
    * node's scan gave it already). A node whose scan fails is skipped and remembered in the cursor:
    * a later node then gives the keys that node also holds (a skipped node's copy proves nothing).
    * More than N - quorum skipped nodes: {@link QuorumError} (a majority-held key could live only
-   * on the skipped ones). Keys whose copies change during the listing (being acquired, released,
-   * restored on a restarted node, or a copy still on its way to a node when `acquire` resolved on
-   * a majority) may be named twice or not at all, as with SCAN itself.
+   * on the skipped ones). A node scanned whole within this call counts as having given exactly
+   * the keys this call gave, so a copy that lands on it after its scan (still on its way when
+   * `acquire` resolved on a majority) does not hide the key. Keys whose copies change while a
+   * listing spans several pages (being acquired, released, restored on a restarted node) may be
+   * named twice or not at all, as with SCAN itself.
    */
   async list(prefix: string, page: { readonly cursor?: string; readonly limit: number }): Promise<KeyPage> {
     this.assertOpen();
@@ -668,9 +670,18 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
         'too many nodes could not be scanned',
       );
     if (skipped.size > this.nodes.length - this.quorum) throw this.quorumFailure(tooMany());
+    // Nodes scanned from start to end within this call, and the names this call gave: such a node
+    // gave a key exactly when this call gave it. A key that lands on it after its scan (a grant's
+    // last node answering after the grant resolved, or a grant completing its majority meanwhile)
+    // is not taken as given there; only for a node scanned on an earlier page does the check
+    // fall back to whether the node has the key now.
+    const startedHere = new Set<string>();
+    const scannedHere = new Set<string>();
+    const given = new Set<string>();
     const scanners = order.map(({ node, label }, rank): ScanNode => ({
       address: label,
       scan: async (cursor, match, count) => {
+        if (cursor === '0') startedHere.add(label);
         let batch;
         try {
           batch = await (await node.scanNode()).scan(cursor, match, count);
@@ -681,14 +692,18 @@ export class RedlockDriver implements TrySetDriver, MarkStore {
           return { cursor: '0', keys: [] };
         }
         const keys: string[] = [];
-        const earlier = order.slice(0, rank).filter(({ label: l }) => !skipped.has(l));
+        const earlier = order.slice(0, rank).filter(({ label: l }) => !skipped.has(l) && !scannedHere.has(l));
         for (const name of batch.keys) {
           const key = lockKeyName(this.prefix, name, false);
-          if (key === undefined || !key.startsWith(prefix) || this.lockKey(key) !== name) continue;
+          if (key === undefined || !key.startsWith(prefix) || this.lockKey(key) !== name || given.has(name)) continue;
           const seen = await Promise.all(earlier.map(({ node: e }) => e.run(scripts.inspect, [name], []).then((r) => Boolean(r), () => false)));
           if (seen.some(Boolean)) continue;
-          if ((await this.inspect(key)) !== null) keys.push(name);
+          if ((await this.inspect(key)) !== null) {
+            keys.push(name);
+            given.add(name);
+          }
         }
+        if (batch.cursor === '0' && startedHere.has(label)) scannedHere.add(label);
         return { cursor: batch.cursor, keys };
       },
     }));
