@@ -149,6 +149,8 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
     // wait for it: the first acknowledged renewal after the kill ends the wait below.
     const ttlMs = 60_000;
     const leaseA = await a.acquire(k, { ttlMs });
+    const renewalErrors: string[] = [];
+    a.on('renewal-failed', (e) => renewalErrors.push(String((e.error as Error | undefined)?.message ?? e.error)));
 
     const oldPort = setup.master.port;
     const killedAt = performance.now();
@@ -176,7 +178,10 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
         (t) => t.split('\n').filter((l) => /^(role|connected_slaves|slave\d+):/.test(l)).join(' ').trim(),
         (e: unknown) => `INFO failed: ${String(e)}`,
       );
-      expect.fail(`lost ${Math.round(performance.now() - killedAt)} ms after the kill: ${String((leaseA.signal.reason as Error | undefined)?.message)}; new master: ${replication}`);
+      expect.fail(
+        `lost ${Math.round(performance.now() - killedAt)} ms after the kill: ${String((leaseA.signal.reason as Error | undefined)?.message)}; new master: ${replication}; ` +
+          `renewal failures: ${[...new Set(renewalErrors)].join(' | ') || 'none'} (${renewalErrors.length})`,
+      );
     }
     expect(validUntil(), 'no renewal sent after the kill was acknowledged').toBeGreaterThan(bound);
     expect(leaseA.isHeld()).toBe(true);
@@ -192,6 +197,51 @@ describe('redis under Sentinel: the master is killed while a lock is held', () =
     expect(leaseB.token).toBeGreaterThan(leaseA.token);
     expect(await leaseB.release()).toBe(true);
   }, 120_000);
+
+  it("a failover heard while the client reconnects does not end dlock's connection for good: the holder renews on the new master", async () => {
+    const setup = await startRedisSentinel({ replicas: 1, sentinels: 3 });
+    cleanups.push(() => setup.stop());
+    const driver = new RedisDriver({ url: setup.url });
+    const a = lockClient(driver);
+    const k = key('race');
+    const lease = await a.acquire(k, { ttlMs: 60_000 });
+    // The connection dlock opened from the URL (ioredis, Sentinel-configured, failoverDetector on).
+    type Conn = { status?: string; on(e: string, f: () => void): void; connector: { disconnect(): void } };
+    const conn = (driver as unknown as { adapter: { client: Conn } }).adapter.client;
+    const oldPort = setup.master.port;
+    // What ioredis's failover detector does on +switch-master, at the moment the race needs: while
+    // a reconnect (to the dead master, through the Sentinels) is in progress. ioredis then sets
+    // the client to 'end' and never connects again (seen under load: every renewal failed with
+    // "Connection is closed." until the lease ran out). The servers and Sentinels are real.
+    let cut = false;
+    const statuses: string[] = [];
+    for (const st of ['connecting', 'ready', 'end']) conn.on(st, () => statuses.push(st));
+    conn.on('connecting', () => {
+      if (cut) return;
+      cut = true;
+      conn.connector.disconnect();
+    });
+    await setup.master.kill9();
+    await setup.waitForFailover(oldPort);
+    expect(cut).toBe(true);
+    expect(statuses).toContain('end');
+    let extended = false;
+    let lastError: unknown;
+    const deadline = performance.now() + 20_000;
+    while (!extended && performance.now() < deadline) {
+      try {
+        await lease.extend();
+        extended = true;
+      } catch (e) {
+        lastError = e;
+        await sleep(200);
+      }
+    }
+    expect(extended, `extend() after the failover: ${String(lastError)}; statuses ${statuses.join(' ')}`).toBe(true);
+    expect(conn.status).toBe('ready');
+    expect(lease.isHeld()).toBe(true);
+    expect(await lease.release()).toBe(true);
+  }, 60_000);
 });
 
 describe('redis under Sentinel: the operator commands (list, forceRelease)', () => {

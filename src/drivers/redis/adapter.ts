@@ -58,8 +58,44 @@ export interface RedisAdapter {
 }
 
 /** The fields of ioredis `Redis#options` the adapter reads. */
-function connectionOptions(c: IoRedisLike): { db?: unknown; host?: unknown; port?: unknown } | undefined {
+function connectionOptions(c: IoRedisLike): { db?: unknown; host?: unknown; port?: unknown; sentinels?: unknown } | undefined {
   return c.options;
+}
+
+/** Clients dlock is closing itself: an 'end' of theirs is not the Sentinel race below. */
+const closing = new WeakSet<IoRedisLike>();
+/** How soon a client ended by the Sentinel race connects again. */
+const REVIVE_MS = 50;
+
+/**
+ * Work around an ioredis 6 race with Sentinels and `failoverDetector` (dlock's URL clients set it):
+ * the failover detector of an earlier connection hears `+switch-master` while the client is
+ * reconnecting and calls the connector's `disconnect()`; the connect in progress then rejects
+ * ("Connection is closed.") and ioredis sets the client to `end` for good, so every later command
+ * fails although the promoted replica serves. Seen in test/drivers/redis-sentinel.test.ts under
+ * load: a holder's renewals all failed with "Connection is closed." and it lost its lock 59 s
+ * after the failover. A client dlock owns (one it opened from a URL, or the subscriber it
+ * duplicated) that ends that way (straight from `connecting`, not closed by anyone) connects
+ * again; `onRevived` runs once it is ready (the subscriber subscribes to its channels again:
+ * ioredis restores subscriptions only across its own reconnects). Clients passed in are the
+ * caller's to manage and are left alone.
+ */
+function reviveAfterSentinelRace(c: IoRedisLike, onRevived?: () => void): void {
+  if (connectionOptions(c)?.sentinels === undefined) return;
+  let last = '';
+  for (const status of ['connecting', 'connect', 'ready', 'close', 'reconnecting']) c.on(status, () => (last = status));
+  c.on('end', () => {
+    const raced = last === 'connecting' && (c as { manuallyClosing?: boolean }).manuallyClosing !== true && !closing.has(c);
+    last = 'end';
+    if (!raced || typeof c.connect !== 'function') return;
+    setTimeout(() => {
+      if (c.status !== 'end' || closing.has(c)) return;
+      c.connect?.().then(
+        () => onRevived?.(),
+        () => undefined, // it ends again or keeps retrying; its 'error' listener hears why
+      );
+    }, REVIVE_MS).unref();
+  });
 }
 
 /** Structural view of an ioredis `Redis` or `Cluster`. */
@@ -91,6 +127,8 @@ export interface IoRedisLike {
   options?: object;
   /** Connection status (`ready`, `end`, ...). */
   status?: string;
+  /** ioredis `Redis#connect`: connects again a client that ended (see {@link reviveAfterSentinelRace}). */
+  connect?(): Promise<unknown>;
   /** ioredis `Cluster#nodes(role)`: a client per node (listing SCANs every master). */
   nodes?(role: 'master'): IoRedisLike[];
 }
@@ -318,6 +356,7 @@ export class IoRedisAdapter implements RedisAdapter {
     options: AdapterOptions = {},
   ) {
     if (options.failFast) this.health = new ConnectionHealth(client, () => client.status === 'ready');
+    if (owned) reviveAfterSentinelRace(client);
     const db = isClusterClient(client) ? undefined : connectionOptions(client)?.db;
     if (typeof db === 'number' && db > 0 && typeof client.call === 'function') this.db = db;
   }
@@ -405,13 +444,19 @@ export class IoRedisAdapter implements RedisAdapter {
 
   subscriber(onMessage: (channel: string, message: string) => void, onError: (e: unknown) => void): Promise<Subscriber> {
     const sub = this.client.duplicate();
+    const channels = new Set<string>();
     sub.on('error', onError);
     sub.on('message', (channel: unknown, message: unknown) => onMessage(String(channel), String(message)));
+    reviveAfterSentinelRace(sub, () => {
+      if (channels.size > 0) sub.subscribe(...channels).catch(onError);
+    });
     return Promise.resolve({
       subscribe: async (channel) => {
+        channels.add(channel);
         await sub.subscribe(channel);
       },
       unsubscribe: async (channel) => {
+        channels.delete(channel);
         await sub.unsubscribe(channel);
       },
       close: () => quitIoRedis(sub),
@@ -529,6 +574,7 @@ export class NodeRedisAdapter implements RedisAdapter {
  * offline queue while ioredis keeps reconnecting to a server that is gone). Bounded either way.
  */
 function quitIoRedis(c: IoRedisLike): Promise<void> {
+  closing.add(c);
   if (c.status === 'end') return Promise.resolve();
   return new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
