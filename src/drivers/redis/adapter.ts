@@ -127,7 +127,7 @@ export interface IoRedisLike {
   options?: object;
   /** Connection status (`ready`, `end`, ...). */
   status?: string;
-  /** ioredis `Redis#connect`: connects again a client that ended (see {@link reviveAfterSentinelRace}). */
+  /** ioredis `Redis#connect`: connects again a client that ended (dlock does so after an ioredis Sentinel race, see adapter.ts). */
   connect?(): Promise<unknown>;
   /** ioredis `Cluster#nodes(role)`: a client per node (listing SCANs every master). */
   nodes?(role: 'master'): IoRedisLike[];
