@@ -451,8 +451,8 @@ export class ZooKeeperDriver implements QueueDriver<ZkEntry>, SessionSource, Mar
   /**
    * Delete our znode; resolves whether it was there. A delete that cannot reach the server is
    * sent again once the session reconnects (ZkSession.removeLater): in the background, or
-   * (`across`, a release) before this resolves: `true` once the node is gone (the lost delete
-   * may have been applied already), `false` if the session ended first. The key's
+   * (`across`, a release) before this resolves, `false` if the session ended first or the node
+   * was gone (possibly by the lost delete itself: see removeLater). The key's
    * parent is deleted later if it is empty then.
    */
   private removeOwn(s: ZkSession, path: string, dir: string, across = false): Promise<boolean> {

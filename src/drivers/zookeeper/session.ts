@@ -325,12 +325,12 @@ export class ZkSession {
   /**
    * Delete `path` once connected again: its delete failed with the connection (CONNECTION_LOSS)
    * while the session lives, and the server keeps the session, and the node, meanwhile. Sent to
-   * whichever server the client reconnects to. Resolves `true` once the node is gone (deleted
-   * now, or not there: the lost delete may have been applied before its connection went, as
-   * seen with a server frozen right after it received the delete), `false` when the session
-   * ended first (its ephemeral nodes go with it, at its local deadline at the latest); rejects
-   * with any other error of the delete. (A node deleted by someone else meanwhile, e.g. an
-   * operator's forceRelease, also gives `true`: its owner is told through the lost signal.) One entry per path,
+   * whichever server the client reconnects to. Resolves `true` once deleted, `false` when the
+   * node was not there or the session ended first (its ephemeral nodes go with it, at its local
+   * deadline at the latest); rejects with any other error of the delete. Not there is `false`
+   * even though the lost delete may itself have been applied before its reply was lost:
+   * ZooKeeper cannot tell that from someone else's delete (an operator's forceRelease), and
+   * `false` is the safe answer for a release. One entry per path,
    * whoever asks: no listener per delete (thousands of aborted waits during an outage add none).
    */
   removeLater(path: string): Promise<boolean> {
@@ -361,8 +361,7 @@ export class ZkSession {
       () => done(true),
       (e: unknown) => {
         entry.sending = false;
-        if (this.isEnded) done(false);
-        else if (zkCode(e) === Code.NO_NODE) done(true); // gone: perhaps by the delete whose reply was lost
+        if (zkCode(e) === Code.NO_NODE || this.isEnded) done(false);
         else if (zkCode(e) !== Code.CONNECTION_LOSS) done(e as Error);
         else this.sendOrphanSoon(path); // otherwise at the next 'connected'
       },
