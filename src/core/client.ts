@@ -41,7 +41,11 @@ export interface LockClientOptions {
   waitMs?: number;
   /** Renew held locks automatically (the watchdog). Default true. */
   renew?: boolean;
-  /** Renew when this fraction of the TTL has passed. Default 1/3 (three tries per TTL). */
+  /**
+   * Renew when this fraction of the TTL has passed. Default 1/3 (three tries per TTL). A renewal
+   * that fails is retried after this fraction or a tenth of the TTL, whichever is shorter, until
+   * it succeeds or the lease's local deadline passes.
+   */
   renewRatio?: number;
   /** Stop renewing after this many ms of holding, so a stuck holder cannot keep a key forever. */
   maxHoldMs?: number;

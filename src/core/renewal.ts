@@ -144,7 +144,9 @@ export class RenewalScheduler {
         if (live.length > 0) this.logger?.warn?.('dlock: renewal failed; retrying until the local deadline', { error, keys: live.map((h) => h.key) });
         for (const h of live) {
           this.onFailed?.(h, error);
-          h.nextRenewAt = now + Math.max(10, h.ttlMs / 10);
+          // Retry at the renewal cadence or every tenth of the TTL, whichever is sooner, so a
+          // small renewRatio (chosen to ride out short outages) keeps its cadence while failing.
+          h.nextRenewAt = now + Math.max(10, Math.min(h.ttlMs / 10, h.ttlMs * this.renewRatio));
           this.arm(Math.min(h.nextRenewAt, h.validUntil));
         }
       },
